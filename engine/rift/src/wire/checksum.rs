@@ -1,0 +1,18 @@
+//! CRC-16/KERMIT over RIFT header bytes (spec RIFT §2.3). The payload is covered by the AEAD.
+
+const KERMIT: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_KERMIT);
+
+/// CRC-16/KERMIT of `bytes` (check value for ASCII "123456789" is `0x2189`).
+pub fn crc16_kermit(bytes: &[u8]) -> u16 {
+    KERMIT.checksum(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kermit_check_value() {
+        assert_eq!(crc16_kermit(b"123456789"), 0x2189);
+    }
+}
