@@ -1,0 +1,29 @@
+//! `wavry-bench`: load generators and measurement tools. Each subcommand prints a table and
+//! can write JSON; ratios are always against a baseline measured in the same run.
+
+use clap::{Parser, Subcommand};
+
+mod control;
+mod net;
+
+#[derive(Parser, Debug)]
+#[command(name = "wavry-bench", version, about = "Wavry load tools and benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Packet I/O: std, sendmmsg, portable and io_uring backends, GSO/GRO ceiling.
+    Net(net::Args),
+    /// Control plane: logins/s, lease issuances/s, WebSocket fan-out.
+    Control(control::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Net(a) => net::run(&a),
+        Command::Control(a) => control::run(&a),
+    }
+}
