@@ -27,7 +27,10 @@ pub enum IdentityError {
     Exists(String),
     /// Reading or writing a key file failed.
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     /// The system random generator failed.
     #[error("system random number generator failed")]
     Rng,
@@ -110,7 +113,9 @@ pub struct IdentityKey {
 
 impl fmt::Debug for IdentityKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IdentityKey").field("id", &self.id()).finish_non_exhaustive()
+        f.debug_struct("IdentityKey")
+            .field("id", &self.id())
+            .finish_non_exhaustive()
     }
 }
 
@@ -118,13 +123,16 @@ impl IdentityKey {
     /// A fresh key from the operating system's random generator.
     pub fn generate() -> Result<Self, IdentityError> {
         let mut seed = [0u8; 32];
-        SystemRandom::new().fill(&mut seed).map_err(|_| IdentityError::Rng)?;
+        SystemRandom::new()
+            .fill(&mut seed)
+            .map_err(|_| IdentityError::Rng)?;
         Self::from_seed(seed)
     }
 
     /// The key for a 32-byte seed.
     pub fn from_seed(seed: [u8; 32]) -> Result<Self, IdentityError> {
-        let pair = Ed25519KeyPair::from_seed_unchecked(&seed).map_err(|_| IdentityError::BadSeed)?;
+        let pair =
+            Ed25519KeyPair::from_seed_unchecked(&seed).map_err(|_| IdentityError::BadSeed)?;
         Ok(Self { seed, pair })
     }
 
@@ -182,7 +190,10 @@ fn with_suffix(prefix: &Path, ext: &str) -> std::path::PathBuf {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
-    move |source| IdentityError::Io { path: path.display().to_string(), source }
+    move |source| IdentityError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 fn read_32(path: &Path) -> Result<[u8; 32], IdentityError> {
@@ -190,7 +201,10 @@ fn read_32(path: &Path) -> Result<[u8; 32], IdentityError> {
     bytes
         .as_slice()
         .try_into()
-        .map_err(|_| IdentityError::BadKeyFile { path: path.display().to_string(), len: bytes.len() })
+        .map_err(|_| IdentityError::BadKeyFile {
+            path: path.display().to_string(),
+            len: bytes.len(),
+        })
 }
 
 fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<(), IdentityError> {
@@ -202,8 +216,12 @@ fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<(), IdentityErr
         opts.mode(if secret { 0o600 } else { 0o644 });
         let mut f = opts.open(path).map_err(io_err(path))?;
         // An existing file keeps its old mode on open: tighten it explicitly.
-        f.set_permissions(fs::Permissions::from_mode(if secret { 0o600 } else { 0o644 }))
-            .map_err(io_err(path))?;
+        f.set_permissions(fs::Permissions::from_mode(if secret {
+            0o600
+        } else {
+            0o644
+        }))
+        .map_err(io_err(path))?;
         f.write_all(bytes).map_err(io_err(path))?;
         f.sync_all().map_err(io_err(path))
     }
@@ -257,14 +275,23 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&kp).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(&kp).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         let other = IdentityKey::generate().unwrap();
-        assert!(matches!(other.write_files(&prefix, false), Err(IdentityError::Exists(_))));
+        assert!(matches!(
+            other.write_files(&prefix, false),
+            Err(IdentityError::Exists(_))
+        ));
         other.write_files(&prefix, true).unwrap();
         assert_eq!(WavryId::load(&pp).unwrap(), other.id());
         fs::write(&pp, [0u8; 31]).unwrap();
-        assert!(matches!(WavryId::load(&pp), Err(IdentityError::BadKeyFile { len: 31, .. })));
+        assert!(matches!(
+            WavryId::load(&pp),
+            Err(IdentityError::BadKeyFile { len: 31, .. })
+        ));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -6,10 +6,10 @@
 //! `slimit`/`hlimit` (kbit/s), `wavry_id`.
 
 use pasetors::{
+    Public,
     keys::{AsymmetricPublicKey, AsymmetricSecretKey},
     token::UntrustedToken,
     version4::{PublicToken, V4},
-    Public,
 };
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
@@ -138,7 +138,9 @@ pub struct LeaseSigner {
 
 impl std::fmt::Debug for LeaseSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LeaseSigner").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("LeaseSigner")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -149,7 +151,8 @@ impl LeaseSigner {
         let mut pair = [0u8; 64];
         pair[..32].copy_from_slice(key.seed());
         pair[32..].copy_from_slice(&public);
-        let key = AsymmetricSecretKey::<V4>::from(&pair).map_err(|e| LeaseError::Sign(e.to_string()))?;
+        let key =
+            AsymmetricSecretKey::<V4>::from(&pair).map_err(|e| LeaseError::Sign(e.to_string()))?;
         let kid = kid.unwrap_or_else(|| default_key_id(&public));
         Ok(Self { key, public, kid })
     }
@@ -171,7 +174,12 @@ impl LeaseSigner {
     }
 
     /// Signs an arbitrary payload (token level, for tests against the PASETO vectors).
-    pub fn sign_raw(&self, payload: &[u8], footer: &[u8], implicit: &[u8]) -> Result<String, LeaseError> {
+    pub fn sign_raw(
+        &self,
+        payload: &[u8],
+        footer: &[u8],
+        implicit: &[u8],
+    ) -> Result<String, LeaseError> {
         PublicToken::sign(&self.key, payload, Some(footer), Some(implicit))
             .map_err(|e| LeaseError::Sign(e.to_string()))
     }
@@ -186,13 +194,27 @@ pub fn verify_raw(
     implicit: &[u8],
 ) -> Result<Vec<u8>, LeaseError> {
     if token.is_empty() || token.len() > MAX_TOKEN_LEN {
-        return Err(LeaseError::Malformed(format!("token length {} out of range", token.len())));
+        return Err(LeaseError::Malformed(format!(
+            "token length {} out of range",
+            token.len()
+        )));
     }
-    let pk = AsymmetricPublicKey::<V4>::from(public_key).map_err(|e| LeaseError::Malformed(e.to_string()))?;
+    let pk = AsymmetricPublicKey::<V4>::from(public_key)
+        .map_err(|e| LeaseError::Malformed(e.to_string()))?;
     let untrusted = UntrustedToken::<Public, V4>::try_from(token)
         .map_err(|e| LeaseError::Malformed(e.to_string()))?;
-    let trusted = PublicToken::verify(&pk, &untrusted, Some(footer), Some(implicit))
+    // pasetors treats `Some(b"")` as "a footer must be present": pass `None` for "no footer"
+    // and compare the authenticated footer afterwards.
+    let expect_footer = if footer.is_empty() {
+        None
+    } else {
+        Some(footer)
+    };
+    let trusted = PublicToken::verify(&pk, &untrusted, expect_footer, Some(implicit))
         .map_err(|_| LeaseError::BadSignature)?;
+    if trusted.footer() != footer {
+        return Err(LeaseError::BadSignature);
+    }
     Ok(trusted.payload().as_bytes().to_vec())
 }
 
@@ -208,7 +230,11 @@ impl LeaseVerifier {
     /// A verifier for leases signed by `public_key` for relay `relay_id`. When `key_id` is
     /// known (from registration), leases must carry the same `kid`.
     pub fn new(public_key: [u8; 32], key_id: Option<String>, relay_id: impl Into<String>) -> Self {
-        Self { public_key, key_id, relay_id: relay_id.into() }
+        Self {
+            public_key,
+            key_id,
+            relay_id: relay_id.into(),
+        }
     }
 
     /// Verifies signature, times (with [`CLOCK_SKEW`]), session, role, relay and key id.

@@ -27,7 +27,10 @@ pub struct ReplayWindow {
 impl ReplayWindow {
     /// An empty window; the first packet is always accepted.
     pub const fn new() -> Self {
-        Self { highest: 0, bitmap: 0 }
+        Self {
+            highest: 0,
+            bitmap: 0,
+        }
     }
 
     /// Highest packet id accepted so far (0 before any).
@@ -57,7 +60,11 @@ impl ReplayWindow {
             self.bitmap = 1;
         } else if seq > self.highest {
             let shift = seq - self.highest;
-            self.bitmap = if shift >= WINDOW { 1 } else { (self.bitmap << shift) | 1 };
+            self.bitmap = if shift >= WINDOW {
+                1
+            } else {
+                (self.bitmap << shift) | 1
+            };
             self.highest = seq;
         } else {
             let back = self.highest - seq;
@@ -129,7 +136,11 @@ mod tests {
             let hi = seen.iter().next_back().copied().unwrap_or(0);
             let seq = (hi + 64).saturating_sub(x % 200).max(1);
             let expect_ok = seen.is_empty() || (!seen.contains(&seq) && seq + WINDOW > hi);
-            assert_eq!(w.check_and_update(seq).is_ok(), expect_ok, "seq {seq} hi {hi}");
+            assert_eq!(
+                w.check_and_update(seq).is_ok(),
+                expect_ok,
+                "seq {seq} hi {hi}"
+            );
             if expect_ok {
                 seen.insert(seq);
             }

@@ -49,7 +49,10 @@ impl PacketKey {
     ) -> Result<usize, CryptoError> {
         let need = len + TAG_LEN;
         if buf.len() < need {
-            return Err(CryptoError::BufferTooSmall { len: buf.len(), need });
+            return Err(CryptoError::BufferTooSmall {
+                len: buf.len(),
+                need,
+            });
         }
         let (data, rest) = buf.split_at_mut(len);
         let tag: Tag = self
@@ -107,8 +110,12 @@ mod tests {
         for (i, k) in key.iter_mut().enumerate() {
             *k = 0x80 + i as u8;
         }
-        let nonce: [u8; 12] = [0x07, 0, 0, 0, 0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47];
-        let aad = [0x50, 0x51, 0x52, 0x53, 0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7];
+        let nonce: [u8; 12] = [
+            0x07, 0, 0, 0, 0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47,
+        ];
+        let aad = [
+            0x50, 0x51, 0x52, 0x53, 0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7,
+        ];
         let pt = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
         let expect_ct_prefix = [0xd3, 0x1a, 0x8d, 0x34, 0x64, 0x8e, 0x60, 0xdb, 0x7b, 0x86];
         let expect_tag = [

@@ -39,14 +39,27 @@ fn signed_bytes<'a>(
 
 impl AuthPayload {
     /// Creates a proof for `key` bound to `hash` and the local Noise static key.
-    pub(crate) fn create(key: &IdentityKey, label: &[u8], hash: &[u8], noise_static: &[u8]) -> Self {
+    pub(crate) fn create(
+        key: &IdentityKey,
+        label: &[u8],
+        hash: &[u8],
+        noise_static: &[u8],
+    ) -> Self {
         let mut buf = [0u8; MAX_SIGNED];
         let msg = signed_bytes(&mut buf, label, hash, noise_static);
-        Self { identity: key.id(), signature: key.sign(msg) }
+        Self {
+            identity: key.id(),
+            signature: key.sign(msg),
+        }
     }
 
     /// Verifies the proof against `hash` and the sender's Noise static key.
-    pub(crate) fn verify(&self, label: &[u8], hash: &[u8], noise_static: &[u8]) -> Result<(), CryptoError> {
+    pub(crate) fn verify(
+        &self,
+        label: &[u8],
+        hash: &[u8],
+        noise_static: &[u8],
+    ) -> Result<(), CryptoError> {
         let mut buf = [0u8; MAX_SIGNED];
         let msg = signed_bytes(&mut buf, label, hash, noise_static);
         self.identity
@@ -66,13 +79,19 @@ impl AuthPayload {
         id.copy_from_slice(&buf[1..33]);
         let mut signature = [0u8; SIGNATURE_LEN];
         signature.copy_from_slice(&buf[33..]);
-        Ok(Self { identity: WavryId::from_bytes(id), signature })
+        Ok(Self {
+            identity: WavryId::from_bytes(id),
+            signature,
+        })
     }
 
     /// Writes the proof into `out[..AUTH_PAYLOAD_LEN]`.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, CryptoError> {
         if out.len() < AUTH_PAYLOAD_LEN {
-            return Err(CryptoError::BufferTooSmall { len: out.len(), need: AUTH_PAYLOAD_LEN });
+            return Err(CryptoError::BufferTooSmall {
+                len: out.len(),
+                need: AUTH_PAYLOAD_LEN,
+            });
         }
         out[0] = AUTH_VERSION;
         out[1..33].copy_from_slice(self.identity.as_bytes());

@@ -32,7 +32,14 @@ pub struct SecureChannel {
 impl SecureChannel {
     /// Wraps direction keys from a finished handshake. Packet ids start at 1.
     pub fn new(tx: PacketKey, rx: PacketKey, peer: WavryId, handshake_hash: [u8; 32]) -> Self {
-        Self { tx, rx, next_packet_id: 1, replay: ReplayWindow::new(), peer, handshake_hash }
+        Self {
+            tx,
+            rx,
+            next_packet_id: 1,
+            replay: ReplayWindow::new(),
+            peer,
+            handshake_hash,
+        }
     }
 
     /// The peer's authenticated identity.
@@ -53,10 +60,18 @@ impl SecureChannel {
     /// Seals a datagram in place. The plaintext must already sit at
     /// `buf[18..18 + payload_len]`; the header is written to `buf[..18]` and the tag after the
     /// payload. Returns `(packet_id, datagram_len)`.
-    pub fn seal(&mut self, alias: u32, buf: &mut [u8], payload_len: usize) -> Result<(u64, usize), CryptoError> {
+    pub fn seal(
+        &mut self,
+        alias: u32,
+        buf: &mut [u8],
+        payload_len: usize,
+    ) -> Result<(u64, usize), CryptoError> {
         let need = payload_len + OVERHEAD;
         if buf.len() < need {
-            return Err(CryptoError::BufferTooSmall { len: buf.len(), need });
+            return Err(CryptoError::BufferTooSmall {
+                len: buf.len(),
+                need,
+            });
         }
         let packet_id = self.next_packet_id;
         if packet_id == u64::MAX {
@@ -78,7 +93,10 @@ impl SecureChannel {
         let (head, body) = buf.split_at_mut(TransportHeader::LEN);
         let n = self.rx.open(header.packet_id, head, body)?;
         self.replay.update(header.packet_id);
-        Ok(Opened { header, payload: &mut body[..n] })
+        Ok(Opened {
+            header,
+            payload: &mut body[..n],
+        })
     }
 }
 
@@ -89,8 +107,18 @@ mod tests {
 
     fn pair() -> (SecureChannel, SecureChannel) {
         let id = WavryId::from_bytes([3; 32]);
-        let a = SecureChannel::new(PacketKey::new(&[1; 32]), PacketKey::new(&[2; 32]), id, [0; 32]);
-        let b = SecureChannel::new(PacketKey::new(&[2; 32]), PacketKey::new(&[1; 32]), id, [0; 32]);
+        let a = SecureChannel::new(
+            PacketKey::new(&[1; 32]),
+            PacketKey::new(&[2; 32]),
+            id,
+            [0; 32],
+        );
+        let b = SecureChannel::new(
+            PacketKey::new(&[2; 32]),
+            PacketKey::new(&[1; 32]),
+            id,
+            [0; 32],
+        );
         (a, b)
     }
 
@@ -119,7 +147,12 @@ mod tests {
         let mut d = [0u8; 64];
         let (_, n) = a.seal(9, &mut d, 4).unwrap();
         // Change the alias and recompute the CRC: only the AEAD can notice.
-        TransportHeader { alias: 10, packet_id: 1 }.encode(&mut d).unwrap();
+        TransportHeader {
+            alias: 10,
+            packet_id: 1,
+        }
+        .encode(&mut d)
+        .unwrap();
         assert_eq!(b.open(&mut d[..n]), Err(CryptoError::AuthFailed));
     }
 
@@ -133,9 +166,15 @@ mod tests {
         assert_eq!(b.open(&mut cut[..n - 1]), Err(CryptoError::AuthFailed));
         b.open(&mut d[..n]).unwrap();
         let mut again = copy;
-        assert_eq!(b.open(&mut again[..n]), Err(CryptoError::Replay(ReplayError::Duplicate(pid))));
+        assert_eq!(
+            b.open(&mut again[..n]),
+            Err(CryptoError::Replay(ReplayError::Duplicate(pid)))
+        );
         let mut short = copy;
-        assert_eq!(b.open(&mut short[..10]), Err(CryptoError::Wire(WireError::TooShort { len: 10, need: 18 })));
+        assert_eq!(
+            b.open(&mut short[..10]),
+            Err(CryptoError::Wire(WireError::TooShort { len: 10, need: 18 }))
+        );
     }
 
     #[test]

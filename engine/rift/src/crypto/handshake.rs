@@ -106,14 +106,24 @@ impl Handshake {
     ) -> Result<Self, CryptoError> {
         let builder = noise_builder();
         let keypair = builder.generate_keypair()?;
-        let builder = builder.local_private_key(&keypair.private)?.prologue(PROLOGUE)?;
+        let builder = builder
+            .local_private_key(&keypair.private)?
+            .prologue(PROLOGUE)?;
         let noise = match role {
             HandshakeRole::Initiator => builder.build_initiator()?,
             HandshakeRole::Responder => builder.build_responder()?,
         };
         let mut local_static = [0u8; 32];
         local_static.copy_from_slice(&keypair.public);
-        Ok(Self { noise, identity, policy, role, local_static, transcript: [0; 32], peer: None })
+        Ok(Self {
+            noise,
+            identity,
+            policy,
+            role,
+            local_static,
+            transcript: [0; 32],
+            peer: None,
+        })
     }
 
     /// This side's role.
@@ -142,7 +152,9 @@ impl Handshake {
     /// turn (initiator first; see [`Self::step`] for the driven form).
     pub fn write_message(&mut self, out: &mut [u8]) -> Result<usize, CryptoError> {
         if !self.noise.is_my_turn() || self.noise.is_handshake_finished() {
-            return Err(CryptoError::OutOfOrder("write_message when it is not our turn"));
+            return Err(CryptoError::OutOfOrder(
+                "write_message when it is not our turn",
+            ));
         }
         let mut payload = [0u8; AUTH_PAYLOAD_LEN];
         let label = match self.role {
@@ -176,7 +188,7 @@ impl Handshake {
         let mut payload = [0u8; MAX_HANDSHAKE_MSG];
         let n = self.noise.read_message(msg, &mut payload)?;
         let expects_proof = match self.role {
-            HandshakeRole::Initiator => true,                 // msg2
+            HandshakeRole::Initiator => true, // msg2
             HandshakeRole::Responder => self.noise.is_handshake_finished(), // msg3
         };
         if expects_proof {
@@ -203,7 +215,11 @@ impl Handshake {
 
     /// Drives the handshake: processes `incoming` (if any), then writes this side's next
     /// message into `out` when it is its turn. The initiator calls `step(None, out)` first.
-    pub fn step(&mut self, incoming: Option<&[u8]>, out: &mut [u8]) -> Result<HandshakeStep, CryptoError> {
+    pub fn step(
+        &mut self,
+        incoming: Option<&[u8]>,
+        out: &mut [u8],
+    ) -> Result<HandshakeStep, CryptoError> {
         if let Some(msg) = incoming {
             self.read_message(msg)?;
         }
@@ -225,16 +241,25 @@ impl Handshake {
     /// the secure channel for the transport phase.
     pub fn into_channel(mut self) -> Result<SecureChannel, CryptoError> {
         if !self.noise.is_handshake_finished() {
-            return Err(CryptoError::OutOfOrder("into_channel before the handshake finished"));
+            return Err(CryptoError::OutOfOrder(
+                "into_channel before the handshake finished",
+            ));
         }
-        let peer = self.peer.ok_or(CryptoError::OutOfOrder("peer not authenticated"))?;
+        let peer = self
+            .peer
+            .ok_or(CryptoError::OutOfOrder("peer not authenticated"))?;
         let hash = self.hash();
         let (i2r, r2i) = self.noise.dangerously_get_raw_split();
         let (tx, rx) = match self.role {
             HandshakeRole::Initiator => (i2r, r2i),
             HandshakeRole::Responder => (r2i, i2r),
         };
-        Ok(SecureChannel::new(PacketKey::new(&tx), PacketKey::new(&rx), peer, hash))
+        Ok(SecureChannel::new(
+            PacketKey::new(&tx),
+            PacketKey::new(&rx),
+            peer,
+            hash,
+        ))
     }
 }
 
@@ -247,7 +272,10 @@ mod tests {
     }
 
     fn json() -> serde_json::Value {
-        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/noise-xx-25519-chachapoly-blake2s.json");
+        let p = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/noise-xx-25519-chachapoly-blake2s.json"
+        );
         serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
     }
 
@@ -262,22 +290,32 @@ mod tests {
         let (is, ie, ip) = (s("init_static"), s("init_ephemeral"), s("init_prologue"));
         let (rs, re, rp) = (s("resp_static"), s("resp_ephemeral"), s("resp_prologue"));
         let mut init = noise_builder()
-            .local_private_key(&is).unwrap()
+            .local_private_key(&is)
+            .unwrap()
             .fixed_ephemeral_key_for_testing_only(&ie)
-            .prologue(&ip).unwrap()
-            .build_initiator().unwrap();
+            .prologue(&ip)
+            .unwrap()
+            .build_initiator()
+            .unwrap();
         let mut resp = noise_builder()
-            .local_private_key(&rs).unwrap()
+            .local_private_key(&rs)
+            .unwrap()
             .fixed_ephemeral_key_for_testing_only(&re)
-            .prologue(&rp).unwrap()
-            .build_responder().unwrap();
+            .prologue(&rp)
+            .unwrap()
+            .build_responder()
+            .unwrap();
         let msgs = v["messages"].as_array().unwrap();
         let mut buf = [0u8; 1024];
         let mut pt = [0u8; 1024];
         for (i, m) in msgs.iter().take(3).enumerate() {
             let payload = hexd(m["payload"].as_str().unwrap());
             let expect = hexd(m["ciphertext"].as_str().unwrap());
-            let (w, r) = if i % 2 == 0 { (&mut init, &mut resp) } else { (&mut resp, &mut init) };
+            let (w, r) = if i % 2 == 0 {
+                (&mut init, &mut resp)
+            } else {
+                (&mut resp, &mut init)
+            };
             let n = w.write_message(&payload, &mut buf).unwrap();
             assert_eq!(&buf[..n], &expect[..], "handshake message {i}");
             let p = r.read_message(&buf[..n], &mut pt).unwrap();
@@ -313,17 +351,25 @@ mod tests {
 
     #[test]
     fn step_function_completes_and_channels_interoperate() {
-        let (mut i, mut r, ik, rk) = pair(PeerPolicy::AnyAuthenticated, PeerPolicy::AnyAuthenticated);
+        let (mut i, mut r, ik, rk) =
+            pair(PeerPolicy::AnyAuthenticated, PeerPolicy::AnyAuthenticated);
         let mut b1 = [0u8; MAX_HANDSHAKE_MSG];
         let mut b2 = [0u8; MAX_HANDSHAKE_MSG];
-        let HandshakeStep::Send(n1) = i.step(None, &mut b1).unwrap() else { panic!() };
+        let HandshakeStep::Send(n1) = i.step(None, &mut b1).unwrap() else {
+            panic!()
+        };
         assert_eq!(n1, 32);
-        let HandshakeStep::Send(n2) = r.step(Some(&b1[..n1]), &mut b2).unwrap() else { panic!() };
+        let HandshakeStep::Send(n2) = r.step(Some(&b1[..n1]), &mut b2).unwrap() else {
+            panic!()
+        };
         assert_eq!(n2, 32 + 48 + AUTH_PAYLOAD_LEN + 16);
         let HandshakeStep::SendAndComplete(n3) = i.step(Some(&b2[..n2]), &mut b1).unwrap() else {
             panic!()
         };
-        assert_eq!(r.step(Some(&b1[..n3]), &mut b2).unwrap(), HandshakeStep::Complete);
+        assert_eq!(
+            r.step(Some(&b1[..n3]), &mut b2).unwrap(),
+            HandshakeStep::Complete
+        );
         assert_eq!(i.peer(), Some(rk.id()));
         assert_eq!(r.peer(), Some(ik.id()));
         let mut ci = i.into_channel().unwrap();
@@ -340,20 +386,38 @@ mod tests {
     fn wrong_pinned_identity_is_rejected_on_both_sides() {
         let stranger = IdentityKey::generate().unwrap().id();
         // Client pins a host ID that the responder does not hold.
-        let (mut i, mut r, _, rk) = pair(PeerPolicy::Pinned(stranger), PeerPolicy::AnyAuthenticated);
+        let (mut i, mut r, _, rk) =
+            pair(PeerPolicy::Pinned(stranger), PeerPolicy::AnyAuthenticated);
         let mut b1 = [0u8; MAX_HANDSHAKE_MSG];
         let mut b2 = [0u8; MAX_HANDSHAKE_MSG];
-        let HandshakeStep::Send(n1) = i.step(None, &mut b1).unwrap() else { panic!() };
-        let HandshakeStep::Send(n2) = r.step(Some(&b1[..n1]), &mut b2).unwrap() else { panic!() };
-        assert_eq!(i.step(Some(&b2[..n2]), &mut b1), Err(CryptoError::PeerRejected(rk.id())));
+        let HandshakeStep::Send(n1) = i.step(None, &mut b1).unwrap() else {
+            panic!()
+        };
+        let HandshakeStep::Send(n2) = r.step(Some(&b1[..n1]), &mut b2).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            i.step(Some(&b2[..n2]), &mut b1),
+            Err(CryptoError::PeerRejected(rk.id()))
+        );
         // Host allow-list that does not contain the client.
-        let (mut i, mut r, ik, _) = pair(PeerPolicy::AnyAuthenticated, PeerPolicy::AllowList(vec![stranger]));
-        let HandshakeStep::Send(n1) = i.step(None, &mut b1).unwrap() else { panic!() };
-        let HandshakeStep::Send(n2) = r.step(Some(&b1[..n1]), &mut b2).unwrap() else { panic!() };
+        let (mut i, mut r, ik, _) = pair(
+            PeerPolicy::AnyAuthenticated,
+            PeerPolicy::AllowList(vec![stranger]),
+        );
+        let HandshakeStep::Send(n1) = i.step(None, &mut b1).unwrap() else {
+            panic!()
+        };
+        let HandshakeStep::Send(n2) = r.step(Some(&b1[..n1]), &mut b2).unwrap() else {
+            panic!()
+        };
         let HandshakeStep::SendAndComplete(n3) = i.step(Some(&b2[..n2]), &mut b1).unwrap() else {
             panic!()
         };
-        assert_eq!(r.step(Some(&b1[..n3]), &mut b2), Err(CryptoError::PeerRejected(ik.id())));
+        assert_eq!(
+            r.step(Some(&b1[..n3]), &mut b2),
+            Err(CryptoError::PeerRejected(ik.id()))
+        );
     }
 
     /// A plain `snow` responder (no Wavry code) that signs its proof by hand interoperates with
@@ -362,25 +426,44 @@ mod tests {
     fn interoperates_with_plain_snow_peer() {
         let ik = Arc::new(IdentityKey::generate().unwrap());
         let rk = IdentityKey::generate().unwrap();
-        let mut ours = Handshake::new(HandshakeRole::Initiator, ik.clone(), PeerPolicy::Pinned(rk.id())).unwrap();
+        let mut ours = Handshake::new(
+            HandshakeRole::Initiator,
+            ik.clone(),
+            PeerPolicy::Pinned(rk.id()),
+        )
+        .unwrap();
         let b = snow::Builder::new(NOISE_PARAMS.parse().unwrap());
         let kp = b.generate_keypair().unwrap();
-        let mut plain = b.local_private_key(&kp.private).unwrap().prologue(PROLOGUE).unwrap().build_responder().unwrap();
+        let mut plain = b
+            .local_private_key(&kp.private)
+            .unwrap()
+            .prologue(PROLOGUE)
+            .unwrap()
+            .build_responder()
+            .unwrap();
         let mut m = [0u8; 512];
         let mut p = [0u8; 512];
-        let HandshakeStep::Send(n) = ours.step(None, &mut m).unwrap() else { panic!() };
+        let HandshakeStep::Send(n) = ours.step(None, &mut m).unwrap() else {
+            panic!()
+        };
         assert_eq!(plain.read_message(&m[..n], &mut p).unwrap(), 0);
         let h1 = plain.get_handshake_hash().to_vec();
         let mut proof = [0u8; AUTH_PAYLOAD_LEN];
-        AuthPayload::create(&rk, LABEL_RESPONDER, &h1, &kp.public).encode(&mut proof).unwrap();
+        AuthPayload::create(&rk, LABEL_RESPONDER, &h1, &kp.public)
+            .encode(&mut proof)
+            .unwrap();
         let n = plain.write_message(&proof, &mut m).unwrap();
         let h2 = plain.get_handshake_hash().to_vec();
-        let HandshakeStep::SendAndComplete(n3) = ours.step(Some(&m[..n]), &mut p).unwrap() else { panic!() };
+        let HandshakeStep::SendAndComplete(n3) = ours.step(Some(&m[..n]), &mut p).unwrap() else {
+            panic!()
+        };
         let mut got = [0u8; 512];
         let k = plain.read_message(&p[..n3], &mut got).unwrap();
         let their_proof = AuthPayload::decode(&got[..k]).unwrap();
         assert_eq!(their_proof.identity, ik.id());
-        their_proof.verify(LABEL_INITIATOR, &h2, plain.get_remote_static().unwrap()).unwrap();
+        their_proof
+            .verify(LABEL_INITIATOR, &h2, plain.get_remote_static().unwrap())
+            .unwrap();
         assert_eq!(ours.peer(), Some(rk.id()));
     }
 
@@ -390,27 +473,47 @@ mod tests {
     fn replayed_proof_under_other_static_key_fails() {
         let ik = Arc::new(IdentityKey::generate().unwrap());
         let rk = IdentityKey::generate().unwrap();
-        let mut client = Handshake::new(HandshakeRole::Initiator, ik, PeerPolicy::Pinned(rk.id())).unwrap();
+        let mut client =
+            Handshake::new(HandshakeRole::Initiator, ik, PeerPolicy::Pinned(rk.id())).unwrap();
         let b = noise_builder();
         let kp = b.generate_keypair().unwrap();
-        let mut mitm = b.local_private_key(&kp.private).unwrap().prologue(PROLOGUE).unwrap().build_responder().unwrap();
+        let mut mitm = b
+            .local_private_key(&kp.private)
+            .unwrap()
+            .prologue(PROLOGUE)
+            .unwrap()
+            .build_responder()
+            .unwrap();
         let mut m = [0u8; 512];
         let mut p = [0u8; 512];
-        let HandshakeStep::Send(n) = client.step(None, &mut m).unwrap() else { panic!() };
+        let HandshakeStep::Send(n) = client.step(None, &mut m).unwrap() else {
+            panic!()
+        };
         mitm.read_message(&m[..n], &mut p).unwrap();
         // Proof signed by the real host for a different transcript and static key.
         let mut proof = [0u8; AUTH_PAYLOAD_LEN];
-        AuthPayload::create(&rk, LABEL_RESPONDER, &[0u8; 32], &[1u8; 32]).encode(&mut proof).unwrap();
+        AuthPayload::create(&rk, LABEL_RESPONDER, &[0u8; 32], &[1u8; 32])
+            .encode(&mut proof)
+            .unwrap();
         let n = mitm.write_message(&proof, &mut m).unwrap();
-        assert_eq!(client.step(Some(&m[..n]), &mut p), Err(CryptoError::BadAuthSignature(rk.id())));
+        assert_eq!(
+            client.step(Some(&m[..n]), &mut p),
+            Err(CryptoError::BadAuthSignature(rk.id()))
+        );
     }
 
     #[test]
     fn garbage_and_out_of_order_messages_are_typed_errors() {
         let (mut i, mut r, _, _) = pair(PeerPolicy::AnyAuthenticated, PeerPolicy::AnyAuthenticated);
         let mut b = [0u8; MAX_HANDSHAKE_MSG];
-        assert!(matches!(r.write_message(&mut b), Err(CryptoError::OutOfOrder(_))));
-        assert!(matches!(i.read_message(&[0u8; 32]), Err(CryptoError::OutOfOrder(_))));
+        assert!(matches!(
+            r.write_message(&mut b),
+            Err(CryptoError::OutOfOrder(_))
+        ));
+        assert!(matches!(
+            i.read_message(&[0u8; 32]),
+            Err(CryptoError::OutOfOrder(_))
+        ));
         assert!(r.read_message(&[0u8; 5]).is_err());
         assert!(r.read_message(&[0u8; 1000]).is_err());
     }

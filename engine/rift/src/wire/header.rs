@@ -11,7 +11,10 @@ pub const VERSION: u16 = 1;
 
 fn check_prefix(buf: &[u8], need: usize) -> Result<(), WireError> {
     if buf.len() < need {
-        return Err(WireError::TooShort { len: buf.len(), need });
+        return Err(WireError::TooShort {
+            len: buf.len(),
+            need,
+        });
     }
     if buf[0..2] != MAGIC {
         return Err(WireError::BadMagic);
@@ -35,7 +38,10 @@ fn check_crc(buf: &[u8], covered: usize) -> Result<(), WireError> {
 
 fn check_room(out: &[u8], need: usize) -> Result<(), WireError> {
     if out.len() < need {
-        Err(WireError::BufferTooSmall { len: out.len(), need })
+        Err(WireError::BufferTooSmall {
+            len: out.len(),
+            need,
+        })
     } else {
         Ok(())
     }
@@ -68,7 +74,10 @@ impl HandshakeHeader {
         sid.copy_from_slice(&buf[4..20]);
         let mut pid = [0u8; 8];
         pid.copy_from_slice(&buf[20..28]);
-        Ok(Self { session_id: u128::from_be_bytes(sid), packet_id: u64::from_be_bytes(pid) })
+        Ok(Self {
+            session_id: u128::from_be_bytes(sid),
+            packet_id: u64::from_be_bytes(pid),
+        })
     }
 
     /// Writes the header into `out[..30]` and returns 30.
@@ -110,7 +119,10 @@ impl TransportHeader {
         }
         let mut pid = [0u8; 8];
         pid.copy_from_slice(&buf[8..16]);
-        Ok(Self { alias, packet_id: u64::from_be_bytes(pid) })
+        Ok(Self {
+            alias,
+            packet_id: u64::from_be_bytes(pid),
+        })
     }
 
     /// Writes the header into `out[..18]` and returns 18.
@@ -181,7 +193,12 @@ mod tests {
     #[test]
     fn handshake_header_spec_vector() {
         let mut out = [0u8; 30];
-        HandshakeHeader { session_id: 0, packet_id: 0 }.encode(&mut out).unwrap();
+        HandshakeHeader {
+            session_id: 0,
+            packet_id: 0,
+        }
+        .encode(&mut out)
+        .unwrap();
         assert_eq!(&out[..4], &[0x52, 0x49, 0x00, 0x01]);
         assert!(out[4..28].iter().all(|&b| b == 0));
         assert_eq!(&out[28..], &[0xE6, 0x96]);
@@ -190,40 +207,68 @@ mod tests {
     #[test]
     fn transport_header_spec_vector() {
         let mut out = [0u8; 18];
-        TransportHeader { alias: 0x1234_5678, packet_id: 999 }.encode(&mut out).unwrap();
+        TransportHeader {
+            alias: 0x1234_5678,
+            packet_id: 999,
+        }
+        .encode(&mut out)
+        .unwrap();
         assert_eq!(
             &out[..16],
-            &[0x52, 0x49, 0x00, 0x01, 0x12, 0x34, 0x56, 0x78, 0, 0, 0, 0, 0, 0, 0x03, 0xE7]
+            &[
+                0x52, 0x49, 0x00, 0x01, 0x12, 0x34, 0x56, 0x78, 0, 0, 0, 0, 0, 0, 0x03, 0xE7
+            ]
         );
         assert_eq!(u16::from_be_bytes([out[16], out[17]]), 0x3D23);
     }
 
     #[test]
     fn detection_order_and_errors() {
-        assert_eq!(Header::decode(&[0x52; 17]), Err(WireError::TooShort { len: 17, need: 18 }));
+        assert_eq!(
+            Header::decode(&[0x52; 17]),
+            Err(WireError::TooShort { len: 17, need: 18 })
+        );
         assert_eq!(Header::decode(&[0u8; 18]), Err(WireError::BadMagic));
         let mut b = [0u8; 30];
-        HandshakeHeader { session_id: 7, packet_id: 1 }.encode(&mut b).unwrap();
+        HandshakeHeader {
+            session_id: 7,
+            packet_id: 1,
+        }
+        .encode(&mut b)
+        .unwrap();
         assert!(matches!(Header::decode(&b), Ok(Header::Handshake(h)) if h.session_id == 7));
         b[3] = 2;
         assert_eq!(Header::decode(&b), Err(WireError::BadVersion(2)));
         b[3] = 1;
         b[25] ^= 1;
-        assert!(matches!(Header::decode(&b), Err(WireError::BadChecksum { .. })));
+        assert!(matches!(
+            Header::decode(&b),
+            Err(WireError::BadChecksum { .. })
+        ));
         // A 29-byte datagram with a zero alias field is parsed as transport and refused.
         let mut t = [0u8; 29];
-        t[..30 - 1].copy_from_slice(&{
-            let mut x = [0u8; 30];
-            HandshakeHeader { session_id: 0, packet_id: 0 }.encode(&mut x).unwrap();
-            x
-        }[..29]);
+        t[..30 - 1].copy_from_slice(
+            &{
+                let mut x = [0u8; 30];
+                HandshakeHeader {
+                    session_id: 0,
+                    packet_id: 0,
+                }
+                .encode(&mut x)
+                .unwrap();
+                x
+            }[..29],
+        );
         assert!(Header::decode(&t).is_err());
     }
 
     #[test]
     fn too_large_session_id_is_refused() {
         let mut out = [0u8; 30];
-        let h = HandshakeHeader { session_id: 1u128 << 96, packet_id: 0 };
+        let h = HandshakeHeader {
+            session_id: 1u128 << 96,
+            packet_id: 0,
+        };
         assert_eq!(h.encode(&mut out), Err(WireError::SessionIdTooLarge));
     }
 }

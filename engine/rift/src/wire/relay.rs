@@ -66,7 +66,10 @@ impl RelayHeader {
     /// Parses the header at the start of `buf`; the payload is `&buf[20..]`.
     pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
         if buf.len() < Self::LEN {
-            return Err(WireError::TooShort { len: buf.len(), need: Self::LEN });
+            return Err(WireError::TooShort {
+                len: buf.len(),
+                need: Self::LEN,
+            });
         }
         if buf[0] != RELAY_MAGIC {
             return Err(WireError::BadMagic);
@@ -80,7 +83,11 @@ impl RelayHeader {
         if session_id == [0u8; 16] {
             return Err(WireError::NilSession);
         }
-        Ok(Self { kind, flags: buf[3], session_id })
+        Ok(Self {
+            kind,
+            flags: buf[3],
+            session_id,
+        })
     }
 
     /// Writes the header into `out[..20]` and returns 20.
@@ -89,7 +96,10 @@ impl RelayHeader {
             return Err(WireError::NilSession);
         }
         if out.len() < Self::LEN {
-            return Err(WireError::BufferTooSmall { len: out.len(), need: Self::LEN });
+            return Err(WireError::BufferTooSmall {
+                len: out.len(),
+                need: Self::LEN,
+            });
         }
         out[0] = RELAY_MAGIC;
         out[1] = RELAY_VERSION;
@@ -122,7 +132,10 @@ impl<'a> LeasePresent<'a> {
     /// Parses the payload that follows the relay header.
     pub fn decode(payload: &'a [u8]) -> Result<Self, WireError> {
         if payload.len() < 3 {
-            return Err(WireError::TooShort { len: payload.len(), need: 3 });
+            return Err(WireError::TooShort {
+                len: payload.len(),
+                need: 3,
+            });
         }
         let role = match payload[0] {
             0 => PeerRole::Client,
@@ -136,9 +149,10 @@ impl<'a> LeasePresent<'a> {
         if len > MAX_LEASE_TOKEN {
             return Err(WireError::BadRelayPayload("lease token too large"));
         }
-        let bytes = payload
-            .get(3..3 + len)
-            .ok_or(WireError::TooShort { len: payload.len(), need: 3 + len })?;
+        let bytes = payload.get(3..3 + len).ok_or(WireError::TooShort {
+            len: payload.len(),
+            need: 3 + len,
+        })?;
         let token = std::str::from_utf8(bytes)
             .map_err(|_| WireError::BadRelayPayload("lease token is not UTF-8"))?;
         Ok(Self { role, token })
@@ -148,11 +162,16 @@ impl<'a> LeasePresent<'a> {
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, WireError> {
         let len = self.token.len();
         if len == 0 || len > MAX_LEASE_TOKEN {
-            return Err(WireError::BadRelayPayload("lease token length out of range"));
+            return Err(WireError::BadRelayPayload(
+                "lease token length out of range",
+            ));
         }
         let need = 3 + len;
         if out.len() < need {
-            return Err(WireError::BufferTooSmall { len: out.len(), need });
+            return Err(WireError::BufferTooSmall {
+                len: out.len(),
+                need,
+            });
         }
         out[0] = self.role as u8;
         out[1..3].copy_from_slice(&(len as u16).to_be_bytes());
@@ -181,7 +200,10 @@ impl LeaseAck {
         let b: &[u8; 16] = payload
             .get(..Self::LEN)
             .and_then(|s| s.try_into().ok())
-            .ok_or(WireError::TooShort { len: payload.len(), need: Self::LEN })?;
+            .ok_or(WireError::TooShort {
+                len: payload.len(),
+                need: Self::LEN,
+            })?;
         Ok(Self {
             expires_unix_ms: u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
             soft_limit_kbps: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
@@ -192,7 +214,10 @@ impl LeaseAck {
     /// Writes the payload into `out[..16]` and returns 16.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, WireError> {
         if out.len() < Self::LEN {
-            return Err(WireError::BufferTooSmall { len: out.len(), need: Self::LEN });
+            return Err(WireError::BufferTooSmall {
+                len: out.len(),
+                need: Self::LEN,
+            });
         }
         out[0..8].copy_from_slice(&self.expires_unix_ms.to_be_bytes());
         out[8..12].copy_from_slice(&self.soft_limit_kbps.to_be_bytes());
@@ -251,14 +276,20 @@ impl RejectReason {
     pub fn decode(payload: &[u8]) -> Result<Self, WireError> {
         match payload {
             [a, b, ..] => Ok(Self::from_code(u16::from_be_bytes([*a, *b]))),
-            _ => Err(WireError::TooShort { len: payload.len(), need: 2 }),
+            _ => Err(WireError::TooShort {
+                len: payload.len(),
+                need: 2,
+            }),
         }
     }
 
     /// Writes the 2-byte payload.
     pub fn encode(self, out: &mut [u8]) -> Result<usize, WireError> {
         if out.len() < 2 {
-            return Err(WireError::BufferTooSmall { len: out.len(), need: 2 });
+            return Err(WireError::BufferTooSmall {
+                len: out.len(),
+                need: 2,
+            });
         }
         out[..2].copy_from_slice(&self.code().to_be_bytes());
         Ok(2)
@@ -273,22 +304,39 @@ mod tests {
     fn relay_header_errors_are_typed() {
         let sid = [7u8; 16];
         let mut b = [0u8; 20];
-        RelayHeader { kind: RelayType::Forward, flags: 0, session_id: sid }.encode(&mut b).unwrap();
+        RelayHeader {
+            kind: RelayType::Forward,
+            flags: 0,
+            session_id: sid,
+        }
+        .encode(&mut b)
+        .unwrap();
         assert_eq!(RelayHeader::decode(&b).unwrap().kind, RelayType::Forward);
         assert!(RelayHeader::looks_like_relay(&b));
         let mut bad = b;
         bad[2] = 0x99;
-        assert_eq!(RelayHeader::decode(&bad), Err(WireError::UnknownRelayType(0x99)));
+        assert_eq!(
+            RelayHeader::decode(&bad),
+            Err(WireError::UnknownRelayType(0x99))
+        );
         let mut nil = b;
         nil[4..].fill(0);
         assert_eq!(RelayHeader::decode(&nil), Err(WireError::NilSession));
-        assert!(matches!(RelayHeader::decode(&b[..19]), Err(WireError::TooShort { .. })));
+        assert!(matches!(
+            RelayHeader::decode(&b[..19]),
+            Err(WireError::TooShort { .. })
+        ));
     }
 
     #[test]
     fn lease_present_bounds() {
         let mut out = [0u8; 64];
-        let n = LeasePresent { role: PeerRole::Server, token: "v4.public.x" }.encode(&mut out).unwrap();
+        let n = LeasePresent {
+            role: PeerRole::Server,
+            token: "v4.public.x",
+        }
+        .encode(&mut out)
+        .unwrap();
         let p = LeasePresent::decode(&out[..n]).unwrap();
         assert_eq!(p.token, "v4.public.x");
         assert_eq!(p.role, PeerRole::Server);
