@@ -1,1 +1,294 @@
-fn main() {}
+//! Project commands, run as `cargo xtask <command>`:
+//! - `demo`: installs what it needs, then runs the local end-to-end demo on real defaults;
+//! - `test`: installs what it needs, then fmt, clippy, every test and a bounded fuzz run;
+//! - `bench`: criterion benches (and load tools as they arrive);
+//! - `fuzz`: a bounded run of every fuzz target.
+//!
+//! Every installation step is idempotent and says what it does before doing it.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+/// Debian packages the whole test suite needs (ring and libfuzzer build C/C++ code).
+const APT_TEST: &[&str] = &["build-essential", "pkg-config"];
+/// Debian packages the demo needs.
+const APT_DEMO: &[&str] = &["build-essential", "pkg-config"];
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", about = "Wavry project commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Install prerequisites, then run the local demo: key generation with the real `wavry`
+    /// CLI, a mutually authenticated handshake and encrypted round trips over loopback UDP.
+    Demo {
+        /// Datagrams to echo in the demo.
+        #[arg(long, default_value_t = 10_000)]
+        packets: usize,
+    },
+    /// Install prerequisites, then: fmt check, clippy -D warnings, all tests, bounded fuzzing.
+    Test {
+        /// Seconds each fuzz target runs (0 skips fuzzing; CI uses the default).
+        #[arg(long, default_value_t = 20)]
+        fuzz_seconds: u64,
+    },
+    /// Run the criterion benches (results under target/criterion).
+    Bench {
+        /// Only benches whose name contains this.
+        filter: Option<String>,
+    },
+    /// Run every fuzz target for a bounded time.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = project_root()?;
+    std::env::set_current_dir(&root)?;
+    match Cli::parse().command {
+        Cmd::Demo { packets } => demo(&root, packets),
+        Cmd::Test { fuzz_seconds } => test(fuzz_seconds),
+        Cmd::Bench { filter } => {
+            let mut args = vec!["bench", "--workspace"];
+            if let Some(f) = filter.as_deref() {
+                args.extend(["--", f]);
+            }
+            cargo(&args)
+        }
+        Cmd::Fuzz { seconds, target } => {
+            ensure_apt(APT_TEST)?;
+            fuzz(seconds, target.as_deref())
+        }
+    }
+}
+
+fn project_root() -> anyhow::Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Ok(manifest
+        .parent()
+        .context("xtask lives one level below the root")?
+        .to_path_buf())
+}
+
+fn step(what: &str) {
+    println!("\n==> {what}");
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}").replace('"', "");
+    println!("    $ {shown}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(args))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"))
+}
+
+/// Installs missing Debian packages (apt-get update once, then install), skipping what is there.
+fn ensure_apt(packages: &[&str]) -> anyhow::Result<()> {
+    step(&format!("checking Debian packages: {}", packages.join(" ")));
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        println!("    all present");
+        return Ok(());
+    }
+    if Command::new("apt-get").arg("--version").output().is_err() {
+        bail!(
+            "missing packages {missing:?} and no apt-get: install them with your package manager"
+        );
+    }
+    println!("    installing: {}", missing.join(" "));
+    let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+    let apt = |args: &[&str]| {
+        let mut all: Vec<&str> = sudo.to_vec();
+        all.push("apt-get");
+        all.extend_from_slice(args);
+        let mut c = Command::new(all[0]);
+        c.args(&all[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut c)
+    };
+    apt(&["update", "-qq"])?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(missing.iter().copied());
+    apt(&args)
+}
+
+/// Installs a cargo tool if `cargo <sub> --version` does not answer.
+fn ensure_cargo_tool(sub: &str, krate: &str) -> anyhow::Result<()> {
+    step(&format!("checking cargo tool `cargo {sub}`"));
+    let present = Command::new("cargo")
+        .args([sub, "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        println!("    present");
+        return Ok(());
+    }
+    println!("    installing {krate} from crates.io");
+    cargo(&["install", "--locked", krate])
+}
+
+fn test(fuzz_seconds: u64) -> anyhow::Result<()> {
+    ensure_apt(APT_TEST)?;
+    step("rustfmt check");
+    cargo(&["fmt", "--all", "--check"])?;
+    step("clippy, all targets, warnings are errors");
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    step("tests");
+    cargo(&["test", "--workspace", "--locked"])?;
+    step("demo example builds and runs (short)");
+    cargo(&[
+        "run",
+        "--release",
+        "--locked",
+        "-p",
+        "wavry-rift",
+        "--example",
+        "loopback",
+        "--",
+        "--packets",
+        "200",
+    ])?;
+    if fuzz_seconds > 0 {
+        fuzz(fuzz_seconds, None)?;
+    }
+    step("all checks passed");
+    Ok(())
+}
+
+fn fuzz_targets() -> anyhow::Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir("fuzz/fuzz_targets")?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            e.path()
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn fuzz(seconds: u64, only: Option<&str>) -> anyhow::Result<()> {
+    ensure_cargo_tool("fuzz", "cargo-fuzz")?;
+    let targets = fuzz_targets()?;
+    if let Some(t) = only {
+        if !targets.iter().any(|n| n == t) {
+            bail!("no fuzz target {t}; targets: {}", targets.join(", "));
+        }
+    }
+    step("building fuzz targets (stable toolchain, no sanitizer)");
+    run(Command::new("cargo")
+        .current_dir("fuzz")
+        .args(["fuzz", "build", "-s", "none"]))?;
+    for t in targets
+        .iter()
+        .filter(|t| only.is_none_or(|o| o == t.as_str()))
+    {
+        step(&format!("fuzzing {t} for {seconds} s"));
+        // Work on a scratch copy of the committed seeds so runs do not dirty the repo.
+        let scratch = Path::new("fuzz/target/corpus").join(t);
+        std::fs::create_dir_all(&scratch)?;
+        let seeds = Path::new("fuzz/corpus").join(t);
+        if seeds.is_dir() {
+            for e in std::fs::read_dir(&seeds)?.filter_map(Result::ok) {
+                std::fs::copy(e.path(), scratch.join(e.file_name()))?;
+            }
+        }
+        let corpus = format!("target/corpus/{t}");
+        let max_time = format!("-max_total_time={seconds}");
+        run(Command::new("cargo").current_dir("fuzz").args([
+            "fuzz",
+            "run",
+            "-s",
+            "none",
+            t,
+            &corpus,
+            "--",
+            &max_time,
+            "-rss_limit_mb=4096",
+        ]))?;
+    }
+    Ok(())
+}
+
+fn demo(root: &Path, packets: usize) -> anyhow::Result<()> {
+    ensure_apt(APT_DEMO)?;
+    step("building the wavry CLI and the loopback demo (release)");
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "wavry-cli",
+        "-p",
+        "wavry-rift",
+        "--examples",
+        "--bins",
+    ])?;
+    let dir = root.join("target/demo");
+    std::fs::create_dir_all(&dir)?;
+    let wavry = root.join("target/release/wavry");
+    step("generating host and client identities with `wavry keygen`");
+    for who in ["host", "client"] {
+        let prefix = dir.join(who);
+        run(Command::new(&wavry)
+            .args(["keygen", "--force", "--output"])
+            .arg(&prefix))?;
+        run(Command::new(&wavry)
+            .args(["show-id", "--key"])
+            .arg(prefix.with_extension("pub")))?;
+    }
+    step("mutually authenticated handshake + encrypted round trips over loopback UDP");
+    run(Command::new(root.join("target/release/examples/loopback"))
+        .arg("--host-key")
+        .arg(dir.join("host.key"))
+        .arg("--client-key")
+        .arg(dir.join("client.key"))
+        .args(["--packets", &packets.to_string()]))?;
+    Ok(())
+}

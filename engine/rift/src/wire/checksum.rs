@@ -1,6 +1,8 @@
 //! CRC-16/KERMIT over RIFT header bytes (spec RIFT §2.3). The payload is covered by the AEAD.
 
-const KERMIT: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_KERMIT);
+// Slice-by-16 tables: a header is 16 or 28 bytes, one or two table steps.
+const KERMIT: crc::Crc<u16, crc::Table<16>> =
+    crc::Crc::<u16, crc::Table<16>>::new(&crc::CRC_16_KERMIT);
 
 /// CRC-16/KERMIT of `bytes` (check value for ASCII "123456789" is `0x2189`).
 pub fn crc16_kermit(bytes: &[u8]) -> u16 {
