@@ -180,7 +180,7 @@ fn test(fuzz_seconds: u64) -> anyhow::Result<()> {
         "warnings",
     ])?;
     step("tests");
-    cargo(&["test", "--workspace", "--locked"])?;
+    let (passed, failed) = cargo_test(&["test", "--workspace", "--locked"])?;
     step("demo example builds and runs (short)");
     cargo(&[
         "run",
@@ -198,7 +198,48 @@ fn test(fuzz_seconds: u64) -> anyhow::Result<()> {
         fuzz(fuzz_seconds, None)?;
     }
     step("all checks passed");
+    println!("tests: {passed} passed, {failed} failed");
     Ok(())
+}
+
+/// Runs `cargo test`, echoing its output, and sums the per-binary "test result" lines.
+fn cargo_test(args: &[&str]) -> anyhow::Result<(u64, u64)> {
+    use std::io::{BufRead, BufReader};
+    println!("    $ cargo {}", args.join(" "));
+    let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("could not start cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let out = child.stdout.take().context("cargo test stdout")?;
+    for line in BufReader::new(out).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .strip_suffix(word)?
+                            .trim()
+                            .rsplit(' ')
+                            .next()?
+                            .parse::<u64>()
+                            .ok()
+                    })
+                    .unwrap_or(0)
+            };
+            passed += count(" passed");
+            failed += count(" failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        println!("tests: {passed} passed, {failed} failed");
+        bail!("cargo test failed ({status})");
+    }
+    Ok((passed, failed))
 }
 
 fn fuzz_targets() -> anyhow::Result<Vec<String>> {

@@ -22,11 +22,11 @@ fn headers(c: &mut Criterion) {
         packet_id: 42,
     };
     g.bench_function("transport_encode", |b| {
-        b.iter(|| black_box(&h).encode(&mut buf).unwrap())
+        b.iter(|| black_box(&h).encode(&mut buf).unwrap());
     });
     h.encode(&mut buf).unwrap();
     g.bench_function("detect_decode", |b| {
-        b.iter(|| Header::decode(black_box(&buf)).unwrap())
+        b.iter(|| Header::decode(black_box(&buf)).unwrap());
     });
     let mut r = [0u8; 20];
     RelayHeader {
@@ -37,7 +37,7 @@ fn headers(c: &mut Criterion) {
     .encode(&mut r)
     .unwrap();
     g.bench_function("relay_decode", |b| {
-        b.iter(|| RelayHeader::decode(black_box(&r)).unwrap())
+        b.iter(|| RelayHeader::decode(black_box(&r)).unwrap());
     });
     g.finish();
 }
