@@ -9,8 +9,10 @@
 //! - [`lease`]: PASETO v4.public relay leases.
 
 pub mod crypto;
+pub mod fec;
 pub mod identity;
 pub mod lease;
+pub mod media;
 pub mod proto;
 pub mod replay;
 pub mod wire;

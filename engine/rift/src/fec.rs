@@ -1,0 +1,317 @@
+//! Forward error correction for video: systematic Reed-Solomon (`reed-solomon-simd`) over the
+//! plaintext `Message` bytes of a frame's chunks, in groups of at most
+//! [`MAX_GROUP_SHARDS`](crate::media::MAX_GROUP_SHARDS) data shards. Parity travels in
+//! encrypted `FecPacket`s, so a rebuilt chunk needs no AEAD step. The [`FecPolicy`] picks the
+//! parity count per group from measured loss: a binomial bound for random loss and the recent
+//! worst per-frame loss fraction for bursts.
+
+use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
+
+/// Most parity shards per group.
+pub const MAX_PARITY: usize = 32;
+
+/// FEC codec failures (bad parameters from the network, or a failed reconstruction).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FecError {
+    /// Shard counts or size unusable.
+    #[error("unsupported FEC parameters: {0}")]
+    Params(String),
+    /// The Reed-Solomon library refused the shards.
+    #[error("reed-solomon: {0}")]
+    Codec(String),
+}
+
+fn codec_err(e: reed_solomon_simd::Error) -> FecError {
+    FecError::Codec(e.to_string())
+}
+
+/// Shard size for data shards of at most `max_len` bytes (the library needs an even size).
+pub fn shard_bytes(max_len: usize) -> usize {
+    (max_len.max(2) + 1) & !1
+}
+
+/// Reusable Reed-Solomon encoder and decoder (their work buffers are kept between groups).
+#[derive(Default)]
+pub struct FecCodec {
+    enc: Option<ReedSolomonEncoder>,
+    dec: Option<ReedSolomonDecoder>,
+}
+
+impl std::fmt::Debug for FecCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FecCodec")
+    }
+}
+
+impl FecCodec {
+    /// Computes `parity` recovery shards over `data` (each exactly `shard_bytes` long) and
+    /// hands each to `sink(index, bytes)`.
+    pub fn encode<'a>(
+        &mut self,
+        shard_bytes: usize,
+        data_count: usize,
+        parity: usize,
+        data: impl IntoIterator<Item = &'a [u8]>,
+        mut sink: impl FnMut(usize, &[u8]),
+    ) -> Result<(), FecError> {
+        check(data_count, parity, shard_bytes)?;
+        let enc = match &mut self.enc {
+            Some(e) => {
+                e.reset(data_count, parity, shard_bytes)
+                    .map_err(codec_err)?;
+                e
+            }
+            None => self.enc.insert(
+                ReedSolomonEncoder::new(data_count, parity, shard_bytes).map_err(codec_err)?,
+            ),
+        };
+        for shard in data {
+            enc.add_original_shard(shard).map_err(codec_err)?;
+        }
+        let result = enc.encode().map_err(codec_err)?;
+        for (i, r) in result.recovery_iter().enumerate() {
+            sink(i, r);
+        }
+        Ok(())
+    }
+
+    /// Rebuilds missing data shards from the present data shards and recovery shards (each
+    /// `(index, bytes)`, bytes exactly `shard_bytes` long); `sink(index, bytes)` receives each
+    /// restored data shard.
+    pub fn decode<'a>(
+        &mut self,
+        shard_bytes: usize,
+        data_count: usize,
+        parity: usize,
+        data: impl IntoIterator<Item = (usize, &'a [u8])>,
+        recovery: impl IntoIterator<Item = (usize, &'a [u8])>,
+        mut sink: impl FnMut(usize, &[u8]),
+    ) -> Result<(), FecError> {
+        check(data_count, parity, shard_bytes)?;
+        let dec = match &mut self.dec {
+            Some(d) => {
+                d.reset(data_count, parity, shard_bytes)
+                    .map_err(codec_err)?;
+                d
+            }
+            None => self.dec.insert(
+                ReedSolomonDecoder::new(data_count, parity, shard_bytes).map_err(codec_err)?,
+            ),
+        };
+        for (i, s) in data {
+            dec.add_original_shard(i, s).map_err(codec_err)?;
+        }
+        for (i, s) in recovery {
+            dec.add_recovery_shard(i, s).map_err(codec_err)?;
+        }
+        let result = dec.decode().map_err(codec_err)?;
+        for (i, s) in result.restored_original_iter() {
+            sink(i, s);
+        }
+        Ok(())
+    }
+}
+
+fn check(data_count: usize, parity: usize, shard_bytes: usize) -> Result<(), FecError> {
+    if data_count == 0
+        || data_count > crate::media::MAX_GROUP_SHARDS
+        || parity == 0
+        || parity > MAX_PARITY
+        || shard_bytes == 0
+        || shard_bytes % 2 != 0
+        || shard_bytes > 2048
+    {
+        return Err(FecError::Params(format!(
+            "{data_count} data, {parity} parity, {shard_bytes} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Splits `n` chunks into balanced groups of at most `max` shards: `(first_chunk, count)`.
+pub fn groups(n: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
+    let g = n.div_ceil(max.max(1)).max(1);
+    let base = n / g;
+    let extra = n % g;
+    (0..g).scan(0, move |start, i| {
+        let len = base + usize::from(i < extra);
+        let item = (*start, len);
+        *start += len;
+        Some(item)
+    })
+}
+
+/// Adaptive parity: how many parity shards a group of `n` data shards gets.
+#[derive(Debug, Clone)]
+pub struct FecPolicy {
+    loss: f64,
+    burst: f64,
+    min_ratio: f64,
+    target_failure: f64,
+}
+
+impl Default for FecPolicy {
+    fn default() -> Self {
+        Self {
+            loss: 0.01,
+            burst: 0.0,
+            min_ratio: 0.02,
+            target_failure: 1e-4,
+        }
+    }
+}
+
+impl FecPolicy {
+    /// Current packet-loss estimate.
+    pub fn loss(&self) -> f64 {
+        self.loss
+    }
+
+    /// Feeds one feedback report: packets received and lost in the period, and for each frame
+    /// finished in it the fraction of its shards lost (in permille).
+    pub fn on_feedback(&mut self, received: u32, lost: u32, frame_loss_permille: &[u32]) {
+        let total = f64::from(received + lost);
+        if total > 0.0 {
+            // Weight by packet count: about 1000 packets of memory.
+            let alpha = (total / 1000.0).min(1.0);
+            self.loss = (1.0 - alpha) * self.loss + alpha * f64::from(lost) / total;
+        }
+        for &pm in frame_loss_permille {
+            let f = f64::from(pm.min(1000)) / 1000.0;
+            // Peak-hold with decay over roughly 120 frames (2 s at 60 fps).
+            self.burst = (self.burst * 0.98).max(f);
+        }
+    }
+
+    /// Parity shards for a group of `n` data shards (0 < result ≤ [`MAX_PARITY`]).
+    pub fn parity_for(&self, n: usize) -> usize {
+        let floor = (n as f64 * self.min_ratio).ceil() as usize;
+        let burst = (n as f64 * self.burst * 1.25).ceil() as usize;
+        let mut p = floor.max(burst).max(1);
+        while p < MAX_PARITY && binomial_tail(n + p, p, self.loss) > self.target_failure {
+            p += 1;
+        }
+        p.clamp(1, MAX_PARITY.min(n.max(1)).max(1))
+    }
+}
+
+/// P[X > k] for X ~ Binomial(m, q).
+fn binomial_tail(m: usize, k: usize, q: f64) -> f64 {
+    if q <= 0.0 {
+        return 0.0;
+    }
+    let q = q.min(0.999_999);
+    let mut pmf = (1.0 - q).powi(m as i32); // P[X = 0]
+    let mut cdf = pmf;
+    for i in 0..k.min(m) {
+        pmf *= (m - i) as f64 / (i + 1) as f64 * q / (1.0 - q);
+        cdf += pmf;
+    }
+    (1.0 - cdf).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rebuilds_any_missing_data_shards_up_to_parity() {
+        let n = 10;
+        let p = 3;
+        let sb = shard_bytes(99);
+        let data: Vec<Vec<u8>> = (0..n)
+            .map(|i| (0..sb).map(|j| (i * 31 + j) as u8).collect())
+            .collect();
+        let mut parity = vec![Vec::new(); p];
+        let mut codec = FecCodec::default();
+        codec
+            .encode(sb, n, p, data.iter().map(Vec::as_slice), |i, b| {
+                parity[i] = b.to_vec()
+            })
+            .unwrap();
+        // Lose shards 0, 4 and 9; keep all parity.
+        let lost = [0, 4, 9];
+        let mut restored = vec![None; n];
+        codec
+            .decode(
+                sb,
+                n,
+                p,
+                data.iter()
+                    .enumerate()
+                    .filter(|(i, _)| !lost.contains(i))
+                    .map(|(i, d)| (i, d.as_slice())),
+                parity.iter().enumerate().map(|(i, d)| (i, d.as_slice())),
+                |i, b| restored[i] = Some(b.to_vec()),
+            )
+            .unwrap();
+        for i in lost {
+            assert_eq!(restored[i].as_deref(), Some(data[i].as_slice()));
+        }
+        // One more loss than parity cannot be repaired.
+        assert!(
+            codec
+                .decode(
+                    sb,
+                    n,
+                    p,
+                    data.iter()
+                        .enumerate()
+                        .skip(4)
+                        .map(|(i, d)| (i, d.as_slice())),
+                    parity.iter().enumerate().map(|(i, d)| (i, d.as_slice())),
+                    |_, _| {}
+                )
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn bad_parameters_are_errors_not_panics() {
+        let mut c = FecCodec::default();
+        assert!(c.encode(3, 1, 1, [&[0u8; 3][..]], |_, _| {}).is_err());
+        assert!(c.encode(4, 0, 1, [], |_, _| {}).is_err());
+        assert!(
+            c.decode(
+                4,
+                2,
+                1,
+                [(0, &[0u8; 4][..]), (0, &[0u8; 4][..])],
+                [],
+                |_, _| {}
+            )
+            .is_err()
+        );
+        assert!(
+            c.decode(4, 2, 1, [(5, &[0u8; 4][..])], [], |_, _| {})
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn groups_are_balanced_and_cover_everything() {
+        let g: Vec<_> = groups(70, 32).collect();
+        assert_eq!(g, vec![(0, 24), (24, 23), (47, 23)]);
+        assert_eq!(groups(1, 32).collect::<Vec<_>>(), vec![(0, 1)]);
+    }
+
+    #[test]
+    fn policy_tracks_loss() {
+        let mut p = FecPolicy::default();
+        for _ in 0..50 {
+            p.on_feedback(1000, 0, &[0, 0]);
+        }
+        assert_eq!(
+            p.parity_for(35),
+            1,
+            "lossless path needs one parity shard for 35"
+        );
+        for _ in 0..50 {
+            p.on_feedback(950, 50, &[]);
+        }
+        let five = p.parity_for(35);
+        assert!((6..=12).contains(&five), "{five}");
+        p.on_feedback(100, 0, &[300]);
+        assert!(p.parity_for(35) >= 13);
+    }
+}

@@ -1,0 +1,544 @@
+//! Zero-copy codec for the per-packet media messages (`VideoChunk`, `FecPacket`,
+//! `AudioPacket` inside `Message.media`). Encodes straight into the caller's datagram buffer and
+//! decodes by borrowing the payload, producing exactly the bytes prost would (tests compare).
+//! Everything else on the logical plane goes through the prost types in [`crate::proto`].
+
+use prost::encoding::{
+    WireType, decode_key, decode_varint, encode_key, encode_varint, encoded_len_varint,
+};
+
+/// Errors of the media codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    /// The output buffer is too small.
+    #[error("buffer too small: need {0} bytes")]
+    BufferTooSmall(usize),
+    /// The bytes are not a well-formed media message.
+    #[error("malformed media message: {0}")]
+    Malformed(&'static str),
+    /// Well-formed, but not a media message (control or input): decode with prost.
+    #[error("not a media message")]
+    NotMedia,
+    /// Too many shard lengths in a FEC packet.
+    #[error("too many FEC shard lengths")]
+    TooManyShards,
+}
+
+/// Largest number of data shards in one FEC group.
+pub const MAX_GROUP_SHARDS: usize = 64;
+
+/// One chunk of an encoded video frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VideoChunkRef<'a> {
+    /// Frame number, per session.
+    pub frame_id: u64,
+    /// 0-based chunk index.
+    pub chunk_index: u32,
+    /// Chunks in the frame.
+    pub chunk_count: u32,
+    /// Sender's capture timestamp, µs.
+    pub timestamp_us: u64,
+    /// Whether the frame is a keyframe.
+    pub keyframe: bool,
+    /// Chunk bytes.
+    pub payload: &'a [u8],
+    /// Capture duration, µs.
+    pub capture_us: u32,
+    /// Encode duration, µs.
+    pub encode_us: u32,
+}
+
+/// One Reed-Solomon parity shard of a FEC group (see `fec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FecPacketRef<'a> {
+    /// Frame the group belongs to.
+    pub group_id: u64,
+    /// First chunk index covered by the group (the spec's `first_packet_id` slot).
+    pub first_chunk: u64,
+    /// Data + parity shards in the group.
+    pub shard_count: u32,
+    /// Index of this shard among all shards of the group (data shards come first).
+    pub parity_index: u32,
+    /// Parity bytes.
+    pub payload: &'a [u8],
+    /// True lengths of the group's data shards, in order.
+    pub shard_lengths: ShardLengths,
+}
+
+/// Fixed-capacity list of data shard lengths (no allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardLengths {
+    len: usize,
+    values: [u32; MAX_GROUP_SHARDS],
+}
+
+impl Default for ShardLengths {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            values: [0; MAX_GROUP_SHARDS],
+        }
+    }
+}
+
+impl ShardLengths {
+    /// Appends a length; fails past [`MAX_GROUP_SHARDS`].
+    pub fn push(&mut self, v: u32) -> Result<(), MediaError> {
+        if self.len == MAX_GROUP_SHARDS {
+            return Err(MediaError::TooManyShards);
+        }
+        self.values[self.len] = v;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The lengths.
+    pub fn as_slice(&self) -> &[u32] {
+        &self.values[..self.len]
+    }
+}
+
+/// One Opus packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioPacketRef<'a> {
+    /// Capture timestamp, µs.
+    pub timestamp_us: u64,
+    /// One raw Opus packet.
+    pub payload: &'a [u8],
+}
+
+/// A decoded media message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaRef<'a> {
+    /// `MediaMessage.video`.
+    Video(VideoChunkRef<'a>),
+    /// `MediaMessage.fec`.
+    Fec(FecPacketRef<'a>),
+    /// `MediaMessage.audio`.
+    Audio(AudioPacketRef<'a>),
+}
+
+// Field sizes, omitting proto3 defaults exactly like prost does.
+fn varint_field(tag: u32, v: u64) -> usize {
+    if v == 0 {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(v)
+    }
+}
+fn bytes_field(tag: u32, len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(len as u64) + len
+    }
+}
+fn key_len(tag: u32) -> usize {
+    encoded_len_varint(u64::from(tag << 3))
+}
+
+struct Writer<'a> {
+    buf: &'a mut [u8],
+}
+
+impl Writer<'_> {
+    fn varint(&mut self, tag: u32, v: u64) {
+        if v != 0 {
+            encode_key(tag, WireType::Varint, &mut self.buf);
+            encode_varint(v, &mut self.buf);
+        }
+    }
+    fn header(&mut self, tag: u32, len: usize) {
+        encode_key(tag, WireType::LengthDelimited, &mut self.buf);
+        encode_varint(len as u64, &mut self.buf);
+    }
+    fn bytes(&mut self, tag: u32, b: &[u8]) {
+        if !b.is_empty() {
+            self.header(tag, b.len());
+            let (head, rest) = std::mem::take(&mut self.buf).split_at_mut(b.len());
+            head.copy_from_slice(b);
+            self.buf = rest;
+        }
+    }
+}
+
+/// Wraps an inner `MediaMessage` field of `inner_len` bytes as `Message{media{<field>}}` and
+/// writes it, returning the total length.
+fn write_wrapped(
+    out: &mut [u8],
+    field: u32,
+    inner_len: usize,
+    body: impl FnOnce(&mut Writer<'_>),
+) -> Result<usize, MediaError> {
+    let media_len = key_len(field) + encoded_len_varint(inner_len as u64) + inner_len;
+    let total = key_len(3) + encoded_len_varint(media_len as u64) + media_len;
+    if out.len() < total {
+        return Err(MediaError::BufferTooSmall(total));
+    }
+    let mut w = Writer {
+        buf: &mut out[..total],
+    };
+    w.header(3, media_len);
+    w.header(field, inner_len);
+    body(&mut w);
+    debug_assert!(w.buf.is_empty());
+    Ok(total)
+}
+
+impl VideoChunkRef<'_> {
+    fn inner_len(&self) -> usize {
+        varint_field(1, self.frame_id)
+            + varint_field(2, u64::from(self.chunk_index))
+            + varint_field(3, u64::from(self.chunk_count))
+            + varint_field(4, self.timestamp_us)
+            + varint_field(5, u64::from(self.keyframe))
+            + bytes_field(6, self.payload.len())
+            + varint_field(7, u64::from(self.capture_us))
+            + varint_field(8, u64::from(self.encode_us))
+    }
+
+    /// Encoded size of the whole `Message`.
+    pub fn encoded_len(&self) -> usize {
+        let inner = self.inner_len();
+        let media = key_len(1) + encoded_len_varint(inner as u64) + inner;
+        key_len(3) + encoded_len_varint(media as u64) + media
+    }
+
+    /// Writes `Message{media{video{..}}}` into `out`, returning its length.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, MediaError> {
+        write_wrapped(out, 1, self.inner_len(), |w| {
+            w.varint(1, self.frame_id);
+            w.varint(2, u64::from(self.chunk_index));
+            w.varint(3, u64::from(self.chunk_count));
+            w.varint(4, self.timestamp_us);
+            w.varint(5, u64::from(self.keyframe));
+            w.bytes(6, self.payload);
+            w.varint(7, u64::from(self.capture_us));
+            w.varint(8, u64::from(self.encode_us));
+        })
+    }
+}
+
+impl FecPacketRef<'_> {
+    fn lengths_len(&self) -> usize {
+        self.shard_lengths
+            .as_slice()
+            .iter()
+            .map(|&l| encoded_len_varint(u64::from(l)))
+            .sum()
+    }
+
+    fn inner_len(&self) -> usize {
+        varint_field(1, self.group_id)
+            + varint_field(2, self.first_chunk)
+            + varint_field(3, u64::from(self.shard_count))
+            + varint_field(4, u64::from(self.parity_index))
+            + bytes_field(5, self.payload.len())
+            + bytes_field(6, self.lengths_len())
+    }
+
+    /// Encoded size of the whole `Message`.
+    pub fn encoded_len(&self) -> usize {
+        let inner = self.inner_len();
+        let media = key_len(2) + encoded_len_varint(inner as u64) + inner;
+        key_len(3) + encoded_len_varint(media as u64) + media
+    }
+
+    /// Writes `Message{media{fec{..}}}` into `out`, returning its length.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, MediaError> {
+        write_wrapped(out, 2, self.inner_len(), |w| {
+            w.varint(1, self.group_id);
+            w.varint(2, self.first_chunk);
+            w.varint(3, u64::from(self.shard_count));
+            w.varint(4, u64::from(self.parity_index));
+            w.bytes(5, self.payload);
+            let packed = self.lengths_len();
+            if packed > 0 {
+                w.header(6, packed);
+                for &l in self.shard_lengths.as_slice() {
+                    encode_varint(u64::from(l), &mut w.buf);
+                }
+            }
+        })
+    }
+}
+
+impl AudioPacketRef<'_> {
+    fn inner_len(&self) -> usize {
+        varint_field(1, self.timestamp_us) + bytes_field(2, self.payload.len())
+    }
+
+    /// Writes `Message{media{audio{..}}}` into `out`, returning its length.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, MediaError> {
+        write_wrapped(out, 3, self.inner_len(), |w| {
+            w.varint(1, self.timestamp_us);
+            w.bytes(2, self.payload);
+        })
+    }
+}
+
+/// Reads one field: (tag, value for varints, slice for length-delimited).
+enum Field<'a> {
+    Varint(u32, u64),
+    Bytes(u32, &'a [u8]),
+    Other,
+}
+
+fn next_field<'a>(buf: &mut &'a [u8]) -> Result<Field<'a>, MediaError> {
+    let (tag, wt) = decode_key(buf).map_err(|_| MediaError::Malformed("bad field key"))?;
+    match wt {
+        WireType::Varint => Ok(Field::Varint(
+            tag,
+            decode_varint(buf).map_err(|_| MediaError::Malformed("bad varint"))?,
+        )),
+        WireType::LengthDelimited => {
+            let len = decode_varint(buf).map_err(|_| MediaError::Malformed("bad length"))?;
+            let len = usize::try_from(len).map_err(|_| MediaError::Malformed("length overflow"))?;
+            if len > buf.len() {
+                return Err(MediaError::Malformed("truncated field"));
+            }
+            let (v, rest) = buf.split_at(len);
+            *buf = rest;
+            Ok(Field::Bytes(tag, v))
+        }
+        WireType::SixtyFourBit => skip(buf, 8),
+        WireType::ThirtyTwoBit => skip(buf, 4),
+        WireType::StartGroup | WireType::EndGroup => {
+            Err(MediaError::Malformed("groups are not used"))
+        }
+    }
+}
+
+fn skip<'a>(buf: &mut &'a [u8], n: usize) -> Result<Field<'a>, MediaError> {
+    if buf.len() < n {
+        return Err(MediaError::Malformed("truncated field"));
+    }
+    *buf = &buf[n..];
+    Ok(Field::Other)
+}
+
+fn u32_of(v: u64) -> u32 {
+    // Protobuf semantics: a uint32 field read from a larger varint is truncated.
+    v as u32
+}
+
+/// Decodes a plaintext `Message` if it is a media message, borrowing payloads from `bytes`.
+/// Returns [`MediaError::NotMedia`] for control/input messages (decode those with prost).
+pub fn decode(bytes: &[u8]) -> Result<MediaRef<'_>, MediaError> {
+    let mut media: Option<&[u8]> = None;
+    let mut buf = bytes;
+    let mut other = false;
+    while !buf.is_empty() {
+        match next_field(&mut buf)? {
+            Field::Bytes(3, m) => media = Some(m),
+            Field::Bytes(1 | 2, _) => other = true,
+            _ => {}
+        }
+    }
+    let Some(mut m) = media else {
+        return Err(if other {
+            MediaError::NotMedia
+        } else {
+            MediaError::Malformed("empty message")
+        });
+    };
+    let mut found = None;
+    while !m.is_empty() {
+        if let Field::Bytes(tag @ 1..=3, inner) = next_field(&mut m)? {
+            found = Some((tag, inner));
+        }
+    }
+    let (tag, mut inner) = found.ok_or(MediaError::Malformed("empty media message"))?;
+    match tag {
+        1 => {
+            let mut v = VideoChunkRef::default();
+            while !inner.is_empty() {
+                match next_field(&mut inner)? {
+                    Field::Varint(1, x) => v.frame_id = x,
+                    Field::Varint(2, x) => v.chunk_index = u32_of(x),
+                    Field::Varint(3, x) => v.chunk_count = u32_of(x),
+                    Field::Varint(4, x) => v.timestamp_us = x,
+                    Field::Varint(5, x) => v.keyframe = x != 0,
+                    Field::Bytes(6, b) => v.payload = b,
+                    Field::Varint(7, x) => v.capture_us = u32_of(x),
+                    Field::Varint(8, x) => v.encode_us = u32_of(x),
+                    _ => {}
+                }
+            }
+            Ok(MediaRef::Video(v))
+        }
+        2 => {
+            let mut f = FecPacketRef {
+                group_id: 0,
+                first_chunk: 0,
+                shard_count: 0,
+                parity_index: 0,
+                payload: &[],
+                shard_lengths: ShardLengths::default(),
+            };
+            while !inner.is_empty() {
+                match next_field(&mut inner)? {
+                    Field::Varint(1, x) => f.group_id = x,
+                    Field::Varint(2, x) => f.first_chunk = x,
+                    Field::Varint(3, x) => f.shard_count = u32_of(x),
+                    Field::Varint(4, x) => f.parity_index = u32_of(x),
+                    Field::Bytes(5, b) => f.payload = b,
+                    Field::Bytes(6, mut packed) => {
+                        while !packed.is_empty() {
+                            let l = decode_varint(&mut packed)
+                                .map_err(|_| MediaError::Malformed("bad shard length"))?;
+                            f.shard_lengths.push(u32_of(l))?;
+                        }
+                    }
+                    Field::Varint(6, l) => f.shard_lengths.push(u32_of(l))?,
+                    _ => {}
+                }
+            }
+            Ok(MediaRef::Fec(f))
+        }
+        _ => {
+            let mut a = AudioPacketRef {
+                timestamp_us: 0,
+                payload: &[],
+            };
+            while !inner.is_empty() {
+                match next_field(&mut inner)? {
+                    Field::Varint(1, x) => a.timestamp_us = x,
+                    Field::Bytes(2, b) => a.payload = b,
+                    _ => {}
+                }
+            }
+            Ok(MediaRef::Audio(a))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto;
+    use prost::Message as _;
+
+    fn prost_video(v: &VideoChunkRef<'_>) -> Vec<u8> {
+        proto::Message {
+            content: Some(proto::message::Content::Media(proto::MediaMessage {
+                content: Some(proto::media_message::Content::Video(proto::VideoChunk {
+                    frame_id: v.frame_id,
+                    chunk_index: v.chunk_index,
+                    chunk_count: v.chunk_count,
+                    timestamp_us: v.timestamp_us,
+                    keyframe: v.keyframe,
+                    payload: v.payload.to_vec(),
+                    capture_us: v.capture_us,
+                    encode_us: v.encode_us,
+                })),
+            })),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn video_chunk_matches_prost_bytes_and_round_trips() {
+        let payload = vec![0xAB; 1000];
+        for (fid, idx, kf) in [
+            (0u64, 0u32, false),
+            (1, 5, true),
+            (u64::MAX, u32::MAX, true),
+        ] {
+            let v = VideoChunkRef {
+                frame_id: fid,
+                chunk_index: idx,
+                chunk_count: 40,
+                timestamp_us: 123_456_789,
+                keyframe: kf,
+                payload: &payload,
+                capture_us: 0,
+                encode_us: 4000,
+            };
+            let mut out = [0u8; 1200];
+            let n = v.encode(&mut out).unwrap();
+            assert_eq!(n, v.encoded_len());
+            assert_eq!(&out[..n], &prost_video(&v)[..]);
+            assert_eq!(decode(&out[..n]).unwrap(), MediaRef::Video(v));
+        }
+    }
+
+    #[test]
+    fn fec_and_audio_match_prost_bytes() {
+        let mut lens = ShardLengths::default();
+        for l in [1000, 1000, 333] {
+            lens.push(l).unwrap();
+        }
+        let f = FecPacketRef {
+            group_id: 9,
+            first_chunk: 32,
+            shard_count: 5,
+            parity_index: 3,
+            payload: &[7; 1002],
+            shard_lengths: lens,
+        };
+        let mut out = [0u8; 1200];
+        let n = f.encode(&mut out).unwrap();
+        assert_eq!(n, f.encoded_len());
+        let reference = proto::Message {
+            content: Some(proto::message::Content::Media(proto::MediaMessage {
+                content: Some(proto::media_message::Content::Fec(proto::FecPacket {
+                    group_id: 9,
+                    first_packet_id: 32,
+                    shard_count: 5,
+                    parity_index: 3,
+                    payload: vec![7; 1002],
+                    shard_lengths: vec![1000, 1000, 333],
+                })),
+            })),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert_eq!(&out[..n], &reference[..]);
+        assert_eq!(decode(&out[..n]).unwrap(), MediaRef::Fec(f));
+
+        let a = AudioPacketRef {
+            timestamp_us: 77,
+            payload: &[1, 2, 3],
+        };
+        let n = a.encode(&mut out).unwrap();
+        let reference = proto::Message {
+            content: Some(proto::message::Content::Media(proto::MediaMessage {
+                content: Some(proto::media_message::Content::Audio(proto::AudioPacket {
+                    timestamp_us: 77,
+                    payload: vec![1, 2, 3],
+                })),
+            })),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert_eq!(&out[..n], &reference[..]);
+        assert_eq!(decode(&out[..n]).unwrap(), MediaRef::Audio(a));
+    }
+
+    #[test]
+    fn control_is_not_media_and_garbage_is_an_error() {
+        let ping = proto::Message {
+            content: Some(proto::message::Content::Control(proto::ControlMessage {
+                content: Some(proto::control_message::Content::Ping(proto::Ping {
+                    timestamp_us: 5,
+                })),
+            })),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert_eq!(decode(&ping), Err(MediaError::NotMedia));
+        assert!(decode(&[0x1a, 0x05, 0x0a]).is_err());
+        assert!(decode(&[]).is_err());
+        let mut small = [0u8; 10];
+        let v = VideoChunkRef {
+            payload: &[1; 100],
+            ..Default::default()
+        };
+        assert!(matches!(
+            v.encode(&mut small),
+            Err(MediaError::BufferTooSmall(_))
+        ));
+    }
+}
