@@ -8,11 +8,13 @@
 //! - [`identity`]: Ed25519 keys and Wavry IDs.
 //! - [`lease`]: PASETO v4.public relay leases.
 
+pub mod cc;
 pub mod crypto;
 pub mod fec;
 pub mod identity;
 pub mod lease;
 pub mod media;
+pub mod pacer;
 pub mod proto;
 pub mod replay;
 pub mod wire;
