@@ -17,4 +17,5 @@ pub mod media;
 pub mod pacer;
 pub mod proto;
 pub mod replay;
+pub mod session;
 pub mod wire;

@@ -41,10 +41,17 @@ impl Pacer {
         self.last = Some(now);
     }
 
-    /// When a datagram of `len` bytes may leave: `now` if allowed already.
-    pub fn next_send_time(&mut self, now: Instant, len: usize) -> Instant {
-        self.refill(now);
-        let need = len as f64 - self.tokens;
+    /// When a datagram of `len` bytes may leave: `now` if allowed already. Does not change
+    /// the bucket.
+    pub fn next_send_time(&self, now: Instant, len: usize) -> Instant {
+        let tokens = match self.last {
+            Some(last) => {
+                let dt = now.saturating_duration_since(last).as_secs_f64();
+                (self.tokens + dt * self.rate_bps as f64 / 8.0).min(self.burst_bytes)
+            }
+            None => self.tokens,
+        };
+        let need = len as f64 - tokens;
         if need <= 0.0 {
             now
         } else {

@@ -1,0 +1,401 @@
+//! The driver-facing methods of [`Session`]: datagrams in, datagrams out, timers, and the
+//! application's send calls.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use prost::Message as _;
+
+use super::{
+    CloseReason, Event, FrameMeta, Phase, Role, Session, SessionError, Transmit, send::Class,
+};
+use crate::{
+    crypto::CryptoError,
+    media::{self, MediaError, MediaRef},
+    proto::{self, control_message::Content as Ctl, message::Content},
+    wire::{Header, RelayHeader, RelayType},
+};
+
+impl Session {
+    /// Handles one datagram from `from`. The buffer is decrypted in place (its contents are
+    /// garbage afterwards). Bad input is counted in [`Session::stats`], never panics.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) {
+        self.clock = self.clock.max(now);
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        let buf = match &self.cfg.relay {
+            Some(r) => match RelayHeader::decode(buf) {
+                Ok(h) if h.kind == RelayType::Forward && h.session_id == r.session_id => {
+                    &mut buf[RelayHeader::LEN..]
+                }
+                _ => {
+                    self.stats.rejected += 1;
+                    return;
+                }
+            },
+            None => buf,
+        };
+        match Header::decode(buf) {
+            Ok(Header::Handshake(h)) => {
+                let (_, msg) = buf.split_at(30);
+                self.on_handshake(now, from, h, msg);
+            }
+            Ok(Header::Transport(t)) => {
+                if t.alias != self.alias || from != self.remote {
+                    self.stats.rejected += 1;
+                    return;
+                }
+                let Some(ch) = self.channel.as_mut() else {
+                    self.stats.rejected += 1;
+                    return;
+                };
+                let wire_len = buf.len();
+                match ch.open(buf) {
+                    Ok(opened) => {
+                        let pid = opened.header.packet_id;
+                        self.stats.datagrams_received += 1;
+                        self.last_rx = Some(now);
+                        self.recv.on_packet(now, pid, wire_len);
+                        self.on_plaintext(now, opened.payload);
+                    }
+                    Err(CryptoError::Replay(_)) => self.stats.replayed += 1,
+                    Err(_) => self.stats.rejected += 1,
+                }
+            }
+            Err(_) => self.stats.rejected += 1,
+        }
+    }
+
+    fn on_plaintext(&mut self, now: Instant, plain: &[u8]) {
+        match media::decode(plain) {
+            Ok(MediaRef::Video(c)) => self.recv.on_chunk(now, plain, c, &mut self.events),
+            Ok(MediaRef::Fec(p)) => self.recv.on_parity(now, p, &mut self.events),
+            Ok(MediaRef::Audio(a)) => self.events.push_back(Event::Audio {
+                timestamp_us: a.timestamp_us,
+                data: a.payload.to_vec(),
+            }),
+            Err(MediaError::NotMedia) => match proto::decode_message(plain) {
+                Ok(m) => self.on_message(now, m),
+                Err(_) => self.stats.malformed += 1,
+            },
+            Err(_) => self.stats.malformed += 1,
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, m: proto::Message) {
+        if m.reliable_seq != 0 && !self.recv.accept_reliable(m.reliable_seq) {
+            return; // duplicate of a reliable message: acknowledged again, not delivered
+        }
+        match m.content {
+            Some(Content::Input(i)) => {
+                if matches!(self.phase, Phase::Connected) {
+                    self.events.push_back(Event::Input(i));
+                }
+            }
+            Some(Content::Control(c)) => match c.content {
+                Some(Ctl::Hello(h)) => self.on_hello(now, &h),
+                Some(Ctl::HelloAck(a)) => self.on_hello_ack(a),
+                Some(Ctl::Feedback(fb)) => self.on_feedback(now, &fb),
+                Some(Ctl::Nack(n)) => {
+                    self.send.on_nack(now, &n.packet_ids);
+                }
+                Some(Ctl::Rfi(r)) => self.events.push_back(Event::KeyframeRequested {
+                    last_valid: r.last_valid_frame_id,
+                }),
+                Some(Ctl::Goodbye(g)) => self.finish(CloseReason::Remote(g.reason)),
+                Some(Ctl::Ping(p)) => {
+                    let pong = proto::Message {
+                        content: Some(Content::Control(proto::ControlMessage {
+                            content: Some(Ctl::Pong(proto::Pong {
+                                timestamp_us: p.timestamp_us,
+                            })),
+                        })),
+                        reliable_seq: 0,
+                    };
+                    let _ = self.send.queue_message(Class::Control, &pong, None);
+                }
+                Some(Ctl::Pong(_)) => {}
+                Some(other) => self.events.push_back(Event::Control(proto::ControlMessage {
+                    content: Some(other),
+                })),
+                None => self.stats.malformed += 1,
+            },
+            Some(Content::Media(_)) | None => self.stats.malformed += 1,
+        }
+    }
+
+    fn on_feedback(&mut self, now: Instant, fb: &proto::TransportFeedback) {
+        let (rtt, delivery) = self.send.on_feedback(now, fb);
+        if let Some(rtt) = rtt {
+            let changed = self.cc.on_sample(crate::cc::CcSample {
+                now,
+                rtt,
+                delivery_bps: delivery,
+            });
+            if changed {
+                self.send.set_target(self.cc.target_bps());
+                self.events.push_back(Event::TargetBitrate {
+                    bps: self.cc.target_bps(),
+                    fps: self.cc.target_fps(),
+                });
+            }
+        }
+    }
+
+    /// Writes the next datagram(s) into `buf` (at least `max_datagram` bytes; more lets
+    /// equal-size media datagrams be batched for GSO, up to `max_datagrams`). Call repeatedly
+    /// until it returns `None`.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        max_datagrams: usize,
+    ) -> Option<Transmit> {
+        self.clock = self.clock.max(now);
+        self.produce(now);
+        let prefix = self.prefix_len();
+        let alias = self.alias;
+        let relay = self.cfg.relay;
+        let mut channel = self.channel.as_mut();
+        let sealed = self.send.fill(
+            now,
+            buf,
+            max_datagrams,
+            self.cfg.max_datagram,
+            |plain, out, raw| {
+                if out.len() < prefix + plain.len() + 34 {
+                    return None;
+                }
+                if let Some(r) = relay {
+                    RelayHeader {
+                        kind: RelayType::Forward,
+                        flags: 0,
+                        session_id: r.session_id,
+                    }
+                    .encode(out)
+                    .ok()?;
+                }
+                if raw {
+                    out[prefix..prefix + plain.len()].copy_from_slice(plain);
+                    return Some((0, prefix + plain.len()));
+                }
+                let ch = channel.as_mut()?;
+                out[prefix + 18..prefix + 18 + plain.len()].copy_from_slice(plain);
+                let (pid, n) = ch.seal(alias, &mut out[prefix..], plain.len()).ok()?;
+                Some((pid, prefix + n))
+            },
+            &mut self.stats,
+        )?;
+        self.last_tx = Some(now);
+        Some(Transmit {
+            destination: self.remote,
+            len: sealed.len,
+            segment_size: sealed.segment,
+        })
+    }
+
+    /// Moves due feedback, NACKs and keepalives into the send queues.
+    fn produce(&mut self, now: Instant) {
+        if self.channel.is_none() || matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        let srtt = self.send.srtt().unwrap_or(Duration::from_millis(50));
+        let interval = (srtt / 4).clamp(Duration::from_millis(5), Duration::from_millis(25));
+        if let Some(fb) = self.recv.poll_feedback(now, interval) {
+            let _ = self.send.queue_message(Class::Control, &fb, None);
+            self.recv.reclaim(fb);
+        }
+        let hold = Duration::from_millis(2);
+        if let Some(nack) = self
+            .recv
+            .poll_nack(now, hold, srtt + Duration::from_millis(5))
+        {
+            self.stats.nacks_sent += 1;
+            let _ = self.send.queue_message(Class::Control, &nack, None);
+        }
+        if matches!(self.phase, Phase::Connected)
+            && self
+                .last_tx
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.keepalive)
+        {
+            let ping = proto::Message {
+                content: Some(Content::Control(proto::ControlMessage {
+                    content: Some(Ctl::Ping(proto::Ping {
+                        timestamp_us: now.saturating_duration_since(self.created).as_micros()
+                            as u64,
+                    })),
+                })),
+                reliable_seq: 0,
+            };
+            let _ = self.send.queue_message(Class::Control, &ping, None);
+            self.last_tx = Some(now);
+        }
+    }
+
+    /// Processes timers. Call when the instant from [`Self::poll_timeout`] has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        self.establish_timeout(now);
+        if matches!(self.phase, Phase::Connected | Phase::Securing)
+            && self
+                .last_rx
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.idle_timeout)
+        {
+            self.finish(CloseReason::IdleTimeout);
+            return;
+        }
+        let gap = self.send.srtt().unwrap_or(Duration::from_millis(50));
+        if let Some(last_valid) = self.recv.on_timeout(now, gap, &mut self.events) {
+            let rfi = proto::Message {
+                content: Some(Content::Control(proto::ControlMessage {
+                    content: Some(Ctl::Rfi(proto::ReferenceInvalidation {
+                        last_valid_frame_id: last_valid,
+                    })),
+                })),
+                reliable_seq: 0,
+            };
+            let _ = self.send.queue_message(Class::Control, &rfi, None);
+        }
+    }
+
+    /// When [`Self::handle_timeout`] should next run (None: no timer needed).
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        if matches!(self.phase, Phase::Closed) {
+            return None;
+        }
+        let srtt = self.send.srtt().unwrap_or(Duration::from_millis(50));
+        let idle = self.last_rx.map(|t| t + self.cfg.idle_timeout);
+        let keepalive = matches!(self.phase, Phase::Connected)
+            .then(|| self.last_tx.map(|t| t + self.cfg.keepalive))
+            .flatten();
+        [
+            self.establish_next_timeout(),
+            idle,
+            keepalive,
+            self.recv.next_feedback_time(),
+            self.recv
+                .next_nack_time(Duration::from_millis(2), srtt + Duration::from_millis(5)),
+            self.recv.next_deadline(),
+            self.send.next_send_time(self.clock),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// When the next queued datagram may leave (pacing); `now` if something is ready.
+    pub fn next_send_time(&self, now: Instant) -> Option<Instant> {
+        self.send.next_send_time(now)
+    }
+
+    fn require_connected(&mut self, now: Instant) -> Result<(), SessionError> {
+        self.clock = self.clock.max(now);
+        if matches!(self.phase, Phase::Connected) {
+            Ok(())
+        } else {
+            Err(SessionError::NotConnected)
+        }
+    }
+
+    /// Queues an encoded video frame: chunked, protected with parity, paced out. Returns its
+    /// frame id. `frame_interval` is the time until the next frame (1/fps).
+    pub fn send_frame(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        meta: FrameMeta,
+        frame_interval: Duration,
+    ) -> Result<u64, SessionError> {
+        self.require_connected(now)?;
+        self.send
+            .queue_frame(now, data, meta, frame_interval, self.cfg.playout_slack)
+    }
+
+    /// Sends an input event ahead of all media. Key, button and gamepad events are reliable
+    /// (retransmitted until acknowledged, delivered once); pointer motion is not.
+    pub fn send_input(
+        &mut self,
+        now: Instant,
+        input: proto::InputMessage,
+    ) -> Result<(), SessionError> {
+        self.require_connected(now)?;
+        use proto::input_message::Event as E;
+        let reliable = matches!(
+            input.event,
+            Some(E::Key(_) | E::MouseButton(_) | E::Gamepad(_))
+        );
+        let msg = proto::Message {
+            content: Some(Content::Input(input)),
+            reliable_seq: 0,
+        };
+        if reliable {
+            self.send.queue_reliable(Class::Input, msg, now).map(|_| ())
+        } else {
+            self.send.queue_message(Class::Input, &msg, None)
+        }
+    }
+
+    /// Sends a control message on the reliable channel.
+    pub fn send_control(&mut self, now: Instant, content: Ctl) -> Result<(), SessionError> {
+        self.require_connected(now)?;
+        let msg = proto::Message {
+            content: Some(Content::Control(proto::ControlMessage {
+                content: Some(content),
+            })),
+            reliable_seq: 0,
+        };
+        self.send
+            .queue_reliable(Class::Control, msg, now)
+            .map(|_| ())
+    }
+
+    /// Sends one Opus packet (unreliable, ahead of video).
+    pub fn send_audio(
+        &mut self,
+        now: Instant,
+        timestamp_us: u64,
+        packet: &[u8],
+    ) -> Result<(), SessionError> {
+        self.require_connected(now)?;
+        let mut buf = self.send.buffer();
+        buf.resize(packet.len() + 32, 0);
+        let n = media::AudioPacketRef {
+            timestamp_us,
+            payload: packet,
+        }
+        .encode(&mut buf)
+        .map_err(|e| SessionError::Encode(e.to_string()))?;
+        buf.truncate(n);
+        // Audio is useless after ~2 frame intervals: drop rather than queue behind.
+        self.send
+            .queue_encoded(Class::Control, buf, Some(now + Duration::from_millis(40)));
+        Ok(())
+    }
+
+    /// Role of this session.
+    pub fn role(&self) -> Role {
+        self.cfg.role
+    }
+
+    /// Reliable messages not yet acknowledged.
+    pub fn unacked(&self) -> usize {
+        self.send.unacked_len()
+    }
+
+    /// Media datagrams waiting for the pacer.
+    pub fn media_queued(&self) -> usize {
+        self.send.media_queued()
+    }
+
+    /// Encodes a message for tests of malformed input.
+    #[doc(hidden)]
+    pub fn encode_for_test(m: &proto::Message) -> Vec<u8> {
+        m.encode_to_vec()
+    }
+}

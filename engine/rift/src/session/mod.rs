@@ -1,0 +1,192 @@
+//! The sans-IO RIFT session: one peer-to-peer association, driven by the caller.
+//!
+//! ```text
+//!   handle_datagram(now, from, buf)   a datagram arrived (decoded, authenticated, reassembled)
+//!   poll_transmit(now, buf, max)      fill `buf` with ready datagrams; None = nothing now
+//!   poll_event()                      frames, input, control, stats for the application
+//!   poll_timeout() / handle_timeout   the one timer: call handle_timeout(now) when it fires
+//! ```
+//! Call `poll_transmit` until it returns `None` after every `handle_*` call and after every
+//! application call (`send_frame`, `send_input`, …); then arm a timer for `poll_timeout()`.
+//! No method blocks, reads a clock, or touches a socket. Buffers are reused: steady-state
+//! packets allocate nothing (see `tests/no_alloc_session.rs`).
+//!
+//! Concerns live in submodules: `establish` (handshake, hello), `send` (queues, video
+//! packetisation and FEC, pacing, history, reliable control), `recv` (authentication,
+//! reassembly, FEC repair, deadline buffer, feedback and NACK), `stats`.
+
+mod config;
+mod drive;
+mod establish;
+mod event;
+mod pool;
+mod recv;
+mod send;
+mod stats;
+
+use std::{net::SocketAddr, time::Instant};
+
+pub use config::{HostParams, RelayPath, Role, SessionConfig};
+pub use event::{CloseReason, Event, Frame, FrameMeta};
+pub use stats::SessionStats;
+
+use crate::{
+    cc::Delta,
+    crypto::{Handshake, SecureChannel},
+    proto,
+    wire::RelayHeader,
+};
+
+/// Datagrams written into the caller's buffer by [`Session::poll_transmit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send.
+    pub destination: SocketAddr,
+    /// Total bytes written at the start of the buffer.
+    pub len: usize,
+    /// When several datagrams were written back to back: the size of each (the last may be
+    /// shorter). Send with GSO (UDP_SEGMENT) or split at this size.
+    pub segment_size: Option<usize>,
+}
+
+/// Why a call from the application was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The session is not established yet (or already closed).
+    #[error("session is not connected")]
+    NotConnected,
+    /// The frame is empty or larger than the configured maximum.
+    #[error("frame size {0} is out of range")]
+    FrameSize(usize),
+    /// The message could not be encoded.
+    #[error("message encoding failed: {0}")]
+    Encode(String),
+    /// Handshake setup failed.
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
+}
+
+/// Where the session is in its life.
+#[derive(Debug)]
+enum Phase {
+    Handshaking(Box<Handshake>),
+    /// Keys established, Hello/HelloAck in flight.
+    Securing,
+    Connected,
+    Closed,
+}
+
+/// One RIFT session (client or host side).
+#[derive(Debug)]
+pub struct Session {
+    cfg: SessionConfig,
+    remote: SocketAddr,
+    phase: Phase,
+    channel: Option<SecureChannel>,
+    alias: u32,
+    hs_id: u128,
+    est: establish::Establish,
+    send: send::Sender,
+    recv: recv::Receiver,
+    cc: Delta,
+    events: std::collections::VecDeque<Event>,
+    stats: SessionStats,
+    last_rx: Option<Instant>,
+    last_tx: Option<Instant>,
+    created: Instant,
+    /// The latest `now` any entry point was given (for `poll_timeout`, which takes none).
+    clock: Instant,
+}
+
+impl Session {
+    /// The peer's address (learned from the handshake on the host side).
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// The session alias used in transport headers.
+    pub fn alias(&self) -> u32 {
+        self.alias
+    }
+
+    /// The handshake id (initiator-chosen).
+    pub fn handshake_id(&self) -> u128 {
+        self.hs_id
+    }
+
+    /// True once Hello/HelloAck completed.
+    pub fn is_connected(&self) -> bool {
+        matches!(self.phase, Phase::Connected)
+    }
+
+    /// True after close or failure.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// The peer's authenticated identity, once known.
+    pub fn peer(&self) -> Option<crate::identity::WavryId> {
+        self.channel.as_ref().map(SecureChannel::peer)
+    }
+
+    /// Counters for diagnostics and tests.
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
+    }
+
+    /// Next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Returns a frame buffer from an [`Event::Frame`] so its memory is reused.
+    pub fn recycle(&mut self, frame: Frame) {
+        self.recv.recycle(frame.data);
+    }
+
+    /// Current DELTA target bitrate, bit/s.
+    pub fn target_bitrate(&self) -> u64 {
+        self.cc.target_bps()
+    }
+
+    /// Smoothed RTT, once measured.
+    pub fn rtt(&self) -> Option<std::time::Duration> {
+        self.send.srtt()
+    }
+
+    /// Closes the session: a Goodbye goes out (best effort) and no more data is accepted.
+    pub fn close(&mut self, _now: Instant, reason: &str) {
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        if self.channel.is_some() {
+            let msg = proto::Message {
+                content: Some(proto::message::Content::Control(proto::ControlMessage {
+                    content: Some(proto::control_message::Content::Goodbye(proto::Goodbye {
+                        code: 0,
+                        reason: reason.chars().take(128).collect(),
+                    })),
+                })),
+                reliable_seq: 0,
+            };
+            let _ = self.send.queue_message(send::Class::Control, &msg, None);
+        }
+        self.finish(CloseReason::Local);
+    }
+
+    fn finish(&mut self, reason: CloseReason) {
+        if !matches!(self.phase, Phase::Closed) {
+            self.phase = Phase::Closed;
+            self.events.push_back(Event::Closed(reason));
+        }
+    }
+
+    /// Bytes in front of the RIFT header (relay header when relayed).
+    fn prefix_len(&self) -> usize {
+        if self.cfg.relay.is_some() {
+            RelayHeader::LEN
+        } else {
+            0
+        }
+    }
+}

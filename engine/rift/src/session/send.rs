@@ -1,0 +1,602 @@
+//! The sending half: priority queues (input ahead of control ahead of media), video
+//! packetisation with Reed-Solomon parity per group, pacing of media, the packet history that
+//! serves NACKs (retransmissions are re-sealed under a fresh packet id, so relays' replay
+//! windows never drop them), the reliable control channel, and RTT/delivery-rate sampling
+//! from transport feedback.
+
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
+
+use prost::Message as _;
+
+use super::{SessionConfig, SessionError, pool::BufPool};
+use crate::{
+    fec::{self, FecCodec, FecPolicy},
+    media::{FecPacketRef, ShardLengths, VideoChunkRef},
+    pacer::Pacer,
+    proto,
+};
+
+/// Data shards per FEC group.
+pub(crate) const GROUP_SHARDS: usize = 32;
+const HISTORY: usize = 2048;
+const MAX_DATAGRAM_BUF: usize = 2048;
+
+/// Priority classes, highest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    Input,
+    Control,
+}
+
+#[derive(Debug)]
+struct Pending {
+    buf: Vec<u8>,
+    /// Drop instead of sending after this instant (stale media).
+    deadline: Option<Instant>,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chunk,
+    Parity,
+    Retransmit,
+    ReliableRetransmit,
+    Other,
+}
+
+#[derive(Debug, Default)]
+struct HistEntry {
+    packet_id: u64,
+    sent_at: Option<Instant>,
+    /// Plaintext kept for NACK service (media only).
+    buf: Option<Vec<u8>>,
+    deadline: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Unacked {
+    seq: u64,
+    class: Class,
+    buf: Vec<u8>,
+    next_send: Instant,
+    sends: u32,
+}
+
+/// Outcome of filling one transmit.
+pub(crate) struct Sealed {
+    pub(crate) len: usize,
+    pub(crate) segment: Option<usize>,
+}
+
+/// Sender state.
+#[derive(Debug)]
+pub(crate) struct Sender {
+    raw: VecDeque<Vec<u8>>,
+    input: VecDeque<Pending>,
+    control: VecDeque<Pending>,
+    media: VecDeque<Pending>,
+    unacked: VecDeque<Unacked>,
+    next_reliable: u64,
+    history: Vec<HistEntry>,
+    pool: BufPool,
+    pacer: Pacer,
+    fec: FecCodec,
+    pub(crate) fec_policy: FecPolicy,
+    parity_scratch: Vec<Vec<u8>>,
+    next_frame_id: u64,
+    chunk_payload: usize,
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    delivery: VecDeque<(Instant, u64, u32)>,
+    max_frame: usize,
+}
+
+/// Pacing rate relative to the target bitrate: frames drain within about 2/3 of an interval.
+const PACING_GAIN: f64 = 1.5;
+
+impl Sender {
+    pub(crate) fn new(cfg: &SessionConfig, target_bps: u64) -> Self {
+        Self {
+            raw: VecDeque::new(),
+            input: VecDeque::new(),
+            control: VecDeque::new(),
+            media: VecDeque::new(),
+            unacked: VecDeque::new(),
+            next_reliable: 1,
+            history: (0..HISTORY).map(|_| HistEntry::default()).collect(),
+            pool: BufPool::new(MAX_DATAGRAM_BUF),
+            pacer: Pacer::new(
+                (target_bps as f64 * PACING_GAIN) as u64,
+                4 * cfg.max_datagram,
+            ),
+            fec: FecCodec::default(),
+            fec_policy: FecPolicy::default(),
+            parity_scratch: Vec::new(),
+            next_frame_id: 0,
+            chunk_payload: cfg.chunk_payload(),
+            srtt: None,
+            rttvar: Duration::ZERO,
+            delivery: VecDeque::new(),
+            max_frame: cfg.max_frame,
+        }
+    }
+
+    pub(crate) fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+
+    /// Retransmission timeout for the reliable channel.
+    fn rto(&self) -> Duration {
+        self.srtt
+            .map_or(Duration::from_millis(250), |s| {
+                s + 4 * self.rttvar + Duration::from_millis(5)
+            })
+            .max(Duration::from_millis(20))
+    }
+
+    pub(crate) fn set_target(&mut self, bps: u64) {
+        self.pacer.set_rate((bps as f64 * PACING_GAIN) as u64);
+    }
+
+    /// Queues a raw (pre-crypto) handshake datagram.
+    pub(crate) fn queue_raw(&mut self, datagram: &[u8]) {
+        let mut b = self.pool.get();
+        b.extend_from_slice(datagram);
+        self.raw.push_back(b);
+    }
+
+    fn encode(&mut self, msg: &proto::Message) -> Result<Vec<u8>, SessionError> {
+        let mut b = self.pool.get();
+        msg.encode(&mut b)
+            .map_err(|e| SessionError::Encode(e.to_string()))?;
+        Ok(b)
+    }
+
+    /// Queues an unreliable message.
+    pub(crate) fn queue_message(
+        &mut self,
+        class: Class,
+        msg: &proto::Message,
+        deadline: Option<Instant>,
+    ) -> Result<(), SessionError> {
+        let buf = self.encode(msg)?;
+        self.queue_encoded(class, buf, deadline);
+        Ok(())
+    }
+
+    /// Queues an already encoded plaintext message.
+    pub(crate) fn queue_encoded(&mut self, class: Class, buf: Vec<u8>, deadline: Option<Instant>) {
+        let p = Pending {
+            buf,
+            deadline,
+            kind: Kind::Other,
+        };
+        match class {
+            Class::Input => self.input.push_back(p),
+            Class::Control => self.control.push_back(p),
+        }
+    }
+
+    /// A pooled buffer for encoding into.
+    pub(crate) fn buffer(&mut self) -> Vec<u8> {
+        self.pool.get()
+    }
+
+    /// Queues a message on the reliable channel: retransmitted until acknowledged.
+    pub(crate) fn queue_reliable(
+        &mut self,
+        class: Class,
+        mut msg: proto::Message,
+        now: Instant,
+    ) -> Result<u64, SessionError> {
+        let seq = self.next_reliable;
+        self.next_reliable += 1;
+        msg.reliable_seq = seq;
+        let buf = self.encode(&msg)?;
+        self.unacked.push_back(Unacked {
+            seq,
+            class,
+            buf,
+            next_send: now,
+            sends: 0,
+        });
+        Ok(seq)
+    }
+
+    /// Splits a frame into chunks plus parity and queues them for paced sending.
+    pub(crate) fn queue_frame(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        meta: super::FrameMeta,
+        frame_interval: Duration,
+        slack: Duration,
+    ) -> Result<u64, SessionError> {
+        if data.is_empty() || data.len() > self.max_frame {
+            return Err(SessionError::FrameSize(data.len()));
+        }
+        let frame_id = self.next_frame_id;
+        self.next_frame_id += 1;
+        let deadline = now + frame_interval + self.srtt.unwrap_or(Duration::ZERO) / 2 + slack;
+        let c = self.chunk_payload;
+        let n = data.len().div_ceil(c);
+        let count = u32::try_from(n).map_err(|_| SessionError::FrameSize(data.len()))?;
+        for (first, len) in fec::groups(n, GROUP_SHARDS) {
+            let start = self.media.len();
+            let mut lengths = ShardLengths::default();
+            let mut max_len = 0;
+            for i in first..first + len {
+                let payload = &data[i * c..((i + 1) * c).min(data.len())];
+                let chunk = VideoChunkRef {
+                    frame_id,
+                    chunk_index: i as u32,
+                    chunk_count: count,
+                    timestamp_us: meta.timestamp_us,
+                    keyframe: meta.keyframe,
+                    payload,
+                    capture_us: meta.capture_us,
+                    encode_us: meta.encode_us,
+                };
+                let mut b = self.pool.get();
+                b.resize(chunk.encoded_len(), 0);
+                chunk
+                    .encode(&mut b)
+                    .map_err(|e| SessionError::Encode(e.to_string()))?;
+                max_len = max_len.max(b.len());
+                lengths
+                    .push(b.len() as u32)
+                    .map_err(|e| SessionError::Encode(e.to_string()))?;
+                self.media.push_back(Pending {
+                    buf: b,
+                    deadline: Some(deadline),
+                    kind: Kind::Chunk,
+                });
+            }
+            let parity = self.fec_policy.parity_for(len);
+            let sb = fec::shard_bytes(max_len);
+            // Pad in place for the codec, then restore the true lengths.
+            for p in self.media.range_mut(start..) {
+                p.buf.resize(sb, 0);
+            }
+            let mut scratch = std::mem::take(&mut self.parity_scratch);
+            for _ in 0..parity {
+                scratch.push(self.pool.get());
+            }
+            let shard_count = (len + parity) as u32;
+            let res = self.fec.encode(
+                sb,
+                len,
+                parity,
+                self.media.range(start..).map(|p| p.buf.as_slice()),
+                |j, bytes| {
+                    let pkt = FecPacketRef {
+                        group_id: frame_id,
+                        first_chunk: first as u64,
+                        shard_count,
+                        parity_index: (len + j) as u32,
+                        payload: bytes,
+                        shard_lengths: lengths,
+                    };
+                    let out = &mut scratch[j];
+                    out.resize(pkt.encoded_len(), 0);
+                    let _ = pkt.encode(out);
+                },
+            );
+            for (p, &l) in self.media.range_mut(start..).zip(lengths.as_slice()) {
+                p.buf.truncate(l as usize);
+            }
+            res.map_err(|e| SessionError::Encode(e.to_string()))?;
+            for b in scratch.drain(..) {
+                self.media.push_back(Pending {
+                    buf: b,
+                    deadline: Some(deadline),
+                    kind: Kind::Parity,
+                });
+            }
+            self.parity_scratch = scratch;
+        }
+        Ok(frame_id)
+    }
+
+    /// Earliest instant something could be sent (None: nothing queued).
+    pub(crate) fn next_send_time(&self, now: Instant) -> Option<Instant> {
+        if !self.raw.is_empty() || !self.input.is_empty() || !self.control.is_empty() {
+            return Some(now);
+        }
+        let reliable = self.unacked.iter().map(|u| u.next_send).min();
+        let media = self.media.front().map(|p| {
+            let len = p.buf.len() + 64;
+            self.pacer.next_send_time(now, len)
+        });
+        [reliable, media].into_iter().flatten().min()
+    }
+
+    fn recycle(&mut self, buf: Vec<u8>) {
+        self.pool.put(buf);
+    }
+
+    /// Drops media that can no longer arrive in time.
+    fn drop_stale(&mut self, now: Instant) {
+        while self
+            .media
+            .front()
+            .is_some_and(|p| p.deadline.is_some_and(|d| d <= now))
+        {
+            if let Some(p) = self.media.pop_front() {
+                self.recycle(p.buf);
+            }
+        }
+    }
+
+    /// Picks the next plaintext to seal: (buffer, class, kind, deadline); raw datagrams are
+    /// returned with `raw = true` and are sent as they are.
+    fn next_plain(
+        &mut self,
+        now: Instant,
+        allow_media: bool,
+    ) -> Option<(Vec<u8>, Kind, Option<Instant>, bool)> {
+        if let Some(b) = self.raw.pop_front() {
+            return Some((b, Kind::Other, None, true));
+        }
+        for q in [&mut self.input, &mut self.control] {
+            while q
+                .front()
+                .is_some_and(|p| p.deadline.is_some_and(|d| d <= now))
+            {
+                if let Some(p) = q.pop_front() {
+                    self.pool.put(p.buf);
+                }
+            }
+        }
+        for class in [Class::Input, Class::Control] {
+            if let Some(i) = self
+                .unacked
+                .iter()
+                .position(|u| u.class == class && u.next_send <= now)
+            {
+                let rto = self.rto();
+                let u = &mut self.unacked[i];
+                u.sends += 1;
+                u.next_send = now + rto * (1 << (u.sends - 1).min(4));
+                let kind = if u.sends > 1 {
+                    Kind::ReliableRetransmit
+                } else {
+                    Kind::Other
+                };
+                let mut b = self.pool.get();
+                b.extend_from_slice(&u.buf);
+                return Some((b, kind, None, false));
+            }
+            let q = if class == Class::Input {
+                &mut self.input
+            } else {
+                &mut self.control
+            };
+            if let Some(p) = q.pop_front() {
+                return Some((p.buf, p.kind, p.deadline, false));
+            }
+        }
+        if allow_media {
+            self.drop_stale(now);
+            let len = self.media.front()?.buf.len() + 64;
+            if self.pacer.next_send_time(now, len) <= now {
+                let p = self.media.pop_front()?;
+                return Some((p.buf, p.kind, p.deadline, false));
+            }
+        }
+        None
+    }
+
+    /// Fills `out` with up to `max_datagrams` datagrams (equal sizes for GSO).
+    /// `seal(plain, out) -> (packet_id, len)` encrypts one datagram.
+    pub(crate) fn fill(
+        &mut self,
+        now: Instant,
+        out: &mut [u8],
+        max_datagrams: usize,
+        max_datagram: usize,
+        mut seal: impl FnMut(&[u8], &mut [u8], bool) -> Option<(u64, usize)>,
+        stats: &mut super::SessionStats,
+    ) -> Option<Sealed> {
+        let mut at = 0;
+        let mut segment = None;
+        let mut count = 0;
+        while count < max_datagrams.max(1) {
+            let allow_media = true;
+            let Some((buf, kind, deadline, raw)) = self.next_plain(now, allow_media) else {
+                break;
+            };
+            let room = out.len() - at;
+            if room < max_datagram.min(out.len()) && count > 0 {
+                self.requeue_front(buf, kind, deadline);
+                break;
+            }
+            let Some((pid, n)) = seal(&buf, &mut out[at..], raw) else {
+                self.recycle(buf);
+                continue;
+            };
+            // GSO: all segments but the last must have the first one's size.
+            if let Some(s) = segment {
+                if n > s {
+                    // Undo: cannot append a larger datagram; send it next time.
+                    self.requeue_front(buf, kind, deadline);
+                    break;
+                }
+            }
+            stats.datagrams_sent += 1;
+            stats.bytes_sent += n as u64;
+            match kind {
+                Kind::Chunk => {
+                    stats.chunks_sent += 1;
+                    stats.video_bytes += n as u64;
+                }
+                Kind::Parity => {
+                    stats.parity_sent += 1;
+                    stats.parity_bytes += n as u64;
+                }
+                Kind::Retransmit => stats.retransmitted += 1,
+                Kind::ReliableRetransmit => stats.reliable_retransmits += 1,
+                Kind::Other => {}
+            }
+            if matches!(kind, Kind::Chunk | Kind::Parity | Kind::Retransmit) {
+                self.pacer.on_sent(now, n);
+            }
+            if raw {
+                self.recycle(buf);
+            } else {
+                self.remember(pid, now, buf, deadline, kind);
+            }
+            let first_size = *segment.get_or_insert(n);
+            at += n;
+            count += 1;
+            if n < first_size
+                || raw
+                || !matches!(kind, Kind::Chunk | Kind::Parity | Kind::Retransmit)
+            {
+                break;
+            }
+        }
+        if at == 0 {
+            return None;
+        }
+        Some(Sealed {
+            len: at,
+            segment: if count > 1 { segment } else { None },
+        })
+    }
+
+    fn requeue_front(&mut self, buf: Vec<u8>, kind: Kind, deadline: Option<Instant>) {
+        // Only media is ever batched behind another datagram.
+        self.media.push_front(Pending {
+            buf,
+            deadline,
+            kind,
+        });
+    }
+
+    fn remember(
+        &mut self,
+        pid: u64,
+        now: Instant,
+        buf: Vec<u8>,
+        deadline: Option<Instant>,
+        kind: Kind,
+    ) {
+        let slot = (pid % HISTORY as u64) as usize;
+        let keep = matches!(kind, Kind::Chunk | Kind::Parity | Kind::Retransmit);
+        let old = std::mem::replace(
+            &mut self.history[slot],
+            HistEntry {
+                packet_id: pid,
+                sent_at: Some(now),
+                buf: None,
+                deadline,
+            },
+        );
+        if let Some(b) = old.buf {
+            self.recycle(b);
+        }
+        if keep {
+            self.history[slot].buf = Some(buf);
+        } else {
+            self.recycle(buf);
+        }
+    }
+
+    /// A NACK listed these packet ids: re-queue those still useful before their deadline.
+    pub(crate) fn on_nack(&mut self, now: Instant, ids: &[u64]) -> u32 {
+        let half_rtt = self.srtt.unwrap_or(Duration::ZERO) / 2;
+        let mut n = 0;
+        for &pid in ids.iter().take(64) {
+            let slot = (pid % HISTORY as u64) as usize;
+            let e = &self.history[slot];
+            if e.packet_id != pid || e.deadline.is_none_or(|d| d <= now + half_rtt) {
+                continue;
+            }
+            let Some(src) = e.buf.as_ref() else { continue };
+            let mut b = self.pool.get();
+            b.extend_from_slice(src);
+            let deadline = e.deadline;
+            self.media.push_front(Pending {
+                buf: b,
+                deadline,
+                kind: Kind::Retransmit,
+            });
+            n += 1;
+        }
+        n
+    }
+
+    /// Processes transport feedback: RTT sample, delivery rate, reliable acks, FEC policy.
+    /// Returns (rtt sample, delivery rate bps).
+    pub(crate) fn on_feedback(
+        &mut self,
+        now: Instant,
+        fb: &proto::TransportFeedback,
+    ) -> (Option<Duration>, Option<u64>) {
+        for seq in &fb.acked_reliable {
+            if let Some(i) = self.unacked.iter().position(|u| u.seq == *seq) {
+                if let Some(u) = self.unacked.remove(i) {
+                    self.pool.put(u.buf);
+                }
+            }
+        }
+        self.fec_policy
+            .on_feedback(fb.received_packets, fb.lost_packets, &fb.frame_losses);
+        let e = &self.history[(fb.highest_packet_id % HISTORY as u64) as usize];
+        let rtt = (e.packet_id == fb.highest_packet_id)
+            .then_some(e.sent_at)
+            .flatten()
+            .map(|t| {
+                now.saturating_duration_since(t)
+                    .saturating_sub(Duration::from_micros(u64::from(fb.ack_delay_us)))
+            })
+            .filter(|r| !r.is_zero());
+        if let Some(r) = rtt {
+            match self.srtt {
+                None => {
+                    self.srtt = Some(r);
+                    self.rttvar = r / 2;
+                }
+                Some(s) => {
+                    let diff = if s > r { s - r } else { r - s };
+                    self.rttvar = (self.rttvar * 3 + diff) / 4;
+                    self.srtt = Some((s * 7 + r) / 8);
+                }
+            }
+        }
+        if fb.interval_us > 0 {
+            if self.delivery.len() == 64 {
+                self.delivery.pop_front();
+            }
+            self.delivery
+                .push_back((now, fb.received_bytes, fb.interval_us));
+        }
+        // Delivery rate over the most recent ≥ 100 ms of feedback.
+        let mut bytes = 0u64;
+        let mut us = 0u64;
+        for &(_, b, i) in self.delivery.iter().rev() {
+            bytes += b;
+            us += u64::from(i);
+            if us >= 100_000 {
+                break;
+            }
+        }
+        let rate = (us >= 20_000).then(|| bytes * 8 * 1_000_000 / us);
+        (rtt, rate)
+    }
+
+    /// Reliable messages awaiting acknowledgement.
+    pub(crate) fn unacked_len(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// Media datagrams waiting for the pacer.
+    pub(crate) fn media_queued(&self) -> usize {
+        self.media.len()
+    }
+}
