@@ -178,15 +178,15 @@ impl FecPolicy {
         }
         for &pm in frame_loss_permille {
             let f = f64::from(pm.min(1000)) / 1000.0;
-            // Peak-hold with decay over roughly 120 frames (2 s at 60 fps).
-            self.burst = (self.burst * 0.98).max(f);
+            // Peak-hold with decay over roughly 200 frames (3 s at 60 fps).
+            self.burst = (self.burst * 0.995).max(f);
         }
     }
 
     /// Parity shards for a group of `n` data shards (0 < result ≤ [`MAX_PARITY`]).
     pub fn parity_for(&self, n: usize) -> usize {
         let floor = (n as f64 * self.min_ratio).ceil() as usize;
-        let burst = (n as f64 * self.burst * 1.25).ceil() as usize;
+        let burst = (n as f64 * self.burst * 1.75).ceil() as usize;
         let mut p = floor.max(burst).max(1);
         while p < MAX_PARITY && binomial_tail(n + p, p, self.loss) > self.target_failure {
             p += 1;

@@ -61,8 +61,11 @@ pub struct FecPacketRef<'a> {
     pub parity_index: u32,
     /// Parity bytes.
     pub payload: &'a [u8],
-    /// True lengths of the group's data shards, in order.
+    /// True lengths of the group's data shards, in order (Wavry sends none: its shards are
+    /// self-delimiting, see [`message_len`]).
     pub shard_lengths: ShardLengths,
+    /// Data shards in the group (Wavry extension, field 7).
+    pub data_shards: u32,
 }
 
 /// Fixed-capacity list of data shard lengths (no allocation).
@@ -235,6 +238,7 @@ impl FecPacketRef<'_> {
             + varint_field(4, u64::from(self.parity_index))
             + bytes_field(5, self.payload.len())
             + bytes_field(6, self.lengths_len())
+            + varint_field(7, u64::from(self.data_shards))
     }
 
     /// Encoded size of the whole `Message`.
@@ -259,6 +263,7 @@ impl FecPacketRef<'_> {
                     encode_varint(u64::from(l), &mut w.buf);
                 }
             }
+            w.varint(7, u64::from(self.data_shards));
         })
     }
 }
@@ -275,6 +280,20 @@ impl AudioPacketRef<'_> {
             w.bytes(2, self.payload);
         })
     }
+}
+
+/// Length of the protobuf `Message` that starts `bytes`, when it is a single media field
+/// (how Wavry's FEC data shards are laid out): lets a rebuilt, zero-padded shard be cut back to
+/// its true length without a length table.
+pub fn message_len(bytes: &[u8]) -> Option<usize> {
+    let mut buf = bytes;
+    let (tag, wt) = decode_key(&mut buf).ok()?;
+    if tag != 3 || wt != WireType::LengthDelimited {
+        return None;
+    }
+    let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
+    let total = bytes.len() - buf.len() + len;
+    (total <= bytes.len()).then_some(total)
 }
 
 /// Reads one field: (tag, value for varints, slice for length-delimited).
@@ -375,6 +394,7 @@ pub fn decode(bytes: &[u8]) -> Result<MediaRef<'_>, MediaError> {
                 parity_index: 0,
                 payload: &[],
                 shard_lengths: ShardLengths::default(),
+                data_shards: 0,
             };
             while !inner.is_empty() {
                 match next_field(&mut inner)? {
@@ -391,6 +411,7 @@ pub fn decode(bytes: &[u8]) -> Result<MediaRef<'_>, MediaError> {
                         }
                     }
                     Field::Varint(6, l) => f.shard_lengths.push(u32_of(l))?,
+                    Field::Varint(7, x) => f.data_shards = u32_of(x),
                     _ => {}
                 }
             }
@@ -490,6 +511,7 @@ mod tests {
                     parity_index: 3,
                     payload: vec![7; 1002],
                     shard_lengths: vec![1000, 1000, 333],
+                    data_shards: 3,
                 })),
             })),
             ..Default::default()
@@ -515,6 +537,22 @@ mod tests {
         .encode_to_vec();
         assert_eq!(&out[..n], &reference[..]);
         assert_eq!(decode(&out[..n]).unwrap(), MediaRef::Audio(a));
+    }
+
+    #[test]
+    fn message_len_cuts_padding() {
+        let v = VideoChunkRef {
+            frame_id: 3,
+            chunk_index: 2,
+            chunk_count: 9,
+            payload: &[5; 300],
+            ..Default::default()
+        };
+        let mut out = [0u8; 400];
+        let n = v.encode(&mut out).unwrap();
+        assert_eq!(message_len(&out), Some(n));
+        assert_eq!(message_len(&out[..n - 1]), None);
+        assert_eq!(message_len(&[0x0a, 0x00]), None);
     }
 
     #[test]

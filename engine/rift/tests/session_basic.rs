@@ -14,7 +14,7 @@ use wavry_rift::{
 fn clean() -> Link {
     Link {
         delay: Duration::from_millis(20),
-        loss: 0.0,
+        ..Link::default()
     }
 }
 
@@ -114,7 +114,7 @@ fn input_and_control_arrive() {
         )
         .unwrap();
     p.run_for(Duration::from_millis(200));
-    assert!(p.host_events.iter().any(|e| matches!(e, Event::Input(i) if matches!(i.event, Some(proto::input_message::Event::Key(k)) if k.keycode == 30))));
-    assert!(p.host_events.iter().any(|e| matches!(e, Event::Control(c) if matches!(&c.content, Some(proto::control_message::Content::Clipboard(cb)) if cb.text == "hi"))));
+    assert!(p.host_events.iter().any(|(_, e)| matches!(e, Event::Input(i) if matches!(i.event, Some(proto::input_message::Event::Key(k)) if k.keycode == 30))));
+    assert!(p.host_events.iter().any(|(_, e)| matches!(e, Event::Control(c) if matches!(&c.content, Some(proto::control_message::Content::Clipboard(cb)) if cb.text == "hi"))));
     assert_eq!(p.client.unacked(), 0);
 }

@@ -112,8 +112,8 @@ impl SessionConfig {
     pub fn chunk_payload(&self) -> usize {
         let prefix = if self.relay.is_some() { 20 } else { 0 };
         // Worst case around a chunk of C bytes: a parity datagram is 18 (header) + 16 (tag)
-        // + C + 52 (VideoChunk framing, rounded to an even shard) + 29 + 2 per data shard
-        // (FecPacket framing, GROUP_SHARDS shards) ≤ C + 180 for groups of 32.
-        self.max_datagram.saturating_sub(prefix + 200).max(64)
+        // + C + 52 (VideoChunk framing, rounded up to an even shard) + 29 (FecPacket framing,
+        // no length table) = C + 115; 15 bytes spare.
+        self.max_datagram.saturating_sub(prefix + 130).max(64)
     }
 }

@@ -165,6 +165,7 @@ impl Session {
             buf,
             max_datagrams,
             self.cfg.max_datagram,
+            prefix + crate::crypto::OVERHEAD,
             |plain, out, raw| {
                 if out.len() < prefix + plain.len() + 34 {
                     return None;

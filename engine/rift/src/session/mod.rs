@@ -130,8 +130,12 @@ impl Session {
     }
 
     /// Counters for diagnostics and tests.
-    pub fn stats(&self) -> &SessionStats {
-        &self.stats
+    pub fn stats(&self) -> SessionStats {
+        let mut s = self.stats.clone();
+        s.fec_recovered = self.recv.recovered_total();
+        s.frames_delivered = self.recv.frames_delivered;
+        s.frames_dropped = self.recv.frames_dropped;
+        s
     }
 
     /// Next event for the application.

@@ -40,7 +40,7 @@ struct Slot {
     shards: Vec<Option<Vec<u8>>>,
     have: u32,
     /// (first chunk, data shards, parity shards, shard bytes) per group seen in parity.
-    groups: Vec<(u32, u32, u32, usize, media::ShardLengths)>,
+    groups: Vec<(u32, u32, u32, usize)>,
     parity: Vec<Parity>,
     recovered: u32,
     missing_before_repair: u32,
@@ -83,6 +83,9 @@ pub(crate) struct Receiver {
     jitter_us: f64,
     last_transit_us: Option<i128>,
     max_frame: usize,
+    recovered_total: u64,
+    pub(crate) frames_delivered: u64,
+    pub(crate) frames_dropped: u64,
 }
 
 impl Receiver {
@@ -110,6 +113,9 @@ impl Receiver {
             jitter_us: 0.0,
             last_transit_us: None,
             max_frame: cfg.max_frame,
+            recovered_total: 0,
+            frames_delivered: 0,
+            frames_dropped: 0,
         }
     }
 
@@ -118,6 +124,11 @@ impl Receiver {
             frame.clear();
             self.frame_pool.push(frame);
         }
+    }
+
+    /// Chunks rebuilt from parity so far.
+    pub(crate) fn recovered_total(&self) -> u64 {
+        self.recovered_total
     }
 
     /// Counts an authenticated datagram for feedback and loss detection.
@@ -385,7 +396,11 @@ impl Receiver {
         p: FecPacketRef<'_>,
         events: &mut VecDeque<Event>,
     ) {
-        let n = p.shard_lengths.as_slice().len() as u32;
+        let n = if p.data_shards > 0 {
+            p.data_shards
+        } else {
+            p.shard_lengths.as_slice().len() as u32
+        };
         if n == 0
             || n as usize > GROUP_SHARDS
             || p.shard_count <= n
@@ -404,13 +419,8 @@ impl Receiver {
         }
         let first = u32::try_from(p.first_chunk).unwrap_or(u32::MAX);
         if !s.groups.iter().any(|g| g.0 == first) {
-            s.groups.push((
-                first,
-                n,
-                p.shard_count - n,
-                p.payload.len(),
-                p.shard_lengths,
-            ));
+            s.groups
+                .push((first, n, p.shard_count - n, p.payload.len()));
         }
         if s.parity
             .iter()
@@ -436,7 +446,7 @@ impl Receiver {
             return;
         }
         for g in 0..s.groups.len() {
-            let (first, n, p, sb, lengths) = s.groups[g];
+            let (first, n, p, sb) = s.groups[g];
             let (first_u, n_u) = (first as usize, n as usize);
             if first_u + n_u > s.shards.len() || sb % 2 != 0 {
                 continue;
@@ -478,10 +488,10 @@ impl Receiver {
                     }
                 },
             );
-            // Restore true lengths of the shards we padded.
-            for (k, b) in s.shards[first_u..first_u + n_u].iter_mut().enumerate() {
-                if let Some(b) = b {
-                    b.truncate(lengths.as_slice().get(k).map_or(b.len(), |&l| l as usize));
+            // Cut the padded shards back to their true (self-delimited) lengths.
+            for b in s.shards[first_u..first_u + n_u].iter_mut().flatten() {
+                if let Some(l) = media::message_len(b) {
+                    b.truncate(l);
                 }
             }
             if result.is_err() {
@@ -489,7 +499,7 @@ impl Receiver {
             }
             for (k, r) in restored.iter_mut().enumerate() {
                 if let Some(mut b) = r.take() {
-                    let len = lengths.as_slice().get(k).map_or(0, |&l| l as usize);
+                    let len = media::message_len(&b).unwrap_or(0);
                     b.truncate(len);
                     // The rebuilt bytes must be the chunk they claim to be.
                     let ok = matches!(media::decode(&b), Ok(MediaRef::Video(v)) if v.frame_id == s.frame_id && v.chunk_index as usize == first_u + k && v.chunk_count == s.count);
@@ -523,6 +533,7 @@ impl Receiver {
         s.missing_before_repair = s.recovered;
         s.frame = Some(frame);
         self.acc.recovered += s.recovered;
+        self.recovered_total += u64::from(s.recovered);
         let permille = s.recovered * 1000 / s.count.max(1);
         if self.acc.frame_losses.len() < MAX_FRAME_LOSSES {
             self.acc.frame_losses.push(permille);
@@ -560,6 +571,7 @@ impl Receiver {
                 .push((missing + s.recovered) * 1000 / count);
         }
         self.release(i);
+        self.frames_dropped += 1;
         events.push_back(Event::FrameDropped { frame_id });
         if self.next_emit.is_none_or(|n| n <= frame_id) {
             self.next_emit = Some(frame_id + 1);
@@ -613,6 +625,7 @@ impl Receiver {
                         data,
                         fec_recovered: s.recovered,
                     }));
+                    self.frames_delivered += 1;
                 }
                 self.next_emit = Some(next + 1);
                 self.release(i);

@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// Data shards per FEC group.
-pub(crate) const GROUP_SHARDS: usize = 32;
+pub(crate) const GROUP_SHARDS: usize = crate::media::MAX_GROUP_SHARDS;
 const HISTORY: usize = 2048;
 const MAX_DATAGRAM_BUF: usize = 2048;
 
@@ -93,10 +93,13 @@ pub(crate) struct Sender {
     rttvar: Duration,
     delivery: VecDeque<(Instant, u64, u32)>,
     max_frame: usize,
+    target_bps: u64,
 }
 
 /// Pacing rate relative to the target bitrate: frames drain within about 2/3 of an interval.
 const PACING_GAIN: f64 = 1.5;
+/// Fastest pacing relative to the target, for frames much larger than average.
+const MAX_BURST_GAIN: f64 = 4.0;
 
 impl Sender {
     pub(crate) fn new(cfg: &SessionConfig, target_bps: u64) -> Self {
@@ -122,6 +125,7 @@ impl Sender {
             rttvar: Duration::ZERO,
             delivery: VecDeque::new(),
             max_frame: cfg.max_frame,
+            target_bps,
         }
     }
 
@@ -139,6 +143,7 @@ impl Sender {
     }
 
     pub(crate) fn set_target(&mut self, bps: u64) {
+        self.target_bps = bps;
         self.pacer.set_rate((bps as f64 * PACING_GAIN) as u64);
     }
 
@@ -221,13 +226,21 @@ impl Sender {
         }
         let frame_id = self.next_frame_id;
         self.next_frame_id += 1;
+        // Latency first: a frame should leave within half an interval, so large frames
+        // (keyframes) are paced faster — but never above MAX_BURST_GAIN × target, so a
+        // keyframe cannot flood a bottleneck DELTA has measured.
+        let wire = data.len() as f64 * 1.1 * 8.0;
+        let want = wire / (frame_interval.as_secs_f64() / 2.0).max(1e-3);
+        let target = self.target_bps as f64;
+        self.pacer
+            .set_rate(want.clamp(target * PACING_GAIN, target * MAX_BURST_GAIN) as u64);
         let deadline = now + frame_interval + self.srtt.unwrap_or(Duration::ZERO) / 2 + slack;
         let c = self.chunk_payload;
         let n = data.len().div_ceil(c);
         let count = u32::try_from(n).map_err(|_| SessionError::FrameSize(data.len()))?;
         for (first, len) in fec::groups(n, GROUP_SHARDS) {
             let start = self.media.len();
-            let mut lengths = ShardLengths::default();
+            let mut lengths = [0usize; GROUP_SHARDS];
             let mut max_len = 0;
             for i in first..first + len {
                 let payload = &data[i * c..((i + 1) * c).min(data.len())];
@@ -247,9 +260,7 @@ impl Sender {
                     .encode(&mut b)
                     .map_err(|e| SessionError::Encode(e.to_string()))?;
                 max_len = max_len.max(b.len());
-                lengths
-                    .push(b.len() as u32)
-                    .map_err(|e| SessionError::Encode(e.to_string()))?;
+                lengths[i - first] = b.len();
                 self.media.push_back(Pending {
                     buf: b,
                     deadline: Some(deadline),
@@ -279,15 +290,16 @@ impl Sender {
                         shard_count,
                         parity_index: (len + j) as u32,
                         payload: bytes,
-                        shard_lengths: lengths,
+                        shard_lengths: ShardLengths::default(),
+                        data_shards: len as u32,
                     };
                     let out = &mut scratch[j];
                     out.resize(pkt.encoded_len(), 0);
                     let _ = pkt.encode(out);
                 },
             );
-            for (p, &l) in self.media.range_mut(start..).zip(lengths.as_slice()) {
-                p.buf.truncate(l as usize);
+            for (p, &l) in self.media.range_mut(start..).zip(&lengths[..len]) {
+                p.buf.truncate(l);
             }
             res.map_err(|e| SessionError::Encode(e.to_string()))?;
             for b in scratch.drain(..) {
@@ -337,8 +349,11 @@ impl Sender {
     fn next_plain(
         &mut self,
         now: Instant,
-        allow_media: bool,
+        only_media: bool,
     ) -> Option<(Vec<u8>, Kind, Option<Instant>, bool)> {
+        if only_media {
+            return self.next_media(now);
+        }
         if let Some(b) = self.raw.pop_front() {
             return Some((b, Kind::Other, None, true));
         }
@@ -380,13 +395,16 @@ impl Sender {
                 return Some((p.buf, p.kind, p.deadline, false));
             }
         }
-        if allow_media {
-            self.drop_stale(now);
-            let len = self.media.front()?.buf.len() + 64;
-            if self.pacer.next_send_time(now, len) <= now {
-                let p = self.media.pop_front()?;
-                return Some((p.buf, p.kind, p.deadline, false));
-            }
+        self.next_media(now)
+    }
+
+    /// The next media datagram, if the pacer allows it now.
+    fn next_media(&mut self, now: Instant) -> Option<(Vec<u8>, Kind, Option<Instant>, bool)> {
+        self.drop_stale(now);
+        let len = self.media.front()?.buf.len() + 64;
+        if self.pacer.next_send_time(now, len) <= now {
+            let p = self.media.pop_front()?;
+            return Some((p.buf, p.kind, p.deadline, false));
         }
         None
     }
@@ -399,6 +417,7 @@ impl Sender {
         out: &mut [u8],
         max_datagrams: usize,
         max_datagram: usize,
+        overhead: usize,
         mut seal: impl FnMut(&[u8], &mut [u8], bool) -> Option<(u64, usize)>,
         stats: &mut super::SessionStats,
     ) -> Option<Sealed> {
@@ -406,12 +425,15 @@ impl Sender {
         let mut segment = None;
         let mut count = 0;
         while count < max_datagrams.max(1) {
-            let allow_media = true;
-            let Some((buf, kind, deadline, raw)) = self.next_plain(now, allow_media) else {
+            // After the first datagram only media is appended (GSO batches are media runs).
+            let Some((buf, kind, deadline, raw)) = self.next_plain(now, count > 0) else {
                 break;
             };
+            let expected = buf.len() + overhead;
             let room = out.len() - at;
-            if room < max_datagram.min(out.len()) && count > 0 {
+            let too_big = segment.is_some_and(|s| expected > s);
+            if count > 0 && (room < max_datagram.min(out.len()) || too_big) {
+                // Not sealed, so no packet id is consumed: it goes first next time.
                 self.requeue_front(buf, kind, deadline);
                 break;
             }
@@ -419,14 +441,6 @@ impl Sender {
                 self.recycle(buf);
                 continue;
             };
-            // GSO: all segments but the last must have the first one's size.
-            if let Some(s) = segment {
-                if n > s {
-                    // Undo: cannot append a larger datagram; send it next time.
-                    self.requeue_front(buf, kind, deadline);
-                    break;
-                }
-            }
             stats.datagrams_sent += 1;
             stats.bytes_sent += n as u64;
             match kind {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod stream;
+
 use std::{
     collections::BinaryHeap,
     net::SocketAddr,
@@ -21,7 +23,12 @@ use wavry_rift::{
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Link {
     pub delay: Duration,
+    /// Bernoulli loss probability (used when `burst` is 0).
     pub loss: f64,
+    /// Gilbert–Elliott: mean burst length in packets (0 = Bernoulli). With `loss` as the
+    /// stationary mean: bad→good p = 1/burst, good→bad p = loss·p_bg/(1−loss); all packets in
+    /// the bad state are lost.
+    pub burst: f64,
 }
 
 #[derive(PartialEq, Eq)]
@@ -68,8 +75,11 @@ pub struct Pair {
     pub host_addr: SocketAddr,
     pub up: Link,
     pub down: Link,
-    pub client_events: Vec<Event>,
-    pub host_events: Vec<Event>,
+    pub client_events: Vec<(Instant, Event)>,
+    pub host_events: Vec<(Instant, Event)>,
+    bad: [bool; 2],
+    pub lost: [u64; 2],
+    pub carried: [u64; 2],
     pub max_datagram_seen: usize,
     /// Optional hook to drop/alter datagrams: (to_host, bytes) -> keep.
     pub filter: Option<Box<dyn FnMut(bool, &mut Vec<u8>) -> bool>>,
@@ -114,6 +124,9 @@ impl Pair {
             down,
             client_events: Vec::new(),
             host_events: Vec::new(),
+            bad: [false; 2],
+            lost: [0; 2],
+            carried: [0; 2],
             max_datagram_seen: 0,
             filter: None,
             inflight: BinaryHeap::new(),
@@ -128,7 +141,23 @@ impl Pair {
         for d in data.chunks(seg) {
             self.max_datagram_seen = self.max_datagram_seen.max(d.len());
             let link = if to_host { self.up } else { self.down };
-            if self.rng.next_f64() < link.loss {
+            let dir = usize::from(!to_host);
+            let lose = if link.burst > 0.0 {
+                let p_bg = 1.0 / link.burst;
+                let p_gb = link.loss * p_bg / (1.0 - link.loss);
+                let flip = self.rng.next_f64();
+                self.bad[dir] = if self.bad[dir] {
+                    flip >= p_bg
+                } else {
+                    flip < p_gb
+                };
+                self.bad[dir]
+            } else {
+                self.rng.next_f64() < link.loss
+            };
+            self.carried[dir] += 1;
+            if lose {
+                self.lost[dir] += 1;
                 continue;
             }
             let mut v = d.to_vec();
@@ -164,11 +193,11 @@ impl Pair {
 
     fn collect(&mut self) {
         while let Some(e) = self.client.poll_event() {
-            self.client_events.push(e);
+            self.client_events.push((self.now, e));
         }
         if let Some(h) = self.host.as_mut() {
             while let Some(e) = h.poll_event() {
-                self.host_events.push(e);
+                self.host_events.push((self.now, e));
             }
         }
     }

@@ -1,0 +1,60 @@
+//! Video under loss: 60 fps, 20 Mbit/s, 40 ms RTT, each frame due one frame interval +
+//! RTT/2 + 15 ms after it is sent. Reed-Solomon parity, sized from measured loss, carries the
+//! load (a NACK round trip cannot beat that deadline at this RTT).
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Link, Pair, stream::stream};
+
+const RTT: Duration = Duration::from_millis(40);
+
+fn link(loss: f64, burst: f64) -> Link {
+    Link {
+        delay: RTT / 2,
+        loss,
+        burst,
+    }
+}
+
+fn run(seed: u64, loss: f64, burst: f64, seconds: u64) -> support::stream::StreamResult {
+    let mut p = Pair::new(seed, link(loss, burst), link(loss, burst));
+    let r = stream(&mut p, seconds, 60, 20_000_000, RTT);
+    println!(
+        "loss {loss} burst {burst}: {}/{} on time ({:.4}), fec overhead {:.3}, recovered {}, retransmitted {}, measured loss {:.4}",
+        r.on_time,
+        r.sent,
+        r.on_time_ratio(),
+        r.fec_overhead(),
+        r.fec_recovered,
+        r.retransmitted,
+        p.lost[1] as f64 / p.carried[1] as f64
+    );
+    r
+}
+
+#[test]
+fn no_loss_costs_at_most_five_percent_parity() {
+    let r = run(10, 0.0, 0.0, 20);
+    assert_eq!(r.on_time, r.sent);
+    assert!(r.fec_overhead() <= 0.05, "overhead {:.4}", r.fec_overhead());
+}
+
+#[test]
+fn one_percent_random_loss_999_permille_on_time() {
+    let r = run(11, 0.01, 0.0, 60);
+    assert!(r.on_time_ratio() >= 0.999, "{:.4}", r.on_time_ratio());
+}
+
+#[test]
+fn five_percent_random_loss_99_percent_on_time() {
+    let r = run(12, 0.05, 0.0, 60);
+    assert!(r.on_time_ratio() >= 0.99, "{:.4}", r.on_time_ratio());
+}
+
+#[test]
+fn bursty_two_percent_loss_99_percent_on_time() {
+    let r = run(13, 0.02, 4.0, 60);
+    assert!(r.on_time_ratio() >= 0.99, "{:.4}", r.on_time_ratio());
+}
