@@ -201,7 +201,7 @@ fn binomial_tail(m: usize, k: usize, q: f64) -> f64 {
         return 0.0;
     }
     let q = q.min(0.999_999);
-    let mut pmf = (1.0 - q).powi(m as i32); // P[X = 0]
+    let mut pmf = (1.0 - q).powi(i32::try_from(m).unwrap_or(i32::MAX)); // P[X = 0]
     let mut cdf = pmf;
     for i in 0..k.min(m) {
         pmf *= (m - i) as f64 / (i + 1) as f64 * q / (1.0 - q);
@@ -226,7 +226,7 @@ mod tests {
         let mut codec = FecCodec::default();
         codec
             .encode(sb, n, p, data.iter().map(Vec::as_slice), |i, b| {
-                parity[i] = b.to_vec()
+                parity[i] = b.to_vec();
             })
             .unwrap();
         // Lose shards 0, 4 and 9; keep all parity.

@@ -111,6 +111,8 @@ pub struct AudioPacketRef<'a> {
 }
 
 /// A decoded media message.
+// The FEC variant carries its length table inline so decoding never allocates.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaRef<'a> {
     /// `MediaMessage.video`.
@@ -498,6 +500,7 @@ mod tests {
             parity_index: 3,
             payload: &[7; 1002],
             shard_lengths: lens,
+            data_shards: 3,
         };
         let mut out = [0u8; 1200];
         let n = f.encode(&mut out).unwrap();

@@ -28,12 +28,12 @@ fn connects_and_reports_both_identities() {
     assert!(
         p.client_events
             .iter()
-            .any(|e| matches!(e, Event::Connected { .. }))
+            .any(|(_, e)| matches!(e, Event::Connected { .. }))
     );
     assert!(
         p.host_events
             .iter()
-            .any(|e| matches!(e, Event::Connected { .. }))
+            .any(|(_, e)| matches!(e, Event::Connected { .. }))
     );
 }
 
@@ -67,7 +67,7 @@ fn frames_arrive_complete_and_in_order() {
     let frames: Vec<_> = p
         .client_events
         .iter()
-        .filter_map(|e| {
+        .filter_map(|(_, e)| {
             if let Event::Frame(f) = e {
                 Some(f)
             } else {

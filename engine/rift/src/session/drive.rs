@@ -72,7 +72,7 @@ impl Session {
     fn on_plaintext(&mut self, now: Instant, plain: &[u8]) {
         match media::decode(plain) {
             Ok(MediaRef::Video(c)) => self.recv.on_chunk(now, plain, c, &mut self.events),
-            Ok(MediaRef::Fec(p)) => self.recv.on_parity(now, p, &mut self.events),
+            Ok(MediaRef::Fec(p)) => self.recv.on_parity(now, &p, &mut self.events),
             Ok(MediaRef::Audio(a)) => self.events.push_back(Event::Audio {
                 timestamp_us: a.timestamp_us,
                 data: a.payload.to_vec(),
@@ -325,8 +325,8 @@ impl Session {
         now: Instant,
         input: proto::InputMessage,
     ) -> Result<(), SessionError> {
-        self.require_connected(now)?;
         use proto::input_message::Event as E;
+        self.require_connected(now)?;
         let reliable = matches!(
             input.event,
             Some(E::Key(_) | E::MouseButton(_) | E::Gamepad(_))

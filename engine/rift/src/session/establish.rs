@@ -238,14 +238,14 @@ impl Session {
             (_, k) if k == expected && handshaking => {
                 self.last_rx = Some(now);
                 if let Err(e) = self.handshake_step(now, Some((k, msg))) {
-                    self.fail_handshake(e);
+                    self.fail_handshake(&e);
                 }
             }
             _ => self.stats.rejected += 1,
         }
     }
 
-    fn fail_handshake(&mut self, e: SessionError) {
+    fn fail_handshake(&mut self, e: &SessionError) {
         self.finish(CloseReason::HandshakeFailed(e.to_string()));
     }
 

@@ -246,7 +246,7 @@ impl Receiver {
         {
             self.missing.pop_front();
         }
-        (!ids.is_empty()).then(|| proto::Message {
+        (!ids.is_empty()).then_some(proto::Message {
             content: Some(proto::message::Content::Control(proto::ControlMessage {
                 content: Some(proto::control_message::Content::Nack(proto::Nack {
                     packet_ids: ids,
@@ -293,22 +293,21 @@ impl Receiver {
         {
             return Some(i);
         }
-        let i = match self.slots.iter().position(|s| !s.active) {
-            Some(i) => i,
-            None => {
-                // Out of slots: the oldest frame is dropped.
-                let oldest = self
-                    .slots
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, s)| s.frame_id)
-                    .map(|(i, _)| i)?;
-                if self.slots[oldest].frame_id > frame_id {
-                    return None;
-                }
-                self.drop_frame(oldest, now, events);
-                oldest
+        let i = if let Some(i) = self.slots.iter().position(|s| !s.active) {
+            i
+        } else {
+            // Out of slots: the oldest frame is dropped.
+            let oldest = self
+                .slots
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, s)| s.frame_id)
+                .map(|(i, _)| i)?;
+            if self.slots[oldest].frame_id > frame_id {
+                return None;
             }
+            self.drop_frame(oldest, now, events);
+            oldest
         };
         let s = &mut self.slots[i];
         s.active = true;
@@ -325,7 +324,8 @@ impl Receiver {
 
     fn deadline_for(&mut self, now: Instant, ts_us: u64) -> Instant {
         let epoch = *self.epoch.get_or_insert(now);
-        let arrival = now.saturating_duration_since(epoch).as_micros() as i128;
+        let arrival =
+            i128::try_from(now.saturating_duration_since(epoch).as_micros()).unwrap_or(i128::MAX);
         let transit = arrival - i128::from(ts_us);
         let off = self.offset_us.map_or(transit, |o| o.min(transit));
         self.offset_us = Some(off);
@@ -393,7 +393,7 @@ impl Receiver {
     pub(crate) fn on_parity(
         &mut self,
         now: Instant,
-        p: FecPacketRef<'_>,
+        p: &FecPacketRef<'_>,
         events: &mut VecDeque<Event>,
     ) {
         let n = if p.data_shards > 0 {

@@ -64,6 +64,9 @@ impl Rng {
     }
 }
 
+/// Drops (returns false) or alters a datagram in flight: `(to_host, bytes)`.
+pub type Filter = Box<dyn FnMut(bool, &mut Vec<u8>) -> bool>;
+
 pub struct Pair {
     pub now: Instant,
     pub client: Session,
@@ -82,7 +85,7 @@ pub struct Pair {
     pub carried: [u64; 2],
     pub max_datagram_seen: usize,
     /// Optional hook to drop/alter datagrams: (to_host, bytes) -> keep.
-    pub filter: Option<Box<dyn FnMut(bool, &mut Vec<u8>) -> bool>>,
+    pub filter: Option<Filter>,
     inflight: BinaryHeap<InFlight>,
     seq: u64,
     rng: Rng,
