@@ -183,6 +183,8 @@ pub struct LinkConfig {
     pub delay: Duration,
     /// Extra random delay, uniform in `[0, jitter]`, on top of `delay`. Datagrams stay in FIFO
     /// order (a datagram is never delivered before one sent earlier) unless `reorder` fires.
+    /// Because a datagram waits for those sent before it, a flow denser than the jitter sees
+    /// one-way delays skewed toward `delay + jitter`.
     pub jitter: Duration,
     /// Random loss applied when the datagram is sent, before the bottleneck.
     pub loss: LossModel,
