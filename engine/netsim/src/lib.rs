@@ -323,9 +323,13 @@ fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(NEVER - 1)
 }
 
-/// Takes a pooled buffer (or a new one) holding a copy of `data`.
-fn take_buffer(pool: &mut Vec<Vec<u8>>, data: &[u8]) -> Vec<u8> {
+/// Takes a pooled buffer (or a new one) holding a copy of `data`; counts in `misses` each time
+/// this has to allocate (empty pool, or a pooled buffer too small).
+fn take_buffer(pool: &mut Vec<Vec<u8>>, misses: &mut u64, data: &[u8]) -> Vec<u8> {
     let mut buf = pool.pop().unwrap_or_default();
+    if buf.capacity() < data.len() {
+        *misses += 1;
+    }
     buf.clear();
     buf.extend_from_slice(data);
     buf
@@ -356,6 +360,7 @@ pub struct Netsim {
     heap: BinaryHeap<Event>,
     seq: u64,
     pool: Vec<Vec<u8>>,
+    pool_misses: u64,
     unroutable: u64,
     record_samples: bool,
 }
@@ -373,6 +378,7 @@ impl Netsim {
             heap: BinaryHeap::new(),
             seq: 0,
             pool: Vec::new(),
+            pool_misses: 0,
             unroutable: 0,
             record_samples: true,
         }
@@ -553,7 +559,7 @@ impl Netsim {
             (true, d.corrupt_dup, d.corrupt_dup_bit),
         ];
         for (duplicate, corrupt_u, bit) in copies.into_iter().take(1 + usize::from(duplicated)) {
-            let mut buf = take_buffer(&mut self.pool, data);
+            let mut buf = take_buffer(&mut self.pool, &mut self.pool_misses, data);
             if corrupt_u < link.cfg.corrupt && flip_bit(&mut buf, bit) {
                 link.stats.corrupted += 1;
             }
@@ -635,6 +641,13 @@ impl Netsim {
         if self.pool.len() < POOL_LIMIT && buf.capacity() > 0 {
             self.pool.push(buf);
         }
+    }
+
+    /// How many times a send had to allocate a payload buffer because the pool held none large
+    /// enough. Once deliveries are recycled this stops growing (it only rises when more copies
+    /// are in flight than ever before), which is how benchmarks can check steady state.
+    pub fn buffer_allocations(&self) -> u64 {
+        self.pool_misses
     }
 
     /// Number of copies scheduled but not yet delivered, across all links.

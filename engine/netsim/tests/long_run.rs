@@ -53,11 +53,46 @@ fn recycled_buffers_are_reused() {
     let mut sim = Netsim::new(1, t0);
     sim.add_link(a(), b(), LinkConfig::default()).unwrap();
     sim.send(t0, a(), b(), &[1; 1200]);
+    assert_eq!(sim.buffer_allocations(), 1);
     let d = sim.poll_delivery(t0).unwrap();
-    let ptr = d.data.as_ptr();
     sim.recycle(d);
     sim.send(t0, a(), b(), &[2; 1000]);
+    assert_eq!(
+        sim.buffer_allocations(),
+        1,
+        "the recycled buffer was big enough"
+    );
+    // A buffer with a recognisable capacity goes round the pool and comes back.
     let d = sim.poll_delivery(t0).unwrap();
-    assert_eq!(d.data.as_ptr(), ptr, "the pooled buffer came back");
     assert_eq!(d.data, vec![2; 1000]);
+    sim.recycle_buffer(Vec::with_capacity(4321));
+    sim.send(t0, a(), b(), &[3; 10]);
+    let d = sim.poll_delivery(t0).unwrap();
+    assert_eq!((d.data.capacity(), &d.data[..]), (4321, &[3u8; 10][..]));
+}
+
+#[test]
+fn steady_state_stops_allocating_payload_buffers() {
+    let t0 = Instant::now();
+    let mut sim = Netsim::new(3, t0);
+    sim.set_record_samples(false);
+    let cfg = LinkConfig::default()
+        .with_delay(Duration::from_millis(30))
+        .with_jitter(Duration::from_millis(5))
+        .with_duplicate(0.05)
+        .with_rate(Rate::mbps(12))
+        .with_queue_limit_bytes(20_000);
+    sim.add_path(a(), b(), cfg).unwrap();
+    let mut flows = [
+        Flow::cbr(a(), b(), 1200, 15_000_000, t0),
+        Flow::cbr(b(), a(), 100, 400_000, t0),
+    ];
+    run(&mut sim, &mut flows, secs(t0, 2.0), |_| {});
+    let warm = sim.buffer_allocations();
+    let mut delivered = 0usize;
+    run(&mut sim, &mut flows, secs(t0, 12.0), |_| delivered += 1);
+    let steady = sim.buffer_allocations() - warm;
+    assert!(delivered > 10_000);
+    assert!(warm < 200, "warm-up allocated {warm} buffers");
+    assert!(steady <= 10, "steady state allocated {steady} buffers");
 }
