@@ -672,3 +672,79 @@ impl Netsim {
         self.record_samples = on;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn invalid_update_is_rolled_back() {
+        let t0 = Instant::now();
+        let (a, b) = (addr("10.0.0.1:1"), addr("10.0.0.2:2"));
+        let mut sim = Netsim::new(1, t0);
+        sim.add_link(a, b, LinkConfig::default().with_duplicate(0.5))
+            .unwrap();
+        let err = sim
+            .update_link(t0, a, b, |c| {
+                c.duplicate = 0.1;
+                c.corrupt = -1.0;
+            })
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            NetsimError::InvalidProbability {
+                field: "corrupt",
+                ..
+            }
+        ));
+        assert_eq!(
+            sim.link(a, b),
+            Some(&LinkConfig::default().with_duplicate(0.5))
+        );
+        assert!(
+            sim.add_link(b, a, LinkConfig::default().with_reorder(2.0))
+                .is_err()
+        );
+        assert!(sim.link(b, a).is_none());
+    }
+
+    #[test]
+    fn re_adding_a_link_replaces_its_config_and_keeps_stats() {
+        let t0 = Instant::now();
+        let (a, b) = (addr("10.0.0.1:1"), addr("[::1]:2"));
+        let mut sim = Netsim::new(1, t0);
+        sim.add_link(a, b, LinkConfig::default()).unwrap();
+        sim.send(t0, a, b, b"x");
+        let slow = LinkConfig::default().with_delay(Duration::from_millis(5));
+        sim.add_link(a, b, slow.clone()).unwrap();
+        assert_eq!(sim.link(a, b), Some(&slow));
+        assert_eq!(sim.stats(a, b).unwrap().sent, 1);
+        // The datagram sent at t0 left instantly, so it keeps its original (zero) delay.
+        assert_eq!(sim.next_event_time(), Some(t0));
+    }
+
+    #[test]
+    fn time_never_goes_backwards() {
+        let t0 = Instant::now();
+        let (a, b) = (addr("10.0.0.1:1"), addr("10.0.0.2:2"));
+        let mut sim = Netsim::new(1, t0);
+        sim.add_link(
+            a,
+            b,
+            LinkConfig::default().with_delay(Duration::from_millis(10)),
+        )
+        .unwrap();
+        let later = t0 + Duration::from_secs(1);
+        assert!(sim.poll_delivery(later).is_none());
+        // A send stamped earlier than the latest time seen is treated as sent at that time.
+        sim.send(t0, a, b, b"late");
+        assert_eq!(
+            sim.next_event_time(),
+            Some(later + Duration::from_millis(10))
+        );
+    }
+}
