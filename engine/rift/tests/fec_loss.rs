@@ -6,16 +6,13 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Link, Pair, stream::stream};
+use support::{Pair, link as path, stream::stream};
+use wavry_netsim::LinkConfig;
 
 const RTT: Duration = Duration::from_millis(40);
 
-fn link(loss: f64, burst: f64) -> Link {
-    Link {
-        delay: RTT / 2,
-        loss,
-        burst,
-    }
+fn link(loss: f64, burst: f64) -> LinkConfig {
+    path(RTT / 2, loss, burst)
 }
 
 fn run(seed: u64, loss: f64, burst: f64, seconds: u64) -> support::stream::StreamResult {
@@ -29,7 +26,7 @@ fn run(seed: u64, loss: f64, burst: f64, seconds: u64) -> support::stream::Strea
         r.fec_overhead(),
         r.fec_recovered,
         r.retransmitted,
-        p.lost[1] as f64 / p.carried[1] as f64
+        p.down_loss()
     );
     r
 }

@@ -5,17 +5,15 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Link, Pair};
+use support::{Pair, link};
+use wavry_netsim::LinkConfig;
 use wavry_rift::{
     proto,
     session::{Event, FrameMeta},
 };
 
-fn clean() -> Link {
-    Link {
-        delay: Duration::from_millis(20),
-        ..Link::default()
-    }
+fn clean() -> LinkConfig {
+    link(Duration::from_millis(20), 0.0, 0.0)
 }
 
 #[test]

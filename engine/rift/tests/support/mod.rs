@@ -1,17 +1,17 @@
-//! Test harness: a client and a host session connected through a small deterministic network
-//! model on a virtual clock (quinn's `Pair`, str0m's `progress`). Everything is in-process.
+//! Test harness: a client and a host session connected through `wavry-netsim` on a virtual
+//! clock (quinn's `Pair`, str0m's `progress`). Everything is in-process and deterministic.
 
 #![allow(dead_code, unreachable_pub)]
 
 pub mod stream;
 
 use std::{
-    collections::BinaryHeap,
     net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use wavry_netsim::{LinkConfig, LossModel, Netsim};
 use wavry_rift::{
     crypto::PeerPolicy,
     identity::IdentityKey,
@@ -19,49 +19,17 @@ use wavry_rift::{
     wire::Header,
 };
 
-/// Impairments of one direction.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Link {
-    pub delay: Duration,
-    /// Bernoulli loss probability (used when `burst` is 0).
-    pub loss: f64,
-    /// Gilbert–Elliott: mean burst length in packets (0 = Bernoulli). With `loss` as the
-    /// stationary mean: bad→good p = 1/burst, good→bad p = loss·p_bg/(1−loss); all packets in
-    /// the bad state are lost.
-    pub burst: f64,
-}
-
-#[derive(PartialEq, Eq)]
-struct InFlight {
-    at: Instant,
-    seq: u64,
-    to_host: bool,
-    data: Vec<u8>,
-}
-
-impl Ord for InFlight {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        o.at.cmp(&self.at).then(o.seq.cmp(&self.seq))
-    }
-}
-impl PartialOrd for InFlight {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-
-/// Deterministic xorshift.
-pub struct Rng(u64);
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed.max(1))
-    }
-    pub fn next_f64(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
+/// A link with `delay`, mean loss `loss` and (when `burst` > 0) Gilbert–Elliott bursts of
+/// that mean length.
+pub fn link(delay: Duration, loss: f64, burst: f64) -> LinkConfig {
+    let model = if loss <= 0.0 {
+        LossModel::None
+    } else if burst > 0.0 {
+        LossModel::bursty(loss, burst)
+    } else {
+        LossModel::Bernoulli(loss)
+    };
+    LinkConfig::default().with_delay(delay).with_loss(model)
 }
 
 /// Drops (returns false) or alters a datagram in flight: `(to_host, bytes)`.
@@ -69,6 +37,7 @@ pub type Filter = Box<dyn FnMut(bool, &mut Vec<u8>) -> bool>;
 
 pub struct Pair {
     pub now: Instant,
+    pub start: Instant,
     pub client: Session,
     pub host: Option<Session>,
     pub host_cfg: SessionConfig,
@@ -76,24 +45,16 @@ pub struct Pair {
     pub client_key: Arc<IdentityKey>,
     pub client_addr: SocketAddr,
     pub host_addr: SocketAddr,
-    pub up: Link,
-    pub down: Link,
+    pub net: Netsim,
     pub client_events: Vec<(Instant, Event)>,
     pub host_events: Vec<(Instant, Event)>,
-    bad: [bool; 2],
-    pub lost: [u64; 2],
-    pub carried: [u64; 2],
     pub max_datagram_seen: usize,
-    /// Optional hook to drop/alter datagrams: (to_host, bytes) -> keep.
     pub filter: Option<Filter>,
-    inflight: BinaryHeap<InFlight>,
-    seq: u64,
-    rng: Rng,
     buf: Vec<u8>,
 }
 
 impl Pair {
-    pub fn new(seed: u64, up: Link, down: Link) -> Self {
+    pub fn new(seed: u64, up: LinkConfig, down: LinkConfig) -> Self {
         let host_key = Arc::new(IdentityKey::from_seed([1; 32]).unwrap());
         let client_key = Arc::new(IdentityKey::from_seed([2; 32]).unwrap());
         let host_cfg = SessionConfig::new(Role::Host, PeerPolicy::Pinned(client_key.id()));
@@ -103,8 +64,8 @@ impl Pair {
 
     pub fn with_configs(
         seed: u64,
-        up: Link,
-        down: Link,
+        up: LinkConfig,
+        down: LinkConfig,
         client_cfg: SessionConfig,
         host_cfg: SessionConfig,
         client_key: Arc<IdentityKey>,
@@ -113,9 +74,13 @@ impl Pair {
         let now = Instant::now();
         let client_addr: SocketAddr = "10.0.0.1:5000".parse().unwrap();
         let host_addr: SocketAddr = "10.0.0.2:4000".parse().unwrap();
+        let mut net = Netsim::new(seed, now);
+        net.add_link(client_addr, host_addr, up).unwrap();
+        net.add_link(host_addr, client_addr, down).unwrap();
         let client = Session::client(now, client_cfg, client_key.clone(), host_addr).unwrap();
         Self {
             now,
+            start: now,
             client,
             host: None,
             host_cfg,
@@ -123,59 +88,32 @@ impl Pair {
             client_key,
             client_addr,
             host_addr,
-            up,
-            down,
+            net,
             client_events: Vec::new(),
             host_events: Vec::new(),
-            bad: [false; 2],
-            lost: [0; 2],
-            carried: [0; 2],
             max_datagram_seen: 0,
             filter: None,
-            inflight: BinaryHeap::new(),
-            seq: 0,
-            rng: Rng::new(seed),
             buf: vec![0u8; 64 * 1024],
         }
     }
 
     fn send_out(&mut self, to_host: bool, data: &[u8], seg: Option<usize>) {
         let seg = seg.unwrap_or(data.len()).max(1);
+        let (from, to) = if to_host {
+            (self.client_addr, self.host_addr)
+        } else {
+            (self.host_addr, self.client_addr)
+        };
         for d in data.chunks(seg) {
             self.max_datagram_seen = self.max_datagram_seen.max(d.len());
-            let link = if to_host { self.up } else { self.down };
-            let dir = usize::from(!to_host);
-            let lose = if link.burst > 0.0 {
-                let p_bg = 1.0 / link.burst;
-                let p_gb = link.loss * p_bg / (1.0 - link.loss);
-                let flip = self.rng.next_f64();
-                self.bad[dir] = if self.bad[dir] {
-                    flip >= p_bg
-                } else {
-                    flip < p_gb
-                };
-                self.bad[dir]
-            } else {
-                self.rng.next_f64() < link.loss
-            };
-            self.carried[dir] += 1;
-            if lose {
-                self.lost[dir] += 1;
-                continue;
-            }
-            let mut v = d.to_vec();
             if let Some(f) = self.filter.as_mut() {
-                if !f(to_host, &mut v) {
-                    continue;
+                let mut v = d.to_vec();
+                if f(to_host, &mut v) {
+                    self.net.send(self.now, from, to, &v);
                 }
+            } else {
+                self.net.send(self.now, from, to, d);
             }
-            self.seq += 1;
-            self.inflight.push(InFlight {
-                at: self.now + link.delay,
-                seq: self.seq,
-                to_host,
-                data: v,
-            });
         }
     }
 
@@ -205,13 +143,13 @@ impl Pair {
         }
     }
 
-    fn deliver(&mut self, mut d: InFlight) {
-        if d.to_host {
+    fn deliver(&mut self, to: SocketAddr, data: &mut [u8]) {
+        if to == self.host_addr {
             match self.host.as_mut() {
-                Some(h) => h.handle_datagram(self.now, self.client_addr, &mut d.data),
+                Some(h) => h.handle_datagram(self.now, self.client_addr, data),
                 None => {
                     // The endpoint's job: a handshake msg1 creates the host session.
-                    if let Ok(Header::Handshake(hdr)) = Header::decode(&d.data) {
+                    if let Ok(Header::Handshake(hdr)) = Header::decode(data) {
                         if hdr.packet_id == 1 {
                             let s = Session::accept(
                                 self.now,
@@ -219,7 +157,7 @@ impl Pair {
                                 self.host_key.clone(),
                                 self.client_addr,
                                 hdr,
-                                &d.data[30..],
+                                &data[30..],
                             );
                             self.host = s.ok();
                         }
@@ -227,13 +165,12 @@ impl Pair {
                 }
             }
         } else {
-            self.client
-                .handle_datagram(self.now, self.host_addr, &mut d.data);
+            self.client.handle_datagram(self.now, self.host_addr, data);
         }
     }
 
-    /// Runs the pair until `until` (virtual time), calling `tick(self)` whenever a timer or
-    /// delivery happens so tests can inject application data.
+    /// Runs the pair until `until` (virtual time), calling `tick(self)` after every step so
+    /// tests can inject application data.
     pub fn run_until(&mut self, until: Instant, mut tick: impl FnMut(&mut Self)) {
         loop {
             self.flush();
@@ -244,7 +181,7 @@ impl Pair {
             let next = timers
                 .into_iter()
                 .flatten()
-                .chain(self.inflight.peek().map(|d| d.at))
+                .chain(self.net.next_event_time())
                 .min();
             let Some(next) = next else { break };
             let next = next.max(self.now);
@@ -252,9 +189,9 @@ impl Pair {
                 break;
             }
             self.now = next;
-            while self.inflight.peek().is_some_and(|d| d.at <= self.now) {
-                let d = self.inflight.pop().unwrap();
-                self.deliver(d);
+            while let Some(mut d) = self.net.poll_delivery(self.now) {
+                self.deliver(d.to, &mut d.data);
+                self.net.recycle(d);
             }
             if self.client.poll_timeout().is_some_and(|t| t <= self.now) {
                 self.client.handle_timeout(self.now);
@@ -276,7 +213,22 @@ impl Pair {
         self.run_until(until, |_| {});
     }
 
+    /// Runs until both sides are connected (at most `limit` of virtual time).
+    pub fn connect(&mut self, limit: Duration) -> bool {
+        let until = self.now + limit;
+        while !self.connected() && self.now < until {
+            self.run_for(Duration::from_millis(50));
+        }
+        self.connected()
+    }
+
     pub fn connected(&self) -> bool {
         self.client.is_connected() && self.host.as_ref().is_some_and(Session::is_connected)
+    }
+
+    /// Loss measured on the host → client link.
+    pub fn down_loss(&self) -> f64 {
+        let s = self.net.stats(self.host_addr, self.client_addr).unwrap();
+        s.dropped_loss as f64 / s.sent.max(1) as f64
     }
 }

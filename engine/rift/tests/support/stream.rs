@@ -28,13 +28,7 @@ impl StreamResult {
 /// Streams `seconds` of `bitrate` video at `fps`, frames due `interval + rtt/2 + 15 ms` after
 /// they are sent; counts frames that completed on time.
 pub fn stream(p: &mut Pair, seconds: u64, fps: u32, bitrate: u64, rtt: Duration) -> StreamResult {
-    for _ in 0..100 {
-        if p.connected() {
-            break;
-        }
-        p.run_for(Duration::from_millis(100));
-    }
-    assert!(p.connected(), "pair did not connect");
+    assert!(p.connect(Duration::from_secs(10)), "pair did not connect");
     let interval = Duration::from_secs(1) / fps;
     let frame_bytes = (bitrate / 8 / u64::from(fps)) as usize;
     let deadline_after = interval + rtt / 2 + Duration::from_millis(15);
