@@ -56,7 +56,7 @@ impl Default for DeltaConfig {
             min_bps: 2_000_000,
             max_bps: 50_000_000,
             initial_bps: 20_000_000,
-            t_limit: Duration::from_millis(20),
+            t_limit: Duration::from_millis(15),
             alpha: 0.125,
             k: 3,
             increase_per_sec: 0.15,
@@ -99,6 +99,8 @@ pub struct Delta {
     last_cut: Option<Instant>,
     congested_since: Option<Instant>,
     stable_since: Option<Instant>,
+    /// Capacity estimate: the highest delivery rate seen recently, reset on every cut.
+    capacity: Option<(Instant, f64)>,
 }
 
 fn step_down(fps: u32) -> u32 {
@@ -130,6 +132,7 @@ impl Delta {
             last_cut: None,
             congested_since: None,
             stable_since: None,
+            capacity: None,
         }
     }
 
@@ -197,7 +200,9 @@ impl Delta {
             Some(prev) => (1.0 - self.cfg.alpha) * prev + self.cfg.alpha * rtt,
         };
         self.rtt_smooth = Some(smooth);
-        let dq = (smooth - min).max(0.0);
+        // Queueing delay from the raw sample, lightly smoothed: the RTT EWMA (α = 1/8 per
+        // sample) lags a fast-filling bottleneck by several RTTs and caused repeated cuts.
+        let dq = 0.5 * self.dq_prev + 0.5 * (rtt - min).max(0.0);
         let slope = dq - self.dq_prev;
         self.dq_prev = dq;
         let t_limit = self.cfg.t_limit.as_secs_f64();
@@ -228,13 +233,31 @@ impl Delta {
             }
         }
 
+        if let Some(d) = s.delivery_bps {
+            let d = d as f64;
+            let stale = self
+                .capacity
+                .is_none_or(|(t, c)| d >= c || s.now.duration_since(t) > Duration::from_secs(2));
+            if stale {
+                self.capacity = Some((s.now, d));
+            }
+        }
         match self.state {
             DeltaState::Stable => {
                 let headroom = (1.0 - dq / t_limit).max(0.0);
-                self.rate += (self.rate * self.cfg.increase_per_sec
-                    + self.cfg.additive_bps_per_sec as f64)
-                    * dt
-                    * headroom;
+                match self.capacity {
+                    // Well below what the path delivered recently: return there quickly.
+                    Some((_, c)) if self.rate < 0.85 * c => {
+                        self.rate += (0.9 * c - self.rate) * (4.0 * dt).min(1.0) * headroom;
+                    }
+                    // Near or above it: probe gently for more.
+                    _ => {
+                        self.rate += (self.rate * self.cfg.increase_per_sec
+                            + self.cfg.additive_bps_per_sec as f64)
+                            * dt
+                            * headroom;
+                    }
+                }
                 if self
                     .stable_since
                     .is_some_and(|t| s.now.duration_since(t) >= Duration::from_secs(5))
@@ -249,7 +272,8 @@ impl Delta {
                 let once_per_rtt = self
                     .last_cut
                     .is_none_or(|t| s.now.duration_since(t).as_secs_f64() >= smooth);
-                if once_per_rtt {
+                // A queue that is already draining needs no further cut.
+                if once_per_rtt && slope >= 0.0 {
                     let base = s
                         .delivery_bps
                         .map_or(self.rate, |d| (d as f64).min(self.rate));
@@ -257,6 +281,9 @@ impl Delta {
                         (1.0 - dq / self.cfg.drain_time.as_secs_f64()).clamp(0.5, self.cfg.beta);
                     self.rate = base * factor;
                     self.last_cut = Some(s.now);
+                    if let Some(d) = s.delivery_bps {
+                        self.capacity = Some((s.now, d as f64));
+                    }
                 }
                 if self
                     .congested_since

@@ -128,7 +128,8 @@ impl Session {
     }
 
     fn on_feedback(&mut self, now: Instant, fb: &proto::TransportFeedback) {
-        let (rtt, delivery) = self.send.on_feedback(now, fb);
+        let congested = self.cc.state() != crate::cc::DeltaState::Stable;
+        let (rtt, delivery) = self.send.on_feedback(now, fb, congested);
         if let Some(rtt) = rtt {
             let changed = self.cc.on_sample(crate::cc::CcSample {
                 now,
@@ -137,11 +138,18 @@ impl Session {
             });
             if changed {
                 self.send.set_target(self.cc.target_bps());
-                self.events.push_back(Event::TargetBitrate {
-                    bps: self.cc.target_bps(),
-                    fps: self.cc.target_fps(),
-                });
+                self.emit_target();
             }
+        }
+    }
+
+    /// Tells the encoder its budget: DELTA's rate less the share parity currently takes.
+    fn emit_target(&mut self) {
+        let bps = self.send.encoder_budget(self.cc.target_bps());
+        let fps = self.cc.target_fps();
+        if self.last_target != Some((bps / 10_000, fps)) {
+            self.last_target = Some((bps / 10_000, fps));
+            self.events.push_back(Event::TargetBitrate { bps, fps });
         }
     }
 

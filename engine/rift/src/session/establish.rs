@@ -118,6 +118,7 @@ impl Session {
             last_tx: None,
             created: now,
             clock: now,
+            last_target: None,
         }
     }
 

@@ -94,6 +94,8 @@ pub struct Session {
     last_rx: Option<Instant>,
     last_tx: Option<Instant>,
     created: Instant,
+    /// Last (bitrate / 10 kbit/s, fps) reported to the application.
+    last_target: Option<(u64, u32)>,
     /// The latest `now` any entry point was given (for `poll_timeout`, which takes none).
     clock: Instant,
 }

@@ -142,6 +142,13 @@ impl Sender {
             .max(Duration::from_millis(20))
     }
 
+    /// The encoder's share of `bps` once parity for a typical frame is paid for.
+    pub(crate) fn encoder_budget(&self, bps: u64) -> u64 {
+        let n = 32;
+        let p = self.fec_policy.parity_for(n);
+        bps * n as u64 / (n + p) as u64
+    }
+
     pub(crate) fn set_target(&mut self, bps: u64) {
         self.target_bps = bps;
         self.pacer.set_rate((bps as f64 * PACING_GAIN) as u64);
@@ -548,10 +555,13 @@ impl Sender {
 
     /// Processes transport feedback: RTT sample, delivery rate, reliable acks, FEC policy.
     /// Returns (rtt sample, delivery rate bps).
+    /// `congested`: the path's queue is over DELTA's limit, so losses in this report are
+    /// congestion drops that parity would only worsen; they do not raise the FEC rate.
     pub(crate) fn on_feedback(
         &mut self,
         now: Instant,
         fb: &proto::TransportFeedback,
+        congested: bool,
     ) -> (Option<Duration>, Option<u64>) {
         for seq in &fb.acked_reliable {
             if let Some(i) = self.unacked.iter().position(|u| u.seq == *seq) {
@@ -560,8 +570,10 @@ impl Sender {
                 }
             }
         }
-        self.fec_policy
-            .on_feedback(fb.received_packets, fb.lost_packets, &fb.frame_losses);
+        if !congested {
+            self.fec_policy
+                .on_feedback(fb.received_packets, fb.lost_packets, &fb.frame_losses);
+        }
         let e = &self.history[(fb.highest_packet_id % HISTORY as u64) as usize];
         let rtt = (e.packet_id == fb.highest_packet_id)
             .then_some(e.sent_at)
