@@ -17,6 +17,7 @@
 
 mod config;
 mod drive;
+mod endpoint;
 mod establish;
 mod event;
 mod pool;
@@ -27,6 +28,7 @@ mod stats;
 use std::{net::SocketAddr, time::Instant};
 
 pub use config::{HostParams, RelayPath, Role, SessionConfig};
+pub use endpoint::{Endpoint, SessionHandle};
 pub use event::{CloseReason, Event, Frame, FrameMeta};
 pub use stats::SessionStats;
 

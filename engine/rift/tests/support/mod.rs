@@ -149,6 +149,8 @@ impl Pair {
                 Some(h) => h.handle_datagram(self.now, self.client_addr, data),
                 None => {
                     // The endpoint's job: a handshake msg1 creates the host session.
+                    let off = if self.host_cfg.relay.is_some() { 20 } else { 0 };
+                    let data = &data[off.min(data.len())..];
                     if let Ok(Header::Handshake(hdr)) = Header::decode(data) {
                         if hdr.packet_id == 1 {
                             let s = Session::accept(

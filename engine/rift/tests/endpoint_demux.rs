@@ -1,0 +1,77 @@
+//! A host endpoint serves several clients on one socket, routes by handshake id and alias,
+//! refuses new handshakes when full, and counts unroutable datagrams.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use wavry_rift::{
+    crypto::PeerPolicy,
+    identity::IdentityKey,
+    session::{Endpoint, Event, Role, Session, SessionConfig},
+};
+
+#[test]
+fn two_clients_one_endpoint_third_refused() {
+    let host_key = Arc::new(IdentityKey::from_seed([1; 32]).unwrap());
+    let mut ep = Endpoint::new(
+        SessionConfig::new(Role::Host, PeerPolicy::AnyAuthenticated),
+        host_key.clone(),
+        2,
+    );
+    let host_addr: SocketAddr = "10.0.0.2:4000".parse().unwrap();
+    let t0 = Instant::now();
+    let mut clients: Vec<(SocketAddr, Session)> = (0..3u8)
+        .map(|i| {
+            let key = Arc::new(IdentityKey::from_seed([10 + i; 32]).unwrap());
+            let cfg = SessionConfig::new(Role::Client, PeerPolicy::Pinned(host_key.id()));
+            (
+                format!("10.0.1.{i}:5000").parse().unwrap(),
+                Session::client(t0, cfg, key, host_addr).unwrap(),
+            )
+        })
+        .collect();
+    let mut buf = vec![0u8; 65536];
+    let mut now = t0;
+    // Zero-latency lock-step exchange for 1 s of virtual time.
+    for _ in 0..200 {
+        for (addr, c) in &mut clients {
+            while let Some(t) = c.poll_transmit(now, &mut buf, 1) {
+                let mut d = buf[..t.len].to_vec();
+                ep.handle_datagram(now, *addr, &mut d);
+            }
+        }
+        while let Some((h, t)) = ep.poll_transmit(now, &mut buf, 1) {
+            let to = t.destination;
+            let mut d = buf[..t.len].to_vec();
+            if let Some((_, c)) = clients.iter_mut().find(|(a, _)| *a == to) {
+                c.handle_datagram(now, host_addr, &mut d);
+            }
+            let _ = h;
+        }
+        now += Duration::from_millis(5);
+        ep.handle_timeout(now);
+        for (_, c) in &mut clients {
+            c.handle_timeout(now);
+        }
+    }
+    let connected = clients.iter().filter(|(_, c)| c.is_connected()).count();
+    assert_eq!(connected, 2);
+    assert_eq!(ep.len(), 2);
+    assert!(ep.refused_full > 0);
+    let mut events = 0;
+    while let Some((_, e)) = ep.poll_event() {
+        if matches!(e, Event::Connected { .. }) {
+            events += 1;
+        }
+    }
+    assert_eq!(events, 2);
+    let mut junk = [0u8; 40];
+    assert!(
+        ep.handle_datagram(now, "10.9.9.9:1".parse().unwrap(), &mut junk)
+            .is_none()
+    );
+    assert!(ep.unroutable > 0);
+}
