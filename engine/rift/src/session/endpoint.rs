@@ -130,13 +130,14 @@ impl Endpoint {
                     return None;
                 }
             },
-            Ok(Header::Transport(t)) => match self.by_alias.get(&t.alias) {
-                Some(&i) => i,
-                None => {
+            Ok(Header::Transport(t)) => {
+                if let Some(&i) = self.by_alias.get(&t.alias) {
+                    i
+                } else {
                     self.unroutable += 1;
                     return None;
                 }
-            },
+            }
             Err(_) => {
                 self.unroutable += 1;
                 return None;
