@@ -169,14 +169,19 @@ impl FecPolicy {
 
     /// Feeds one feedback report: packets received and lost in the period, and for each frame
     /// finished in it the fraction of its shards lost (in permille).
-    pub fn on_feedback(&mut self, received: u32, lost: u32, frame_loss_permille: &[u32]) {
+    pub fn on_feedback(
+        &mut self,
+        received: u32,
+        lost: u32,
+        frame_loss_permille: impl IntoIterator<Item = u32>,
+    ) {
         let total = f64::from(received + lost);
         if total > 0.0 {
             // Weight by packet count: about 1000 packets of memory.
             let alpha = (total / 1000.0).min(1.0);
             self.loss = (1.0 - alpha) * self.loss + alpha * f64::from(lost) / total;
         }
-        for &pm in frame_loss_permille {
+        for pm in frame_loss_permille {
             let f = f64::from(pm.min(1000)) / 1000.0;
             // Peak-hold with decay over roughly 200 frames (3 s at 60 fps).
             self.burst = (self.burst * 0.995).max(f);
@@ -299,7 +304,7 @@ mod tests {
     fn policy_tracks_loss() {
         let mut p = FecPolicy::default();
         for _ in 0..50 {
-            p.on_feedback(1000, 0, &[0, 0]);
+            p.on_feedback(1000, 0, [0, 0]);
         }
         assert_eq!(
             p.parity_for(35),
@@ -307,11 +312,11 @@ mod tests {
             "lossless path needs one parity shard for 35"
         );
         for _ in 0..50 {
-            p.on_feedback(950, 50, &[]);
+            p.on_feedback(950, 50, []);
         }
         let five = p.parity_for(35);
         assert!((6..=12).contains(&five), "{five}");
-        p.on_feedback(100, 0, &[300]);
+        p.on_feedback(100, 0, [300]);
         assert!(p.parity_for(35) >= 13);
     }
 }

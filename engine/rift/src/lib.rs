@@ -11,6 +11,7 @@
 pub mod cc;
 pub mod crypto;
 pub mod fec;
+pub mod feedback;
 pub mod identity;
 pub mod lease;
 pub mod media;

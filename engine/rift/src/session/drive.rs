@@ -77,10 +77,17 @@ impl Session {
                 timestamp_us: a.timestamp_us,
                 data: a.payload.to_vec(),
             }),
-            Err(MediaError::NotMedia) => match proto::decode_message(plain) {
-                Ok(m) => self.on_message(now, m),
-                Err(_) => self.stats.malformed += 1,
-            },
+            Err(MediaError::NotMedia) => {
+                // Feedback arrives several times per RTT: decode it without allocating.
+                if let Some(fb) = crate::feedback::decode(plain) {
+                    self.on_feedback(now, &fb);
+                } else {
+                    match proto::decode_message(plain) {
+                        Ok(m) => self.on_message(now, m),
+                        Err(_) => self.stats.malformed += 1,
+                    }
+                }
+            }
             Err(_) => self.stats.malformed += 1,
         }
     }
@@ -98,7 +105,6 @@ impl Session {
             Some(Content::Control(c)) => match c.content {
                 Some(Ctl::Hello(h)) => self.on_hello(now, &h),
                 Some(Ctl::HelloAck(a)) => self.on_hello_ack(a),
-                Some(Ctl::Feedback(fb)) => self.on_feedback(now, &fb),
                 Some(Ctl::Nack(n)) => {
                     self.send.on_nack(now, &n.packet_ids);
                 }
@@ -118,6 +124,9 @@ impl Session {
                     let _ = self.send.queue_message(Class::Control, &pong, None);
                 }
                 Some(Ctl::Pong(_)) => {}
+                // Feedback takes the allocation-free path in `on_plaintext`; one that reaches
+                // here was malformed for that decoder.
+                Some(Ctl::Feedback(_)) => self.stats.malformed += 1,
                 Some(other) => self.events.push_back(Event::Control(proto::ControlMessage {
                     content: Some(other),
                 })),
@@ -127,7 +136,7 @@ impl Session {
         }
     }
 
-    fn on_feedback(&mut self, now: Instant, fb: &proto::TransportFeedback) {
+    fn on_feedback(&mut self, now: Instant, fb: &crate::feedback::FeedbackRef<'_>) {
         let congested = self.cc.state() != crate::cc::DeltaState::Stable;
         let (rtt, delivery) = self.send.on_feedback(now, fb, congested);
         if let Some(rtt) = rtt {

@@ -560,19 +560,22 @@ impl Sender {
     pub(crate) fn on_feedback(
         &mut self,
         now: Instant,
-        fb: &proto::TransportFeedback,
+        fb: &crate::feedback::FeedbackRef<'_>,
         congested: bool,
     ) -> (Option<Duration>, Option<u64>) {
-        for seq in &fb.acked_reliable {
-            if let Some(i) = self.unacked.iter().position(|u| u.seq == *seq) {
+        for seq in fb.acked_reliable.iter() {
+            if let Some(i) = self.unacked.iter().position(|u| u.seq == seq) {
                 if let Some(u) = self.unacked.remove(i) {
                     self.pool.put(u.buf);
                 }
             }
         }
         if !congested {
-            self.fec_policy
-                .on_feedback(fb.received_packets, fb.lost_packets, &fb.frame_losses);
+            self.fec_policy.on_feedback(
+                fb.received_packets,
+                fb.lost_packets,
+                fb.frame_losses.iter().map(|v| v as u32),
+            );
         }
         let e = &self.history[(fb.highest_packet_id % HISTORY as u64) as usize];
         let rtt = (e.packet_id == fb.highest_packet_id)
