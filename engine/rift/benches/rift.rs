@@ -119,5 +119,138 @@ fn replay(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, headers, seal_open, replay);
+/// A full send → receive pass of an encrypted video stream through two sessions, against raw
+/// `ring` seal+open of the same datagram bytes in the same run.
+fn session_pass(c: &mut Criterion) {
+    use std::{
+        net::SocketAddr,
+        sync::Arc,
+        time::{Duration, Instant},
+    };
+    use wavry_rift::{
+        crypto::PeerPolicy,
+        identity::IdentityKey,
+        session::{Event, FrameMeta, Role, Session, SessionConfig},
+        wire::Header as H,
+    };
+    let hk = Arc::new(IdentityKey::from_seed([1; 32]).unwrap());
+    let ck = Arc::new(IdentityKey::from_seed([2; 32]).unwrap());
+    let cid = ck.id();
+    let (ca, ha): (SocketAddr, SocketAddr) =
+        ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap());
+    let mut now = Instant::now();
+    let mut client = Session::client(
+        now,
+        SessionConfig::new(Role::Client, PeerPolicy::Pinned(hk.id())),
+        ck,
+        ha,
+    )
+    .unwrap();
+    let mut buf = vec![0u8; 2048];
+    let t = client.poll_transmit(now, &mut buf, 1).unwrap();
+    let Ok(H::Handshake(h)) = H::decode(&buf[..t.len]) else {
+        panic!("msg1")
+    };
+    // A fixed, fast rate: this measures per-packet work, not congestion control.
+    let mut host_cfg = SessionConfig::new(Role::Host, PeerPolicy::Pinned(cid));
+    host_cfg.cc = wavry_rift::cc::DeltaConfig {
+        min_bps: 400_000_000,
+        max_bps: 400_000_000,
+        initial_bps: 400_000_000,
+        ..Default::default()
+    };
+    let mut host = Session::accept(now, host_cfg, hk, ca, h, &buf[30..t.len]).unwrap();
+    let frame = vec![0x42u8; 64 * 1024];
+    // Moves everything ready at `now`, stepping virtual time 1 ms at a time past the pacer until
+    // the host's media queue is empty.
+    let pump = |host: &mut Session,
+                client: &mut Session,
+                now: &mut Instant,
+                buf: &mut [u8]|
+     -> (u64, u64) {
+        let (mut n, mut bytes) = (0, 0);
+        loop {
+            if host.media_queued() > 0 {
+                *now += Duration::from_millis(1);
+            }
+            let now = *now;
+            let mut moved = false;
+            while let Some(t) = host.poll_transmit(now, buf, 1) {
+                n += 1;
+                bytes += t.len as u64;
+                client.handle_datagram(now, ha, &mut buf[..t.len]);
+                moved = true;
+            }
+            while let Some(t) = client.poll_transmit(now, buf, 1) {
+                host.handle_datagram(now, ca, &mut buf[..t.len]);
+                moved = true;
+            }
+            while let Some(e) = client.poll_event() {
+                if let Event::Frame(f) = e {
+                    client.recycle(f);
+                }
+            }
+            while host.poll_event().is_some() {}
+            if !moved && host.media_queued() == 0 {
+                return (n, bytes);
+            }
+        }
+    };
+    for _ in 0..200 {
+        now += Duration::from_millis(5);
+        client.handle_timeout(now);
+        host.handle_timeout(now);
+        pump(&mut host, &mut client, &mut now, &mut buf);
+    }
+    assert!(host.is_connected());
+    println!("session pass: frame of {} B", frame.len());
+    // One frame, to learn how many datagrams and bytes a pass moves.
+    now += Duration::from_millis(17);
+    host.send_frame(now, &frame, FrameMeta::default(), Duration::from_millis(16))
+        .unwrap();
+    let (datagrams, bytes) = pump(&mut host, &mut client, &mut now, &mut buf);
+    println!("session pass: {datagrams} datagrams, {bytes} B on the wire per frame");
+    let mut g = c.benchmark_group("session_pass_64KiB_frame");
+    g.throughput(Throughput::Bytes(bytes));
+    g.bench_function("two_sessions", |b| {
+        b.iter(|| {
+            now += Duration::from_millis(17);
+            host.send_frame(now, &frame, FrameMeta::default(), Duration::from_millis(16))
+                .unwrap();
+            black_box(pump(&mut host, &mut client, &mut now, &mut buf));
+        });
+    });
+    // Baseline: seal + open of the same number of datagrams of the same average size.
+    let per = (bytes / datagrams) as usize - 34;
+    let k = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[1; 32]).unwrap());
+    let mut raw = vec![0u8; 1500];
+    let mut pid = 0u64;
+    g.bench_function("raw_ring_same_bytes", |b| {
+        b.iter(|| {
+            for _ in 0..datagrams {
+                pid += 1;
+                let (head, body) = raw.split_at_mut(18);
+                let tag = k
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(PacketKey::nonce(pid)),
+                        Aad::from(&*head),
+                        &mut body[..per],
+                    )
+                    .unwrap();
+                body[per..per + 16].copy_from_slice(tag.as_ref());
+                let pt = k
+                    .open_in_place(
+                        Nonce::assume_unique_for_key(PacketKey::nonce(pid)),
+                        Aad::from(&*head),
+                        &mut body[..per + 16],
+                    )
+                    .unwrap();
+                black_box(pt.len());
+            }
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, headers, seal_open, replay, session_pass);
 criterion_main!(benches);
