@@ -29,6 +29,21 @@ impl Staged {
         self.off >= self.end
     }
 
+    /// Describes everything left as one batch and marks it delivered (for borrowed receive).
+    pub(crate) fn take_all(&mut self) -> RecvMeta {
+        let len = self.end - self.off;
+        let stride = if self.stride == 0 { len } else { self.stride };
+        self.off = self.end;
+        RecvMeta {
+            src: self.src,
+            dst_ip: self.dst_ip,
+            len,
+            stride: stride.min(len),
+            ecn: self.ecn,
+            truncated: false,
+        }
+    }
+
     /// Copies the next whole datagrams that fit into `out` and describes them.
     ///
     /// `data` is the backing buffer that `off..end` index into.

@@ -175,6 +175,17 @@ pub trait Backend: Send + fmt::Debug {
         timeout: Option<Duration>,
     ) -> io::Result<usize>;
 
+    /// Receives without copying: hands each received batch (one datagram, or a GRO
+    /// super-datagram of `len / stride` datagrams) to `f` as a slice of the backend's own
+    /// buffer, which is recycled when `f` returns. Returns the number of batches, or `Ok(0)`
+    /// once `timeout` passed. Nothing is truncated: backend buffers hold any UDP payload.
+    /// For forwarders and parsers that only look at the bytes; it saves one copy per batch.
+    fn recv_with(
+        &mut self,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(&RecvMeta, &[u8]),
+    ) -> io::Result<usize>;
+
     /// Most datagrams one GSO [`Transmit`] may carry (1 when GSO is unavailable).
     fn max_gso_segments(&self) -> usize;
 
@@ -253,7 +264,10 @@ pub struct Config {
     pub icmp_errors: bool,
     /// uring: use zero-copy SendMsgZc. Off: on loopback it is slower (the kernel copies anyway).
     pub send_zc: bool,
-    /// uring: number of provided receive buffers (power of two, each ~64 KiB of address space).
+    /// uring: number of provided receive buffers (power of two, each ~64 KiB). Few is faster:
+    /// the kernel fills them round-robin, and 64 (4 MiB) stay cache-warm where 512 (32 MiB)
+    /// measured 10-25 % slower; a ring that runs dry only pauses the multishot receive (the
+    /// socket queue holds the datagrams until it is re-armed).
     pub uring_buffers: u16,
     /// uring: completion-queue size (≥ 4096: a CQ overflow silently ends a multishot receive).
     pub uring_cq_entries: u32,
@@ -270,7 +284,7 @@ impl Default for Config {
             gro: true,
             icmp_errors: false,
             send_zc: false,
-            uring_buffers: 512,
+            uring_buffers: 64,
             uring_cq_entries: 8192,
             disable_uring: false,
         }
@@ -339,6 +353,14 @@ impl Backend for NetSocket {
         timeout: Option<Duration>,
     ) -> io::Result<usize> {
         delegate!(self, b => b.recv(bufs, meta, timeout))
+    }
+
+    fn recv_with(
+        &mut self,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(&RecvMeta, &[u8]),
+    ) -> io::Result<usize> {
+        delegate!(self, b => b.recv_with(timeout, f))
     }
 
     fn max_gso_segments(&self) -> usize {

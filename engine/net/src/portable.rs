@@ -96,6 +96,54 @@ impl PortableBackend {
         }
     }
 
+    /// The next batch of the last recvmmsg, if any is left.
+    fn stage_next(&mut self) -> Option<Staged> {
+        if self.next >= self.filled {
+            return None;
+        }
+        let m = &self.metas[self.next];
+        let off = self.next * SLOT;
+        self.next += 1;
+        Some(Staged {
+            src: canonical(m.addr),
+            dst_ip: m.dst_ip.map(|ip| ip.to_canonical()),
+            ecn: m.ecn.map(from_quinn),
+            stride: m.stride,
+            off,
+            end: off + m.len,
+        })
+    }
+
+    /// Refills the slots with one recvmmsg, waiting until `deadline`; false on timeout.
+    /// ICMP-induced errors are drained and skipped.
+    fn fill(&mut self, deadline: Option<Instant>) -> io::Result<bool> {
+        loop {
+            let mut chunks = self.store.chunks_mut(SLOT);
+            let mut iovs: [IoSliceMut<'_>; BATCH_SIZE] =
+                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+            match self
+                .state
+                .recv((&self.socket).into(), &mut iovs, &mut self.metas[..])
+            {
+                Ok(k) => {
+                    self.filled = k;
+                    self.next = 0;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.wait_readable(deadline)? {
+                        return Ok(false);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_icmp_error(&e) => {
+                    drain_errors(&self.socket);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Waits until a datagram (or a pending socket error) is readable; false on timeout.
     fn wait_readable(&self, deadline: Option<Instant>) -> io::Result<bool> {
         let remaining = match deadline {
@@ -199,52 +247,42 @@ impl Backend for PortableBackend {
         loop {
             let mut done = 0;
             while done < n {
-                if let Some(mut cur) = self.cur.take() {
-                    meta[done] = cur.deliver(&self.store, &mut bufs[done]);
-                    done += 1;
-                    if !cur.is_done() {
-                        self.cur = Some(cur);
-                    }
-                } else if self.next < self.filled {
-                    let m = &self.metas[self.next];
-                    let off = self.next * SLOT;
-                    self.cur = Some(Staged {
-                        src: canonical(m.addr),
-                        dst_ip: m.dst_ip.map(|ip| ip.to_canonical()),
-                        ecn: m.ecn.map(from_quinn),
-                        stride: m.stride,
-                        off,
-                        end: off + m.len,
-                    });
-                    self.next += 1;
-                } else {
+                let Some(mut cur) = self.cur.take().or_else(|| self.stage_next()) else {
                     break;
+                };
+                meta[done] = cur.deliver(&self.store, &mut bufs[done]);
+                done += 1;
+                if !cur.is_done() {
+                    self.cur = Some(cur);
                 }
             }
             if done > 0 {
                 return Ok(done);
             }
-            let mut chunks = self.store.chunks_mut(SLOT);
-            let mut iovs: [IoSliceMut<'_>; BATCH_SIZE] =
-                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-            match self
-                .state
-                .recv((&self.socket).into(), &mut iovs, &mut self.metas[..])
-            {
-                Ok(k) => {
-                    self.filled = k;
-                    self.next = 0;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !self.wait_readable(deadline)? {
-                        return Ok(0);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_icmp_error(&e) => {
-                    drain_errors(&self.socket);
-                }
-                Err(e) => return Err(e),
+            if !self.fill(deadline)? {
+                return Ok(0);
+            }
+        }
+    }
+
+    fn recv_with(
+        &mut self,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(&RecvMeta, &[u8]),
+    ) -> io::Result<usize> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let mut done = 0;
+            while let Some(mut cur) = self.cur.take().or_else(|| self.stage_next()) {
+                let (off, end) = (cur.off, cur.end);
+                f(&cur.take_all(), &self.store[off..end]);
+                done += 1;
+            }
+            if done > 0 {
+                return Ok(done);
+            }
+            if !self.fill(deadline)? {
+                return Ok(0);
             }
         }
     }

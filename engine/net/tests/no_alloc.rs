@@ -55,11 +55,20 @@ const SLOT: usize = 1 << 16;
 
 /// Sends `packets` datagrams from `a` to `b` in batches (GSO batches of `BATCH` when `gso`)
 /// and receives every one of them; panics if one goes missing.
+/// How the receiver takes its datagrams.
+#[derive(Debug, Clone, Copy)]
+enum Rx {
+    /// `recv` into caller buffers.
+    Copy,
+    /// `recv_with`, borrowing the backend's buffers.
+    Borrowed,
+}
+
 fn pump(
     a: &mut NetSocket,
     b: &mut NetSocket,
     packets: usize,
-    gso: bool,
+    (gso, rx): (bool, Rx),
     payload: &[u8],
     storage: &mut [u8],
 ) {
@@ -88,14 +97,21 @@ fn pump(
                 Instant::now() < deadline,
                 "lost datagrams: {got} of {BATCH}"
             );
-            let mut chunks = storage.chunks_mut(SLOT);
-            let mut iovs: [IoSliceMut<'_>; 4] =
-                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-            let mut meta = [RecvMeta::default(); 4];
-            let n = b
-                .recv(&mut iovs, &mut meta, Some(Duration::from_secs(1)))
-                .expect("recv");
-            got += meta[..n].iter().map(RecvMeta::datagrams).sum::<usize>();
+            let timeout = Some(Duration::from_secs(1));
+            match rx {
+                Rx::Copy => {
+                    let mut chunks = storage.chunks_mut(SLOT);
+                    let mut iovs: [IoSliceMut<'_>; 4] =
+                        std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+                    let mut meta = [RecvMeta::default(); 4];
+                    let n = b.recv(&mut iovs, &mut meta, timeout).expect("recv");
+                    got += meta[..n].iter().map(RecvMeta::datagrams).sum::<usize>();
+                }
+                Rx::Borrowed => {
+                    b.recv_with(timeout, &mut |m, _| got += m.datagrams())
+                        .expect("recv_with");
+                }
+            }
         }
         assert_eq!(got, BATCH);
     }
@@ -111,14 +127,19 @@ fn zero_allocations(mode: IoMode) {
         allocs() > 0,
         "the counting allocator sees this thread's allocations"
     );
-    for gso in [false, true] {
-        pump(&mut a, &mut b, 1_000, gso, &payload, &mut storage);
+    for how in [
+        (false, Rx::Copy),
+        (true, Rx::Copy),
+        (false, Rx::Borrowed),
+        (true, Rx::Borrowed),
+    ] {
+        pump(&mut a, &mut b, 1_000, how, &payload, &mut storage);
         let before = allocs();
-        pump(&mut a, &mut b, 10_000, gso, &payload, &mut storage);
+        pump(&mut a, &mut b, 10_000, how, &payload, &mut storage);
         let n = allocs() - before;
         assert_eq!(
             n, 0,
-            "{mode} gso={gso}: {n} heap allocations for 10 000 datagrams"
+            "{mode} {how:?}: {n} heap allocations for 10 000 datagrams"
         );
     }
 }

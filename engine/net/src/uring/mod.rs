@@ -42,6 +42,8 @@ const CANCEL_TAG: u64 = 3 << 62;
 /// Transmits prepared per submission; also bounds the in-flight sends.
 const SEND_SLOTS: usize = 64;
 const SQ_ENTRIES: u32 = 256;
+/// Bound on batches one `recv_with` call hands out, so a busy socket cannot starve the caller.
+const MAX_BATCHES_PER_CALL: usize = 256;
 const BGID: u16 = 0;
 /// `struct io_uring_recvmsg_out` at the start of each receive buffer.
 const RECVMSG_OUT_LEN: usize = 16;
@@ -94,6 +96,8 @@ pub struct UringBackend {
     stash: VecDeque<Cqe>,
     /// The ring buffer being handed out, and what is left of it.
     cur: Option<(u16, Staged)>,
+    /// A receive error seen after part of a batch was delivered; returned by the next call.
+    pending_err: Option<io::Error>,
     armed: bool,
     enabled: bool,
     v6: bool,
@@ -247,6 +251,7 @@ impl UringBackend {
             slots,
             stash,
             cur: None,
+            pending_err: None,
             armed: false,
             enabled,
             v6,
@@ -465,6 +470,42 @@ impl UringBackend {
         Ok(())
     }
 
+    /// The next receive completion: one stashed during a send first, then the CQ.
+    fn next_recv_cqe(&mut self) -> Option<Cqe> {
+        loop {
+            let c = match self.stash.pop_front() {
+                Some(c) => c,
+                None => self.ring.completion().next().map(Cqe::from)?,
+            };
+            if c.user_data & TAG_MASK == RECV_TAG {
+                return Some(c);
+            }
+        }
+    }
+
+    /// Common tail of a receive pass: give buffers back, re-arm, and decide whether to return
+    /// (`Some(count)`) or wait. An error after some batches were delivered is kept for the next
+    /// call, so nothing delivered is lost and the error is not either.
+    fn after_batch(
+        &mut self,
+        done: usize,
+        err: Option<io::Error>,
+        expired: bool,
+    ) -> io::Result<Option<usize>> {
+        self.bufs.publish();
+        if let Some(e) = err {
+            if done == 0 {
+                return Err(e);
+            }
+            self.pending_err = Some(e);
+            return Ok(Some(done));
+        }
+        if !self.armed {
+            self.arm()?;
+        }
+        Ok((done > 0 || expired).then_some(done))
+    }
+
     /// Ends the multishot receive and waits for its last completion, so the kernel no longer
     /// writes into the buffer ring.
     fn shutdown(&mut self) -> io::Result<()> {
@@ -553,11 +594,15 @@ impl Backend for UringBackend {
         if n == 0 {
             return Ok(0);
         }
+        if let Some(e) = self.pending_err.take() {
+            return Err(e);
+        }
         self.enable()?;
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut expired = false;
         loop {
             let mut done = 0;
+            let mut err = None;
             while done < n {
                 if let Some((bid, mut st)) = self.cur.take() {
                     meta[done] = st.deliver(self.bufs.buf(bid, st.end), &mut bufs[done]);
@@ -569,29 +614,52 @@ impl Backend for UringBackend {
                     }
                     continue;
                 }
-                let next = match self.stash.pop_front() {
-                    Some(c) => Some(c),
-                    None => self.ring.completion().next().map(Cqe::from),
-                };
-                let Some(c) = next else { break };
-                if c.user_data & TAG_MASK == RECV_TAG {
-                    if let Err(e) = self.on_recv(c) {
-                        if done == 0 {
-                            self.bufs.publish();
-                            return Err(e);
-                        }
-                        tracing::debug!(error = %e, "receive error after a partial batch");
-                    }
+                let Some(c) = self.next_recv_cqe() else { break };
+                if let Err(e) = self.on_recv(c) {
+                    err = Some(e);
+                    break;
                 }
             }
-            self.bufs.publish();
-            if !self.armed {
-                self.arm()?;
-            }
-            if done > 0 || expired {
-                return Ok(done);
+            if let Some(r) = self.after_batch(done, err, expired)? {
+                return Ok(r);
             }
             // One more look at the CQ after the deadline, then give up.
+            expired = !self.wait(deadline)?;
+        }
+    }
+
+    fn recv_with(
+        &mut self,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(&RecvMeta, &[u8]),
+    ) -> io::Result<usize> {
+        if let Some(e) = self.pending_err.take() {
+            return Err(e);
+        }
+        self.enable()?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut expired = false;
+        loop {
+            let mut done = 0;
+            let mut err = None;
+            while done < MAX_BATCHES_PER_CALL {
+                if let Some((bid, mut st)) = self.cur.take() {
+                    let (off, end) = (st.off, st.end);
+                    let data = self.bufs.buf(bid, end);
+                    f(&st.take_all(), &data[off..end]);
+                    done += 1;
+                    self.bufs.push(bid);
+                    continue;
+                }
+                let Some(c) = self.next_recv_cqe() else { break };
+                if let Err(e) = self.on_recv(c) {
+                    err = Some(e);
+                    break;
+                }
+            }
+            if let Some(r) = self.after_batch(done, err, expired)? {
+                return Ok(r);
+            }
             expired = !self.wait(deadline)?;
         }
     }
