@@ -402,6 +402,25 @@ fn receive_times_out_empty(mode: IoMode) {
     assert!(waited < Duration::from_secs(2), "waited {waited:?}");
 }
 
+fn backend_moves_between_threads(mode: IoMode) {
+    let _g = FDS.read();
+    let mut a = v4(mode);
+    let mut b = v4(mode);
+    let dst = b.local_addr().expect("addr");
+    send_one(&mut a, dst, b"one");
+    let mut b = std::thread::spawn(move || {
+        let got = recv_datagrams(&mut b, 1, SLOT);
+        assert_eq!(got[0].bytes, b"one");
+        b
+    })
+    .join()
+    .expect("receiver thread");
+    send_one(&mut a, dst, b"two");
+    let got = recv_datagrams(&mut b, 1, SLOT);
+    assert_eq!(got[0].bytes, b"two");
+    // Dropped here, on another thread than the one that armed the receive.
+}
+
 fn sharded_sockets_share_a_port(mode: IoMode) {
     let _g = FDS.read();
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
@@ -512,6 +531,10 @@ macro_rules! conformance {
             #[test]
             fn receive_times_out_empty() {
                 super::receive_times_out_empty($mode);
+            }
+            #[test]
+            fn backend_moves_between_threads() {
+                super::backend_moves_between_threads($mode);
             }
             #[test]
             fn sharded_sockets_share_a_port() {

@@ -10,10 +10,10 @@
 //! Send: a batch becomes one `SendMsg` per transmit, submitted with a single `io_uring_enter`
 //! that also waits for their completions, so the caller's buffers are free again on return.
 //!
-//! Threading: the ring is created `SINGLE_ISSUER | DEFER_TASKRUN` and disabled; the first thread
-//! that sends or receives enables it and must remain the only one that drives it (the backend
-//! may be moved between threads only before its first operation; afterwards io_uring answers
-//! `EEXIST`). Completions are then only produced inside our own `io_uring_enter` calls.
+//! Threading: one thread drives a backend at a time (`&mut self`); it may move between threads.
+//! The ring uses COOP_TASKRUN, so completions appear when the driving thread enters the kernel.
+//! Dropping the backend cancels the multishot receive and waits for its last completion before
+//! the buffer memory is unmapped.
 
 mod bufring;
 
@@ -99,7 +99,6 @@ pub struct UringBackend {
     /// A receive error seen after part of a batch was delivered; returned by the next call.
     pending_err: Option<io::Error>,
     armed: bool,
-    enabled: bool,
     v6: bool,
     gso: bool,
     gro: bool,
@@ -110,8 +109,7 @@ pub struct UringBackend {
 
 // SAFETY: the raw pointers inside `recv_hdr` and `slots` point into heap memory this value owns
 // (or, during `send`, at caller data that outlives the call); none of it is shared with another
-// Rust value, so moving the backend to another thread moves sole ownership. The io_uring
-// single-issuer rule is enforced by the kernel (EEXIST), not by memory safety.
+// Rust value, so moving the backend to another thread moves sole ownership.
 unsafe impl Send for UringBackend {}
 
 impl std::fmt::Debug for UringBackend {
@@ -126,26 +124,24 @@ impl std::fmt::Debug for UringBackend {
     }
 }
 
-/// Builds a ring: SINGLE_ISSUER | DEFER_TASKRUN (disabled until first use), else COOP_TASKRUN.
-fn build_ring(cq_entries: u32) -> io::Result<(IoUring, bool)> {
+/// Builds a ring with COOP_TASKRUN | TASKRUN_FLAG (completions are produced when our thread
+/// enters the kernel, no interrupts), falling back to a plain ring.
+///
+/// SINGLE_ISSUER | DEFER_TASKRUN measured the same here (within noise, `wavry-bench net`) but
+/// ties the ring to one thread for good (a drop on another thread could not cancel the
+/// multishot receive), so it is not used.
+fn build_ring(cq_entries: u32) -> io::Result<IoUring> {
     let cq = cq_entries.max(4096).next_power_of_two();
-    let deferred = IoUring::builder()
+    match IoUring::builder()
         .setup_cqsize(cq)
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_r_disabled()
-        .setup_submit_all()
-        .build(SQ_ENTRIES);
-    match deferred {
-        Ok(r) => Ok((r, false)),
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .build(SQ_ENTRIES)
+    {
+        Ok(r) => Ok(r),
         Err(e) => {
-            tracing::debug!(error = %e, "DEFER_TASKRUN ring setup failed; trying COOP_TASKRUN");
-            let r = IoUring::builder()
-                .setup_cqsize(cq)
-                .setup_coop_taskrun()
-                .setup_taskrun_flag()
-                .build(SQ_ENTRIES)?;
-            Ok((r, true))
+            tracing::debug!(error = %e, "COOP_TASKRUN ring setup failed; using a plain ring");
+            IoUring::builder().setup_cqsize(cq).build(SQ_ENTRIES)
         }
     }
 }
@@ -226,7 +222,7 @@ impl UringBackend {
         }
         let gro = cfg.gro && cmsg::set_int(fd, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
         let gso = cmsg::gso_supported(fd);
-        let (ring, enabled) = build_ring(cfg.uring_cq_entries)?;
+        let ring = build_ring(cfg.uring_cq_entries)?;
         let bufs = BufRing::new(&ring, cfg.uring_buffers, BGID, BUF_SIZE)?;
         // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
         let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
@@ -253,7 +249,6 @@ impl UringBackend {
             cur: None,
             pending_err: None,
             armed: false,
-            enabled,
             v6,
             gso,
             gro,
@@ -261,15 +256,6 @@ impl UringBackend {
             tos: cfg.tos,
             local,
         })
-    }
-
-    /// Enables a ring created disabled, making the calling thread its single issuer.
-    fn enable(&mut self) -> io::Result<()> {
-        if !self.enabled {
-            self.ring.submitter().register_enable_rings()?;
-            self.enabled = true;
-        }
-        Ok(())
     }
 
     /// Queues one SQE, flushing the SQ to the kernel first if it is full.
@@ -547,7 +533,6 @@ impl Drop for UringBackend {
 
 impl Backend for UringBackend {
     fn send(&mut self, transmits: &[Transmit<'_>]) -> io::Result<()> {
-        self.enable()?;
         let mut first_err = None;
         let mut n = 0;
         for t in transmits {
@@ -597,7 +582,6 @@ impl Backend for UringBackend {
         if let Some(e) = self.pending_err.take() {
             return Err(e);
         }
-        self.enable()?;
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut expired = false;
         loop {
@@ -636,7 +620,6 @@ impl Backend for UringBackend {
         if let Some(e) = self.pending_err.take() {
             return Err(e);
         }
-        self.enable()?;
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut expired = false;
         loop {
