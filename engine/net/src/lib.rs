@@ -13,6 +13,8 @@
 //! [`bind`] picks one from an [`IoMode`] (`--io auto|uring|portable`, `WAVRY_IO`); `auto` probes
 //! io_uring and downgrades to portable with one `warn` line saying why.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
