@@ -181,9 +181,9 @@ mod linux {
                 || id == "raw-gso"
                 || args.paths.iter().any(|p| p == id)
         };
-        for (_, name, path) in paths.into_iter().filter(|(id, _, _)| wanted(id)) {
+        for (id, name, path) in paths.into_iter().filter(|(id, _, _)| wanted(id)) {
             let (tx, rx) = path.open(args).with_context(|| format!("opening {name}"))?;
-            let m = measure(args, tx, rx).with_context(|| format!("measuring {name}"))?;
+            let m = measure(args, id, tx, rx).with_context(|| format!("measuring {name}"))?;
             rows.push((name, m));
         }
         for (name, _) in session_stream_paths() {
@@ -534,7 +534,12 @@ mod linux {
     }
 
     /// Runs one path: pinned sender and receiver threads, unpaced, bounded by time and count.
-    fn measure(args: &Args, mut tx: Box<dyn Tx>, mut rx: Box<dyn Rx>) -> anyhow::Result<Measured> {
+    fn measure(
+        args: &Args,
+        id: &str,
+        mut tx: Box<dyn Tx>,
+        mut rx: Box<dyn Rx>,
+    ) -> anyhow::Result<Measured> {
         let stop = Arc::new(AtomicBool::new(false));
         let go = Arc::new(Barrier::new(3));
         let dur = Duration::from_secs_f64(args.seconds);
@@ -543,40 +548,44 @@ mod linux {
         let cpu0 = raw::process_cpu_time();
         let sender = {
             let (stop, go) = (stop.clone(), go.clone());
-            std::thread::spawn(move || -> io::Result<(u64, Duration)> {
-                raw::pin_to_cpu(scpu)?;
-                go.wait();
-                let t0 = Instant::now();
-                let mut sent = 0u64;
-                let r = loop {
-                    if sent >= cap || t0.elapsed() >= dur {
-                        break Ok(());
-                    }
-                    match tx.send() {
-                        Ok(n) => sent += n,
-                        Err(e) => break Err(e),
-                    }
-                };
-                let el = t0.elapsed();
-                stop.store(true, Ordering::Release);
-                r.map(|()| (sent, el))
-            })
+            std::thread::Builder::new().name(format!("t:{id}")).spawn(
+                move || -> io::Result<(u64, Duration)> {
+                    raw::pin_to_cpu(scpu)?;
+                    go.wait();
+                    let t0 = Instant::now();
+                    let mut sent = 0u64;
+                    let r = loop {
+                        if sent >= cap || t0.elapsed() >= dur {
+                            break Ok(());
+                        }
+                        match tx.send() {
+                            Ok(n) => sent += n,
+                            Err(e) => break Err(e),
+                        }
+                    };
+                    let el = t0.elapsed();
+                    stop.store(true, Ordering::Release);
+                    r.map(|()| (sent, el))
+                },
+            )?
         };
         let receiver = {
             let (stop, go) = (stop.clone(), go.clone());
-            std::thread::spawn(move || -> io::Result<(u64, u64)> {
-                raw::pin_to_cpu(rcpu)?;
-                go.wait();
-                let (mut n, mut b) = (0u64, 0u64);
-                loop {
-                    let (dn, db) = rx.recv()?;
-                    n += dn;
-                    b += db;
-                    if dn == 0 && stop.load(Ordering::Acquire) {
-                        return Ok((n, b));
+            std::thread::Builder::new().name(format!("r:{id}")).spawn(
+                move || -> io::Result<(u64, u64)> {
+                    raw::pin_to_cpu(rcpu)?;
+                    go.wait();
+                    let (mut n, mut b) = (0u64, 0u64);
+                    loop {
+                        let (dn, db) = rx.recv()?;
+                        n += dn;
+                        b += db;
+                        if dn == 0 && stop.load(Ordering::Acquire) {
+                            return Ok((n, b));
+                        }
                     }
-                }
-            })
+                },
+            )?
         };
         go.wait();
         let (sent, el) = sender

@@ -31,6 +31,7 @@ use socket2::{SockAddr, Socket};
 
 use self::bufring::BufRing;
 use crate::cmsg::{self, CONTROL_LEN, ControlBuf, Encoder};
+
 use crate::deliver::Staged;
 use crate::socket::{drain_errors, log_err, map_dst};
 use crate::{Backend, BackendKind, Config, MAX_UDP_PAYLOAD, RecvMeta, Transmit, is_icmp_error};
@@ -49,7 +50,13 @@ const BGID: u16 = 0;
 const RECVMSG_OUT_LEN: usize = 16;
 const NAME_LEN: usize = size_of::<libc::sockaddr_storage>();
 /// `io_uring_recvmsg_out` + name + control + the largest UDP payload / GRO batch.
-const BUF_SIZE: usize = RECVMSG_OUT_LEN + NAME_LEN + CONTROL_LEN + (1 << 16);
+const BUF_SIZE: usize = PAYLOAD_OFFSET + (1 << 16);
+/// Control space of the multishot receive: GRO size, packet info and TOS fit in 88 bytes
+/// (IPv6) and this length puts the payload on a 64-byte boundary of each ring buffer. Copying
+/// out from a misaligned payload (offset 272) measured ~3x slower (`rep movsb` on this AMD CPU).
+const RECV_CONTROL_LEN: usize = 112;
+/// Where the payload starts in a ring buffer: `io_uring_recvmsg_out`, name, control.
+const PAYLOAD_OFFSET: usize = RECVMSG_OUT_LEN + NAME_LEN + RECV_CONTROL_LEN;
 /// Kernel limit on segments in one UDP GSO send (UDP_MAX_SEGMENTS).
 const MAX_GSO_SEGMENTS: usize = 64;
 /// Most segments the kernel coalesces into one GRO receive.
@@ -227,7 +234,7 @@ impl UringBackend {
         // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
         let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
-        recv_hdr.msg_controllen = CONTROL_LEN as _;
+        recv_hdr.msg_controllen = RECV_CONTROL_LEN as _;
         let slots = (0..SEND_SLOTS)
             .map(|_| SendSlot {
                 // SAFETY: all-zero is a valid msghdr / iovec.
@@ -665,4 +672,5 @@ impl Backend for UringBackend {
 }
 
 /// Sanity: the receive buffer layout the kernel writes must fit our buffers.
-const _: () = assert!(BUF_SIZE >= RECVMSG_OUT_LEN + NAME_LEN + CONTROL_LEN + MAX_UDP_PAYLOAD);
+const _: () = assert!(BUF_SIZE >= PAYLOAD_OFFSET + MAX_UDP_PAYLOAD);
+const _: () = assert!(PAYLOAD_OFFSET % 64 == 0 && RECV_CONTROL_LEN <= CONTROL_LEN);
