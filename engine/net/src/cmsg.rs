@@ -136,6 +136,8 @@ pub struct RecvInfo {
     pub dst_ip: Option<IpAddr>,
     /// ECN bits from IP_TOS / IPV6_TCLASS.
     pub ecn: Option<Ecn>,
+    /// The whole TOS / traffic-class byte (DSCP and ECN) from IP_TOS / IPV6_TCLASS.
+    pub tos: Option<u8>,
 }
 
 /// Decodes the control messages RIFT asks for (GRO size, packet info, TOS).
@@ -164,11 +166,13 @@ pub fn decode(control: &[u8]) -> RecvInfo {
             (libc::IPPROTO_IP, libc::IP_TOS) => {
                 if let Some(&b) = data.first() {
                     info.ecn = Ecn::from_tos(b);
+                    info.tos = Some(b);
                 }
             }
             (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => {
                 if let Some(v) = read_i32(data) {
                     info.ecn = Ecn::from_tos(v as u8);
+                    info.tos = Some(v as u8);
                 }
             }
             _ => {}
@@ -253,6 +257,46 @@ pub fn gso_supported(fd: BorrowedFd<'_>) -> bool {
     get_int(fd, libc::SOL_UDP, libc::UDP_SEGMENT).is_ok()
 }
 
+/// One `sendmsg` of `contents` to `dst`, cut into `segment`-byte datagrams by the kernel when
+/// `segment` is set (UDP_SEGMENT), with the TOS (IPv4) / traffic-class (IPv6 when `v6_tos`) byte
+/// `tos` as a control message. Honours the socket's blocking mode.
+pub fn send_msg(
+    fd: BorrowedFd<'_>,
+    dst: &socket2::SockAddr,
+    contents: &[u8],
+    segment: Option<u16>,
+    v6_tos: bool,
+    tos: u8,
+) -> io::Result<usize> {
+    let mut ctrl = ControlBuf::default();
+    let mut enc = Encoder::new(&mut ctrl);
+    if let Some(s) = segment {
+        push_gso(&mut enc, s);
+    }
+    push_tos(&mut enc, v6_tos, tos);
+    let ctrl_len = enc.len();
+    let mut iov = libc::iovec {
+        iov_base: contents.as_ptr().cast_mut().cast(),
+        iov_len: contents.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_name = dst.as_ptr().cast_mut().cast();
+    hdr.msg_namelen = dst.len();
+    hdr.msg_iov = &raw mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = ctrl.0.as_mut_ptr().cast();
+    hdr.msg_controllen = ctrl_len as _;
+    // SAFETY: every pointer in `hdr` refers to `dst`, `iov` (describing `contents`) or `ctrl`,
+    // all alive for the call; the kernel only reads them.
+    let rc = unsafe { libc::sendmsg(fd.as_raw_fd(), &raw const hdr, 0) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
 /// Drains the socket error queue (IP_RECVERR / IPV6_RECVERR); returns how many ICMP reports
 /// were discarded. Non-blocking.
 pub fn drain_error_queue(fd: BorrowedFd<'_>) -> usize {
@@ -328,5 +372,73 @@ mod tests {
             decode_sockaddr(bytes),
             Some(SocketAddr::from(([127, 0, 0, 1], 4000)))
         );
+    }
+
+    /// Receives one datagram on a plain socket with IP_RECVTOS / IPV6_RECVTCLASS on and
+    /// returns the TOS byte it carried.
+    fn received_tos(r: &std::net::UdpSocket) -> u8 {
+        use std::os::fd::AsFd;
+        let v6 = r.local_addr().expect("addr").is_ipv6();
+        let (level, name) = if v6 {
+            (libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS)
+        } else {
+            (libc::IPPROTO_IP, libc::IP_RECVTOS)
+        };
+        set_int(r.as_fd(), level, name, 1).expect("recv tos");
+        r.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+            .expect("timeout");
+        let mut data = [0u8; 2048];
+        let mut control = ControlBuf::default();
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: data.len(),
+        };
+        // SAFETY: all-zero msghdr is valid.
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_iov = &raw mut iov;
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = control.0.as_mut_ptr().cast();
+        hdr.msg_controllen = CONTROL_LEN as _;
+        // SAFETY: `hdr` points at live local buffers of the lengths given.
+        let rc = unsafe { libc::recvmsg(r.as_raw_fd(), &raw mut hdr, 0) };
+        assert!(rc >= 0, "recvmsg: {}", io::Error::last_os_error());
+        let used = (hdr.msg_controllen as usize).min(CONTROL_LEN);
+        decode(&control.0[..used]).tos.expect("TOS cmsg")
+    }
+
+    /// Both backends mark datagrams DSCP EF (0xB8) on IPv4 and IPv6 and keep it when a
+    /// transmit sets ECN bits.
+    #[test]
+    fn datagrams_carry_dscp_ef() {
+        use crate::{Backend, Config, IoMode, Transmit};
+        for (local, mode) in [
+            ("127.0.0.1:0", IoMode::Uring),
+            ("127.0.0.1:0", IoMode::Portable),
+            ("[::1]:0", IoMode::Uring),
+            ("[::1]:0", IoMode::Portable),
+        ] {
+            let r = std::net::UdpSocket::bind(local).expect("bind");
+            let addr = local.parse().expect("addr");
+            let mut s = crate::bind(addr, mode, &Config::default()).expect("backend");
+            let dst = r.local_addr().expect("addr");
+            let plain = Transmit {
+                dst,
+                segment_size: None,
+                ecn: None,
+                contents: b"ef",
+            };
+            s.send(&[plain]).expect("send");
+            assert_eq!(received_tos(&r), crate::TOS_DSCP_EF, "{mode} {local}");
+            s.send(&[Transmit {
+                ecn: Some(Ecn::Ect0),
+                ..plain
+            }])
+            .expect("send");
+            assert_eq!(
+                received_tos(&r),
+                crate::TOS_DSCP_EF | 0b10,
+                "{mode} {local}"
+            );
+        }
     }
 }

@@ -1,6 +1,10 @@
 //! Portable backend: `quinn-udp` over a std socket (GSO/GRO, packet info and ECN where the OS
 //! has them). No `unsafe` here; it builds on every OS `quinn-udp` supports.
 //!
+//! One exception on Linux: sends go through `cmsg::send_msg` (the same single `sendmsg` with
+//! UDP_SEGMENT) because quinn-udp 0.6 puts its own TOS control message (ECN bits only) on every
+//! datagram, which would erase DSCP EF. Elsewhere quinn-udp sends and DSCP is not set.
+//!
 //! The socket stays non-blocking (as `quinn-udp` requires). A blocking receive with a timeout
 //! waits by peeking in blocking mode with SO_RCVTIMEO, which costs three extra syscalls only when
 //! the socket was empty. Datagrams land in backend-owned 64 KiB slots first, so a datagram longer
@@ -24,6 +28,11 @@ pub struct PortableBackend {
     socket: UdpSocket,
     state: UdpSocketState,
     v6: bool,
+    /// DSCP (and default ECN) byte for every datagram.
+    tos: u8,
+    /// Set once the kernel refused a GSO send (Linux send path).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    gso_off: std::cell::Cell<bool>,
     gro_segments: usize,
     /// `BATCH_SIZE` receive slots of `SLOT` bytes.
     store: Box<[u8]>,
@@ -59,6 +68,8 @@ impl PortableBackend {
             socket,
             state,
             v6: addr.is_ipv6(),
+            tos: cfg.tos,
+            gso_off: std::cell::Cell::new(false),
             gro_segments,
             store: vec![0u8; SLOT * BATCH_SIZE].into_boxed_slice(),
             metas: Box::new([quinn_udp::RecvMeta::default(); BATCH_SIZE]),
@@ -68,14 +79,56 @@ impl PortableBackend {
         })
     }
 
+    /// One send. quinn-udp 0.6 writes an IP_TOS / IPV6_TCLASS control message holding only the
+    /// ECN bits on every send, which overrides the socket's TOS and wipes DSCP EF; on Linux the
+    /// same single `sendmsg` (GSO included) goes through our cmsg helper with the full byte.
+    #[cfg(target_os = "linux")]
+    fn try_send(&self, t: &quinn_udp::Transmit<'_>) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        let v6_tos = match t.destination {
+            SocketAddr::V4(_) => false,
+            SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_none(),
+        };
+        let tos = (self.tos & !0b11) | t.ecn.map_or(0, |e| e as u8);
+        let segment = t
+            .segment_size
+            .filter(|&s| s > 0 && s < t.contents.len())
+            .map(|s| s as u16);
+        let dst = socket2::SockAddr::from(t.destination);
+        let fd = self.socket.as_fd();
+        if let (Some(s), false) = (segment, self.gso_off.get()) {
+            match crate::cmsg::send_msg(fd, &dst, t.contents, Some(s), v6_tos, tos) {
+                // The egress device cannot do UDP GSO (no checksum offload): stop using it.
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                    tracing::info!(error = %e, "UDP GSO refused by the device; sending segments");
+                    self.gso_off.set(true);
+                }
+                r => return r.map(drop),
+            }
+        }
+        match segment {
+            Some(s) => t
+                .contents
+                .chunks(usize::from(s))
+                .try_for_each(|c| crate::cmsg::send_msg(fd, &dst, c, None, v6_tos, tos).map(drop)),
+            None => crate::cmsg::send_msg(fd, &dst, t.contents, None, v6_tos, tos).map(drop),
+        }
+    }
+
+    /// One send through quinn-udp (DSCP is lost there: see the Linux variant).
+    #[cfg(not(target_os = "linux"))]
+    fn try_send(&self, t: &quinn_udp::Transmit<'_>) -> io::Result<()> {
+        self.state.try_send((&self.socket).into(), t)
+    }
+
     fn send_one(&self, t: &quinn_udp::Transmit<'_>) -> io::Result<()> {
         let mut retried = false;
         loop {
-            let r = match self.state.try_send((&self.socket).into(), t) {
+            let r = match self.try_send(t) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Socket buffer full: wait for room in blocking mode, then go back.
                     self.socket.set_nonblocking(false)?;
-                    let r = self.state.try_send((&self.socket).into(), t);
+                    let r = self.try_send(t);
                     self.socket.set_nonblocking(true)?;
                     r
                 }
@@ -205,11 +258,10 @@ fn from_quinn(e: EcnCodepoint) -> Ecn {
 impl Backend for PortableBackend {
     fn send(&mut self, transmits: &[Transmit<'_>]) -> io::Result<()> {
         let mut first_err = None;
-        let gso = self.state.max_gso_segments() > 1;
+        let gso = self.max_gso_segments() > 1;
         for t in transmits {
             let mut qt = quinn_udp::Transmit {
                 destination: map_dst(t.dst, self.v6),
-                // quinn-udp writes the ECN bits as the whole TOS byte of that datagram.
                 ecn: t.ecn.map(to_quinn),
                 contents: t.contents,
                 segment_size: t.segment_size,
@@ -288,7 +340,11 @@ impl Backend for PortableBackend {
     }
 
     fn max_gso_segments(&self) -> usize {
-        self.state.max_gso_segments()
+        if self.gso_off.get() {
+            1
+        } else {
+            self.state.max_gso_segments()
+        }
     }
 
     fn gro_segments(&self) -> usize {

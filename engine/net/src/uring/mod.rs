@@ -65,6 +65,8 @@ const GRO_SEGMENTS: usize = 64;
 /// One prepared `sendmsg`: header and everything it points at, at a stable address.
 #[repr(C)]
 struct SendSlot {
+    /// Whether this send carries a UDP_SEGMENT (GSO) control message.
+    gso: bool,
     hdr: libc::msghdr,
     iov: libc::iovec,
     name: SockAddr,
@@ -237,6 +239,7 @@ impl UringBackend {
         recv_hdr.msg_controllen = RECV_CONTROL_LEN as _;
         let slots = (0..SEND_SLOTS)
             .map(|_| SendSlot {
+                gso: false,
                 // SAFETY: all-zero is a valid msghdr / iovec.
                 hdr: unsafe { std::mem::zeroed() },
                 // SAFETY: as above.
@@ -371,6 +374,7 @@ impl UringBackend {
             iov_base: contents.as_ptr().cast_mut().cast(),
             iov_len: contents.len(),
         };
+        slot.gso = seg.is_some();
         let mut enc = Encoder::new(&mut slot.ctrl);
         if let Some(s) = seg {
             cmsg::push_gso(&mut enc, s as u16);
@@ -441,8 +445,16 @@ impl UringBackend {
                                     retried |= 1 << i;
                                     resend |= 1 << i;
                                 }
-                            } else if first_err.is_none() {
-                                *first_err = Some(err);
+                            } else {
+                                if self.slots[i].gso && -c.result == libc::EIO && self.gso {
+                                    // The egress device cannot do UDP GSO: callers see
+                                    // max_gso_segments() == 1 from now on.
+                                    tracing::info!(error = %err, "UDP GSO refused; disabled");
+                                    self.gso = false;
+                                }
+                                if first_err.is_none() {
+                                    *first_err = Some(err);
+                                }
                             }
                         }
                     }
