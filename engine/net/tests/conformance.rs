@@ -118,6 +118,38 @@ fn batch_send_and_receive(mode: IoMode) {
     }
 }
 
+fn receive_survives_running_out_of_ring_buffers(mode: IoMode) {
+    let _g = FDS.read();
+    // Two provided buffers (uring): the multishot receive ends with ENOBUFS again and again and
+    // must be re-armed each time; the socket queue holds the datagrams meanwhile.
+    let cfg = Config {
+        uring_buffers: 2,
+        ..Config::default()
+    };
+    let mut a = v4(mode);
+    let mut b = open(mode, "127.0.0.1:0", &cfg);
+    let dst = b.local_addr().expect("addr");
+    let bufs: Vec<Vec<u8>> = (0..500).map(|i| payload(i, 1200)).collect();
+    for chunk in bufs.chunks(50) {
+        let tx: Vec<Transmit<'_>> = chunk
+            .iter()
+            .map(|p| Transmit {
+                dst,
+                segment_size: None,
+                ecn: None,
+                contents: p,
+            })
+            .collect();
+        a.send(&tx).expect("send");
+    }
+    let got = recv_datagrams(&mut b, 500, SLOT);
+    let mut seen: Vec<&[u8]> = got.iter().map(|g| g.bytes.as_slice()).collect();
+    seen.sort();
+    let mut want: Vec<&[u8]> = bufs.iter().map(Vec::as_slice).collect();
+    want.sort();
+    assert_eq!(seen, want);
+}
+
 fn gso_batch_is_split_for_a_non_gro_receiver(mode: IoMode) {
     let _g = FDS.read();
     let mut a = v4(mode);
@@ -487,6 +519,10 @@ macro_rules! conformance {
             #[test]
             fn batch_send_and_receive() {
                 super::batch_send_and_receive($mode);
+            }
+            #[test]
+            fn receive_survives_running_out_of_ring_buffers() {
+                super::receive_survives_running_out_of_ring_buffers($mode);
             }
             #[test]
             fn gso_batch_is_split_for_a_non_gro_receiver() {
