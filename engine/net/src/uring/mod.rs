@@ -190,7 +190,36 @@ fn probe_uncached() -> Result<(), String> {
     }
     cmsg::set_int(s.as_fd(), libc::SOL_UDP, libc::UDP_GRO, 1)
         .map_err(|e| format!("UDP_GRO not supported: {e}"))?;
-    Ok(())
+    self_test(&s).map_err(|e| format!("multishot RecvMsg self-test failed: {e}"))
+}
+
+/// End to end on loopback: a tiny backend arms its multishot receive (kernel ≥ 6.0, which the
+/// opcode probe cannot tell) and must get one datagram sent from `s`.
+fn self_test(s: &std::net::UdpSocket) -> io::Result<()> {
+    let cfg = Config {
+        uring_buffers: 2,
+        uring_cq_entries: 4096,
+        recv_buffer: 1 << 16,
+        send_buffer: 1 << 16,
+        ..Config::default()
+    };
+    let mut b = UringBackend::bind(SocketAddr::from(([127, 0, 0, 1], 0)), &cfg, false)?;
+    s.send_to(b"wavry-probe", b.local)?;
+    let mut buf = [0u8; 64];
+    let mut meta = [RecvMeta::default()];
+    let n = b.recv(
+        &mut [IoSliceMut::new(&mut buf)],
+        &mut meta,
+        Some(Duration::from_secs(1)),
+    )?;
+    if n == 1 && &buf[..meta[0].len] == b"wavry-probe" {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "probe datagram not received",
+        ))
+    }
 }
 
 impl UringBackend {
