@@ -448,7 +448,15 @@ impl UringBackend {
         while inflight + notifs > 0 {
             match self.ring.submit_and_wait(inflight + notifs) {
                 Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                // Transient: interrupted, CQ overflow backlog, or momentary kernel memory
+                // pressure. Keep waiting: the caller's payloads must stay borrowed until every
+                // send has completed.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ENOMEM)
+                    ) => {}
+                // EBADF/EFAULT/EINVAL: a bug in this module, not a runtime condition.
                 Err(e) => return Err(e),
             }
             let mut resend = 0u64;
