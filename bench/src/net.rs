@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 /// Options of `wavry-bench net`.
 #[derive(clap::Args, Debug)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // read only by the Linux paths
 pub(crate) struct Args {
     /// Seconds each path is measured.
     #[arg(long, default_value_t = 2.0)]

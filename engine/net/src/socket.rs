@@ -46,38 +46,63 @@ fn set_reuse_port(_socket: &Socket) -> io::Result<()> {
     ))
 }
 
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "openbsd",
-    target_os = "netbsd",
-))]
 fn set_tos(socket: &Socket, v6: bool, dual_stack: bool, tos: u8) {
     if !v6 || dual_stack {
-        log_err(socket.set_tos_v4(u32::from(tos)), "IP_TOS");
+        set_tos_v4(socket, tos);
     }
     if v6 {
-        log_err(socket.set_tclass_v6(u32::from(tos)), "IPV6_TCLASS");
+        set_tclass_v6(socket, tos);
     }
 }
 
+// The cfg lists below mirror where socket2 0.6 offers each option.
 #[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "openbsd",
-    target_os = "netbsd",
+    target_os = "fuchsia",
+    target_os = "redox",
+    target_os = "solaris",
+    target_os = "haiku",
+    target_os = "wasi",
 )))]
-fn set_tos(socket: &Socket, v6: bool, _dual_stack: bool, tos: u8) {
-    if !v6 {
-        log_err(socket.set_tos_v4(u32::from(tos)), "IP_TOS");
-    }
+fn set_tos_v4(socket: &Socket, tos: u8) {
+    log_err(socket.set_tos_v4(u32::from(tos)), "IP_TOS");
 }
+
+#[cfg(any(
+    target_os = "fuchsia",
+    target_os = "redox",
+    target_os = "solaris",
+    target_os = "haiku",
+    target_os = "wasi",
+))]
+fn set_tos_v4(_socket: &Socket, _tos: u8) {}
+
+#[cfg(any(
+    target_os = "android",
+    target_os = "dragonfly",
+    target_os = "freebsd",
+    target_os = "fuchsia",
+    target_os = "linux",
+    target_os = "macos",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "illumos",
+))]
+fn set_tclass_v6(socket: &Socket, tos: u8) {
+    log_err(socket.set_tclass_v6(u32::from(tos)), "IPV6_TCLASS");
+}
+
+#[cfg(not(any(
+    target_os = "android",
+    target_os = "dragonfly",
+    target_os = "freebsd",
+    target_os = "fuchsia",
+    target_os = "linux",
+    target_os = "macos",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "illumos",
+)))]
+fn set_tclass_v6(_socket: &Socket, _tos: u8) {}
 
 fn set_buffers(socket: &Socket, cfg: &Config) {
     if !force_buffer(socket, true, cfg.recv_buffer) {

@@ -14,6 +14,8 @@ use wavry_net::{Backend, BackendKind, Config, Ecn, IoMode, NetSocket, RecvMeta, 
 static FDS: RwLock<()> = RwLock::new(());
 
 const WAIT: Duration = Duration::from_secs(3);
+/// GSO/GRO and all of 127/8 on loopback are Linux facts the suite insists on there.
+const LINUX: bool = cfg!(target_os = "linux");
 const SLOT: usize = 1 << 16;
 
 fn open(mode: IoMode, addr: &str, cfg: &Config) -> NetSocket {
@@ -161,7 +163,10 @@ fn gso_batch_is_split_for_a_non_gro_receiver(mode: IoMode) {
     };
     let mut b = open(mode, "127.0.0.1:0", &cfg);
     assert_eq!(b.gro_segments(), 1);
-    assert!(a.max_gso_segments() >= 54, "GSO works on this machine");
+    // Linux facts; elsewhere the backend sends the segments one by one and the rest holds.
+    if LINUX {
+        assert!(a.max_gso_segments() >= 54, "GSO works on this machine");
+    }
     // 10 full segments and a short tail.
     let mut contents = Vec::new();
     for i in 0..10 {
@@ -190,7 +195,9 @@ fn gro_coalesces_a_gso_batch(mode: IoMode) {
     let _g = FDS.read();
     let mut a = v4(mode);
     let mut b = v4(mode);
-    assert!(b.gro_segments() > 1, "GRO works on this machine");
+    if LINUX {
+        assert!(b.gro_segments() > 1, "GRO works on this machine");
+    }
     let mut contents = Vec::new();
     for i in 0..20 {
         contents.extend(payload(i, 1200));
@@ -205,8 +212,10 @@ fn gro_coalesces_a_gso_batch(mode: IoMode) {
     .expect("gso send");
     let got = recv_datagrams(&mut b, 20, SLOT);
     assert!(
-        got.iter()
-            .any(|g| g.meta.stride == 1200 && g.meta.len > 1200),
+        !LINUX
+            || got
+                .iter()
+                .any(|g| g.meta.stride == 1200 && g.meta.len > 1200),
         "at least one coalesced super-datagram with stride 1200"
     );
     let joined: Vec<u8> = got.iter().flat_map(|g| g.bytes.clone()).collect();
@@ -275,7 +284,7 @@ fn borrowed_receive_sees_whole_batches(mode: IoMode) {
         })
         .expect("recv_with");
     }
-    assert!(coalesced, "GRO batches arrive whole");
+    assert!(coalesced || !LINUX, "GRO batches arrive whole");
     assert_eq!(joined, [contents.clone(), contents].concat());
 }
 
@@ -351,7 +360,11 @@ fn source_and_destination_are_reported(mode: IoMode) {
     let port = b.local_addr().expect("addr").port();
     let mut a = v4(mode);
     // 127.0.0.2 is loopback too: the reported destination must be the one actually used.
-    let to = Ipv4Addr::new(127, 0, 0, 2);
+    let to = if LINUX {
+        Ipv4Addr::new(127, 0, 0, 2)
+    } else {
+        Ipv4Addr::LOCALHOST
+    };
     send_one(&mut a, SocketAddr::from((to, port)), b"x");
     let got = recv_datagrams(&mut b, 1, SLOT);
     assert_eq!(got[0].meta.src, a.local_addr().expect("addr"));
