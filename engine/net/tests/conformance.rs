@@ -288,6 +288,42 @@ fn borrowed_receive_sees_whole_batches(mode: IoMode) {
     assert_eq!(joined, [contents.clone(), contents].concat());
 }
 
+fn zero_copy_sends_deliver(mode: IoMode) {
+    let _g = FDS.read();
+    // SEND_ZC on uring (two completions per send); the portable backend ignores the switch.
+    let cfg = Config {
+        send_zc: true,
+        ..Config::default()
+    };
+    let mut a = open(mode, "127.0.0.1:0", &cfg);
+    let mut b = v4(mode);
+    let dst = b.local_addr().expect("addr");
+    let mut contents = Vec::new();
+    for i in 0..10 {
+        contents.extend(payload(i, 1200));
+    }
+    for _ in 0..3 {
+        a.send(&[
+            Transmit {
+                dst,
+                segment_size: Some(1200),
+                ecn: None,
+                contents: &contents,
+            },
+            Transmit {
+                dst,
+                segment_size: None,
+                ecn: None,
+                contents: b"tail",
+            },
+        ])
+        .expect("zero-copy send");
+        let got = recv_datagrams(&mut b, 11, SLOT);
+        let joined: Vec<u8> = got.iter().flat_map(|g| g.bytes.clone()).collect();
+        assert_eq!(joined, [contents.as_slice(), b"tail"].concat());
+    }
+}
+
 fn truncation_is_reported(mode: IoMode) {
     let _g = FDS.read();
     let mut a = v4(mode);
@@ -554,6 +590,10 @@ macro_rules! conformance {
             #[test]
             fn borrowed_receive_sees_whole_batches() {
                 super::borrowed_receive_sees_whole_batches($mode);
+            }
+            #[test]
+            fn zero_copy_sends_deliver() {
+                super::zero_copy_sends_deliver($mode);
             }
             #[test]
             fn truncation_is_reported() {
