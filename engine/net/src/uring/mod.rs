@@ -52,8 +52,8 @@ const NAME_LEN: usize = size_of::<libc::sockaddr_storage>();
 /// `io_uring_recvmsg_out` + name + control + the largest UDP payload / GRO batch.
 const BUF_SIZE: usize = PAYLOAD_OFFSET + (1 << 16);
 /// Control space of the multishot receive: GRO size, packet info and TOS fit in 88 bytes
-/// (IPv6) and this length puts the payload on a 64-byte boundary of each ring buffer. Copying
-/// out from a misaligned payload (offset 272) measured ~3x slower (`rep movsb` on this AMD CPU).
+/// (IPv6), and this length puts the payload on a 64-byte boundary of each ring buffer, so the
+/// copy out starts cache-line aligned (no measurable difference on loopback here; cheap).
 const RECV_CONTROL_LEN: usize = 112;
 /// Where the payload starts in a ring buffer: `io_uring_recvmsg_out`, name, control.
 const PAYLOAD_OFFSET: usize = RECVMSG_OUT_LEN + NAME_LEN + RECV_CONTROL_LEN;
