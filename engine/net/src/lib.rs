@@ -13,8 +13,8 @@
 //! Both are blocking with a receive timeout (one thread drives one backend; shard with
 //! [`bind_sharded`] for more cores). [`Backend::recv`] copies into caller buffers;
 //! [`Backend::recv_with`] lends the backend's own buffer instead and saves that copy, which is
-//! what a forwarder wants (on loopback it is the difference between ~0.8x and ~1.0x of a raw
-//! GSO/GRO socket pair; see `wavry-bench net`). Nothing on the hot path allocates.
+//! what a forwarder wants (one thread sending and receiving 54 x 1200 B GSO batches on loopback
+//! moved ~20 % more datagrams per second with it here). Nothing on the hot path allocates.
 //!
 //! [`bind`] picks one from an [`IoMode`] (`--io auto|uring|portable`, `WAVRY_IO`); `auto` probes
 //! io_uring and downgrades to portable with one `warn` line saying why.
