@@ -1,0 +1,166 @@
+//! Raw Linux calls the packet benchmark needs and `wavry-net` does not expose: thread pinning,
+//! process CPU time, `sendmmsg`/`recvmmsg`, and a blocking GSO `sendmsg` / GRO `recvmsg` pair
+//! (the ceiling probe). Each wrapper is safe; the `unsafe` stays in this module.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use socket2::SockAddr;
+use wavry_net::cmsg::{self, CONTROL_LEN, ControlBuf, Encoder};
+
+/// Most messages per `sendmmsg` / `recvmmsg` call.
+pub(crate) const MMSG_BATCH: usize = 32;
+/// Receive slot for `recvmmsg` (one plain datagram each).
+pub(crate) const MMSG_SLOT: usize = 2048;
+
+/// Pins the calling thread to one CPU, as two-thread loopback figures swing 2x unpinned.
+pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    // SAFETY: `cpu_set_t` is plain data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { zeroed() };
+    // SAFETY: CPU_SET writes one bit inside `set` (it bounds-checks `cpu`).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
+    let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// User + system CPU time of the whole process so far (getrusage RUSAGE_SELF).
+pub(crate) fn process_cpu_time() -> Duration {
+    // SAFETY: `rusage` is plain data; all-zero is valid and getrusage overwrites it.
+    let mut ru: libc::rusage = unsafe { zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid, writable `rusage`.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &raw mut ru) };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Sends `n` (≤ [`MMSG_BATCH`]) copies of `payload` to `dst` with one `sendmmsg`; returns how
+/// many the kernel took.
+pub(crate) fn send_mmsg(
+    sock: &UdpSocket,
+    dst: &SockAddr,
+    payload: &[u8],
+    n: usize,
+) -> io::Result<usize> {
+    let n = n.min(MMSG_BATCH);
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr().cast_mut().cast(),
+        iov_len: payload.len(),
+    };
+    // SAFETY: all-zero mmsghdrs are valid (null pointers, zero lengths).
+    let mut hdrs: [libc::mmsghdr; MMSG_BATCH] = unsafe { zeroed() };
+    for h in &mut hdrs[..n] {
+        h.msg_hdr.msg_name = dst.as_ptr().cast_mut().cast();
+        h.msg_hdr.msg_namelen = dst.len();
+        h.msg_hdr.msg_iov = &raw mut iov;
+        h.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: `hdrs[..n]` point at `dst`, `iov` and `payload`, all alive for the call; the
+    // kernel only reads them (sendmmsg writes msg_len into `hdrs`, which we own).
+    let rc = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), n as u32, 0) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+/// Receives up to [`MMSG_BATCH`] datagrams with one `recvmmsg(MSG_WAITFORONE)` into `slots`;
+/// returns (datagrams, bytes). A blocking socket's SO_RCVTIMEO bounds the wait.
+pub(crate) fn recv_mmsg(sock: &UdpSocket, slots: &mut [u8]) -> io::Result<(usize, usize)> {
+    // SAFETY: all-zero iovecs / mmsghdrs are valid.
+    let mut iovs: [libc::iovec; MMSG_BATCH] = unsafe { zeroed() };
+    // SAFETY: as above.
+    let mut hdrs: [libc::mmsghdr; MMSG_BATCH] = unsafe { zeroed() };
+    let mut n = 0;
+    for (i, chunk) in slots.chunks_mut(MMSG_SLOT).take(MMSG_BATCH).enumerate() {
+        iovs[i].iov_base = chunk.as_mut_ptr().cast();
+        iovs[i].iov_len = chunk.len();
+        n += 1;
+    }
+    for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()).take(n) {
+        h.msg_hdr.msg_iov = iov;
+        h.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: each header points at one iovec describing a disjoint chunk of `slots`, all
+    // borrowed mutably for the duration of the call.
+    let rc = unsafe {
+        libc::recvmmsg(
+            sock.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as u32,
+            libc::MSG_WAITFORONE,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let k = rc as usize;
+    Ok((k, hdrs[..k].iter().map(|h| h.msg_len as usize).sum()))
+}
+
+/// One blocking `sendmsg` of `payload` cut into `segment`-byte datagrams by the kernel (GSO).
+pub(crate) fn send_gso(
+    sock: &UdpSocket,
+    dst: &SockAddr,
+    payload: &[u8],
+    segment: u16,
+) -> io::Result<()> {
+    let mut ctrl = ControlBuf::default();
+    let mut enc = Encoder::new(&mut ctrl);
+    cmsg::push_gso(&mut enc, segment);
+    let ctrl_len = enc.len();
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr().cast_mut().cast(),
+        iov_len: payload.len(),
+    };
+    // SAFETY: all-zero msghdr is valid.
+    let mut hdr: libc::msghdr = unsafe { zeroed() };
+    hdr.msg_name = dst.as_ptr().cast_mut().cast();
+    hdr.msg_namelen = dst.len();
+    hdr.msg_iov = &raw mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = ctrl.0.as_mut_ptr().cast();
+    hdr.msg_controllen = ctrl_len as _;
+    // SAFETY: every pointer in `hdr` refers to a local or borrowed buffer alive for the call.
+    let rc = unsafe { libc::sendmsg(sock.as_raw_fd(), &raw const hdr, 0) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// One blocking `recvmsg` into `buf` on a UDP_GRO socket; returns (bytes, datagrams).
+pub(crate) fn recv_gro(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, usize)> {
+    let mut ctrl = ControlBuf::default();
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: all-zero msghdr is valid.
+    let mut hdr: libc::msghdr = unsafe { zeroed() };
+    hdr.msg_iov = &raw mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = ctrl.0.as_mut_ptr().cast();
+    hdr.msg_controllen = CONTROL_LEN as _;
+    // SAFETY: `hdr` points at `iov` (describing `buf`) and `ctrl`, both alive and writable.
+    let rc = unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut hdr, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let len = rc as usize;
+    let used = (hdr.msg_controllen as usize).min(CONTROL_LEN);
+    let stride = cmsg::decode(&ctrl.0[..used]).gro_size.unwrap_or(len).max(1);
+    Ok((len, len.div_ceil(stride)))
+}
