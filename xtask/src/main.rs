@@ -41,9 +41,11 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         fuzz_seconds: u64,
     },
-    /// Run the criterion benches (results under target/criterion).
+    /// Run the criterion benches (results under target/criterion), or `bench netsim` for the
+    /// transport's scenario figures on the simulated network (FEC under loss, DELTA behind a
+    /// bottleneck, handshake under loss).
     Bench {
-        /// Only benches whose name contains this.
+        /// `netsim`, or a filter: only criterion benches whose name contains this.
         filter: Option<String>,
     },
     /// Run every fuzz target for a bounded time.
@@ -63,6 +65,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Demo { packets } => demo(&root, packets),
         Cmd::Test { fuzz_seconds } => test(fuzz_seconds),
+        Cmd::Bench { filter } if filter.as_deref() == Some("netsim") => bench_netsim(),
         Cmd::Bench { filter } => {
             let mut args = vec!["bench", "--workspace"];
             if let Some(f) = filter.as_deref() {
@@ -240,6 +243,87 @@ fn cargo_test(args: &[&str]) -> anyhow::Result<(u64, u64)> {
         bail!("cargo test failed ({status})");
     }
     Ok((passed, failed))
+}
+
+/// Runs the netsim scenario tests in release mode and prints their figures as tables.
+fn bench_netsim() -> anyhow::Result<()> {
+    step("netsim scenarios (virtual time, deterministic seeds)");
+    let out = Command::new("cargo")
+        .args(["test", "--release", "--locked", "-p", "wavry-rift"])
+        .args([
+            "--test",
+            "fec_loss",
+            "--test",
+            "delta_bottleneck",
+            "--test",
+            "handshake_under_loss",
+            "--test",
+            "input_priority",
+        ])
+        .args(["--", "--nocapture", "--test-threads", "1"])
+        .output()
+        .context("could not run cargo test")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        println!("{text}{}", String::from_utf8_lossy(&out.stderr));
+        bail!("a scenario failed");
+    }
+    println!(
+        "\n| scenario (60 fps, 20 Mbit/s, 40 ms RTT; deadline = interval + RTT/2 + 15 ms) | frames on time | FEC overhead | measured loss |"
+    );
+    println!("|---|---|---|---|");
+    // libtest prints "test name ... " before a test's own output on the same line: cut it.
+    let lines: Vec<&str> = text
+        .lines()
+        .map(
+            |l| match (l.find("loss "), l.find('['), l.starts_with("test ")) {
+                (Some(i), _, true) => &l[i..],
+                (_, Some(i), true) => &l[i..],
+                _ => l,
+            },
+        )
+        .collect();
+    for line in lines.iter().filter(|l| l.starts_with("loss ")) {
+        // "loss L burst B: X/Y on time (R), fec overhead O, recovered .., retransmitted .., measured loss M"
+        let (head, rest) = line.split_once(':').unwrap_or((line, ""));
+        let parts: Vec<&str> = rest.split(',').map(str::trim).collect();
+        let get = |p: &str| {
+            parts
+                .iter()
+                .find(|x| x.starts_with(p))
+                .map_or("", |x| x.trim_start_matches(p).trim())
+        };
+        println!(
+            "| {head} | {} | {} | {} |",
+            parts.first().copied().unwrap_or(""),
+            get("fec overhead"),
+            get("measured loss")
+        );
+    }
+    println!(
+        "\n| DELTA behind a bottleneck (30 Mbit/s offered) | window | utilisation, p95 queueing delay |"
+    );
+    println!("|---|---|---|");
+    let labels = [
+        "10 Mbit/s, after 5 s",
+        "doubled to 20 Mbit/s, after 5 s",
+        "halved to 10 Mbit/s, after 2 s",
+        "halving transient (first 2 s)",
+    ];
+    for (label, line) in labels
+        .iter()
+        .zip(text.lines().filter(|l| l.starts_with('[')))
+    {
+        let (window, figures) = line.split_once(')').unwrap_or((line, ""));
+        println!("| {label} | {window}) | {} |", figures.trim());
+    }
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("slowest connect") || l.starts_with("key latency"))
+    {
+        println!("\n{line}");
+    }
+    Ok(())
 }
 
 fn fuzz_targets() -> anyhow::Result<Vec<String>> {

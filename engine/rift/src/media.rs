@@ -294,7 +294,7 @@ pub fn message_len(bytes: &[u8]) -> Option<usize> {
         return None;
     }
     let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
-    let total = bytes.len() - buf.len() + len;
+    let total = (bytes.len() - buf.len()).checked_add(len)?;
     (total <= bytes.len()).then_some(total)
 }
 
@@ -556,6 +556,13 @@ mod tests {
         assert_eq!(message_len(&out), Some(n));
         assert_eq!(message_len(&out[..n - 1]), None);
         assert_eq!(message_len(&[0x0a, 0x00]), None);
+        // Found by fuzzing: a huge length must not overflow.
+        assert_eq!(
+            message_len(&[
+                0x1a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01
+            ]),
+            None
+        );
     }
 
     #[test]
