@@ -16,7 +16,7 @@ use wavry_control_core::{AdminRefusal, hash_token, ip_hash, unix_now};
 
 use crate::app::{ApiError, ApiResult, AppState, St, bad, client_ip, parse_json, rfc3339};
 
-async fn guard(st: &AppState, peer: SocketAddr, headers: &HeaderMap) -> ApiResult<IpAddr> {
+fn guard(st: &AppState, peer: SocketAddr, headers: &HeaderMap) -> ApiResult<IpAddr> {
     let ip = client_ip(st, peer, headers);
     if !st.auth_limiter.check(&format!("admin:{ip}")) {
         st.count(&st.metrics.rate_limited);
@@ -92,7 +92,7 @@ pub(crate) async fn overview(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    guard(&st, peer, &headers).await?;
+    guard(&st, peer, &headers)?;
     let now = unix_now();
     let users_total = count(&st, "SELECT COUNT(*) FROM users", None).await?;
     let sessions_total = count(&st, "SELECT COUNT(*) FROM sessions", None).await?;
@@ -146,7 +146,7 @@ pub(crate) async fn audit_list(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    guard(&st, peer, &headers).await?;
+    guard(&st, peer, &headers)?;
     Ok(Json(Value::Array(audit_rows(&st, 200).await?)))
 }
 
@@ -162,7 +162,7 @@ pub(crate) async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let ip = guard(&st, peer, &headers).await?;
+    let ip = guard(&st, peer, &headers)?;
     let req: RevokeReq = parse_json(&body)?;
     let t = req.token.trim();
     let h = if t.starts_with("h1:") && t.len() == 67 {
@@ -210,7 +210,7 @@ pub(crate) async fn ban(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let ip = guard(&st, peer, &headers).await?;
+    let ip = guard(&st, peer, &headers)?;
     let req: BanReq = parse_json(&body)?;
     let exists = sqlx::query("SELECT 1 FROM users WHERE id = $1")
         .bind(&req.user_id)
@@ -271,7 +271,7 @@ pub(crate) async fn unban(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let ip = guard(&st, peer, &headers).await?;
+    let ip = guard(&st, peer, &headers)?;
     let req: UnbanReq = parse_json(&body)?;
     let n = sqlx::query("DELETE FROM user_bans WHERE user_id = $1")
         .bind(&req.user_id)

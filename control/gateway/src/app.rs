@@ -198,6 +198,7 @@ impl AppState {
         })
     }
 
+    #[allow(clippy::unused_self)]
     pub(crate) fn count(&self, c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }

@@ -203,10 +203,8 @@ pub(crate) async fn register(
     let ip = client_ip(&st, peer, &headers);
     st.count(&st.metrics.register_attempts);
     limit(&st, "register", ip)?;
-    let req: RegisterReq = parse_json(&body).map_err(|e| {
-        st.count(&st.metrics.validation_errors);
-        e
-    })?;
+    let req: RegisterReq =
+        parse_json(&body).inspect_err(|_| st.count(&st.metrics.validation_errors))?;
     let email = norm_email(&req.email).ok_or_else(|| invalid(&st, "invalid email"))?;
     let username = norm_username(&req.username)
         .ok_or_else(|| invalid(&st, "username must be 3..32 characters of [a-z0-9_.-]"))?;
@@ -249,7 +247,7 @@ pub(crate) async fn register(
     if let Err(e) = res {
         // A concurrent registration won the unique index.
         if e.as_database_error()
-            .is_some_and(|d| d.is_unique_violation())
+            .is_some_and(sqlx::error::DatabaseError::is_unique_violation)
         {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -631,6 +629,7 @@ pub(crate) async fn totp_enable(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -164,6 +164,7 @@ pub(crate) fn otpauth_url(secret_b32: &str, email: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

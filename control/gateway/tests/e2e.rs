@@ -4,6 +4,8 @@
 //! The master binary is taken from the same target directory as the gateway binary; build
 //! both with `cargo test -p wavry-master -p wavry-gateway` (or `cargo xtask test`).
 
+#![allow(clippy::unwrap_used)]
+
 use std::{
     path::Path,
     time::{Duration, Instant},

@@ -700,7 +700,7 @@ impl AppState {
     }
 
     /// Ranks relays and issues one lease per peer, each for its own role.
-    pub(crate) fn issue(&self, req: LeaseRequest) -> ApiResult<LeaseGrant> {
+    pub(crate) fn issue(&self, req: &LeaseRequest) -> ApiResult<LeaseGrant> {
         if !valid_sub(&req.requester.sub) || !valid_sub(&req.target.sub) {
             return Err(bad("requester and target must be non-empty names"));
         }
@@ -874,7 +874,7 @@ async fn leases(
             wavry_id: Some(id),
         };
     }
-    st.issue(req).map(Json)
+    st.issue(&req).map(Json)
 }
 
 #[derive(Deserialize)]
@@ -1203,7 +1203,7 @@ async fn auth_login(
 // ---------------------------------------------------------------------------------------------
 // Admin
 
-async fn admin_guard(st: &AppState, peer: SocketAddr, headers: &HeaderMap) -> ApiResult<IpAddr> {
+fn admin_guard(st: &AppState, peer: SocketAddr, headers: &HeaderMap) -> ApiResult<IpAddr> {
     let ip = st.ip.resolve(peer, headers);
     if !st.admin_limiter.check(&format!("admin:{ip}")) {
         return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limited"));
@@ -1261,7 +1261,7 @@ async fn admin_revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let ip = admin_guard(&st, peer, &headers).await?;
+    let ip = admin_guard(&st, peer, &headers)?;
     let req: RevokeReq = parse_json(&body)?;
     let subject = match (req.wavry_id, req.sub) {
         (Some(w), _) => w
@@ -1315,7 +1315,7 @@ async fn admin_update_state(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let ip = admin_guard(&st, peer, &headers).await?;
+    let ip = admin_guard(&st, peer, &headers)?;
     let req: UpdateStateReq = parse_json(&body)?;
     let found = {
         let mut relays = st

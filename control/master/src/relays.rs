@@ -261,6 +261,7 @@ pub(crate) fn rank(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -274,7 +275,7 @@ mod tests {
         Relay {
             id: id.into(),
             endpoints: vec!["192.0.2.1:4000".into()],
-            ip: "192.0.2.1".parse().unwrap(),
+            ip: std::net::IpAddr::from([192, 0, 2, 1]),
             region: region.map(Into::into),
             asn,
             max_sessions: None,

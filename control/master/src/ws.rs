@@ -281,7 +281,7 @@ fn handle(st: &AppState, me: &str, text: &str) -> Result<Option<String>, String>
                 probes: std::mem::take(probes),
                 exclude: std::mem::take(exclude),
             };
-            match st.issue(req) {
+            match st.issue(&req) {
                 Ok(g) => {
                     let creds = |c: &wavry_signal::broker::Credentials, peer: &str| {
                         Envelope::encode(&Message::RelayCredentials {
