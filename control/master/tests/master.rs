@@ -179,7 +179,7 @@ async fn recv(ws: &mut Ws) -> Option<Message> {
     }
 }
 
-fn lease_request(requester: &str, target: &str, probes: Value, exclude: Value) -> Value {
+fn lease_request(requester: &str, target: &str, probes: &Value, exclude: &Value) -> Value {
     json!({"requester": {"sub": requester}, "target": {"sub": target}, "region": "eu-west", "probes": probes, "exclude": exclude})
 }
 
@@ -296,7 +296,7 @@ async fn registry_and_selection(db: Option<String>) {
     let (code, g) = m
         .post(
             "/v1/leases",
-            lease_request("alice", "bob", json!([]), json!([])),
+            lease_request("alice", "bob", &json!([]), &json!([])),
             Some(SERVICE),
         )
         .await;
@@ -312,7 +312,7 @@ async fn registry_and_selection(db: Option<String>) {
     let (_, g) = m
         .post(
             "/v1/leases",
-            lease_request("alice", "bob", probes, json!([])),
+            lease_request("alice", "bob", &probes, &json!([])),
             Some(SERVICE),
         )
         .await;
@@ -320,7 +320,7 @@ async fn registry_and_selection(db: Option<String>) {
     let (_, g) = m
         .post(
             "/v1/leases",
-            lease_request("carol", "bob", json!([]), json!(["near"])),
+            lease_request("carol", "bob", &json!([]), &json!(["near"])),
             Some(SERVICE),
         )
         .await;
@@ -346,7 +346,7 @@ async fn registry_and_selection(db: Option<String>) {
         LeaseRole::Server,
     )
     .unwrap();
-    let mut req = lease_request("dave", "bob", json!([]), json!([]));
+    let mut req = lease_request("dave", "bob", &json!([]), &json!([]));
     req["requester_role"] = json!("server");
     let (_, g2) = m.post("/v1/leases", req, Some(SERVICE)).await;
     assert_eq!(
@@ -370,7 +370,7 @@ async fn registry_and_selection(db: Option<String>) {
     let (_, g3) = m
         .post(
             "/v1/leases",
-            lease_request("erin", "bob", json!([]), json!([])),
+            lease_request("erin", "bob", &json!([]), &json!([])),
             Some(SERVICE),
         )
         .await;
@@ -388,7 +388,7 @@ async fn registry_and_selection(db: Option<String>) {
         last = m
             .post(
                 "/v1/leases",
-                lease_request("frank", "bob", json!([]), json!([])),
+                lease_request("frank", "bob", &json!([]), &json!([])),
                 Some(SERVICE),
             )
             .await
