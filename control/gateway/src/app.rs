@@ -91,6 +91,8 @@ pub(crate) struct AppState {
     pub(crate) master_url: String,
     pub(crate) master_token: Option<String>,
     pub(crate) dummy_hash: String,
+    /// Bounds concurrent argon2 work (19 MiB each) so parallel logins cannot exhaust memory.
+    pub(crate) hash_permits: tokio::sync::Semaphore,
     pub(crate) ws_max_per_ip: usize,
     pub(crate) ws_max_total: usize,
 }
@@ -263,6 +265,9 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
         master_url: cli.master_url.trim_end_matches('/').to_owned(),
         master_token,
         dummy_hash,
+        hash_permits: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, std::num::NonZero::get) * 2,
+        ),
         ws_max_per_ip: usize::try_from(wavry_control_core::env_u64("WAVRY_WS_MAX_PER_IP", 16))
             .unwrap_or(16),
         ws_max_total: usize::try_from(wavry_control_core::env_u64(

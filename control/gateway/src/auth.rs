@@ -44,7 +44,10 @@ fn verify_password(pw: &str, phc: &str) -> bool {
         .is_ok_and(|h| Argon2::default().verify_password(pw.as_bytes(), &h).is_ok())
 }
 
-async fn verify_blocking(pw: String, phc: String) -> bool {
+async fn verify_blocking(st: &AppState, pw: String, phc: String) -> bool {
+    let Ok(_permit) = st.hash_permits.acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || verify_password(&pw, &phc))
         .await
         .unwrap_or(false)
@@ -228,10 +231,16 @@ pub(crate) async fn register(
         ));
     }
     let pw = req.password;
+    let permit = st
+        .hash_permits
+        .acquire()
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
     let phc = tokio::task::spawn_blocking(move || hash_password(&pw))
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "hashing failed"))?
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "hashing failed"))?;
+    drop(permit);
     let id = uuid::Uuid::new_v4().to_string();
     let now = unix_now();
     let res = sqlx::query("INSERT INTO users (id, email, username, password_hash, display_name, public_key, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
@@ -371,7 +380,7 @@ pub(crate) async fn login(
     let invalid_credentials = || ApiError::new(StatusCode::UNAUTHORIZED, "Invalid credentials");
     let Some(user) = user_by_email(&st, &email).await? else {
         // Same work as a real check, so timing does not reveal which emails exist.
-        let _ = verify_blocking(req.password, st.dummy_hash.clone()).await;
+        let _ = verify_blocking(&st, req.password, st.dummy_hash.clone()).await;
         record_failure(&st, std::slice::from_ref(&ip_key)).await?;
         tracing::info!(
             event = "LoginFailure",
@@ -380,7 +389,7 @@ pub(crate) async fn login(
         );
         return Err(invalid_credentials());
     };
-    if !verify_blocking(req.password, user.password_hash.clone()).await {
+    if !verify_blocking(&st, req.password, user.password_hash.clone()).await {
         record_failure(&st, &both).await?;
         tracing::info!(event = "LoginFailure", reason = "InvalidPassword", user_id = %user.id, "login failed");
         return Err(invalid_credentials());

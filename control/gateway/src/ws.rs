@@ -32,7 +32,6 @@ use wavry_signal::{
 use crate::app::{AppState, SessionUser};
 
 const BIND_TIMEOUT: Duration = Duration::from_secs(10);
-const MESSAGES_PER_MINUTE: u32 = 600;
 
 /// Something to deliver to a connection.
 #[derive(Debug)]
@@ -276,6 +275,11 @@ async fn serve_bound(
     stream: &mut futures_util::stream::SplitStream<WebSocket>,
     rx: &mut mpsc::Receiver<Out>,
 ) {
+    let per_minute = u32::try_from(wavry_control_core::env_u64(
+        "WAVRY_WS_MESSAGES_PER_MINUTE",
+        600,
+    ))
+    .unwrap_or(600);
     let mut window = (Instant::now(), 0u32);
     loop {
         tokio::select! {
@@ -290,7 +294,7 @@ async fn serve_bound(
                 Some(Ok(WsMsg::Text(t))) => {
                     if window.0.elapsed() >= Duration::from_secs(60) { window = (Instant::now(), 0); }
                     window.1 += 1;
-                    if window.1 > MESSAGES_PER_MINUTE {
+                    if window.1 > per_minute {
                         return close_with(sink, 429, "message rate limit exceeded").await;
                     }
                     match handle(st, user, &t).await {

@@ -31,7 +31,6 @@ use wavry_signal::{
 use crate::api::AppState;
 
 const BIND_TIMEOUT: Duration = Duration::from_secs(10);
-const MESSAGES_PER_MINUTE: u32 = 600;
 
 /// Something to deliver to a connection.
 #[derive(Debug)]
@@ -212,6 +211,8 @@ async fn run(st: Arc<AppState>, socket: WebSocket, ip: IpAddr, _slot: IpSlot) {
         st.hub.remove(&id, conn);
         return;
     }
+    let per_minute =
+        u32::try_from(env_u64("WAVRY_MASTER_WS_MESSAGES_PER_MINUTE", 600)).unwrap_or(600);
     let mut window = (Instant::now(), 0u32);
     loop {
         tokio::select! {
@@ -226,7 +227,7 @@ async fn run(st: Arc<AppState>, socket: WebSocket, ip: IpAddr, _slot: IpSlot) {
                 Some(Ok(WsMsg::Text(t))) => {
                     if window.0.elapsed() >= Duration::from_secs(60) { window = (Instant::now(), 0); }
                     window.1 += 1;
-                    if window.1 > MESSAGES_PER_MINUTE {
+                    if window.1 > per_minute {
                         close_with(&mut sink, 429, "message rate limit exceeded").await;
                         break;
                     }

@@ -119,6 +119,11 @@ impl Service {
         }
     }
 
+    /// OS process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Stops the process (SIGKILL) and waits for it.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(mut c) = self.child.take() {
