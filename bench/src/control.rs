@@ -409,6 +409,7 @@ fn rss_kib(pid: Option<u32>) -> Option<u64> {
 
 async fn websockets(s: &Stack, args: &Args) -> anyhow::Result<Value> {
     let n = args.ws_connections;
+    let rss_before = rss_kib(s.gateway.pid());
     let reg_start = Instant::now();
     let accounts = register_many(s, "ws", n + 1, 16).await?;
     let register_secs = reg_start.elapsed().as_secs_f64();
@@ -505,6 +506,7 @@ async fn websockets(s: &Stack, args: &Args) -> anyhow::Result<Value> {
         "register_secs": register_secs,
         "open_and_bind_secs": open_secs,
         "gateway_rss_kib": rss,
+        "gateway_rss_kib_before_ws_phase": rss_before,
         "fanout": fan,
     }))
 }
@@ -578,9 +580,10 @@ fn print_table(results: &Value) {
         num(&login["p99_ms"])
     );
     println!(
-        "| WebSocket connections held | {} (gateway RSS {} KiB, open+bind {} s) | | |",
+        "| WebSocket connections held | {} (gateway RSS {} KiB, {} KiB before; open+bind {} s) | | |",
         ws["connections_held"],
         ws["gateway_rss_kib"],
+        ws["gateway_rss_kib_before_ws_phase"],
         num(&ws["open_and_bind_secs"])
     );
     let fan = &ws["fanout"];

@@ -7,11 +7,7 @@ mod control;
 mod net;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "wavry-bench",
-    version,
-    about = "Wavry load tools and benchmarks"
-)]
+#[command(name = "wavry-bench", version, about = "Wavry load tools and benchmarks")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -91,8 +91,8 @@ pub(crate) struct AppState {
     pub(crate) master_url: String,
     pub(crate) master_token: Option<String>,
     pub(crate) dummy_hash: String,
-    /// Bounds concurrent argon2 work (19 MiB each) so parallel logins cannot exhaust memory.
-    pub(crate) hash_permits: tokio::sync::Semaphore,
+    /// Bounded argon2 worker pool (19 MiB per hash) so parallel logins cannot exhaust memory.
+    pub(crate) hash_pool: auth::HashPool,
     pub(crate) ws_max_per_ip: usize,
     pub(crate) ws_max_total: usize,
 }
@@ -240,9 +240,13 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
             "WAVRY_GATEWAY_MASTER_TOKEN unset: relay requests cannot be brokered through the master"
         );
     }
-    let dummy_hash =
-        tokio::task::spawn_blocking(|| auth::hash_password("wavry-timing-equaliser-password"))
-            .await??;
+    let hash_pool = auth::HashPool::new(
+        std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+    )?;
+    let dummy_hash = hash_pool
+        .run(|| auth::hash_password("wavry-timing-equaliser-password"))
+        .await
+        .context("argon2 pool")??;
     let st = Arc::new(AppState {
         db,
         totp_key,
@@ -265,9 +269,7 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
         master_url: cli.master_url.trim_end_matches('/').to_owned(),
         master_token,
         dummy_hash,
-        hash_permits: tokio::sync::Semaphore::new(
-            std::thread::available_parallelism().map_or(2, std::num::NonZero::get) * 2,
-        ),
+        hash_pool,
         ws_max_per_ip: usize::try_from(wavry_control_core::env_u64("WAVRY_WS_MAX_PER_IP", 16))
             .unwrap_or(16),
         ws_max_total: usize::try_from(wavry_control_core::env_u64(

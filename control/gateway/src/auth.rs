@@ -45,12 +45,59 @@ fn verify_password(pw: &str, phc: &str) -> bool {
 }
 
 async fn verify_blocking(st: &AppState, pw: String, phc: String) -> bool {
-    let Ok(_permit) = st.hash_permits.acquire().await else {
-        return false;
-    };
-    tokio::task::spawn_blocking(move || verify_password(&pw, &phc))
+    st.hash_pool
+        .run(move || verify_password(&pw, &phc))
         .await
         .unwrap_or(false)
+}
+
+/// Job run on the argon2 pool.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of threads for argon2 work. Each hash needs 19 MiB; running them on a few
+/// long-lived threads bounds both concurrency and the memory the allocator keeps per thread
+/// (with `spawn_blocking`, every new blocking thread grew its own arena).
+pub(crate) struct HashPool {
+    tx: std::sync::mpsc::SyncSender<Job>,
+}
+
+impl HashPool {
+    /// Starts `threads` workers.
+    pub(crate) fn new(threads: usize) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1024);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = rx
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })?;
+        }
+        Ok(Self { tx })
+    }
+
+    /// Runs `f` on the pool; `None` when the queue (1024 jobs) is full or the pool is gone.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let (otx, orx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = otx.send(f());
+        });
+        self.tx.try_send(job).ok()?;
+        orx.await.ok()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -231,16 +278,12 @@ pub(crate) async fn register(
         ));
     }
     let pw = req.password;
-    let permit = st
-        .hash_permits
-        .acquire()
+    let phc = st
+        .hash_pool
+        .run(move || hash_password(&pw))
         .await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
-    let phc = tokio::task::spawn_blocking(move || hash_password(&pw))
-        .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "hashing failed"))?
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server busy, retry"))?
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "hashing failed"))?;
-    drop(permit);
     let id = uuid::Uuid::new_v4().to_string();
     let now = unix_now();
     let res = sqlx::query("INSERT INTO users (id, email, username, password_hash, display_name, public_key, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
