@@ -3,8 +3,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use argon2::{
-    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
-    password_hash::{SaltString, rand_core::OsRng},
+    Algorithm, Argon2, Block, Params, PasswordHash, Version,
+    password_hash::{Output, ParamsString, SaltString, rand_core::OsRng},
 };
 use axum::{
     Json,
@@ -30,18 +30,75 @@ const LOCKOUT_FAILURES: i64 = 5;
 /// Lockout duration after the last failure.
 const LOCKOUT_SECS: i64 = 15 * 60;
 
+thread_local! {
+    /// Argon2 working memory (19 MiB with the default parameters), allocated once per pool
+    /// thread and reused, so the process does not keep a fresh 19 MiB region per hash.
+    static BLOCKS: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn argon2_into(
+    a: &Argon2<'_>,
+    pw: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), argon2::Error> {
+    BLOCKS.with(|b| {
+        let mut b = b.borrow_mut();
+        let n = a.params().block_count();
+        if b.len() < n {
+            b.resize(n, Block::default());
+        }
+        a.hash_password_into_with_memory(pw, salt, out, &mut b[..n])
+    })
+}
+
 /// Argon2id (crate defaults: v0x13, m = 19456 KiB, t = 2, p = 1), PHC string.
 pub(crate) fn hash_password(pw: &str) -> anyhow::Result<String> {
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(pw.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("argon2: {e}"))
+    let a = Argon2::default();
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt
+        .as_salt()
+        .decode_b64(&mut salt_buf)
+        .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+    let mut out = [0u8; 32];
+    argon2_into(&a, pw.as_bytes(), salt_bytes, &mut out)
+        .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(a.params()).map_err(|e| anyhow::anyhow!("params: {e}"))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| anyhow::anyhow!("output: {e}"))?),
+    };
+    Ok(phc.to_string())
 }
 
 fn verify_password(pw: &str, phc: &str) -> bool {
-    PasswordHash::new(phc)
-        .is_ok_and(|h| Argon2::default().verify_password(pw.as_bytes(), &h).is_ok())
+    let check = || -> Option<bool> {
+        let h = PasswordHash::new(phc).ok()?;
+        let alg = Algorithm::try_from(h.algorithm).ok()?;
+        let version = h
+            .version
+            .map(Version::try_from)
+            .transpose()
+            .ok()?
+            .unwrap_or_default();
+        let params = Params::try_from(&h).ok()?;
+        let expected = h.hash?;
+        let mut salt_buf = [0u8; 64];
+        let salt = h.salt?.decode_b64(&mut salt_buf).ok()?;
+        let mut out = vec![0u8; expected.len()];
+        argon2_into(
+            &Argon2::new(alg, version, params),
+            pw.as_bytes(),
+            salt,
+            &mut out,
+        )
+        .ok()?;
+        Some(wavry_control_core::ct_eq(&out, expected.as_bytes()))
+    };
+    check().unwrap_or(false)
 }
 
 async fn verify_blocking(st: &AppState, pw: String, phc: String) -> bool {
@@ -684,6 +741,15 @@ pub(crate) async fn totp_enable(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn argon2id_hashes_verify_and_are_phc() {
+        let h = hash_password("correct horse battery").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+        assert!(verify_password("correct horse battery", &h));
+        assert!(!verify_password("wrong horse battery", &h));
+        assert!(!verify_password("x", "not a phc string"));
+    }
 
     #[test]
     fn validation_rules() {
