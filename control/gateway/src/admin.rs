@@ -177,7 +177,7 @@ pub(crate) async fn revoke(
         .execute(&st.db)
         .await?
         .rows_affected();
-    let kicked = st.hub.kick_session(&h, "session revoked");
+    let kicked = st.kick_session(&h, "session revoked").await;
     audit(
         &st,
         "revoke_session",
@@ -242,8 +242,8 @@ pub(crate) async fn ban(
         .await?
         .rows_affected();
     let kicked = st
-        .hub
-        .kick_user(&req.user_id, &format!("Account suspended: {reason}"));
+        .kick_user(&req.user_id, &format!("Account suspended: {reason}"))
+        .await;
     audit(
         &st,
         "ban_user",

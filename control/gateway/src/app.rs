@@ -27,10 +27,12 @@ use wavry_control_core::{
     env_str, hash_token, unix_now,
 };
 
-use crate::{Cli, admin, auth, totp::TotpKey, ws};
+use crate::{Cli, admin, auth, bus, totp::TotpKey, ws};
 
-const MIGRATIONS: &[wavry_control_core::MigrationSource] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[wavry_control_core::MigrationSource] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "cluster", include_str!("../migrations/0002_cluster.sql")),
+];
 
 /// Counters exposed at `/metrics/auth` and `/metrics/prometheus`.
 #[derive(Default)]
@@ -87,6 +89,8 @@ pub(crate) struct AppState {
     global_limiter: RateLimiter,
     pub(crate) metrics: AuthMetrics,
     pub(crate) hub: ws::Hub,
+    /// Cross-instance bus (Postgres only).
+    pub(crate) bus: Option<bus::Bus>,
     pub(crate) http: reqwest::Client,
     pub(crate) master_url: String,
     pub(crate) master_token: Option<String>,
@@ -200,6 +204,47 @@ impl AppState {
         })
     }
 
+    /// Closes every socket of a user, here and on other instances.
+    pub(crate) async fn kick_user(&self, user_id: &str, reason: &str) -> usize {
+        let n = self.hub.kick_user(user_id, reason);
+        if let Some(b) = &self.bus {
+            b.publish(bus::Event::KickUser {
+                user_id: user_id.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .await;
+        }
+        n
+    }
+
+    /// Closes sockets bound with a session, here and on other instances.
+    pub(crate) async fn kick_session(&self, hash: &str, reason: &str) -> usize {
+        let n = self.hub.kick_session(hash, reason);
+        if let Some(b) = &self.bus {
+            b.publish(bus::Event::KickSession {
+                hash: hash.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .await;
+        }
+        n
+    }
+
+    /// Delivers a text frame to a bound user, locally or through the bus.
+    pub(crate) async fn deliver(&self, username: &str, text: String, remote: bool) -> bool {
+        match (&self.bus, remote) {
+            (Some(b), true) => {
+                b.publish(bus::Event::Deliver {
+                    to: username.to_owned(),
+                    text,
+                })
+                .await;
+                true
+            }
+            _ => self.hub.send_local(username, text),
+        }
+    }
+
     #[allow(clippy::unused_self)]
     pub(crate) fn count(&self, c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
@@ -247,6 +292,7 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
         .run(|| auth::hash_password("wavry-timing-equaliser-password"))
         .await
         .context("argon2 pool")??;
+    let bus_db = db.clone();
     let st = Arc::new(AppState {
         db,
         totp_key,
@@ -263,6 +309,7 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
         global_limiter: RateLimiter::from_env("WAVRY_GLOBAL_RATE_LIMIT", 600, 60, 200_000),
         metrics: AuthMetrics::default(),
         hub: ws::Hub::default(),
+        bus: (backend == wavry_control_core::Backend::Postgres).then(|| bus::Bus::new(bus_db)),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()?,
@@ -279,6 +326,9 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
         .unwrap_or(4096),
     });
     tokio::spawn(sweeper(st.clone()));
+    if st.bus.is_some() {
+        tokio::spawn(bus::listen(st.clone(), url.clone()));
+    }
 
     let cors = tower_http::cors::CorsLayer::new()
         .allow_origin(
@@ -372,6 +422,9 @@ async fn sweeper(st: St) {
             .bind(now - 3600)
             .execute(&st.db)
             .await;
+        if let Some(b) = &st.bus {
+            b.housekeeping().await;
+        }
         for l in [
             &st.auth_limiter,
             &st.post_auth_limiter,
@@ -393,6 +446,7 @@ async fn health(State(st): State<St>) -> Json<Value> {
         "active_ws_connections": st.hub.connections(),
         "active_relay_sessions": st.metrics.relay_sessions.load(Ordering::Relaxed),
         "database_ok": wavry_control_core::db_ok(&st.db).await,
+        "cluster_bus_listening": st.bus.as_ref().map(|b| b.listening.load(Ordering::Relaxed)),
     }))
 }
 

@@ -581,7 +581,7 @@ pub(crate) async fn logout(
         .execute(&st.db)
         .await?
         .rows_affected();
-    st.hub.kick_session(&h, "logged out");
+    st.kick_session(&h, "logged out").await;
     st.count(&st.metrics.logout_success);
     tracing::info!(event = "Logout", revoked = n > 0, "logout");
     Ok(Json(json!({ "revoked": n > 0 })))
@@ -727,7 +727,7 @@ pub(crate) async fn totp_enable(
         .bind(&u.id)
         .execute(&st.db)
         .await?;
-    st.hub.kick_user(&u.id, "2FA enabled: sign in again");
+    st.kick_user(&u.id, "2FA enabled: sign in again").await;
     let u = user_by_id(&st, &u.id)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown user"))?;

@@ -5,6 +5,7 @@
 mod admin;
 mod app;
 mod auth;
+mod bus;
 mod totp;
 mod ws;
 

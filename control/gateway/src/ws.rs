@@ -108,7 +108,8 @@ impl Hub {
             .map(|p| (p.user_id.clone(), p.wavry_id.clone()))
     }
 
-    fn send(&self, username: &str, text: String) -> bool {
+    /// Sends to a user bound on this instance.
+    pub(crate) fn send_local(&self, username: &str, text: String) -> bool {
         lock(&self.peers)
             .get(username)
             .is_some_and(|p| p.tx.try_send(Out::Text(text)).is_ok())
@@ -121,6 +122,13 @@ impl Hub {
             .filter(|p| pred(p))
             .map(|p| usize::from(p.tx.try_send(Out::Close(reason.to_owned())).is_ok()))
             .sum()
+    }
+
+    /// Closes the local socket of `username` (bound again elsewhere).
+    pub(crate) fn kick_username(&self, username: &str, reason: &str) -> usize {
+        lock(&self.peers).get(username).map_or(0, |p| {
+            usize::from(p.tx.try_send(Out::Close(reason.to_owned())).is_ok())
+        })
     }
 
     /// Closes every connection of a user (ban, 2FA change).
@@ -262,10 +270,22 @@ async fn run(st: Arc<AppState>, socket: WebSocket, ip: IpAddr, _slot: Slot) {
         username: user.username.clone(),
         wavry_id,
     });
+    if let Some(b) = &st.bus {
+        b.present(
+            &user.username,
+            &user.user_id,
+            user.wavry_id().as_deref(),
+            conn,
+        )
+        .await;
+    }
     if sink.send(WsMsg::Text(bound.into())).await.is_ok() {
         serve_bound(&st, &user, &mut sink, &mut stream, &mut rx).await;
     }
     st.hub.remove(&user.username, conn);
+    if let Some(b) = &st.bus {
+        b.absent(&user.username, conn).await;
+    }
 }
 
 async fn serve_bound(
@@ -332,7 +352,15 @@ async fn handle(st: &AppState, me: &SessionUser, text: &str) -> Result<Option<St
             ))),
         };
     };
-    let Some(target) = st.hub.resolve(&target_raw) else {
+    // Local sockets first, then (Postgres clusters) sockets bound on other instances.
+    let (target, remote) = if let Some(t) = st.hub.resolve(&target_raw) {
+        (t, None)
+    } else if let Some(p) = match &st.bus {
+        Some(b) => b.lookup(&target_raw).await,
+        None => None,
+    } {
+        (p.username.clone(), Some(p))
+    } else {
         return Ok(Some(Envelope::error(404, "target not connected")));
     };
     if target == me.username {
@@ -353,17 +381,29 @@ async fn handle(st: &AppState, me: &SessionUser, text: &str) -> Result<Option<St
             },
             target: PeerRef {
                 sub: target.clone(),
-                wavry_id: st.hub.info(&target).and_then(|i| i.1),
+                wavry_id: remote.as_ref().map_or_else(
+                    || st.hub.info(&target).and_then(|i| i.1),
+                    |r| r.wavry_id.clone(),
+                ),
             },
             requester_role: *role,
             region: region.take(),
             probes: std::mem::take(probes),
             exclude: std::mem::take(exclude),
         };
-        return Ok(Some(broker(st, me, &target, req).await));
+        let target_id = remote.as_ref().map_or_else(
+            || st.hub.info(&target).map(|i| i.0).unwrap_or_default(),
+            |r| r.user_id.clone(),
+        );
+        return Ok(Some(
+            broker(st, me, &target, &target_id, remote.is_some(), req).await,
+        ));
     }
     msg.address_for_forwarding(&me.username, &target);
-    if st.hub.send(&target, Envelope::encode(&msg)) {
+    if st
+        .deliver(&target, Envelope::encode(&msg), remote.is_some())
+        .await
+    {
         Ok(None)
     } else {
         Ok(Some(Envelope::error(404, "target not connected")))
@@ -372,7 +412,14 @@ async fn handle(st: &AppState, me: &SessionUser, text: &str) -> Result<Option<St
 
 /// Asks the master for leases, records the session, delivers the target's credentials and
 /// returns the requester's.
-async fn broker(st: &AppState, me: &SessionUser, target: &str, req: LeaseRequest) -> String {
+async fn broker(
+    st: &AppState,
+    me: &SessionUser,
+    target: &str,
+    target_id: &str,
+    remote: bool,
+    req: LeaseRequest,
+) -> String {
     let Some(token) = &st.master_token else {
         return Envelope::error(503, "relay brokering not configured");
     };
@@ -406,12 +453,11 @@ async fn broker(st: &AppState, me: &SessionUser, target: &str, req: LeaseRequest
             return Envelope::error(503, "master unreachable");
         }
     };
-    let target_id = st.hub.info(target).map(|i| i.0).unwrap_or_default();
     if let Err(e) = sqlx::query("INSERT INTO relay_sessions (session_id, relay_id, requester_id, target_id, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(grant.session_id.to_string())
         .bind(&grant.relay_id)
         .bind(&me.user_id)
-        .bind(&target_id)
+        .bind(target_id)
         .bind(unix_now())
         .execute(&st.db)
         .await
@@ -432,6 +478,7 @@ async fn broker(st: &AppState, me: &SessionUser, target: &str, req: LeaseRequest
             alternates: grant.ranked.clone(),
         })
     };
-    st.hub.send(target, creds(&grant.target, &me.username));
+    st.deliver(target, creds(&grant.target, &me.username), remote)
+        .await;
     creds(&grant.requester, target)
 }

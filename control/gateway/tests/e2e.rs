@@ -694,6 +694,147 @@ async fn refusals(db: Db<'_>) {
     );
 }
 
+/// Polls a gateway's `/health` until its Postgres LISTEN connection is up (bounded).
+async fn wait_bus(http: &reqwest::Client, base: &str) {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let h: Value = http
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if h["cluster_bus_listening"] == true {
+            return;
+        }
+        assert!(Instant::now() < end, "gateway bus not listening: {h}");
+        // Poll interval of a bounded readiness wait.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two gateways sharing one Postgres database: a host bound on A and a client bound on B
+/// reach each other through LISTEN/NOTIFY (relay credentials, small and large signalling
+/// messages), and a ban issued on A cuts the client's socket on B.
+async fn cross_instance(pg: &PgCluster) {
+    let s = start(&Db::Postgres(pg, "cluster")).await;
+    s.register_relay("relay-a").await;
+    let (_, _, host_key) = s.register("host").await;
+    let (client_id, client_token, _) = s.register("client").await;
+    let host_token = s.login("host", PASSWORD, None).await.1["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = start_gateway(
+        &s.dir.path().join("b"),
+        &s.master.base,
+        s.gateway_db.as_ref(),
+    )
+    .await;
+    wait_bus(&s.http, &s.gateway.base).await;
+    wait_bus(&s.http, &b.base).await;
+    let (mut host_ws, _) = bind(&s, &host_token).await;
+    let mut req = format!("ws://127.0.0.1:{}/ws", b.port)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("origin", ORIGIN.parse().unwrap());
+    let (mut client_ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    send(
+        &mut client_ws,
+        &Message::Bind {
+            token: client_token,
+        },
+    )
+    .await;
+    assert!(matches!(
+        recv(&mut client_ws).await,
+        Some(Message::Bound { .. })
+    ));
+
+    send(
+        &mut client_ws,
+        &Message::RequestRelay {
+            target: host_key.id().to_string(),
+            region: None,
+            role: None,
+            probes: vec![],
+            exclude: vec![],
+        },
+    )
+    .await;
+    let Some(Message::RelayCredentials {
+        role: mine,
+        session_id: s1,
+        ..
+    }) = recv(&mut client_ws).await
+    else {
+        panic!("client credentials")
+    };
+    let Some(Message::RelayCredentials {
+        role: theirs,
+        session_id: s2,
+        peer,
+        ..
+    }) = recv(&mut host_ws).await
+    else {
+        panic!("host credentials across instances")
+    };
+    assert_eq!(
+        (mine, theirs, s1, peer.as_str()),
+        (Role::Client, Role::Server, s2, "client")
+    );
+
+    send(
+        &mut client_ws,
+        &Message::OfferRift {
+            target: "host".into(),
+            from: None,
+            hello_base64: "SGk=".into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        recv(&mut host_ws).await.unwrap(),
+        Message::OfferRift {
+            target: "host".into(),
+            from: Some("client".into()),
+            hello_base64: "SGk=".into()
+        }
+    );
+    let big = "a".repeat(20_000);
+    send(
+        &mut host_ws,
+        &Message::Answer {
+            target: "client".into(),
+            from: None,
+            sdp: big.clone(),
+            public_addr: None,
+        },
+    )
+    .await;
+    assert!(
+        matches!(recv(&mut client_ws).await, Some(Message::Answer { sdp, .. }) if sdp == big),
+        "large payload via the outbox"
+    );
+
+    let (code, body) = s
+        .post(
+            &s.gateway.base,
+            "/admin/api/ban",
+            json!({"user_id": client_id, "reason": "cluster"}),
+            &[("x-admin-token", ADMIN)],
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        matches!(recv(&mut client_ws).await, Some(Message::Error { .. })),
+        "ban on A reaches the socket on B"
+    );
+    assert!(recv(&mut client_ws).await.is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_full_flow() {
     full_flow(Db::Sqlite).await;
@@ -718,5 +859,6 @@ async fn postgres_suite() {
     full_flow(Db::Postgres(&pg, "flow")).await;
     lockout(Db::Postgres(&pg, "lockout")).await;
     refusals(Db::Postgres(&pg, "refusals")).await;
+    cross_instance(&pg).await;
     eprintln!("postgres suite took {:?}", started.elapsed());
 }
