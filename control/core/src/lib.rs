@@ -161,6 +161,67 @@ pub async fn shutdown_signal() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Serving
+
+/// Time a client gets to send a request's headers (slow-loris protection).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` over HTTP/1.1 (with WebSocket upgrades) until `shutdown` resolves, with a
+/// header read timeout that `axum::serve` does not set. Requests carry
+/// `ConnectInfo<SocketAddr>` like `into_make_service_with_connect_info`.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use tower::Layer;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    let (close_tx, close_rx) = tokio::sync::watch::channel(());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors and the like: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = axum::Extension(axum::extract::ConnectInfo(peer)).layer(app.clone());
+        let conn = builder
+            .serve_connection(
+                hyper_util::rt::TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(svc),
+            )
+            .with_upgrades();
+        let mut close = close_rx.clone();
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = close.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(close_rx);
+    let _ = close_tx.send(());
+    // Give in-flight requests a moment to finish.
+    let _ = tokio::time::timeout(Duration::from_secs(5), close_tx.closed()).await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Binding
 
 /// Whether this process runs in a container (`/.dockerenv`, `/run/.containerenv`, `$container`).

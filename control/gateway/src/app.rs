@@ -376,12 +376,7 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "wavry-gateway listening");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(wavry_control_core::shutdown_signal())
-    .await?;
+    wavry_control_core::serve_http(listener, app, wavry_control_core::shutdown_signal()).await;
     Ok(())
 }
 
