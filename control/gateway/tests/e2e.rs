@@ -680,6 +680,18 @@ async fn refusals(db: Db<'_>) {
         .0,
         401
     );
+    let page = reqwest::get(format!("{}/admin", s.gateway.base))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Wavry Gateway Admin"));
+    let huge = json!({"email": "a@b.co", "password": "x".repeat(100_000), "display_name": "a", "username": "abc", "public_key": "00"});
+    assert_eq!(s.gw("/auth/register", huge).await.0, 413, "body limit");
+    assert_eq!(
+        s.gw("/webrtc/offer", json!({})).await.0,
+        404,
+        "WebRTC routes are not registered yet"
+    );
     let (code, body) = s.get(format!("{}/health", s.gateway.base), &[]).await;
     assert_eq!((code, body["status"].as_str()), (200, Some("ok")));
     let prom = reqwest::get(format!("{}/metrics/prometheus", s.gateway.base))

@@ -26,6 +26,10 @@ struct Master {
 }
 
 async fn spawn(dir: &Path, db: Option<&String>) -> Master {
+    spawn_with(dir, db, &[]).await
+}
+
+async fn spawn_with(dir: &Path, db: Option<&String>, extra_env: &[(&str, &str)]) -> Master {
     let port = free_port().unwrap();
     let mut args = vec![
         "--listen".to_string(),
@@ -44,6 +48,14 @@ async fn spawn(dir: &Path, db: Option<&String>) -> Master {
         ("WAVRY_MASTER_SERVICE_TOKEN".into(), SERVICE.into()),
         ("ADMIN_PANEL_TOKEN".into(), ADMIN.into()),
     ];
+    let envs: Vec<(String, String)> = envs
+        .into_iter()
+        .chain(
+            extra_env
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string())),
+        )
+        .collect();
     let svc = Service::spawn(
         Path::new(env!("CARGO_BIN_EXE_wavry-master")),
         port,
@@ -566,6 +578,62 @@ async fn identities_ws_and_restart(db: Option<String>) {
     let (code, body) = m.login(&client).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(m.login(&host).await.0, 403, "revocation persisted");
+}
+
+/// A relay may authenticate with its Ed25519 identity instead of the bearer token when the
+/// identity is allow-listed; the relay id is then pinned to that identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_identity_registration() {
+    let dir = TempDir::new("master-relay-id").unwrap();
+    let relay_key = IdentityKey::generate().unwrap();
+    let allowed = relay_key.id().to_string();
+    let m = spawn_with(
+        dir.path(),
+        None,
+        &[("WAVRY_MASTER_RELAY_ALLOWED_IDS", allowed.as_str())],
+    )
+    .await;
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let signed = |key: &IdentityKey, id: &str| {
+        let sig = key.sign(format!("wavry-relay-register-v1\n{id}\n{ts}").as_bytes());
+        json!({"relay_id": id, "endpoints": ["127.0.0.1:4100"], "wavry_id": key.id().to_string(), "timestamp": ts, "signature": hex::encode(sig)})
+    };
+    let (code, body) = m
+        .post("/v1/relays/register", signed(&relay_key, "rid-1"), None)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let hb = body["heartbeat_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        m.post(
+            "/v1/relays/heartbeat",
+            json!({"relay_id": "rid-1", "load_pct": 3.0}),
+            Some(&hb)
+        )
+        .await
+        .0,
+        200
+    );
+    // An identity that is not allow-listed, or a forged signature, is refused.
+    let other = IdentityKey::generate().unwrap();
+    assert_eq!(
+        m.post("/v1/relays/register", signed(&other, "rid-2"), None)
+            .await
+            .0,
+        401
+    );
+    let mut forged = signed(&relay_key, "rid-3");
+    forged["relay_id"] = json!("rid-4");
+    assert_eq!(m.post("/v1/relays/register", forged, None).await.0, 401);
+    // With the bearer but another identity, the pinned relay id cannot be taken over.
+    assert_eq!(
+        m.post("/v1/relays/register", signed(&other, "rid-1"), Some(RELAY))
+            .await
+            .0,
+        403
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
