@@ -40,8 +40,10 @@ use crate::{
     ws,
 };
 
-const MIGRATIONS: &[wavry_control_core::MigrationSource] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[wavry_control_core::MigrationSource] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "relays", include_str!("../migrations/0002_relays.sql")),
+];
 /// Master session (identity login) lifetime.
 const SESSION_TTL_SECS: i64 = 24 * 3600;
 /// Challenge lifetime.
@@ -259,7 +261,11 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
             .unwrap_or(5),
     });
 
+    merge_registry(&st)
+        .await
+        .context("loading the relay registry")?;
     tokio::spawn(sweeper(st.clone()));
+    tokio::spawn(registry_sync(st.clone()));
 
     let cors = if env_flag("WAVRY_MASTER_CORS_ALLOW_ANY") {
         tower_http::cors::CorsLayer::permissive()
@@ -318,6 +324,8 @@ async fn sweeper(st: St) {
     loop {
         tick.tick().await;
         let now = Instant::now();
+        let mut removed = Vec::new();
+        let mut changed = Vec::new();
         {
             let mut relays = st
                 .relays
@@ -327,6 +335,7 @@ async fn sweeper(st: St) {
                 let age = now.duration_since(r.last_seen);
                 if age > relays::REMOVE_AFTER {
                     tracing::info!(relay_id = %id, "relay removed after missing heartbeats");
+                    removed.push(id.clone());
                     return false;
                 }
                 if age > relays::STALE_AFTER
@@ -337,9 +346,20 @@ async fn sweeper(st: St) {
                 {
                     tracing::warn!(relay_id = %id, "relay quarantined after missing heartbeats");
                     r.state = RelayState::Quarantined;
+                    r.updated_ms = now_ms();
+                    changed.push(r.clone());
                 }
                 true
             });
+        }
+        for id in removed {
+            let _ = sqlx::query("DELETE FROM relays WHERE relay_id = $1")
+                .bind(id)
+                .execute(&st.db)
+                .await;
+        }
+        for r in changed {
+            let _ = persist_relay(&st.db, &r).await;
         }
         let horizon = Duration::from_secs(u64::try_from(st.lease_ttl).unwrap_or(900) + 3600);
         st.issued
@@ -369,6 +389,140 @@ async fn sweeper(st: St) {
             .bind(unix_now())
             .execute(&st.db)
             .await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared relay registry (write-through + periodic merge)
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis()),
+    )
+    .unwrap_or(i64::MAX)
+}
+
+fn state_name(s: RelayState) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn instant_from_ms(ms: i64) -> Instant {
+    let age = u64::try_from(now_ms().saturating_sub(ms)).unwrap_or(0);
+    Instant::now()
+        .checked_sub(Duration::from_millis(age))
+        .unwrap_or_else(Instant::now)
+}
+
+fn ms_from_instant(t: Instant) -> i64 {
+    now_ms() - i64::try_from(t.elapsed().as_millis()).unwrap_or(0)
+}
+
+async fn persist_relay(db: &Pool, r: &Relay) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO relays (relay_id, endpoints, region, asn, max_sessions, max_bitrate_kbps, load_pct, state, last_seen_ms, heartbeats, identity, heartbeat_token_hash, updated_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT (relay_id) DO UPDATE SET endpoints = $2, region = $3, asn = $4, max_sessions = $5, max_bitrate_kbps = $6, load_pct = $7, \
+         state = $8, last_seen_ms = $9, heartbeats = $10, identity = $11, heartbeat_token_hash = $12, updated_ms = $13",
+    )
+    .bind(&r.id)
+    .bind(serde_json::to_string(&r.endpoints).unwrap_or_default())
+    .bind(r.region.as_deref())
+    .bind(r.asn.map(i64::from))
+    .bind(r.max_sessions.map(i64::from))
+    .bind(i64::from(r.max_bitrate_kbps))
+    .bind(r.load_pct)
+    .bind(state_name(r.state))
+    .bind(ms_from_instant(r.last_seen))
+    .bind(i64::from(r.heartbeats))
+    .bind(r.identity.as_deref())
+    .bind(&r.heartbeat_token_hash)
+    .bind(r.updated_ms)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+async fn load_relays(db: &Pool) -> Result<Vec<Relay>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT relay_id, endpoints, region, asn, max_sessions, max_bitrate_kbps, load_pct, state, last_seen_ms, heartbeats, identity, heartbeat_token_hash, updated_ms FROM relays",
+    )
+    .fetch_all(db)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let endpoints: Vec<String> =
+            serde_json::from_str(&row.try_get::<String, _>(1)?).unwrap_or_default();
+        let Some(ip) = endpoints
+            .first()
+            .and_then(|e| relays::parse_endpoint(e))
+            .map(|a| a.ip())
+        else {
+            continue;
+        };
+        let state_text: String = row.try_get(7)?;
+        let Ok(state) = serde_json::from_value::<RelayState>(Value::String(state_text)) else {
+            continue;
+        };
+        out.push(Relay {
+            id: row.try_get(0)?,
+            endpoints,
+            ip,
+            region: row.try_get(2)?,
+            asn: row
+                .try_get::<Option<i64>, _>(3)?
+                .and_then(|v| u32::try_from(v).ok()),
+            max_sessions: row
+                .try_get::<Option<i64>, _>(4)?
+                .and_then(|v| u32::try_from(v).ok()),
+            max_bitrate_kbps: u32::try_from(row.try_get::<i64, _>(5)?).unwrap_or(10_000),
+            load_pct: row.try_get(6)?,
+            state,
+            last_seen: instant_from_ms(row.try_get(8)?),
+            heartbeats: u32::try_from(row.try_get::<i64, _>(9)?).unwrap_or(0),
+            identity: row.try_get(10)?,
+            heartbeat_token_hash: row.try_get(11)?,
+            updated_ms: row.try_get(12)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Merges the shared table into memory: the newer `updated_ms` wins; entries missing from
+/// the table for more than 10 s (removed by another master's sweeper) are dropped.
+async fn merge_registry(st: &AppState) -> Result<(), sqlx::Error> {
+    let rows = load_relays(&st.db).await?;
+    let now = now_ms();
+    let mut relays = st
+        .relays
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let ids: HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+    for row in rows {
+        match relays.get(&row.id) {
+            Some(mem) if mem.updated_ms >= row.updated_ms => {}
+            _ => {
+                relays.insert(row.id.clone(), row);
+            }
+        }
+    }
+    relays.retain(|id, r| ids.contains(id) || now - r.updated_ms < 10_000);
+    Ok(())
+}
+
+async fn registry_sync(st: St) {
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        env_u64("WAVRY_MASTER_REGISTRY_SYNC_MS", 2000).max(100),
+    ));
+    loop {
+        tick.tick().await;
+        if let Err(e) = merge_registry(&st).await {
+            tracing::warn!(error = %e, "relay registry sync failed");
+        }
     }
 }
 
@@ -533,7 +687,7 @@ async fn relay_register(
     let region = req.region.filter(|r| !r.is_empty() && r.len() <= 64);
     let heartbeat_token =
         new_token().map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "rng"))?;
-    {
+    let registered = {
         let mut relays = st
             .relays
             .write()
@@ -583,8 +737,13 @@ async fn relay_register(
                 heartbeats: 0,
                 identity: identity.clone(),
                 heartbeat_token_hash: hash_token(&heartbeat_token),
+                updated_ms: now_ms(),
             },
         );
+        relays.get(&req.relay_id).cloned()
+    };
+    if let Some(r) = registered {
+        persist_relay(&st.db, &r).await?;
     }
     tracing::info!(relay_id = %req.relay_id, endpoints = ?req.endpoints, authenticated_by = if bearer_ok { "bearer" } else if identity_ok { "identity" } else { "insecure-dev" }, "relay registered");
     Ok(Json(json!({
@@ -622,26 +781,31 @@ async fn relay_heartbeat(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .get(&req.relay_id)
         .copied();
-    let mut relays = st
-        .relays
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(r) = relays.get_mut(&req.relay_id) else {
-        if !global_ok && !st.insecure_dev {
+    let snapshot = {
+        let mut relays = st
+            .relays
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(r) = relays.get_mut(&req.relay_id) else {
+            if !global_ok && !st.insecure_dev {
+                return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorised"));
+            }
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown relay (register again)",
+            ));
+        };
+        let own_ok = presented
+            .is_some_and(|p| ct_eq(hash_token(p).as_bytes(), r.heartbeat_token_hash.as_bytes()));
+        if !(global_ok || own_ok || st.insecure_dev) {
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorised"));
         }
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown relay (register again)",
-        ));
+        relays::on_heartbeat(r, req.load_pct, rep.as_ref());
+        r.updated_ms = now_ms();
+        r.clone()
     };
-    let own_ok = presented
-        .is_some_and(|p| ct_eq(hash_token(p).as_bytes(), r.heartbeat_token_hash.as_bytes()));
-    if !(global_ok || own_ok || st.insecure_dev) {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorised"));
-    }
-    relays::on_heartbeat(r, req.load_pct, rep.as_ref());
-    Ok(Json(json!({ "ok": true, "state": r.state })))
+    persist_relay(&st.db, &snapshot).await?;
+    Ok(Json(json!({ "ok": true, "state": snapshot.state })))
 }
 
 async fn relay_list(State(st): State<St>) -> Json<Value> {
@@ -1317,11 +1481,16 @@ async fn admin_update_state(
             .relays
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        relays
-            .get_mut(&req.relay_id)
-            .map(|r| r.state = req.new_state)
-            .is_some()
+        relays.get_mut(&req.relay_id).map(|r| {
+            r.state = req.new_state;
+            r.updated_ms = now_ms();
+            r.clone()
+        })
     };
+    if let Some(r) = &found {
+        persist_relay(&st.db, r).await?;
+    }
+    let found = found.is_some();
     audit(
         &st,
         "update_relay_state",

@@ -96,6 +96,8 @@ pub(crate) struct Relay {
     pub(crate) identity: Option<String>,
     /// Hash of the per-relay heartbeat token.
     pub(crate) heartbeat_token_hash: String,
+    /// Unix ms of the last change (newest wins when merging the shared registry).
+    pub(crate) updated_ms: i64,
 }
 
 /// Verified feedback aggregate of one relay.
@@ -286,6 +288,7 @@ mod tests {
             heartbeats: 5,
             identity: None,
             heartbeat_token_hash: String::new(),
+            updated_ms: 0,
         }
     }
 

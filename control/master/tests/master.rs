@@ -646,6 +646,106 @@ async fn sqlite_identities_ws_and_restart() {
     identities_ws_and_restart(None).await;
 }
 
+/// Polls `path` on a master until `ok(status, body)` holds (bounded).
+async fn wait_until(m: &Master, path: &str, ok: impl Fn(u16, &Value) -> bool) {
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, body) = m.get(path).await;
+        if ok(code, &body) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{path} never satisfied the condition: {code} {body}"
+        );
+        // Poll interval of a bounded wait.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two masters on one Postgres database with the same signing key: a relay registered with
+/// A becomes assignable on B, heartbeats with A's per-relay token are accepted by B, and a
+/// revocation made on A is enforced by B.
+async fn two_masters_share_registry(url: &str) {
+    let key = IdentityKey::generate().unwrap();
+    let mut key_hex = hex::encode(key.seed());
+    key_hex.push_str(&hex::encode(key.id().as_bytes()));
+    let env = [
+        ("WAVRY_MASTER_SIGNING_KEY", key_hex.as_str()),
+        ("WAVRY_MASTER_REGISTRY_SYNC_MS", "100"),
+        ("WAVRY_MASTER_SWEEP_SECS", "1"),
+    ];
+    let (da, db) = (
+        TempDir::new("master-a").unwrap(),
+        TempDir::new("master-b").unwrap(),
+    );
+    let url = url.to_string();
+    let a = spawn_with(da.path(), Some(&url), &env).await;
+    let b = spawn_with(db.path(), Some(&url), &env).await;
+    assert_eq!(
+        a.well_known().await,
+        b.well_known().await,
+        "shared signing key"
+    );
+    let hb = a
+        .relay("shared-relay", "127.0.0.9:4000", "eu-west", 7)
+        .await;
+    wait_until(&b, "/ready", |code, _| code == 200).await;
+    assert_eq!(
+        b.post(
+            "/v1/relays/heartbeat",
+            json!({"relay_id": "shared-relay", "load_pct": 5.0}),
+            Some(&hb)
+        )
+        .await
+        .0,
+        200
+    );
+    let (code, g) = b
+        .post(
+            "/v1/leases",
+            lease_request("gina", "hank", &json!([]), &json!([])),
+            Some(SERVICE),
+        )
+        .await;
+    assert_eq!(
+        (code, g["relay_id"].as_str()),
+        (200, Some("shared-relay")),
+        "{g}"
+    );
+    assert_eq!(
+        a.post(
+            "/admin/api/sessions/revoke",
+            json!({"sub": "hank"}),
+            Some(ADMIN)
+        )
+        .await
+        .0,
+        200
+    );
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    for attempt in 0.. {
+        let requester = format!("ivan{attempt}");
+        let code = b
+            .post(
+                "/v1/leases",
+                lease_request(&requester, "hank", &json!([]), &json!([])),
+                Some(SERVICE),
+            )
+            .await
+            .0;
+        if code == 403 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "revocation on A not enforced by B"
+        );
+        // Poll interval of a bounded wait.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Fails — never skips — when the Postgres binaries are missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_suite() {
@@ -654,4 +754,6 @@ async fn postgres_suite() {
     pg.create_db("ident").unwrap();
     registry_and_selection(Some(pg.url("reg"))).await;
     identities_ws_and_restart(Some(pg.url("ident"))).await;
+    pg.create_db("shared").unwrap();
+    two_masters_share_registry(&pg.url("shared")).await;
 }
