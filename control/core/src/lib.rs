@@ -163,7 +163,8 @@ pub async fn shutdown_signal() {
 // ---------------------------------------------------------------------------------------------
 // Serving
 
-/// Time a client gets to send a request's headers (slow-loris protection).
+/// Time a client gets to send a request's headers (slow-loris protection); override with
+/// `WAVRY_HTTP_HEADER_TIMEOUT_SECS` (1..60).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` over HTTP/1.1 (with WebSocket upgrades) until `shutdown` resolves, with a
@@ -178,7 +179,13 @@ pub async fn serve_http(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(Duration::from_secs(
+            env_u64(
+                "WAVRY_HTTP_HEADER_TIMEOUT_SECS",
+                HEADER_READ_TIMEOUT.as_secs(),
+            )
+            .clamp(1, 60),
+        ))
         .keep_alive(true);
     let (close_tx, close_rx) = tokio::sync::watch::channel(());
     tokio::pin!(shutdown);

@@ -31,8 +31,6 @@ use wavry_signal::{
 
 use crate::app::{AppState, SessionUser};
 
-const BIND_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Something to deliver to a connection.
 #[derive(Debug)]
 pub(crate) enum Out {
@@ -207,7 +205,11 @@ async fn bind(
     stream: &mut futures_util::stream::SplitStream<WebSocket>,
     ip: IpAddr,
 ) -> Option<SessionUser> {
-    let first = tokio::time::timeout(BIND_TIMEOUT, stream.next()).await;
+    // BIND must arrive within this time (default 10 s), enforced by a timer.
+    let bind_timeout = Duration::from_secs(
+        wavry_control_core::env_u64("WAVRY_WS_BIND_TIMEOUT_SECS", 10).clamp(1, 60),
+    );
+    let first = tokio::time::timeout(bind_timeout, stream.next()).await;
     let token = match first {
         Ok(Some(Ok(WsMsg::Text(t)))) => match Envelope::decode(&t) {
             Ok(Message::Bind { token }) => token,

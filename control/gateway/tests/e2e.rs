@@ -80,6 +80,8 @@ async fn start_gateway(dir: &Path, master_base: &str, db: Option<&String>) -> Se
             SERVICE.to_string(),
         ),
         ("ADMIN_PANEL_TOKEN".into(), ADMIN.into()),
+        ("WAVRY_WS_BIND_TIMEOUT_SECS".into(), "2".into()),
+        ("WAVRY_HTTP_HEADER_TIMEOUT_SECS".into(), "2".into()),
     ];
     Service::spawn(gateway_bin(), port, &args, &envs, STARTUP)
         .await
@@ -680,6 +682,33 @@ async fn refusals(db: Db<'_>) {
         .0,
         401
     );
+    // A socket that never binds is closed by the bind timer (no further message needed).
+    let mut idle = s.ws(Some(ORIGIN)).await.unwrap();
+    assert!(matches!(
+        recv(&mut idle).await,
+        Some(Message::Error {
+            code: Some(408),
+            ..
+        })
+    ));
+    assert!(recv(&mut idle).await.is_none());
+    // A client that never finishes its request headers is disconnected (slow loris).
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.gateway.port))
+            .await
+            .unwrap();
+        tcp.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(15), tcp.read_to_end(&mut buf)).await;
+        assert!(
+            read.is_ok(),
+            "connection with unfinished headers must be closed"
+        );
+        assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+    }
     let page = reqwest::get(format!("{}/admin", s.gateway.base))
         .await
         .unwrap();

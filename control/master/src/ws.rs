@@ -30,8 +30,6 @@ use wavry_signal::{
 
 use crate::api::AppState;
 
-const BIND_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Something to deliver to a connection.
 #[derive(Debug)]
 pub(crate) enum Out {
@@ -183,7 +181,11 @@ async fn close_with(
 
 async fn run(st: Arc<AppState>, socket: WebSocket, ip: IpAddr, _slot: IpSlot) {
     let (mut sink, mut stream) = socket.split();
-    let first = tokio::time::timeout(BIND_TIMEOUT, stream.next()).await;
+    // BIND must arrive within this time (default 10 s), enforced by a timer.
+    let bind_timeout = Duration::from_secs(
+        wavry_control_core::env_u64("WAVRY_MASTER_WS_BIND_TIMEOUT_SECS", 10).clamp(1, 60),
+    );
+    let first = tokio::time::timeout(bind_timeout, stream.next()).await;
     let token = match first {
         Ok(Some(Ok(WsMsg::Text(t)))) => match Envelope::decode(&t) {
             Ok(Message::Bind { token }) => token,
