@@ -14,8 +14,9 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
-/// Debian packages the whole test suite needs (ring and libfuzzer build C/C++ code).
-const APT_TEST: &[&str] = &["build-essential", "pkg-config"];
+/// Debian packages the whole test suite needs (ring and libfuzzer build C/C++ code; the
+/// control-plane suite starts throwaway PostgreSQL clusters).
+const APT_TEST: &[&str] = &["build-essential", "pkg-config", "postgresql"];
 /// Debian packages the demo needs.
 const APT_DEMO: &[&str] = &["build-essential", "pkg-config"];
 

@@ -1,0 +1,71 @@
+//! `wavry-gateway`: accounts (argon2id), sessions (hashed at rest), TOTP 2FA, lockouts and
+//! rate limits, the signalling WebSocket with relay brokering through `wavry-master`, relay
+//! reports and reputation, metrics, and an admin API with a small admin page.
+
+mod admin;
+mod app;
+mod auth;
+mod bus;
+mod totp;
+mod ws;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
+
+use anyhow::Context;
+use clap::Parser;
+
+/// Command line of `wavry-gateway`. Flags win over environment variables.
+#[derive(Parser, Debug)]
+#[command(
+    name = "wavry-gateway",
+    version,
+    about = "Wavry gateway: accounts, sessions, 2FA, signalling WebSocket, relay brokering, admin",
+    after_help = "Environment: WAVRY_TOTP_KEY_B64 / WAVRY_TOTP_KEY_FILE (2FA secret encryption key; generated in the \
+data dir if absent), WAVRY_GATEWAY_MASTER_TOKEN (service token the master accepts as WAVRY_MASTER_SERVICE_TOKEN), \
+ADMIN_PANEL_TOKEN (>= 32 chars), WAVRY_ALLOWED_ORIGINS, WAVRY_WS_REQUIRE_ORIGIN (true), WAVRY_WS_ALLOW_MISSING_ORIGIN, \
+WAVRY_WS_MAX_PER_IP (16), WAVRY_WS_MAX_CONNECTIONS (4096), WAVRY_WS_MESSAGES_PER_MINUTE (600 per socket), WAVRY_AUTH_RATE_LIMIT (20/60 s), WAVRY_POST_AUTH_RATE_LIMIT, \
+WAVRY_WS_BIND_RATE_LIMIT (10/60 s), WAVRY_GLOBAL_RATE_LIMIT (600/60 s) with _WINDOW_SECS and _MAX_KEYS variants, \
+WAVRY_WS_BIND_TIMEOUT_SECS (10), WAVRY_HTTP_HEADER_TIMEOUT_SECS (10), \
+WAVRY_ALLOW_PUBLIC_BIND and WAVRY_GATEWAY_ALLOW_HOST_PROD_BIND (non-loopback listen)."
+)]
+pub(crate) struct Cli {
+    /// Address to listen on (non-loopback needs WAVRY_ALLOW_PUBLIC_BIND=1).
+    #[arg(
+        long,
+        env = "WAVRY_GATEWAY_BIND_ADDR",
+        default_value = "127.0.0.1:3000"
+    )]
+    pub(crate) listen: SocketAddr,
+    /// Log filter (RUST_LOG wins when set).
+    #[arg(long, env = "WAVRY_GATEWAY_LOG_LEVEL", default_value = "info")]
+    pub(crate) log_level: String,
+    /// Database URL: `sqlite://path` (default `<data-dir>/gateway.db`) or `postgres://…`.
+    #[arg(long, env = "WAVRY_GATEWAY_DATABASE_URL")]
+    pub(crate) database_url: Option<String>,
+    /// Directory for the SQLite file and the generated TOTP encryption key.
+    #[arg(long, env = "WAVRY_GATEWAY_DATA_DIR", default_value = ".")]
+    pub(crate) data_dir: PathBuf,
+    /// Master base URL, for relay leases and feedback.
+    #[arg(
+        long,
+        env = "WAVRY_MASTER_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub(crate) master_url: String,
+    /// Reverse proxy address whose X-Forwarded-For is trusted (repeatable). Nothing else is.
+    #[arg(long = "trust-proxy", value_name = "IP")]
+    pub(crate) trust_proxy: Vec<IpAddr>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    wavry_control_core::init_tracing(&cli.log_level);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(app::serve(cli))
+}
