@@ -3,6 +3,7 @@
 //! decodes by borrowing the payload, producing exactly the bytes prost would (tests compare).
 //! Everything else on the logical plane goes through the prost types in [`crate::proto`].
 
+use prost::bytes::BufMut;
 use prost::encoding::{
     WireType, decode_key, decode_varint, encode_key, encode_varint, encoded_len_varint,
 };
@@ -142,11 +143,11 @@ fn key_len(tag: u32) -> usize {
     encoded_len_varint(u64::from(tag << 3))
 }
 
-struct Writer<'a> {
-    buf: &'a mut [u8],
+struct Writer<B> {
+    buf: B,
 }
 
-impl Writer<'_> {
+impl<B: BufMut> Writer<B> {
     fn varint(&mut self, tag: u32, v: u64) {
         if v != 0 {
             encode_key(tag, WireType::Varint, &mut self.buf);
@@ -160,23 +161,28 @@ impl Writer<'_> {
     fn bytes(&mut self, tag: u32, b: &[u8]) {
         if !b.is_empty() {
             self.header(tag, b.len());
-            let (head, rest) = std::mem::take(&mut self.buf).split_at_mut(b.len());
-            head.copy_from_slice(b);
-            self.buf = rest;
+            self.buf.put_slice(b);
         }
     }
 }
 
-/// Wraps an inner `MediaMessage` field of `inner_len` bytes as `Message{media{<field>}}` and
-/// writes it, returning the total length.
+/// Size of `Message{media{<field>: inner}}` for an inner message of `inner_len` bytes.
+fn wrapped_len(field: u32, inner_len: usize) -> (usize, usize) {
+    let media_len = key_len(field) + encoded_len_varint(inner_len as u64) + inner_len;
+    (
+        key_len(3) + encoded_len_varint(media_len as u64) + media_len,
+        media_len,
+    )
+}
+
+/// Writes `Message{media{<field>: body}}` into `out`, returning the total length.
 fn write_wrapped(
     out: &mut [u8],
     field: u32,
     inner_len: usize,
-    body: impl FnOnce(&mut Writer<'_>),
+    body: impl FnOnce(&mut Writer<&mut [u8]>),
 ) -> Result<usize, MediaError> {
-    let media_len = key_len(field) + encoded_len_varint(inner_len as u64) + inner_len;
-    let total = key_len(3) + encoded_len_varint(media_len as u64) + media_len;
+    let (total, media_len) = wrapped_len(field, inner_len);
     if out.len() < total {
         return Err(MediaError::BufferTooSmall(total));
     }
@@ -188,6 +194,22 @@ fn write_wrapped(
     body(&mut w);
     debug_assert!(w.buf.is_empty());
     Ok(total)
+}
+
+/// Appends `Message{media{<field>: body}}` to `out` (no zero-fill first).
+fn append_wrapped(
+    out: &mut Vec<u8>,
+    field: u32,
+    inner_len: usize,
+    body: impl FnOnce(&mut Writer<&mut Vec<u8>>),
+) -> usize {
+    let (total, media_len) = wrapped_len(field, inner_len);
+    out.reserve(total);
+    let mut w = Writer { buf: out };
+    w.header(3, media_len);
+    w.header(field, inner_len);
+    body(&mut w);
+    total
 }
 
 impl VideoChunkRef<'_> {
@@ -211,16 +233,23 @@ impl VideoChunkRef<'_> {
 
     /// Writes `Message{media{video{..}}}` into `out`, returning its length.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, MediaError> {
-        write_wrapped(out, 1, self.inner_len(), |w| {
-            w.varint(1, self.frame_id);
-            w.varint(2, u64::from(self.chunk_index));
-            w.varint(3, u64::from(self.chunk_count));
-            w.varint(4, self.timestamp_us);
-            w.varint(5, u64::from(self.keyframe));
-            w.bytes(6, self.payload);
-            w.varint(7, u64::from(self.capture_us));
-            w.varint(8, u64::from(self.encode_us));
-        })
+        write_wrapped(out, 1, self.inner_len(), |w| self.fields(w))
+    }
+
+    /// Appends `Message{media{video{..}}}` to `out`, returning its length.
+    pub fn append_to(&self, out: &mut Vec<u8>) -> usize {
+        append_wrapped(out, 1, self.inner_len(), |w| self.fields(w))
+    }
+
+    fn fields<B: BufMut>(&self, w: &mut Writer<B>) {
+        w.varint(1, self.frame_id);
+        w.varint(2, u64::from(self.chunk_index));
+        w.varint(3, u64::from(self.chunk_count));
+        w.varint(4, self.timestamp_us);
+        w.varint(5, u64::from(self.keyframe));
+        w.bytes(6, self.payload);
+        w.varint(7, u64::from(self.capture_us));
+        w.varint(8, u64::from(self.encode_us));
     }
 }
 

@@ -38,6 +38,9 @@ struct Slot {
     meta: FrameMeta,
     deadline: Option<Instant>,
     shards: Vec<Option<Vec<u8>>>,
+    /// Where each shard's chunk payload sits inside its buffer (so completion copies without
+    /// decoding again).
+    payload_at: Vec<(u32, u32)>,
     have: u32,
     /// (first chunk, data shards, parity shards, shard bytes) per group seen in parity.
     groups: Vec<(u32, u32, u32, usize)>,
@@ -86,6 +89,12 @@ pub(crate) struct Receiver {
     recovered_total: u64,
     pub(crate) frames_delivered: u64,
     pub(crate) frames_dropped: u64,
+}
+
+/// Offset and length of `payload` (a sub-slice of `msg`) inside `msg`.
+fn payload_range(msg: &[u8], payload: &[u8]) -> (u32, u32) {
+    let at = (payload.as_ptr() as usize).saturating_sub(msg.as_ptr() as usize);
+    (at as u32, payload.len() as u32)
 }
 
 impl Receiver {
@@ -368,6 +377,8 @@ impl Receiver {
             };
             s.deadline = Some(deadline);
             s.shards.resize_with(c.chunk_count as usize, || None);
+            s.payload_at.clear();
+            s.payload_at.resize(c.chunk_count as usize, (0, 0));
             for sh in &mut s.shards {
                 if let Some(b) = sh.take() {
                     self.pool.put(b);
@@ -382,6 +393,7 @@ impl Receiver {
         if s.shards[idx].is_none() {
             let mut b = self.pool.get();
             b.extend_from_slice(raw);
+            s.payload_at[idx] = payload_range(raw, c.payload);
             s.shards[idx] = Some(b);
             s.have += 1;
         }
@@ -502,8 +514,18 @@ impl Receiver {
                     let len = media::message_len(&b).unwrap_or(0);
                     b.truncate(len);
                     // The rebuilt bytes must be the chunk they claim to be.
-                    let ok = matches!(media::decode(&b), Ok(MediaRef::Video(v)) if v.frame_id == s.frame_id && v.chunk_index as usize == first_u + k && v.chunk_count == s.count);
-                    if ok && s.shards[first_u + k].is_none() {
+                    let range = match media::decode(&b) {
+                        Ok(MediaRef::Video(v))
+                            if v.frame_id == s.frame_id
+                                && v.chunk_index as usize == first_u + k
+                                && v.chunk_count == s.count =>
+                        {
+                            Some(payload_range(&b, v.payload))
+                        }
+                        _ => None,
+                    };
+                    if let Some(range) = range.filter(|_| s.shards[first_u + k].is_none()) {
+                        s.payload_at[first_u + k] = range;
                         s.shards[first_u + k] = Some(b);
                         s.have += 1;
                         s.recovered += 1;
@@ -522,11 +544,11 @@ impl Receiver {
         }
         let mut frame = self.frame_pool.pop().unwrap_or_default();
         frame.clear();
-        for b in s.shards.iter().flatten() {
-            if let Ok(MediaRef::Video(v)) = media::decode(b) {
-                if frame.len() + v.payload.len() <= self.max_frame {
-                    frame.extend_from_slice(v.payload);
-                }
+        for (b, &(at, len)) in s.shards.iter().zip(&s.payload_at) {
+            let Some(b) = b else { continue };
+            let payload = b.get(at as usize..(at + len) as usize).unwrap_or_default();
+            if frame.len() + payload.len() <= self.max_frame {
+                frame.extend_from_slice(payload);
             }
         }
         s.done = true;

@@ -262,10 +262,7 @@ impl Sender {
                     encode_us: meta.encode_us,
                 };
                 let mut b = self.pool.get();
-                b.resize(chunk.encoded_len(), 0);
-                chunk
-                    .encode(&mut b)
-                    .map_err(|e| SessionError::Encode(e.to_string()))?;
+                chunk.append_to(&mut b);
                 max_len = max_len.max(b.len());
                 lengths[i - first] = b.len();
                 self.media.push_back(Pending {
