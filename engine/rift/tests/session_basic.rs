@@ -115,4 +115,13 @@ fn input_and_control_arrive() {
     assert!(p.host_events.iter().any(|(_, e)| matches!(e, Event::Input(i) if matches!(i.event, Some(proto::input_message::Event::Key(k)) if k.keycode == 30))));
     assert!(p.host_events.iter().any(|(_, e)| matches!(e, Event::Control(c) if matches!(&c.content, Some(proto::control_message::Content::Clipboard(cb)) if cb.text == "hi"))));
     assert_eq!(p.client.unacked(), 0);
+    // Control messages are never fragmented: one that cannot fit a datagram is refused.
+    let big = proto::control_message::Content::Clipboard(proto::ClipboardMessage {
+        text: "x".repeat(5000),
+    });
+    let now = p.now;
+    assert!(matches!(
+        p.client.send_control(now, big),
+        Err(wavry_rift::session::SessionError::MessageTooLarge { .. })
+    ));
 }

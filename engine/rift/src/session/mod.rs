@@ -60,6 +60,15 @@ pub enum SessionError {
     /// The frame is empty or larger than the configured maximum.
     #[error("frame size {0} is out of range")]
     FrameSize(usize),
+    /// A control or input message does not fit one datagram (they are not fragmented; send
+    /// large data as a file transfer).
+    #[error("message of {len} bytes exceeds the {max}-byte datagram budget")]
+    MessageTooLarge {
+        /// Encoded size.
+        len: usize,
+        /// Largest allowed.
+        max: usize,
+    },
     /// The message could not be encoded.
     #[error("message encoding failed: {0}")]
     Encode(String),

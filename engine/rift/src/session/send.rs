@@ -94,6 +94,8 @@ pub(crate) struct Sender {
     delivery: VecDeque<(Instant, u64, u32)>,
     max_frame: usize,
     target_bps: u64,
+    /// Largest plaintext message that fits one datagram (control messages are not fragmented).
+    max_message: usize,
 }
 
 /// Pacing rate relative to the target bitrate: frames drain within about 2/3 of an interval.
@@ -126,6 +128,9 @@ impl Sender {
             delivery: VecDeque::new(),
             max_frame: cfg.max_frame,
             target_bps,
+            max_message: cfg
+                .max_datagram
+                .saturating_sub(crate::crypto::OVERHEAD + if cfg.relay.is_some() { 20 } else { 0 }),
         }
     }
 
@@ -162,6 +167,13 @@ impl Sender {
     }
 
     fn encode(&mut self, msg: &proto::Message) -> Result<Vec<u8>, SessionError> {
+        let len = prost::Message::encoded_len(msg);
+        if len > self.max_message {
+            return Err(SessionError::MessageTooLarge {
+                len,
+                max: self.max_message,
+            });
+        }
         let mut b = self.pool.get();
         msg.encode(&mut b)
             .map_err(|e| SessionError::Encode(e.to_string()))?;
