@@ -1,10 +1,7 @@
 //! A counting global allocator proves the per-packet paths allocate nothing: header decode and
 //! encode, and sealing + opening 10 000 datagrams in place through a `SecureChannel`.
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    sync::atomic::{AtomicUsize, Ordering},
-};
+mod support;
 
 use wavry_rift::{
     crypto::{PacketKey, SecureChannel},
@@ -13,39 +10,8 @@ use wavry_rift::{
     wire::{Header, RelayHeader, RelayType, TransportHeader},
 };
 
-struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every method forwards to the system allocator unchanged; only a counter is added.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    // SAFETY: forwards the caller's contract to `System`.
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    // SAFETY: forwards the caller's contract to `System`.
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    // SAFETY: forwards the caller's contract to `System`.
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations_during(f: impl FnOnce()) -> usize {
-    let before = ALLOCS.load(Ordering::SeqCst);
-    f();
-    ALLOCS.load(Ordering::SeqCst) - before
-}
+static GLOBAL: support::alloc::Counting = support::alloc::Counting;
 
 /// One test function so no other test thread allocates while we count.
 #[test]
@@ -70,7 +36,7 @@ fn per_packet_paths_do_not_allocate() {
     let (_, n) = tx.seal(7, &mut buf, 1200).unwrap();
     rx.open(&mut buf[..n]).unwrap();
 
-    let headers = allocations_during(|| {
+    let headers = support::alloc::during(|| {
         for i in 1..10_000u64 {
             let h = TransportHeader {
                 alias: 7,
@@ -91,7 +57,7 @@ fn per_packet_paths_do_not_allocate() {
     });
     assert_eq!(headers, 0, "header encode/decode allocated");
 
-    let packets = allocations_during(|| {
+    let packets = support::alloc::during(|| {
         for _ in 0..10_000 {
             let (_, n) = tx.seal(7, &mut buf, 1200).unwrap();
             let opened = rx.open(&mut buf[..n]).unwrap();

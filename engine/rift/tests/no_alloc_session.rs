@@ -2,13 +2,11 @@
 //! allocates nothing per packet: 10 000+ datagrams (chunks, parity, feedback) after warm-up,
 //! with frame buffers handed back through `Session::recycle`.
 
+mod support;
+
 use std::{
-    alloc::{GlobalAlloc, Layout, System},
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -19,33 +17,8 @@ use wavry_rift::{
     wire::Header,
 };
 
-struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every method forwards to the system allocator unchanged; only a counter is added.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    // SAFETY: forwards the caller's contract to `System`.
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    // SAFETY: forwards the caller's contract to `System`.
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    // SAFETY: forwards the caller's contract to `System`.
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: support::alloc::Counting = support::alloc::Counting;
 
 struct Rig {
     now: Instant,
@@ -151,11 +124,11 @@ fn steady_stream_allocates_nothing_per_packet() {
     }
     assert!(rig.client.is_connected() && rig.host.is_connected());
     let (d0, f0) = (rig.datagrams, rig.frames);
-    let before = ALLOCS.load(Ordering::SeqCst);
-    while rig.datagrams - d0 < 10_000 {
-        rig.step();
-    }
-    let allocs = ALLOCS.load(Ordering::SeqCst) - before;
+    let allocs = support::alloc::during(|| {
+        while rig.datagrams - d0 < 10_000 {
+            rig.step();
+        }
+    });
     let delivered = rig.client.stats().frames_delivered;
     println!(
         "{} datagrams, {} frames, {allocs} allocations",

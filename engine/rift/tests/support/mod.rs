@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod alloc;
 pub mod stream;
 
 use std::{
