@@ -314,9 +314,6 @@ impl Session {
         }
         self.phase = Phase::Connected;
         self.est.deadline = None;
-        if ack.initial_bitrate_kbps > 0 {
-            // The host's starting bitrate is the client's view of the stream; nothing to send.
-        }
         if let Some(peer) = self.peer() {
             self.events.push_back(Event::Connected {
                 peer,

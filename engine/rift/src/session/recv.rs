@@ -46,7 +46,6 @@ struct Slot {
     groups: Vec<(u32, u32, u32, usize)>,
     parity: Vec<Parity>,
     recovered: u32,
-    missing_before_repair: u32,
     frame: Option<Vec<u8>>,
 }
 
@@ -325,7 +324,6 @@ impl Receiver {
         s.count = 0;
         s.have = 0;
         s.recovered = 0;
-        s.missing_before_repair = 0;
         s.deadline = None;
         s.groups.clear();
         Some(i)
@@ -552,7 +550,6 @@ impl Receiver {
             }
         }
         s.done = true;
-        s.missing_before_repair = s.recovered;
         s.frame = Some(frame);
         self.acc.recovered += s.recovered;
         self.recovered_total += u64::from(s.recovered);
