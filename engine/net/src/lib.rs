@@ -31,6 +31,7 @@ use std::time::Duration;
 #[allow(unsafe_code)]
 pub mod cmsg;
 mod deliver;
+pub mod driver;
 mod portable;
 mod select;
 mod socket;
@@ -38,6 +39,9 @@ mod socket;
 #[allow(unsafe_code)]
 mod uring;
 
+pub use driver::{
+    ClientDriver, Command, DriverConfig, DriverError, DriverStats, HostDriver, SessionSnapshot,
+};
 pub use portable::PortableBackend;
 pub use select::{DISABLE_URING_ENV, bind, bind_sharded, probe_uring};
 #[cfg(target_os = "linux")]
