@@ -54,7 +54,10 @@ const CLIENT: SessionHandle = SessionHandle(0);
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
     /// Longest the thread blocks in a receive before it looks at the command queue again
-    /// (it also wakes for the session timer). Commands wait at most this long. Default 1 ms.
+    /// (it also wakes for the session timer). Commands wait at most this long on io_uring;
+    /// the portable backend's blocking receive (SO_RCVTIMEO) is rounded up to a scheduler tick
+    /// (1-4 ms) by the kernel, so there an idle driver picks commands up within one tick.
+    /// Default 1 ms.
     pub max_wait: Duration,
     /// Capacity of the command queue; a full queue blocks the application's send. Default 1024.
     pub command_capacity: usize,
@@ -341,6 +344,7 @@ impl<C: Core> Worker<C> {
             gso = self.max_segments,
             "driver started"
         );
+        warm_up_fec();
         let result = self.run_loop();
         let now = Instant::now();
         self.core.close_all(now, "shutdown");
@@ -619,6 +623,31 @@ impl<C: Core> Worker<C> {
             let _ = self.events.send(C::wrap(h, e));
         }
     }
+}
+
+/// Runs one Reed-Solomon encode and decode so that the codec's lazily built tables (about
+/// 9 ms on first use, measured here) are ready before the first frame instead of stalling the
+/// I/O thread mid-stream.
+fn warm_up_fec() {
+    let started = Instant::now();
+    let mut codec = wavry_rift::fec::FecCodec::default();
+    let shards = [[0x5a_u8; 64], [0xa5; 64]];
+    let mut parity = [0u8; 64];
+    let encoded = codec.encode(64, 2, 1, shards.iter().map(|s| &s[..]), |_, p| {
+        parity.copy_from_slice(p);
+    });
+    let decoded = codec.decode(
+        64,
+        2,
+        1,
+        [(0, &shards[0][..])],
+        [(0, &parity[..])],
+        |_, _| {},
+    );
+    if encoded.is_err() || decoded.is_err() {
+        tracing::debug!("FEC warm-up failed; the first frame pays for the codec tables");
+    }
+    tracing::debug!(elapsed = ?started.elapsed(), "FEC codec warmed up");
 }
 
 /// The application's side of a driver thread, shared by host and client drivers.
