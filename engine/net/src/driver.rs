@@ -47,6 +47,9 @@ const RX_SLOTS: usize = 8;
 const TX_SLOTS: usize = 8;
 /// Spent frame buffers kept for [`HostDriver::take_buffer`] / [`ClientDriver::take_buffer`].
 const SPARES: usize = 16;
+/// Timer waits shorter than this are not slept: the loop polls the socket and carries on
+/// (sleeps and timed waits overshoot by about this much anyway).
+const SPIN: Duration = Duration::from_micros(50);
 /// The handle a [`ClientDriver`] uses for its single session.
 const CLIENT: SessionHandle = SessionHandle(0);
 
@@ -357,11 +360,28 @@ impl<C: Core> Worker<C> {
     fn run_loop(&mut self) -> Result<(), DriverError> {
         loop {
             let now = Instant::now();
-            let timer = self
-                .core
-                .poll_timeout()
-                .map(|t| t.saturating_duration_since(now));
+            // A held frame that may go in now (the last flush drained its session's queue)
+            // must not wait for a datagram or a timer.
+            let admit = match self.held.take() {
+                Some(cmd) => {
+                    let hold = self.must_hold(&cmd);
+                    self.held = Some(cmd);
+                    !hold
+                }
+                None => false,
+            };
+            let timer = if admit {
+                Some(Duration::ZERO)
+            } else {
+                self.core
+                    .poll_timeout()
+                    .map(|t| t.saturating_duration_since(now))
+            };
             match timer {
+                // Pacer waits shorter than a timer can honour: look at the socket and go on.
+                Some(w) if self.more || w < SPIN => {
+                    self.receive(Duration::ZERO)?;
+                }
                 _ if self.more => {
                     self.receive(Duration::ZERO)?;
                 }
