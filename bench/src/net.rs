@@ -724,6 +724,7 @@ mod linux {
                 initial_bps: RATE_BPS,
                 ..DeltaConfig::default()
             };
+            host_cfg.pacer_burst = burst;
             let client_cfg = SessionConfig::new(Role::Client, PeerPolicy::Pinned(host_key.id()));
             let lo = "127.0.0.1:0".parse()?;
             let net = Config {
