@@ -18,6 +18,10 @@
 //!
 //! [`bind`] picks one from an [`IoMode`] (`--io auto|uring|portable`, `WAVRY_IO`); `auto` probes
 //! io_uring and downgrades to portable with one `warn` line saying why.
+//!
+//! The [`driver`] module runs `wavry-rift`'s sans-IO sessions on a backend: a [`HostDriver`]
+//! (an `Endpoint` of many sessions) or a [`ClientDriver`] (one `Session`) on its own I/O
+//! thread, commanded and observed over channels. `examples/stream.rs` is the end-to-end demo.
 
 #![warn(missing_docs)]
 
