@@ -241,6 +241,7 @@ fn run(args: &Args) -> Result<(), String> {
         let _ = producer.join();
         r
     });
+    let backend = host.backend();
     let host_snap = host.snapshot(session, WAIT).ok().flatten();
     let client_snap = client.snapshot(WAIT).ok();
     let client_stats = client.shutdown().map_err(|e| e.to_string())?;
@@ -249,7 +250,10 @@ fn run(args: &Args) -> Result<(), String> {
 
     let secs = args.seconds as f64;
     println!();
-    println!("summary ({} s, backend {}):", args.seconds, args.io);
+    println!(
+        "summary ({} s, --io {}, backend {backend}):",
+        args.seconds, args.io
+    );
     let rows: [(&str, String); 11] = [
         ("frames delivered", totals.frames.to_string()),
         ("frames dropped", totals.dropped.to_string()),
