@@ -24,8 +24,9 @@
 //! ([`crate::bind_sharded`]) is not wired into the driver yet.
 
 use std::io::{self, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -57,10 +58,10 @@ const CLIENT: SessionHandle = SessionHandle(0);
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
     /// Longest the thread blocks in a receive before it looks at the command queue again
-    /// (it also wakes for the session timer). Commands wait at most this long on io_uring;
-    /// the portable backend's blocking receive (SO_RCVTIMEO) is rounded up to a scheduler tick
-    /// (1-4 ms) by the kernel, so there an idle driver picks commands up within one tick.
-    /// Default 1 ms.
+    /// (it also wakes for the session timer). A command sent while the thread blocks wakes it
+    /// at once with a one-byte loopback datagram from the handle; this bound only matters if
+    /// that wake socket could not be opened (then, on the portable backend, the kernel rounds
+    /// SO_RCVTIMEO up to a scheduler tick of 1-4 ms). Default 1 ms.
     pub max_wait: Duration,
     /// Capacity of the command queue; a full queue blocks the application's send. Default 1024.
     pub command_capacity: usize,
@@ -337,6 +338,10 @@ struct Worker<C: Core> {
     more: bool,
     /// The backend's receive timeout is precise (io_uring timespec), not tick-rounded.
     precise_wait: bool,
+    /// Raised while blocked in a receive; the handle then wakes the thread with a datagram.
+    sleeping: Arc<AtomicBool>,
+    /// Source address of those wake datagrams (skipped, never given to a session).
+    wake_from: Option<SocketAddr>,
 }
 
 impl<C: Core> Worker<C> {
@@ -394,10 +399,10 @@ impl<C: Core> Worker<C> {
                     }
                 }
                 Some(w) => {
-                    self.receive(w.min(self.cfg.max_wait))?;
+                    self.blocking_receive(w.min(self.cfg.max_wait))?;
                 }
                 None => {
-                    self.receive(self.cfg.max_wait)?;
+                    self.blocking_receive(self.cfg.max_wait)?;
                 }
             }
             let now = Instant::now();
@@ -409,6 +414,24 @@ impl<C: Core> Worker<C> {
             self.flush(now);
             self.forward_events();
         }
+    }
+
+    /// A receive that may block: the application's handle sees `sleeping` and sends a wake
+    /// datagram with its next command, so commands do not wait for the timeout.
+    fn blocking_receive(&mut self, wait: Duration) -> Result<usize, DriverError> {
+        if self.wake_from.is_none() {
+            return self.receive(wait);
+        }
+        self.sleeping.store(true, Ordering::SeqCst);
+        // A command sent before the flag was up found it down and sent no wake: look first.
+        let wait = if self.commands.is_empty() {
+            wait
+        } else {
+            Duration::ZERO
+        };
+        let r = self.receive(wait);
+        self.sleeping.store(false, Ordering::SeqCst);
+        r
     }
 
     /// One receive call; every datagram goes to the core. Returns the buffers filled.
@@ -435,6 +458,9 @@ impl<C: Core> Worker<C> {
         self.stats.recv_batches += 1;
         let now = Instant::now();
         for (slot, m) in self.rx.chunks_mut(SLOT).zip(&self.rx_meta).take(n) {
+            if Some(m.src) == self.wake_from {
+                continue;
+            }
             if m.truncated {
                 self.stats.truncated += 1;
                 continue;
@@ -679,6 +705,37 @@ struct Handle<Out> {
     thread: Option<JoinHandle<Result<DriverStats, DriverError>>>,
     local: SocketAddr,
     kind: BackendKind,
+    sleeping: Arc<AtomicBool>,
+    wake: Option<Wake>,
+}
+
+/// A loopback socket that sends one-byte datagrams to a sleeping driver's socket.
+#[derive(Debug)]
+struct Wake {
+    socket: UdpSocket,
+    to: SocketAddr,
+}
+
+impl Wake {
+    /// A waker for a driver bound to `local` (an unspecified address is reached over the
+    /// loopback of its family); `None`, with a debug line, when it cannot be opened.
+    fn new(local: SocketAddr) -> Option<Self> {
+        let ip = match local.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        match UdpSocket::bind((ip, 0)) {
+            Ok(socket) => Some(Self {
+                socket,
+                to: SocketAddr::new(ip, local.port()),
+            }),
+            Err(e) => {
+                tracing::debug!(error = %e, "no wake socket; commands wait up to max_wait");
+                None
+            }
+        }
+    }
 }
 
 impl<Out: Send + 'static> Handle<Out> {
@@ -697,6 +754,9 @@ impl<Out: Send + 'static> Handle<Out> {
         let (sp_tx, sp_rx) = bounded(SPARES);
         let max_segments = socket.max_gso_segments().max(1);
         let name = cfg.thread_name.clone();
+        let sleeping = Arc::new(AtomicBool::new(false));
+        let wake = Wake::new(local);
+        let wake_from = wake.as_ref().and_then(|w| w.socket.local_addr().ok());
         let worker = Worker {
             core,
             socket,
@@ -714,6 +774,8 @@ impl<Out: Send + 'static> Handle<Out> {
             stop: false,
             more: false,
             precise_wait: kind == BackendKind::Uring,
+            sleeping: sleeping.clone(),
+            wake_from,
         };
         let thread = std::thread::Builder::new()
             .name(name)
@@ -729,11 +791,20 @@ impl<Out: Send + 'static> Handle<Out> {
             thread: Some(thread),
             local,
             kind,
+            sleeping,
+            wake,
         })
     }
 
     fn send(&self, cmd: Command) -> Result<(), DriverError> {
-        self.commands.send(cmd).map_err(|_| DriverError::Stopped)
+        self.commands.send(cmd).map_err(|_| DriverError::Stopped)?;
+        if let Some(w) = &self.wake {
+            if self.sleeping.swap(false, Ordering::SeqCst) {
+                // Lost wakes only cost up to `max_wait`.
+                let _ = w.socket.send_to(&[0], w.to);
+            }
+        }
+        Ok(())
     }
 
     fn snapshot(
