@@ -258,3 +258,43 @@ fn wrong_pin_is_refused_and_shutdown_is_clean() {
     client.shutdown().expect("client shutdown");
     host.shutdown().expect("host shutdown");
 }
+
+/// Commands for a session that does not exist are refused and counted; closing a session
+/// from the host reaches the client as a goodbye.
+#[test]
+fn host_close_reaches_client_and_unknown_sessions_are_refused() {
+    let deadline = Instant::now() + WAIT;
+    let p = pair(IoMode::Portable);
+    let session = connect(&p, deadline);
+    let stranger = SessionHandle(session.0 + 7);
+    p.host
+        .send_frame(
+            stranger,
+            vec![1; 100],
+            FrameMeta::default(),
+            Duration::from_millis(16),
+        )
+        .expect("queued");
+    assert!(
+        p.host.snapshot(stranger, WAIT).expect("answer").is_none(),
+        "no such session"
+    );
+    p.host.close(session, "bye").expect("close queued");
+    loop {
+        match recv(p.client.events(), deadline, "the host's goodbye") {
+            Event::Closed(CloseReason::Remote(reason)) => {
+                assert_eq!(reason, "bye");
+                break;
+            }
+            Event::Closed(r) => panic!("unexpected close: {r:?}"),
+            _ => {}
+        }
+    }
+    let Pair { host, client, .. } = p;
+    client.shutdown().expect("client shutdown");
+    let stats = host.shutdown().expect("host shutdown");
+    assert_eq!(
+        stats.commands_rejected, 1,
+        "the frame for the unknown session"
+    );
+}
