@@ -4,7 +4,8 @@
 //! `--seconds` (or `--packets`) while a pinned receiver counts what arrives. Paths: std
 //! `send_to`/`recv_from` (the baseline), `sendmmsg`/`recvmmsg`, the portable backend, the uring
 //! backend without GSO, with GSO/GRO, with GSO/GRO and SEND_ZC, and a raw GSO `sendmsg` / GRO
-//! `recvmsg` pair (the ceiling). Each row: received pps, Gbit/s, packets per CPU-second of the
+//! `recvmsg` pair (the ceiling), and the encrypted RIFT session stream (a host driver streaming
+//! 64 KiB frames to a client driver) over each backend. Each row: received pps, Gbit/s, packets per CPU-second of the
 //! whole process (getrusage), loss, and ratios against the baseline and the ceiling measured in
 //! the same run. `--json` writes the same numbers.
 
@@ -36,7 +37,8 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 1)]
     receiver_cpu: usize,
     /// Comma-separated path ids to run (std, mmsg, portable, portable-nogso, uring-nogso,
-    /// uring-gso, uring-zc, raw-gso); the baseline (std) and ceiling (raw-gso) always run.
+    /// uring-gso, uring-zc, raw-gso, session-portable, session-uring, session-portable-burst,
+    /// session-uring-burst); the baseline (std) and ceiling (raw-gso) always run.
     #[arg(long, value_delimiter = ',')]
     paths: Vec<String>,
     /// Write the results as JSON to this file.
@@ -118,9 +120,6 @@ mod linux {
         baseline: &'static str,
         ceiling: &'static str,
         rows: &'a [Row],
-        /// Encrypted RIFT session stream over each backend: not measured yet, see
-        /// [`session_stream_paths`].
-        session_stream: Option<()>,
     }
 
     const BASELINE: &str = "std send_to/recv_from";
@@ -173,8 +172,12 @@ mod linux {
             ),
             ("raw-gso", CEILING, Path::RawGso),
         ];
+        let session = session_stream_paths();
         for p in &args.paths {
-            anyhow::ensure!(paths.iter().any(|(id, _, _)| id == p), "unknown path {p:?}");
+            anyhow::ensure!(
+                paths.iter().chain(&session).any(|(id, _, _)| id == p),
+                "unknown path {p:?}"
+            );
         }
         let wanted = |id: &str| {
             args.paths.is_empty()
@@ -182,21 +185,18 @@ mod linux {
                 || id == "raw-gso"
                 || args.paths.iter().any(|p| p == id)
         };
-        let session = session_stream_paths();
         for (id, name, path) in paths
             .into_iter()
             .chain(session.iter().copied())
             .filter(|(id, _, _)| wanted(id))
         {
-            let (tx, rx) = path.open(args).with_context(|| format!("opening {name}"))?;
-            let m = measure(args, id, tx, rx).with_context(|| format!("measuring {name}"))?;
+            let m = if let Path::Session(mode, burst) = path {
+                session::measure(args, mode, burst).with_context(|| format!("measuring {name}"))?
+            } else {
+                let (tx, rx) = path.open(args).with_context(|| format!("opening {name}"))?;
+                measure(args, id, tx, rx).with_context(|| format!("measuring {name}"))?
+            };
             rows.push((name, m));
-        }
-        if session.is_empty() {
-            println!(
-                "encrypted session stream over each backend: not measured yet (needs the \
-                 sans-IO Session of wavry-rift; see session_stream_paths)"
-            );
         }
         let base = rows[0].1;
         let ceil = rows
@@ -220,7 +220,6 @@ mod linux {
                 baseline: BASELINE,
                 ceiling: CEILING,
                 rows: &rows,
-                session_stream: None,
             };
             std::fs::write(p, serde_json::to_string_pretty(&report)?)
                 .with_context(|| format!("writing {}", p.display()))?;
@@ -229,13 +228,31 @@ mod linux {
         Ok(())
     }
 
-    /// Hook: the encrypted RIFT session stream (seal → send → receive → open) over each
-    /// backend, measured like every other path. It needs the sans-IO `Session` from
-    /// `wavry-rift`, which does not exist yet, so this list is empty and the run says so instead
-    /// of printing a made-up figure. When the Session lands: add a `Path::Session(IoMode)` whose
-    /// `Tx` seals frames into GSO batches and whose `Rx` opens them, and list one per backend.
+    /// The encrypted RIFT session stream (host driver -> client driver, sealed, FEC-protected,
+    /// paced, opened and reassembled) over each backend; see [`session::measure`].
     fn session_stream_paths() -> Vec<(&'static str, &'static str, Path)> {
-        Vec::new()
+        vec![
+            (
+                "session-portable",
+                "encrypted session (portable)",
+                Path::Session(IoMode::Portable, session::DEFAULT_BURST),
+            ),
+            (
+                "session-uring",
+                "encrypted session (uring)",
+                Path::Session(IoMode::Uring, session::DEFAULT_BURST),
+            ),
+            (
+                "session-portable-burst",
+                "encrypted session (portable) burst 54",
+                Path::Session(IoMode::Portable, session::GSO_BURST),
+            ),
+            (
+                "session-uring-burst",
+                "encrypted session (uring) burst 54",
+                Path::Session(IoMode::Uring, session::GSO_BURST),
+            ),
+        ]
     }
 
     /// How a backend path batches: GSO sends and copying receive, GSO sends and borrowed
@@ -253,6 +270,9 @@ mod linux {
         Mmsg,
         Backend(IoMode, Gso, bool),
         RawGso,
+        /// The encrypted session stream over a backend with this pacer burst (datagrams),
+        /// measured by [`session::measure`].
+        Session(IoMode, usize),
     }
 
     impl Path {
@@ -297,6 +317,9 @@ mod linux {
                             buf: vec![0; SLOT],
                         }),
                     )
+                }
+                Path::Session(..) => {
+                    anyhow::bail!("session paths are measured by session::measure")
                 }
                 Path::Backend(mode, gso, send_zc) => {
                     let cfg = Config {
@@ -505,12 +528,12 @@ mod linux {
 
     /// Raw figures of one path.
     #[derive(Debug, Clone, Copy)]
-    struct Measured {
-        sent: u64,
-        received: u64,
-        bytes: u64,
-        secs: f64,
-        cpu_secs: f64,
+    pub(super) struct Measured {
+        pub(super) sent: u64,
+        pub(super) received: u64,
+        pub(super) bytes: u64,
+        pub(super) secs: f64,
+        pub(super) cpu_secs: f64,
     }
 
     impl Measured {
@@ -655,5 +678,174 @@ mod linux {
         println!(
             "baseline = {BASELINE}; ceiling = {CEILING}; x* = ratio of pps / packets per CPU-second in this run"
         );
+    }
+
+    /// The encrypted session stream: a `HostDriver` streams video to a `ClientDriver`.
+    mod session {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+
+        use anyhow::Context as _;
+        use wavry_net::{ClientDriver, Config, DriverConfig, DriverStats, HostDriver, IoMode};
+        use wavry_rift::cc::DeltaConfig;
+        use wavry_rift::crypto::PeerPolicy;
+        use wavry_rift::identity::IdentityKey;
+        use wavry_rift::session::{Endpoint, Event, FrameMeta, Role, SessionConfig, SessionHandle};
+
+        use super::{Args, Measured, raw};
+
+        /// Frame size the host streams (a large P-frame / small keyframe).
+        const FRAME: usize = 64 << 10;
+        /// Fixed DELTA rate (min = max = initial): far above what loopback carries here, so the
+        /// pacer, not congestion control, is the only brake.
+        const RATE_BPS: u64 = 40_000_000_000;
+        /// Frame admission: media datagrams queued in the host session before the driver holds
+        /// the next frame (about eight 64 KiB frames; ~3 ms of stream here, well inside a
+        /// frame's deadline).
+        const HIGH_WATER: usize = 512;
+        const WAIT: Duration = Duration::from_secs(10);
+        /// The session's default pacer burst (datagrams back to back).
+        pub(super) const DEFAULT_BURST: usize = 4;
+        /// A burst of one full GSO batch (54 x 1200 B = 64 800 B <= 65 507 B).
+        pub(super) const GSO_BURST: usize = 54;
+
+        /// Streams `--seconds` of 64 KiB frames over loopback and counts, from the drivers'
+        /// own counters, the datagrams the host sent and the client received (data, parity
+        /// and feedback) within the window; CPU is the whole process (both drivers and both
+        /// application threads). `--size` does not apply: the session's MTU is 1200 B.
+        pub(super) fn measure(args: &Args, mode: IoMode, burst: usize) -> anyhow::Result<Measured> {
+            let host_key = Arc::new(IdentityKey::from_seed([0x48; 32])?);
+            let client_key = Arc::new(IdentityKey::from_seed([0x43; 32])?);
+            let mut host_cfg = SessionConfig::new(Role::Host, PeerPolicy::Pinned(client_key.id()));
+            host_cfg.cc = DeltaConfig {
+                min_bps: RATE_BPS,
+                max_bps: RATE_BPS,
+                initial_bps: RATE_BPS,
+                ..DeltaConfig::default()
+            };
+            host_cfg.pacer_burst = burst;
+            let client_cfg = SessionConfig::new(Role::Client, PeerPolicy::Pinned(host_key.id()));
+            let lo = "127.0.0.1:0".parse()?;
+            let net = Config {
+                uring_buffers: args.uring_buffers,
+                ..Config::default()
+            };
+            let host = HostDriver::spawn(
+                wavry_net::bind(lo, mode, &net)?,
+                Endpoint::new(host_cfg, host_key, 1),
+                DriverConfig {
+                    command_capacity: 16,
+                    media_high_water: Some(HIGH_WATER),
+                    thread_name: "bench-host".into(),
+                    ..DriverConfig::default()
+                },
+            )?;
+            let client = ClientDriver::connect(
+                wavry_net::bind(lo, mode, &net)?,
+                client_cfg,
+                client_key,
+                host.local_addr(),
+                DriverConfig {
+                    thread_name: "bench-client".into(),
+                    ..DriverConfig::default()
+                },
+            )?;
+            let deadline = Instant::now() + WAIT;
+            let session = loop {
+                match host
+                    .events()
+                    .recv_deadline(deadline)
+                    .context("host Connected")?
+                {
+                    (h, Event::Connected { .. }) => break h,
+                    (_, Event::Closed(r)) => anyhow::bail!("host session closed: {r:?}"),
+                    _ => {}
+                }
+            };
+            loop {
+                match client
+                    .events()
+                    .recv_deadline(deadline)
+                    .context("client Connected")?
+                {
+                    Event::Connected { .. } => break,
+                    Event::Closed(r) => anyhow::bail!("client session closed: {r:?}"),
+                    _ => {}
+                }
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let dur = Duration::from_secs_f64(args.seconds);
+            let (h0, c0) = (counters(&host, session)?, client.snapshot(WAIT)?.driver);
+            let cpu0 = raw::process_cpu_time();
+            let t0 = Instant::now();
+            std::thread::scope(|s| -> anyhow::Result<()> {
+                let producer = s.spawn(|| produce(&host, session, &stop));
+                let consumer = s.spawn(|| consume(&client, &stop));
+                // The measurement window itself: nothing to synchronise with, the streams run.
+                std::thread::sleep(dur.saturating_sub(t0.elapsed()));
+                stop.store(true, Ordering::Release);
+                producer
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("producer panicked"))??;
+                consumer
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("consumer panicked"))??;
+                Ok(())
+            })?;
+            let (h1, c1) = (counters(&host, session)?, client.snapshot(WAIT)?.driver);
+            let secs = t0.elapsed().as_secs_f64();
+            let cpu = raw::process_cpu_time().saturating_sub(cpu0);
+            client.shutdown()?;
+            host.shutdown()?;
+            Ok(Measured {
+                sent: h1.datagrams_sent - h0.datagrams_sent,
+                received: c1.datagrams_received - c0.datagrams_received,
+                bytes: c1.bytes_received - c0.bytes_received,
+                secs,
+                cpu_secs: cpu.as_secs_f64(),
+            })
+        }
+
+        fn counters(host: &HostDriver, session: SessionHandle) -> anyhow::Result<DriverStats> {
+            Ok(host
+                .snapshot(session, WAIT)?
+                .context("host session vanished")?
+                .driver)
+        }
+
+        /// Sends frames as fast as the host driver admits them (its bounded command queue and
+        /// media high-water mark block this thread while the pacer catches up).
+        fn produce(
+            host: &HostDriver,
+            session: SessionHandle,
+            stop: &AtomicBool,
+        ) -> anyhow::Result<()> {
+            // Capture timestamps in µs: the client's deadline buffer reads them.
+            let epoch = Instant::now();
+            while !stop.load(Ordering::Acquire) {
+                let mut data = host.take_buffer();
+                data.resize(FRAME, 0xa5);
+                let meta = FrameMeta {
+                    timestamp_us: epoch.elapsed().as_micros() as u64,
+                    ..FrameMeta::default()
+                };
+                host.send_frame(session, data, meta, Duration::from_millis(2))?;
+                while host.events().try_recv().is_ok() {}
+            }
+            Ok(())
+        }
+
+        /// Takes the client's events and recycles every frame.
+        fn consume(client: &ClientDriver, stop: &AtomicBool) -> anyhow::Result<()> {
+            while !stop.load(Ordering::Acquire) {
+                match client.events().recv_timeout(Duration::from_millis(20)) {
+                    Ok(Event::Frame(f)) => client.recycle(f)?,
+                    Ok(Event::Closed(r)) => anyhow::bail!("client closed while streaming: {r:?}"),
+                    Ok(_) | Err(_) => {}
+                }
+            }
+            Ok(())
+        }
     }
 }

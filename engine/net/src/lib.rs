@@ -18,6 +18,10 @@
 //!
 //! [`bind`] picks one from an [`IoMode`] (`--io auto|uring|portable`, `WAVRY_IO`); `auto` probes
 //! io_uring and downgrades to portable with one `warn` line saying why.
+//!
+//! The [`driver`] module runs `wavry-rift`'s sans-IO sessions on a backend: a [`HostDriver`]
+//! (an `Endpoint` of many sessions) or a [`ClientDriver`] (one `Session`) on its own I/O
+//! thread, commanded and observed over channels. `examples/stream.rs` is the end-to-end demo.
 
 #![warn(missing_docs)]
 
@@ -31,6 +35,7 @@ use std::time::Duration;
 #[allow(unsafe_code)]
 pub mod cmsg;
 mod deliver;
+pub mod driver;
 mod portable;
 mod select;
 mod socket;
@@ -38,6 +43,9 @@ mod socket;
 #[allow(unsafe_code)]
 mod uring;
 
+pub use driver::{
+    ClientDriver, Command, DriverConfig, DriverError, DriverStats, HostDriver, SessionSnapshot,
+};
 pub use portable::PortableBackend;
 pub use select::{DISABLE_URING_ENV, bind, bind_sharded, probe_uring};
 #[cfg(target_os = "linux")]

@@ -380,6 +380,24 @@ impl UringBackend {
             None => self.ring.submit_and_wait(1),
             Some(d) => {
                 let rem = d.saturating_duration_since(Instant::now());
+                if rem.is_zero() {
+                    // A poll, not a wait: arming a zero timeout costs a timer in
+                    // io_cqring_wait. Enter the kernel only when it holds completions for us
+                    // (TASKRUN flag) or SQEs wait; the caller then looks at the CQ once more.
+                    let pending = {
+                        let sq = self.ring.submission();
+                        sq.taskrun() || !sq.is_empty()
+                    };
+                    if pending {
+                        match self.ring.submit() {
+                            Ok(_) => {}
+                            Err(e)
+                                if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    return Ok(false);
+                }
                 let ts = Timespec::from(rem);
                 let args = SubmitArgs::new().timespec(&ts);
                 self.ring.submitter().submit_with_args(1, &args)

@@ -70,6 +70,9 @@ pub struct SessionConfig {
     pub playout_slack: Duration,
     /// Largest frame accepted or sent.
     pub max_frame: usize,
+    /// Pacer burst, in datagrams of `max_datagram`: how many may leave back to back (and so
+    /// share one GSO send). Default 4; a driver on a fast path may raise it to its GSO batch.
+    pub pacer_burst: usize,
     /// Congestion control tunables (sender side).
     pub cc: DeltaConfig,
     /// Host offer (host side).
@@ -92,6 +95,7 @@ impl SessionConfig {
             keepalive: Duration::from_millis(500),
             playout_slack: Duration::from_millis(15),
             max_frame: 4 << 20,
+            pacer_burst: 4,
             cc: DeltaConfig::default(),
             host: HostParams::default(),
             hello: proto::Hello {

@@ -116,7 +116,7 @@ impl Sender {
             pool: BufPool::new(MAX_DATAGRAM_BUF),
             pacer: Pacer::new(
                 (target_bps as f64 * PACING_GAIN) as u64,
-                4 * cfg.max_datagram,
+                cfg.pacer_burst.max(1) * cfg.max_datagram,
             ),
             fec: FecCodec::default(),
             fec_policy: FecPolicy::default(),

@@ -1,0 +1,1095 @@
+//! Endpoint drivers: sans-IO RIFT sessions run on a [`Backend`] by one I/O thread each.
+//!
+//! A [`HostDriver`] owns a [`wavry_rift::session::Endpoint`] (many sessions behind one
+//! socket); a [`ClientDriver`] owns one [`Session`]. Each spawns a thread that loops:
+//!
+//! ```text
+//!   recv (timeout = time to poll_timeout(), at most DriverConfig::max_wait)
+//!     -> split GRO buffers by stride -> handle_datagram
+//!   handle_timeout when due
+//!   apply application commands (send frame / input / control / audio, recycle, close, ...)
+//!   drain poll_transmit into batches of GSO transmits (<= max_gso_segments each) -> send
+//!   forward events to the application
+//! ```
+//!
+//! The application talks to the thread over `crossbeam-channel`s: [`Command`]s in (bounded,
+//! so a full queue blocks the sender), events out (unbounded: drain them). Receive and transmit
+//! buffers are allocated once; the loop itself does not allocate per datagram (frames, events
+//! and commands are owned values the application allocates and recycles).
+//!
+//! Shutdown ([`HostDriver::shutdown`], [`ClientDriver::shutdown`], or dropping the driver)
+//! closes every session (a Goodbye goes out), flushes it, and joins the thread.
+//!
+//! One thread drives one socket; sharding a host over cores with `SO_REUSEPORT`
+//! ([`crate::bind_sharded`]) is not wired into the driver yet.
+
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded, unbounded};
+use wavry_rift::identity::{IdentityKey, WavryId};
+use wavry_rift::proto::{InputMessage, control_message::Content as ControlContent};
+use wavry_rift::session::{
+    Endpoint, Event, Frame, FrameMeta, Session, SessionConfig, SessionError, SessionHandle,
+    SessionStats,
+};
+
+use crate::{Backend, BackendKind, MAX_UDP_PAYLOAD, NetError, NetSocket, RecvMeta, Transmit};
+
+/// Bytes per receive or transmit slot: any UDP payload, GRO/GSO batches included.
+const SLOT: usize = 1 << 16;
+/// Receive buffers handed to one `Backend::recv` call.
+const RX_SLOTS: usize = 8;
+/// Transmits handed to one `Backend::send` call.
+const TX_SLOTS: usize = 8;
+/// Spent frame buffers kept for [`HostDriver::take_buffer`] / [`ClientDriver::take_buffer`].
+const SPARES: usize = 16;
+/// Timer waits shorter than this are not slept: the loop polls the socket and carries on
+/// (sleeps and timed waits overshoot by about this much anyway).
+const SPIN: Duration = Duration::from_micros(50);
+/// The handle a [`ClientDriver`] uses for its single session.
+const CLIENT: SessionHandle = SessionHandle(0);
+
+/// Tunables of a driver thread.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Longest the thread blocks in a receive before it looks at the command queue again
+    /// (it also wakes for the session timer). A command sent while the thread blocks wakes it
+    /// at once with a one-byte loopback datagram from the handle; this bound only matters if
+    /// that wake socket could not be opened (then, on the portable backend, the kernel rounds
+    /// SO_RCVTIMEO up to a scheduler tick of 1-4 ms). Default 1 ms.
+    pub max_wait: Duration,
+    /// Capacity of the command queue; a full queue blocks the application's send. Default 1024.
+    pub command_capacity: usize,
+    /// Frame admission: while the target session has at least this many media datagrams
+    /// waiting for its pacer, a [`Command::Frame`] is held (and the command queue with it), so
+    /// a producer faster than the path is slowed down by the bounded queue. `None` (default)
+    /// admits every frame at once.
+    pub media_high_water: Option<usize>,
+    /// Name of the I/O thread. Default `wavry-driver`.
+    pub thread_name: String,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            max_wait: Duration::from_millis(1),
+            command_capacity: 1024,
+            media_high_water: None,
+            thread_name: "wavry-driver".into(),
+        }
+    }
+}
+
+/// What the application asks a driver thread to do. A [`ClientDriver`] ignores `session`.
+#[derive(Debug)]
+pub enum Command {
+    /// [`Session::send_frame`]; the buffer comes back through `take_buffer` afterwards.
+    Frame {
+        /// Target session.
+        session: SessionHandle,
+        /// Encoded frame.
+        data: Vec<u8>,
+        /// Sender metadata.
+        meta: FrameMeta,
+        /// Time until the next frame (1/fps).
+        interval: Duration,
+    },
+    /// [`Session::send_input`].
+    Input {
+        /// Target session.
+        session: SessionHandle,
+        /// The input event.
+        input: InputMessage,
+    },
+    /// [`Session::send_control`].
+    Control {
+        /// Target session.
+        session: SessionHandle,
+        /// The control message.
+        content: ControlContent,
+    },
+    /// [`Session::send_audio`].
+    Audio {
+        /// Target session.
+        session: SessionHandle,
+        /// Capture timestamp, µs.
+        timestamp_us: u64,
+        /// One Opus packet.
+        data: Vec<u8>,
+    },
+    /// [`Session::recycle`]: gives a delivered frame's buffer back to its session.
+    Recycle {
+        /// The session that delivered the frame.
+        session: SessionHandle,
+        /// The frame.
+        frame: Frame,
+    },
+    /// [`Session::close`].
+    Close {
+        /// Session to close.
+        session: SessionHandle,
+        /// Goodbye reason sent to the peer.
+        reason: String,
+    },
+    /// Answers with a [`SessionSnapshot`] (`None` when the session does not exist).
+    Snapshot {
+        /// Session to describe.
+        session: SessionHandle,
+        /// Where the answer goes.
+        reply: Sender<Option<SessionSnapshot>>,
+    },
+    /// Closes every session, flushes, and ends the thread.
+    Shutdown,
+}
+
+/// Counters of one driver thread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Datagrams fed to the session(s) (GRO batches counted per datagram).
+    pub datagrams_received: u64,
+    /// UDP payload bytes of those datagrams.
+    pub bytes_received: u64,
+    /// Datagrams handed to the backend (GSO batches counted per datagram).
+    pub datagrams_sent: u64,
+    /// UDP payload bytes of those datagrams.
+    pub bytes_sent: u64,
+    /// `Backend::recv` calls that returned data.
+    pub recv_batches: u64,
+    /// `Backend::send` calls.
+    pub send_calls: u64,
+    /// `Backend::send` calls that failed (logged; UDP is lossy, the loop carries on).
+    pub send_errors: u64,
+    /// Received datagrams cut by a too-small buffer (dropped).
+    pub truncated: u64,
+    /// Commands applied.
+    pub commands: u64,
+    /// Commands the session refused (not connected, frame too large, unknown session, ...).
+    pub commands_rejected: u64,
+}
+
+/// A session's state as seen from its driver thread.
+#[derive(Debug, Clone)]
+pub struct SessionSnapshot {
+    /// Hello/HelloAck completed.
+    pub connected: bool,
+    /// The peer's authenticated identity, once known.
+    pub peer: Option<WavryId>,
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// Smoothed RTT, once measured ([`Session::rtt`]).
+    pub rtt: Option<Duration>,
+    /// DELTA's target bitrate, bit/s.
+    pub target_bps: u64,
+    /// Media datagrams waiting for the pacer.
+    pub media_queued: usize,
+    /// Reliable messages not yet acknowledged.
+    pub unacked: usize,
+    /// The session's counters.
+    pub stats: SessionStats,
+    /// The driver thread's counters at the same moment.
+    pub driver: DriverStats,
+}
+
+/// Errors of the driver API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// The driver thread has ended (shut down, or failed: its error comes from `shutdown`).
+    #[error("driver thread has stopped")]
+    Stopped,
+    /// The driver thread panicked.
+    #[error("driver thread panicked")]
+    Panicked,
+    /// No answer from the driver thread in time.
+    #[error("timed out waiting for the driver thread")]
+    Timeout,
+    /// Creating the session failed.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// Opening the backend failed.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// A socket or thread operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What a driver thread runs: an endpoint (host) or a single session (client).
+trait Core: Send + 'static {
+    /// The event type handed to the application.
+    type Out: Send + 'static;
+    fn wrap(h: SessionHandle, e: Event) -> Self::Out;
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]);
+    fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        max: usize,
+    ) -> Option<wavry_rift::session::Transmit>;
+    fn poll_event(&mut self) -> Option<(SessionHandle, Event)>;
+    fn poll_timeout(&mut self) -> Option<Instant>;
+    fn handle_timeout(&mut self, now: Instant);
+    fn session(&mut self, h: SessionHandle) -> Option<&mut Session>;
+    fn close_all(&mut self, now: Instant, reason: &str);
+}
+
+impl Core for Endpoint {
+    type Out = (SessionHandle, Event);
+    fn wrap(h: SessionHandle, e: Event) -> Self::Out {
+        (h, e)
+    }
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) {
+        Endpoint::handle_datagram(self, now, from, buf);
+    }
+    fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        max: usize,
+    ) -> Option<wavry_rift::session::Transmit> {
+        Endpoint::poll_transmit(self, now, buf, max).map(|(_, t)| t)
+    }
+    fn poll_event(&mut self) -> Option<(SessionHandle, Event)> {
+        Endpoint::poll_event(self)
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        Endpoint::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Endpoint::handle_timeout(self, now);
+    }
+    fn session(&mut self, h: SessionHandle) -> Option<&mut Session> {
+        self.session_mut(h)
+    }
+    fn close_all(&mut self, now: Instant, reason: &str) {
+        let handles: Vec<SessionHandle> = self.handles().collect();
+        for h in handles {
+            if let Some(s) = self.session_mut(h) {
+                s.close(now, reason);
+            }
+        }
+    }
+}
+
+impl Core for Session {
+    type Out = Event;
+    fn wrap(_h: SessionHandle, e: Event) -> Self::Out {
+        e
+    }
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) {
+        Session::handle_datagram(self, now, from, buf);
+    }
+    fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        max: usize,
+    ) -> Option<wavry_rift::session::Transmit> {
+        Session::poll_transmit(self, now, buf, max)
+    }
+    fn poll_event(&mut self) -> Option<(SessionHandle, Event)> {
+        Session::poll_event(self).map(|e| (CLIENT, e))
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        Session::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        if Session::poll_timeout(self).is_some_and(|t| t <= now) {
+            Session::handle_timeout(self, now);
+        }
+    }
+    fn session(&mut self, _h: SessionHandle) -> Option<&mut Session> {
+        Some(self)
+    }
+    fn close_all(&mut self, now: Instant, reason: &str) {
+        self.close(now, reason);
+    }
+}
+
+/// The I/O thread's state.
+struct Worker<C: Core> {
+    core: C,
+    socket: NetSocket,
+    commands: Receiver<Command>,
+    events: Sender<C::Out>,
+    spares: Sender<Vec<u8>>,
+    cfg: DriverConfig,
+    rx: Vec<u8>,
+    rx_meta: [RecvMeta; RX_SLOTS],
+    tx: Vec<u8>,
+    tx_meta: [(SocketAddr, usize, Option<usize>); TX_SLOTS],
+    /// A frame waiting for its session's media queue to drain below the high-water mark.
+    held: Option<Command>,
+    max_segments: usize,
+    stats: DriverStats,
+    stop: bool,
+    /// The last receive filled every slot: look again without waiting.
+    more: bool,
+    /// The backend's receive timeout is precise (io_uring timespec), not tick-rounded.
+    precise_wait: bool,
+    /// Raised while blocked in a receive; the handle then wakes the thread with a datagram.
+    sleeping: Arc<AtomicBool>,
+    /// Source address of those wake datagrams (skipped, never given to a session).
+    wake_from: Option<SocketAddr>,
+}
+
+impl<C: Core> Worker<C> {
+    fn run(mut self) -> Result<DriverStats, DriverError> {
+        tracing::info!(
+            backend = %self.socket.kind(),
+            local = ?self.socket.local_addr().ok(),
+            gso = self.max_segments,
+            "driver started"
+        );
+        warm_up_fec();
+        let result = self.run_loop();
+        let now = Instant::now();
+        self.core.close_all(now, "shutdown");
+        self.flush(now);
+        self.forward_events();
+        tracing::info!(stats = ?self.stats, "driver stopped");
+        result.map(|()| self.stats)
+    }
+
+    fn run_loop(&mut self) -> Result<(), DriverError> {
+        loop {
+            let now = Instant::now();
+            // A held frame that may go in now (the last flush drained its session's queue)
+            // must not wait for a datagram or a timer.
+            let admit = match self.held.take() {
+                Some(cmd) => {
+                    let hold = self.must_hold(&cmd);
+                    self.held = Some(cmd);
+                    !hold
+                }
+                None => false,
+            };
+            let timer = if admit {
+                Some(Duration::ZERO)
+            } else {
+                self.core
+                    .poll_timeout()
+                    .map(|t| t.saturating_duration_since(now))
+            };
+            match timer {
+                // Pacer waits shorter than a timer can honour: look at the socket and go on.
+                Some(w) if self.more || w < SPIN => {
+                    self.receive(Duration::ZERO)?;
+                }
+                _ if self.more => {
+                    self.receive(Duration::ZERO)?;
+                }
+                // A timer (the pacer, mostly) fires before `max_wait`. The portable backend
+                // waits with SO_RCVTIMEO, which the kernel rounds up to a scheduler tick
+                // (1-4 ms): poll, then sleep precisely instead.
+                Some(w) if w < self.cfg.max_wait && !self.precise_wait => {
+                    if self.receive(Duration::ZERO)? == 0 && !w.is_zero() {
+                        std::thread::sleep(w);
+                    }
+                }
+                Some(w) => {
+                    self.blocking_receive(w.min(self.cfg.max_wait))?;
+                }
+                None => {
+                    self.blocking_receive(self.cfg.max_wait)?;
+                }
+            }
+            let now = Instant::now();
+            self.core.handle_timeout(now);
+            self.apply_commands(now);
+            if self.stop {
+                return Ok(());
+            }
+            self.flush(now);
+            self.forward_events();
+        }
+    }
+
+    /// A receive that may block: the application's handle sees `sleeping` and sends a wake
+    /// datagram with its next command, so commands do not wait for the timeout.
+    fn blocking_receive(&mut self, wait: Duration) -> Result<usize, DriverError> {
+        if self.wake_from.is_none() {
+            return self.receive(wait);
+        }
+        self.sleeping.store(true, Ordering::SeqCst);
+        // A command sent before the flag was up found it down and sent no wake: look first.
+        let wait = if self.commands.is_empty() {
+            wait
+        } else {
+            Duration::ZERO
+        };
+        let r = self.receive(wait);
+        self.sleeping.store(false, Ordering::SeqCst);
+        r
+    }
+
+    /// One receive call; every datagram goes to the core. Returns the buffers filled.
+    fn receive(&mut self, wait: Duration) -> Result<usize, DriverError> {
+        let n = {
+            let mut chunks = self.rx.chunks_mut(SLOT);
+            let mut iovs: [IoSliceMut<'_>; RX_SLOTS] =
+                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+            match self.socket.recv(&mut iovs, &mut self.rx_meta, Some(wait)) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                Err(source) => {
+                    return Err(DriverError::Io {
+                        context: "receiving",
+                        source,
+                    });
+                }
+            }
+        };
+        self.more = n == RX_SLOTS;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.stats.recv_batches += 1;
+        let now = Instant::now();
+        for (slot, m) in self.rx.chunks_mut(SLOT).zip(&self.rx_meta).take(n) {
+            if Some(m.src) == self.wake_from {
+                continue;
+            }
+            if m.truncated {
+                self.stats.truncated += 1;
+                continue;
+            }
+            for d in slot[..m.len].chunks_mut(m.stride.max(1)) {
+                self.stats.datagrams_received += 1;
+                self.stats.bytes_received += d.len() as u64;
+                self.core.handle_datagram(now, m.src, d);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Is this command a frame for a session whose media queue is above the high-water mark?
+    fn must_hold(&mut self, cmd: &Command) -> bool {
+        let Command::Frame { session, .. } = cmd else {
+            return false;
+        };
+        let Some(hw) = self.cfg.media_high_water else {
+            return false;
+        };
+        self.core
+            .session(*session)
+            .is_some_and(|s| s.is_connected() && s.media_queued() >= hw)
+    }
+
+    fn apply_commands(&mut self, now: Instant) {
+        if let Some(cmd) = self.held.take() {
+            if self.must_hold(&cmd) {
+                self.held = Some(cmd);
+                return;
+            }
+            self.apply(now, cmd);
+        }
+        while !self.stop {
+            match self.commands.try_recv() {
+                Ok(cmd) => {
+                    if self.must_hold(&cmd) {
+                        self.held = Some(cmd);
+                        return;
+                    }
+                    self.apply(now, cmd);
+                }
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    tracing::debug!("every driver handle is gone: stopping");
+                    self.stop = true;
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, now: Instant, cmd: Command) {
+        self.stats.commands += 1;
+        let (what, session, result) = match cmd {
+            Command::Frame {
+                session,
+                data,
+                meta,
+                interval,
+            } => {
+                let r = self.with(session, |s| {
+                    s.send_frame(now, &data, meta, interval).map(|_| ())
+                });
+                // Full spare queue: the buffer is simply freed.
+                let _ = self.spares.try_send(data);
+                ("frame", session, r)
+            }
+            Command::Input { session, input } => (
+                "input",
+                session,
+                self.with(session, |s| s.send_input(now, input)),
+            ),
+            Command::Control { session, content } => (
+                "control",
+                session,
+                self.with(session, |s| s.send_control(now, content)),
+            ),
+            Command::Audio {
+                session,
+                timestamp_us,
+                data,
+            } => (
+                "audio",
+                session,
+                self.with(session, |s| s.send_audio(now, timestamp_us, &data)),
+            ),
+            Command::Recycle { session, frame } => {
+                if let Some(s) = self.core.session(session) {
+                    s.recycle(frame);
+                }
+                return;
+            }
+            Command::Close { session, reason } => (
+                "close",
+                session,
+                self.with(session, |s| {
+                    s.close(now, &reason);
+                    Ok(())
+                }),
+            ),
+            Command::Snapshot { session, reply } => {
+                let driver = self.stats;
+                let snap = self.core.session(session).map(|s| SessionSnapshot {
+                    connected: s.is_connected(),
+                    peer: s.peer(),
+                    remote: s.remote(),
+                    rtt: s.rtt(),
+                    target_bps: s.target_bitrate(),
+                    media_queued: s.media_queued(),
+                    unacked: s.unacked(),
+                    stats: s.stats(),
+                    driver,
+                });
+                let _ = reply.try_send(snap);
+                return;
+            }
+            Command::Shutdown => {
+                self.stop = true;
+                return;
+            }
+        };
+        if let Err(e) = result {
+            self.stats.commands_rejected += 1;
+            tracing::debug!(command = what, session = session.0, error = %e, "command refused");
+        }
+    }
+
+    fn with(
+        &mut self,
+        h: SessionHandle,
+        f: impl FnOnce(&mut Session) -> Result<(), SessionError>,
+    ) -> Result<(), SessionError> {
+        self.core
+            .session(h)
+            .map_or(Err(SessionError::NotConnected), f)
+    }
+
+    /// Drains `poll_transmit` into batches of up to `TX_SLOTS` transmits per send call.
+    fn flush(&mut self, now: Instant) {
+        loop {
+            let mut count = 0;
+            for slot in self.tx.chunks_mut(SLOT) {
+                let slot = &mut slot[..MAX_UDP_PAYLOAD];
+                let Some(t) = self.core.poll_transmit(now, slot, self.max_segments) else {
+                    break;
+                };
+                self.tx_meta[count] = (t.destination, t.len, t.segment_size);
+                count += 1;
+            }
+            if count == 0 {
+                return;
+            }
+            let empty = Transmit {
+                dst: self.tx_meta[0].0,
+                segment_size: None,
+                ecn: None,
+                contents: &[],
+            };
+            let mut batch = [empty; TX_SLOTS];
+            let (mut datagrams, mut bytes) = (0, 0);
+            for ((t, slot), &(dst, len, seg)) in batch
+                .iter_mut()
+                .zip(self.tx.chunks(SLOT))
+                .zip(&self.tx_meta[..count])
+            {
+                let seg = seg.filter(|&s| s > 0 && s < len);
+                datagrams += seg.map_or(1, |s| len.div_ceil(s)) as u64;
+                bytes += len as u64;
+                *t = Transmit {
+                    dst,
+                    segment_size: seg,
+                    ecn: None,
+                    contents: &slot[..len],
+                };
+            }
+            self.stats.send_calls += 1;
+            match self.socket.send(&batch[..count]) {
+                Ok(()) => {
+                    self.stats.datagrams_sent += datagrams;
+                    self.stats.bytes_sent += bytes;
+                }
+                Err(e) => {
+                    self.stats.send_errors += 1;
+                    tracing::warn!(error = %e, datagrams, "send failed; datagrams dropped");
+                }
+            }
+            if count < TX_SLOTS {
+                return;
+            }
+        }
+    }
+
+    fn forward_events(&mut self) {
+        while let Some((h, e)) = self.core.poll_event() {
+            match &e {
+                Event::Connected { peer, .. } => {
+                    tracing::info!(session = h.0, %peer, "session connected");
+                }
+                Event::Closed(reason) => {
+                    tracing::info!(session = h.0, ?reason, "session closed");
+                }
+                _ => {}
+            }
+            // A dropped receiver means nobody listens; the event is discarded.
+            let _ = self.events.send(C::wrap(h, e));
+        }
+    }
+}
+
+/// Runs one Reed-Solomon encode and decode so that the codec's lazily built tables (about
+/// 9 ms on first use, measured here) are ready before the first frame instead of stalling the
+/// I/O thread mid-stream.
+fn warm_up_fec() {
+    let started = Instant::now();
+    let mut codec = wavry_rift::fec::FecCodec::default();
+    let shards = [[0x5a_u8; 64], [0xa5; 64]];
+    let mut parity = [0u8; 64];
+    let encoded = codec.encode(64, 2, 1, shards.iter().map(|s| &s[..]), |_, p| {
+        parity.copy_from_slice(p);
+    });
+    let decoded = codec.decode(
+        64,
+        2,
+        1,
+        [(0, &shards[0][..])],
+        [(0, &parity[..])],
+        |_, _| {},
+    );
+    if encoded.is_err() || decoded.is_err() {
+        tracing::debug!("FEC warm-up failed; the first frame pays for the codec tables");
+    }
+    tracing::debug!(elapsed = ?started.elapsed(), "FEC codec warmed up");
+}
+
+/// The application's side of a driver thread, shared by host and client drivers.
+#[derive(Debug)]
+struct Handle<Out> {
+    commands: Sender<Command>,
+    events: Receiver<Out>,
+    spares: Receiver<Vec<u8>>,
+    thread: Option<JoinHandle<Result<DriverStats, DriverError>>>,
+    local: SocketAddr,
+    kind: BackendKind,
+    sleeping: Arc<AtomicBool>,
+    wake: Option<Wake>,
+}
+
+/// A loopback socket that sends one-byte datagrams to a sleeping driver's socket.
+#[derive(Debug)]
+struct Wake {
+    socket: UdpSocket,
+    to: SocketAddr,
+}
+
+impl Wake {
+    /// A waker for a driver bound to `local` (an unspecified address is reached over the
+    /// loopback of its family); `None`, with a debug line, when it cannot be opened.
+    fn new(local: SocketAddr) -> Option<Self> {
+        let ip = match local.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        match UdpSocket::bind((ip, 0)) {
+            Ok(socket) => Some(Self {
+                socket,
+                to: SocketAddr::new(ip, local.port()),
+            }),
+            Err(e) => {
+                tracing::debug!(error = %e, "no wake socket; commands wait up to max_wait");
+                None
+            }
+        }
+    }
+}
+
+impl<Out: Send + 'static> Handle<Out> {
+    fn spawn<C: Core<Out = Out>>(
+        core: C,
+        socket: NetSocket,
+        cfg: DriverConfig,
+    ) -> Result<Self, DriverError> {
+        let local = socket.local_addr().map_err(|source| DriverError::Io {
+            context: "reading the local address",
+            source,
+        })?;
+        let kind = socket.kind();
+        let (cmd_tx, cmd_rx) = bounded(cfg.command_capacity.max(1));
+        let (ev_tx, ev_rx) = unbounded();
+        let (sp_tx, sp_rx) = bounded(SPARES);
+        let max_segments = socket.max_gso_segments().max(1);
+        let name = cfg.thread_name.clone();
+        let sleeping = Arc::new(AtomicBool::new(false));
+        let wake = Wake::new(local);
+        let wake_from = wake.as_ref().and_then(|w| w.socket.local_addr().ok());
+        let worker = Worker {
+            core,
+            socket,
+            commands: cmd_rx,
+            events: ev_tx,
+            spares: sp_tx,
+            cfg,
+            rx: vec![0; SLOT * RX_SLOTS],
+            rx_meta: [RecvMeta::default(); RX_SLOTS],
+            tx: vec![0; SLOT * TX_SLOTS],
+            tx_meta: [(local, 0, None); TX_SLOTS],
+            held: None,
+            max_segments,
+            stats: DriverStats::default(),
+            stop: false,
+            more: false,
+            precise_wait: kind == BackendKind::Uring,
+            sleeping: sleeping.clone(),
+            wake_from,
+        };
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || worker.run())
+            .map_err(|source| DriverError::Io {
+                context: "spawning the driver thread",
+                source,
+            })?;
+        Ok(Self {
+            commands: cmd_tx,
+            events: ev_rx,
+            spares: sp_rx,
+            thread: Some(thread),
+            local,
+            kind,
+            sleeping,
+            wake,
+        })
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), DriverError> {
+        self.commands.send(cmd).map_err(|_| DriverError::Stopped)?;
+        if let Some(w) = &self.wake {
+            if self.sleeping.swap(false, Ordering::SeqCst) {
+                // Lost wakes only cost up to `max_wait`.
+                let _ = w.socket.send_to(&[0], w.to);
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(
+        &self,
+        session: SessionHandle,
+        timeout: Duration,
+    ) -> Result<Option<SessionSnapshot>, DriverError> {
+        let (reply, answer) = bounded(1);
+        self.send(Command::Snapshot { session, reply })?;
+        answer.recv_timeout(timeout).map_err(|e| match e {
+            RecvTimeoutError::Timeout => DriverError::Timeout,
+            RecvTimeoutError::Disconnected => DriverError::Stopped,
+        })
+    }
+
+    fn take_buffer(&self) -> Vec<u8> {
+        let mut b = self.spares.try_recv().unwrap_or_default();
+        b.clear();
+        b
+    }
+
+    fn shutdown(&mut self) -> Result<DriverStats, DriverError> {
+        let Some(thread) = self.thread.take() else {
+            return Err(DriverError::Stopped);
+        };
+        // Fails only when the thread already ended; join reports why.
+        let _ = self.commands.send(Command::Shutdown);
+        thread.join().map_err(|_| DriverError::Panicked)?
+    }
+}
+
+impl<Out> Drop for Handle<Out> {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = self.commands.send(Command::Shutdown);
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A host: an [`Endpoint`] (sessions created by incoming handshakes) on its own I/O thread.
+#[derive(Debug)]
+pub struct HostDriver {
+    inner: Handle<(SessionHandle, Event)>,
+}
+
+impl HostDriver {
+    /// Starts the I/O thread for `endpoint` on `socket`.
+    pub fn spawn(
+        socket: NetSocket,
+        endpoint: Endpoint,
+        cfg: DriverConfig,
+    ) -> Result<Self, DriverError> {
+        Ok(Self {
+            inner: Handle::spawn(endpoint, socket, cfg)?,
+        })
+    }
+
+    /// The socket's bound address (clients connect here).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    /// Which backend the socket uses.
+    pub fn backend(&self) -> BackendKind {
+        self.inner.kind
+    }
+
+    /// Session events, tagged with the session they came from. Unbounded: keep draining it.
+    pub fn events(&self) -> &Receiver<(SessionHandle, Event)> {
+        &self.inner.events
+    }
+
+    /// The raw command queue (for `select!` or commands without a helper).
+    pub fn commands(&self) -> &Sender<Command> {
+        &self.inner.commands
+    }
+
+    /// Queues a video frame for `session` (blocks while the command queue is full).
+    pub fn send_frame(
+        &self,
+        session: SessionHandle,
+        data: Vec<u8>,
+        meta: FrameMeta,
+        interval: Duration,
+    ) -> Result<(), DriverError> {
+        self.inner.send(Command::Frame {
+            session,
+            data,
+            meta,
+            interval,
+        })
+    }
+
+    /// Queues an input event for `session`.
+    pub fn send_input(
+        &self,
+        session: SessionHandle,
+        input: InputMessage,
+    ) -> Result<(), DriverError> {
+        self.inner.send(Command::Input { session, input })
+    }
+
+    /// Queues a reliable control message for `session`.
+    pub fn send_control(
+        &self,
+        session: SessionHandle,
+        content: ControlContent,
+    ) -> Result<(), DriverError> {
+        self.inner.send(Command::Control { session, content })
+    }
+
+    /// Queues one Opus packet for `session`.
+    pub fn send_audio(
+        &self,
+        session: SessionHandle,
+        timestamp_us: u64,
+        data: Vec<u8>,
+    ) -> Result<(), DriverError> {
+        self.inner.send(Command::Audio {
+            session,
+            timestamp_us,
+            data,
+        })
+    }
+
+    /// Gives a delivered frame's buffer back to its session.
+    pub fn recycle(&self, session: SessionHandle, frame: Frame) -> Result<(), DriverError> {
+        self.inner.send(Command::Recycle { session, frame })
+    }
+
+    /// Closes one session (a Goodbye goes out).
+    pub fn close(
+        &self,
+        session: SessionHandle,
+        reason: impl Into<String>,
+    ) -> Result<(), DriverError> {
+        self.inner.send(Command::Close {
+            session,
+            reason: reason.into(),
+        })
+    }
+
+    /// Asks the thread for `session`'s state; `None` when no such session is live.
+    pub fn snapshot(
+        &self,
+        session: SessionHandle,
+        timeout: Duration,
+    ) -> Result<Option<SessionSnapshot>, DriverError> {
+        self.inner.snapshot(session, timeout)
+    }
+
+    /// An empty buffer for the next frame: a spent frame buffer when one is back, else new.
+    pub fn take_buffer(&self) -> Vec<u8> {
+        self.inner.take_buffer()
+    }
+
+    /// Closes every session, flushes, joins the thread, and returns its counters (or the
+    /// error that ended it).
+    pub fn shutdown(mut self) -> Result<DriverStats, DriverError> {
+        self.inner.shutdown()
+    }
+}
+
+/// A client: one [`Session`] to a host on its own I/O thread.
+#[derive(Debug)]
+pub struct ClientDriver {
+    inner: Handle<Event>,
+}
+
+impl ClientDriver {
+    /// Starts the I/O thread for an existing client `session` on `socket`.
+    pub fn spawn(
+        socket: NetSocket,
+        session: Session,
+        cfg: DriverConfig,
+    ) -> Result<Self, DriverError> {
+        Ok(Self {
+            inner: Handle::spawn(session, socket, cfg)?,
+        })
+    }
+
+    /// Creates a client session to `host` (the handshake starts at once) and its thread.
+    pub fn connect(
+        socket: NetSocket,
+        session_cfg: SessionConfig,
+        identity: Arc<IdentityKey>,
+        host: SocketAddr,
+        cfg: DriverConfig,
+    ) -> Result<Self, DriverError> {
+        let session = Session::client(Instant::now(), session_cfg, identity, host)?;
+        Self::spawn(socket, session, cfg)
+    }
+
+    /// The socket's bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    /// Which backend the socket uses.
+    pub fn backend(&self) -> BackendKind {
+        self.inner.kind
+    }
+
+    /// Session events. Unbounded: keep draining it.
+    pub fn events(&self) -> &Receiver<Event> {
+        &self.inner.events
+    }
+
+    /// The raw command queue (`session` fields are ignored by a client driver).
+    pub fn commands(&self) -> &Sender<Command> {
+        &self.inner.commands
+    }
+
+    /// Queues a video frame (blocks while the command queue is full).
+    pub fn send_frame(
+        &self,
+        data: Vec<u8>,
+        meta: FrameMeta,
+        interval: Duration,
+    ) -> Result<(), DriverError> {
+        self.inner.send(Command::Frame {
+            session: CLIENT,
+            data,
+            meta,
+            interval,
+        })
+    }
+
+    /// Queues an input event.
+    pub fn send_input(&self, input: InputMessage) -> Result<(), DriverError> {
+        self.inner.send(Command::Input {
+            session: CLIENT,
+            input,
+        })
+    }
+
+    /// Queues a reliable control message.
+    pub fn send_control(&self, content: ControlContent) -> Result<(), DriverError> {
+        self.inner.send(Command::Control {
+            session: CLIENT,
+            content,
+        })
+    }
+
+    /// Queues one Opus packet.
+    pub fn send_audio(&self, timestamp_us: u64, data: Vec<u8>) -> Result<(), DriverError> {
+        self.inner.send(Command::Audio {
+            session: CLIENT,
+            timestamp_us,
+            data,
+        })
+    }
+
+    /// Gives a delivered frame's buffer back to the session.
+    pub fn recycle(&self, frame: Frame) -> Result<(), DriverError> {
+        self.inner.send(Command::Recycle {
+            session: CLIENT,
+            frame,
+        })
+    }
+
+    /// Closes the session (a Goodbye goes out); the thread keeps running until shutdown.
+    pub fn close(&self, reason: impl Into<String>) -> Result<(), DriverError> {
+        self.inner.send(Command::Close {
+            session: CLIENT,
+            reason: reason.into(),
+        })
+    }
+
+    /// Asks the thread for the session's state.
+    pub fn snapshot(&self, timeout: Duration) -> Result<SessionSnapshot, DriverError> {
+        self.inner
+            .snapshot(CLIENT, timeout)?
+            .ok_or(DriverError::Stopped)
+    }
+
+    /// An empty buffer for the next frame: a spent frame buffer when one is back, else new.
+    pub fn take_buffer(&self) -> Vec<u8> {
+        self.inner.take_buffer()
+    }
+
+    /// Closes the session, flushes, joins the thread, and returns its counters (or the error
+    /// that ended it).
+    pub fn shutdown(mut self) -> Result<DriverStats, DriverError> {
+        self.inner.shutdown()
+    }
+}

@@ -1,0 +1,300 @@
+//! The full encrypted, mutually authenticated RIFT session over real loopback sockets, run by a
+//! [`HostDriver`] and a [`ClientDriver`], for every backend. An explicit backend that cannot
+//! start fails: nothing is skipped. Every wait is a channel receive with a deadline.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use wavry_net::{
+    Backend, BackendKind, ClientDriver, Config, DriverConfig, HostDriver, IoMode, NetSocket,
+};
+use wavry_rift::cc::DeltaConfig;
+use wavry_rift::crypto::PeerPolicy;
+use wavry_rift::identity::IdentityKey;
+use wavry_rift::proto::{InputMessage, Key, input_message};
+use wavry_rift::session::{
+    CloseReason, Endpoint, Event, FrameMeta, Role, SessionConfig, SessionHandle,
+};
+
+/// Bound on any single wait; the whole test takes well under a second when healthy.
+const WAIT: Duration = Duration::from_secs(10);
+const FRAMES: usize = 120;
+
+fn socket(mode: IoMode) -> NetSocket {
+    let lo: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let s = wavry_net::bind(lo, mode, &Config::default()).expect("backend must start here");
+    let want = match mode {
+        IoMode::Uring => BackendKind::Uring,
+        _ => BackendKind::Portable,
+    };
+    assert_eq!(s.kind(), want);
+    s
+}
+
+fn recv<T>(rx: &Receiver<T>, deadline: Instant, what: &str) -> T {
+    rx.recv_deadline(deadline)
+        .unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
+}
+
+/// Frame `i`: sizes from 1 byte to several hundred datagrams, bytes derived from `i`.
+fn frame(i: usize) -> Vec<u8> {
+    const SIZES: [usize; 8] = [1, 700, 1_070, 1_071, 4_000, 33_333, 100_000, 250_000];
+    let len = SIZES[i % SIZES.len()] + i;
+    (0..len)
+        .map(|j| (j * 31 + i * 7 + (j >> 8)) as u8)
+        .collect()
+}
+
+struct Pair {
+    host: HostDriver,
+    client: ClientDriver,
+    host_key: Arc<IdentityKey>,
+    client_key: Arc<IdentityKey>,
+}
+
+fn pair(mode: IoMode) -> Pair {
+    let host_key = Arc::new(IdentityKey::from_seed([0x11; 32]).expect("key"));
+    let client_key = Arc::new(IdentityKey::from_seed([0x22; 32]).expect("key"));
+    let mut host_cfg = SessionConfig::new(Role::Host, PeerPolicy::Pinned(client_key.id()));
+    // Loopback: a fixed high rate so that a 250 kB frame leaves well inside its deadline.
+    let rate = 400_000_000;
+    host_cfg.cc = DeltaConfig {
+        min_bps: rate,
+        max_bps: rate,
+        initial_bps: rate,
+        ..DeltaConfig::default()
+    };
+    let client_cfg = SessionConfig::new(Role::Client, PeerPolicy::Pinned(host_key.id()));
+    let endpoint = Endpoint::new(host_cfg, host_key.clone(), 4);
+    let host = HostDriver::spawn(socket(mode), endpoint, DriverConfig::default()).expect("host");
+    let client = ClientDriver::connect(
+        socket(mode),
+        client_cfg,
+        client_key.clone(),
+        host.local_addr(),
+        DriverConfig::default(),
+    )
+    .expect("client");
+    assert_eq!(host.backend(), client.backend());
+    Pair {
+        host,
+        client,
+        host_key,
+        client_key,
+    }
+}
+
+/// Waits for `Connected` on both sides and checks the authenticated identities.
+fn connect(p: &Pair, deadline: Instant) -> SessionHandle {
+    let session = loop {
+        match recv(p.host.events(), deadline, "host Connected") {
+            (h, Event::Connected { peer, .. }) => {
+                assert_eq!(peer, p.client_key.id(), "host sees the client's identity");
+                break h;
+            }
+            (_, Event::Closed(r)) => panic!("host session closed while connecting: {r:?}"),
+            _ => {}
+        }
+    };
+    loop {
+        match recv(p.client.events(), deadline, "client Connected") {
+            Event::Connected { peer, .. } => {
+                assert_eq!(peer, p.host_key.id(), "client sees the host's identity");
+                break;
+            }
+            Event::Closed(r) => panic!("client session closed while connecting: {r:?}"),
+            _ => {}
+        }
+    }
+    session
+}
+
+fn full_session(mode: IoMode) {
+    let deadline = Instant::now() + WAIT;
+    let p = pair(mode);
+    let session = connect(&p, deadline);
+
+    // Host -> client: each frame is sent once the previous one arrived, so every frame has
+    // the path to itself and none can miss its deadline on a healthy loopback.
+    // Timestamps are capture times in µs: the receiver's deadline (jitter) buffer uses them.
+    let interval = Duration::from_millis(16);
+    let epoch = Instant::now();
+    let mut last_id = None;
+    for i in 0..FRAMES {
+        let mut data = p.host.take_buffer();
+        data.extend_from_slice(&frame(i));
+        let meta = FrameMeta {
+            timestamp_us: epoch.elapsed().as_micros() as u64,
+            keyframe: i == 0,
+            ..FrameMeta::default()
+        };
+        p.host
+            .send_frame(session, data, meta, interval)
+            .expect("send frame");
+        let got = loop {
+            match recv(p.client.events(), deadline, "a frame") {
+                Event::Frame(f) => break f,
+                Event::FrameDropped { frame_id } => panic!(
+                    "frame {frame_id} dropped: client {:?} host {:?}",
+                    p.client.snapshot(WAIT).map(|s| (s.stats, s.driver)),
+                    p.host.snapshot(session, WAIT).map(|s| s.map(|s| (
+                        s.stats,
+                        s.driver,
+                        s.rtt,
+                        s.target_bps
+                    )))
+                ),
+                Event::Closed(r) => panic!("client closed while streaming: {r:?}"),
+                _ => {}
+            }
+        };
+        assert!(last_id < Some(got.frame_id), "frames arrive in order");
+        last_id = Some(got.frame_id);
+        assert_eq!(got.meta.keyframe, i == 0);
+        assert!(got.data == frame(i), "frame {i} bytes differ");
+        p.client.recycle(got).expect("recycle");
+    }
+
+    // Client -> host: a key press, reliable, arrives once.
+    let press = InputMessage {
+        timestamp_us: 42,
+        event: Some(input_message::Event::Key(Key {
+            keycode: 30,
+            pressed: true,
+        })),
+    };
+    p.client.send_input(press.clone()).expect("send input");
+    loop {
+        match recv(p.host.events(), deadline, "the key press") {
+            (h, Event::Input(i)) => {
+                assert_eq!(h, session);
+                assert_eq!(i, press);
+                break;
+            }
+            (_, Event::Closed(r)) => panic!("host closed while waiting for input: {r:?}"),
+            _ => {}
+        }
+    }
+
+    let snap = p
+        .client
+        .snapshot(WAIT)
+        .expect("client snapshot while connected");
+    assert!(snap.connected);
+    assert_eq!(snap.peer, Some(p.host_key.id()));
+    assert_eq!(snap.stats.frames_delivered, FRAMES as u64);
+    assert!(snap.driver.datagrams_received > 0);
+
+    // Clean shutdown: the client says goodbye, the host sees it, both threads join.
+    let Pair { host, client, .. } = p;
+    let client_stats = client.shutdown().expect("client thread ends cleanly");
+    assert!(client_stats.datagrams_received >= FRAMES as u64);
+    loop {
+        match recv(host.events(), deadline, "the client's goodbye") {
+            (h, Event::Closed(CloseReason::Remote(_))) => {
+                assert_eq!(h, session);
+                break;
+            }
+            (_, Event::Closed(r)) => panic!("unexpected close: {r:?}"),
+            _ => {}
+        }
+    }
+    let host_stats = host.shutdown().expect("host thread ends cleanly");
+    assert!(host_stats.datagrams_sent >= FRAMES as u64);
+    assert_eq!(host_stats.send_errors, 0);
+    assert_eq!(host_stats.truncated, 0);
+    assert!(Instant::now() < deadline, "bounded in time");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn full_session_over_uring() {
+    full_session(IoMode::Uring);
+}
+
+#[test]
+fn full_session_over_portable() {
+    full_session(IoMode::Portable);
+}
+
+/// A client that pins a different host identity is refused; both threads still shut down.
+#[test]
+fn wrong_pin_is_refused_and_shutdown_is_clean() {
+    let deadline = Instant::now() + WAIT;
+    let host_key = Arc::new(IdentityKey::from_seed([0x33; 32]).expect("key"));
+    let client_key = Arc::new(IdentityKey::from_seed([0x44; 32]).expect("key"));
+    let stranger = IdentityKey::from_seed([0x55; 32]).expect("key").id();
+    let host_cfg = SessionConfig::new(Role::Host, PeerPolicy::Pinned(client_key.id()));
+    let client_cfg = SessionConfig::new(Role::Client, PeerPolicy::Pinned(stranger));
+    let host = HostDriver::spawn(
+        socket(IoMode::Portable),
+        Endpoint::new(host_cfg, host_key, 4),
+        DriverConfig::default(),
+    )
+    .expect("host");
+    let client = ClientDriver::connect(
+        socket(IoMode::Portable),
+        client_cfg,
+        client_key,
+        host.local_addr(),
+        DriverConfig::default(),
+    )
+    .expect("client");
+    loop {
+        match recv(client.events(), deadline, "the refusal") {
+            Event::Closed(CloseReason::HandshakeFailed(_)) => break,
+            Event::Connected { .. } => panic!("connected to an unpinned host"),
+            Event::Closed(r) => panic!("unexpected close: {r:?}"),
+            _ => {}
+        }
+    }
+    assert!(
+        host.events()
+            .try_iter()
+            .all(|(_, e)| !matches!(e, Event::Connected { .. }))
+    );
+    client.shutdown().expect("client shutdown");
+    host.shutdown().expect("host shutdown");
+}
+
+/// Commands for a session that does not exist are refused and counted; closing a session
+/// from the host reaches the client as a goodbye.
+#[test]
+fn host_close_reaches_client_and_unknown_sessions_are_refused() {
+    let deadline = Instant::now() + WAIT;
+    let p = pair(IoMode::Portable);
+    let session = connect(&p, deadline);
+    let stranger = SessionHandle(session.0 + 7);
+    p.host
+        .send_frame(
+            stranger,
+            vec![1; 100],
+            FrameMeta::default(),
+            Duration::from_millis(16),
+        )
+        .expect("queued");
+    assert!(
+        p.host.snapshot(stranger, WAIT).expect("answer").is_none(),
+        "no such session"
+    );
+    p.host.close(session, "bye").expect("close queued");
+    loop {
+        match recv(p.client.events(), deadline, "the host's goodbye") {
+            Event::Closed(CloseReason::Remote(reason)) => {
+                assert_eq!(reason, "bye");
+                break;
+            }
+            Event::Closed(r) => panic!("unexpected close: {r:?}"),
+            _ => {}
+        }
+    }
+    let Pair { host, client, .. } = p;
+    client.shutdown().expect("client shutdown");
+    let stats = host.shutdown().expect("host shutdown");
+    assert_eq!(
+        stats.commands_rejected, 1,
+        "the frame for the unknown session"
+    );
+}
