@@ -1,5 +1,6 @@
 //! A host endpoint serves several clients on one socket, routes by handshake id and alias,
-//! refuses new handshakes when full, and counts unroutable datagrams.
+//! answers a client beyond its capacity with HelloAck{accepted=false}, and counts unroutable
+//! datagrams.
 
 use std::{
     net::SocketAddr,
@@ -59,8 +60,18 @@ fn two_clients_one_endpoint_third_refused() {
     }
     let connected = clients.iter().filter(|(_, c)| c.is_connected()).count();
     assert_eq!(connected, 2);
-    assert_eq!(ep.len(), 2);
     assert!(ep.refused_full > 0);
+    // The third client is told the host is busy at once (no 15 s handshake timeout).
+    let refused: Vec<_> = clients
+        .iter_mut()
+        .filter_map(|(_, c)| {
+            std::iter::from_fn(|| c.poll_event()).find(|e| matches!(e, Event::Closed(_)))
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        vec![Event::Closed(wavry_rift::session::CloseReason::Refused)]
+    );
     let mut events = 0;
     while let Some((_, e)) = ep.poll_event() {
         if matches!(e, Event::Connected { .. }) {

@@ -79,6 +79,8 @@ pub struct SessionConfig {
     pub host: HostParams,
     /// Client's Hello (client side).
     pub hello: proto::Hello,
+    /// Host side: answer every Hello with `HelloAck{accepted: false}` (the host is busy).
+    pub busy: bool,
 }
 
 impl SessionConfig {
@@ -108,6 +110,7 @@ impl SessionConfig {
                 protocol_version: 1,
                 public_addr: String::new(),
             },
+            busy: false,
         }
     }
 

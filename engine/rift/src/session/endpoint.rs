@@ -11,6 +11,9 @@ use crate::{
     wire::{HandshakeHeader, Header, RelayHeader, RelayType},
 };
 
+/// Sessions admitted beyond `max_sessions` just to tell new clients the host is busy.
+const BUSY_ANSWERS: usize = 4;
+
 /// Index of a session inside an [`Endpoint`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionHandle(pub usize);
@@ -47,7 +50,7 @@ impl Endpoint {
         }
     }
 
-    /// Live sessions.
+    /// Live sessions (including ones only answering "busy").
     pub fn len(&self) -> usize {
         self.sessions.iter().flatten().count()
     }
@@ -94,18 +97,26 @@ impl Endpoint {
             Ok(Header::Handshake(h)) => match self.by_handshake.get(&(from, h.session_id)) {
                 Some(&i) => i,
                 None if h.packet_id == 1 => {
-                    if self.len() >= self.max_sessions {
+                    // When full, a few extra sessions are admitted only to answer the client's
+                    // Hello with a refusal (they end at their handshake deadline); beyond that,
+                    // new handshakes are dropped.
+                    let busy = self.len() >= self.max_sessions;
+                    if busy {
                         self.refused_full += 1;
-                        return None;
+                        if self.len() >= self.max_sessions + BUSY_ANSWERS {
+                            return None;
+                        }
                     }
                     let alias = h.session_id as u32;
                     if self.by_alias.contains_key(&alias) {
                         self.unroutable += 1;
                         return None;
                     }
+                    let mut cfg = self.cfg.clone();
+                    cfg.busy |= busy;
                     let session = Session::accept(
                         now,
-                        self.cfg.clone(),
+                        cfg,
                         self.identity.clone(),
                         from,
                         h,

@@ -284,6 +284,22 @@ impl Session {
         if self.cfg.role != Role::Host || self.channel.is_none() {
             return;
         }
+        if self.cfg.busy {
+            // Spec §4: a busy host still answers, so the client learns it at once instead of
+            // timing out. The session stays in Securing and ends at its handshake deadline.
+            let refusal = proto::HelloAck {
+                accepted: false,
+                ..proto::HelloAck::default()
+            };
+            let msg = proto::Message {
+                content: Some(proto::message::Content::Control(proto::ControlMessage {
+                    content: Some(proto::control_message::Content::HelloAck(refusal)),
+                })),
+                reliable_seq: 0,
+            };
+            let _ = self.send.queue_reliable(Class::Control, msg, now);
+            return;
+        }
         let ack = answer_hello(&self.cfg, hello, self.alias);
         if matches!(self.phase, Phase::Securing) {
             self.phase = Phase::Connected;
