@@ -348,6 +348,53 @@ pub enum AdminRefusal {
     BadToken,
 }
 
+impl AdminRefusal {
+    /// The message to answer with (401 in both services); a wrong token is logged with the
+    /// caller's hashed address, never the token.
+    pub fn message(self, ip: IpAddr) -> &'static str {
+        match self {
+            Self::Disabled => "admin panel disabled",
+            Self::BadToken => {
+                tracing::warn!(actor = %ip_hash(ip), "admin call with a wrong token");
+                "unauthorized"
+            }
+        }
+    }
+}
+
+/// One row of the `admin_audit_log` table, which both services keep.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditEntry<'a> {
+    /// What was done (`ban`, `revoke`, …).
+    pub action: &'a str,
+    /// Kind of target (`user`, `session`, …).
+    pub target_type: &'a str,
+    /// The target's id.
+    pub target: &'a str,
+    /// `ok`, `not_found`, …
+    pub outcome: &'a str,
+    /// The admin's address (stored hashed).
+    pub ip: IpAddr,
+    /// Free-form details.
+    pub details: Option<&'a str>,
+}
+
+/// Appends an entry to `admin_audit_log`.
+pub async fn write_audit(db: &Pool, e: AuditEntry<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO admin_audit_log (id, action, target_type, target_id, outcome, actor_ip_hash, details, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(e.action)
+        .bind(e.target_type)
+        .bind(e.target)
+        .bind(e.outcome)
+        .bind(ip_hash(e.ip))
+        .bind(e.details.map(str::to_owned))
+        .bind(unix_now())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 impl AdminAuth {
     /// Reads `ADMIN_PANEL_TOKEN`.
     pub fn from_env() -> Self {

@@ -12,7 +12,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
-use wavry_control_core::{AdminRefusal, hash_token, ip_hash, unix_now};
+use wavry_control_core::{hash_token, unix_now};
 
 use crate::app::{ApiError, ApiResult, AppState, St, bad, client_ip, parse_json, rfc3339};
 
@@ -25,17 +25,10 @@ fn guard(st: &AppState, peer: SocketAddr, headers: &HeaderMap) -> ApiResult<IpAd
             "Too many requests",
         ));
     }
-    match st.admin.check(headers) {
-        Ok(()) => Ok(ip),
-        Err(AdminRefusal::Disabled) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "admin panel disabled",
-        )),
-        Err(AdminRefusal::BadToken) => {
-            tracing::warn!(actor = %ip_hash(ip), "admin call with a wrong token");
-            Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized"))
-        }
-    }
+    st.admin
+        .check(headers)
+        .map(|()| ip)
+        .map_err(|r| ApiError::new(StatusCode::UNAUTHORIZED, r.message(ip)))
 }
 
 async fn audit(
@@ -47,17 +40,15 @@ async fn audit(
     ip: IpAddr,
     details: Option<String>,
 ) -> ApiResult<()> {
-    sqlx::query("INSERT INTO admin_audit_log (id, action, target_type, target_id, outcome, actor_ip_hash, details, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(action)
-        .bind(target_type)
-        .bind(target)
-        .bind(outcome)
-        .bind(ip_hash(ip))
-        .bind(details)
-        .bind(unix_now())
-        .execute(&st.db)
-        .await?;
+    let entry = wavry_control_core::AuditEntry {
+        action,
+        target_type,
+        target,
+        outcome,
+        ip,
+        details: details.as_deref(),
+    };
+    wavry_control_core::write_audit(&st.db, entry).await?;
     Ok(())
 }
 

@@ -22,8 +22,8 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 use wavry_control_core::{
-    AdminAuth, AdminRefusal, ClientIpResolver, OriginPolicy, Pool, RateLimiter, ct_eq, env_flag,
-    env_flag_or, env_list, env_str, env_u64, hash_token, ip_hash, new_token, unix_now,
+    AdminAuth, ClientIpResolver, OriginPolicy, Pool, RateLimiter, ct_eq, env_flag, env_flag_or,
+    env_list, env_str, env_u64, hash_token, new_token, unix_now,
 };
 use wavry_rift::{
     identity::WavryId,
@@ -1367,17 +1367,10 @@ fn admin_guard(st: &AppState, peer: SocketAddr, headers: &HeaderMap) -> ApiResul
     if !st.admin_limiter.check(&format!("admin:{ip}")) {
         return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limited"));
     }
-    match st.admin.check(headers) {
-        Ok(()) => Ok(ip),
-        Err(AdminRefusal::Disabled) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "admin panel disabled",
-        )),
-        Err(AdminRefusal::BadToken) => {
-            tracing::warn!(actor = %ip_hash(ip), "admin call with a wrong token");
-            Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized"))
-        }
-    }
+    st.admin
+        .check(headers)
+        .map(|()| ip)
+        .map_err(|r| ApiError::new(StatusCode::UNAUTHORIZED, r.message(ip)))
 }
 
 async fn audit(
@@ -1389,17 +1382,15 @@ async fn audit(
     ip: IpAddr,
     details: Option<String>,
 ) -> ApiResult<()> {
-    sqlx::query("INSERT INTO admin_audit_log (id, action, target_type, target_id, outcome, actor_ip_hash, details, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-        .bind(Uuid::new_v4().to_string())
-        .bind(action)
-        .bind(target_type)
-        .bind(target)
-        .bind(outcome)
-        .bind(ip_hash(ip))
-        .bind(details)
-        .bind(unix_now())
-        .execute(&st.db)
-        .await?;
+    let entry = wavry_control_core::AuditEntry {
+        action,
+        target_type,
+        target,
+        outcome,
+        ip,
+        details: details.as_deref(),
+    };
+    wavry_control_core::write_audit(&st.db, entry).await?;
     Ok(())
 }
 
