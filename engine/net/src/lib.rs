@@ -36,6 +36,7 @@ use std::time::Duration;
 pub mod cmsg;
 mod deliver;
 pub mod driver;
+pub mod files;
 mod portable;
 mod select;
 mod socket;

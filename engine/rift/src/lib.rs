@@ -7,6 +7,7 @@
 //! - [`replay`]: the 128-packet anti-replay window.
 //! - [`identity`]: Ed25519 keys and Wavry IDs.
 //! - [`lease`]: PASETO v4.public relay leases.
+//! - [`session`]: the sans-IO session and endpoint; [`transfer`]: its file/clipboard rules.
 
 pub mod cc;
 pub mod crypto;
@@ -19,4 +20,5 @@ pub mod pacer;
 pub mod proto;
 pub mod replay;
 pub mod session;
+pub mod transfer;
 pub mod wire;

@@ -122,6 +122,22 @@ pub enum MediaRef<'a> {
     Fec(FecPacketRef<'a>),
     /// `MediaMessage.audio`.
     Audio(AudioPacketRef<'a>),
+    /// `MediaMessage.file_chunk`.
+    File(FileChunkRef<'a>),
+}
+
+/// One chunk of an in-band file transfer (spec RIFT §11). Wavry sends file chunks on the
+/// reliable channel, so the enclosing `Message.reliable_seq` travels with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileChunkRef<'a> {
+    /// The transfer (from its `FileHeader`).
+    pub file_id: u64,
+    /// 0-based chunk number; its offset is `chunk_index × chunk_size`.
+    pub chunk_index: u32,
+    /// The chunk's bytes.
+    pub payload: &'a [u8],
+    /// `Message.reliable_seq` of the enclosing message (0: sent unreliably).
+    pub reliable_seq: u64,
 }
 
 // Field sizes, omitting proto3 defaults exactly like prost does.
@@ -313,6 +329,31 @@ impl AudioPacketRef<'_> {
     }
 }
 
+impl FileChunkRef<'_> {
+    fn inner_len(&self) -> usize {
+        varint_field(1, self.file_id)
+            + varint_field(2, u64::from(self.chunk_index))
+            + bytes_field(3, self.payload.len())
+    }
+
+    /// Encoded size of the whole `Message` (reliable sequence number included).
+    pub fn encoded_len(&self) -> usize {
+        wrapped_len(4, self.inner_len()).0 + varint_field(4, self.reliable_seq)
+    }
+
+    /// Appends `Message{media{file_chunk{..}}, reliable_seq}` to `out`, returning its length.
+    pub fn append_to(&self, out: &mut Vec<u8>) -> usize {
+        let n = append_wrapped(out, 4, self.inner_len(), |w| {
+            w.varint(1, self.file_id);
+            w.varint(2, u64::from(self.chunk_index));
+            w.bytes(3, self.payload);
+        });
+        let mut w = Writer { buf: out };
+        w.varint(4, self.reliable_seq);
+        n + varint_field(4, self.reliable_seq)
+    }
+}
+
 /// Length of the protobuf `Message` that starts `bytes`, when it is a single media field
 /// (how Wavry's FEC data shards are laid out): lets a rebuilt, zero-padded shard be cut back to
 /// its true length without a length table.
@@ -378,10 +419,12 @@ pub fn decode(bytes: &[u8]) -> Result<MediaRef<'_>, MediaError> {
     let mut media: Option<&[u8]> = None;
     let mut buf = bytes;
     let mut other = false;
+    let mut reliable_seq = 0;
     while !buf.is_empty() {
         match next_field(&mut buf)? {
             Field::Bytes(3, m) => media = Some(m),
             Field::Bytes(1 | 2, _) => other = true,
+            Field::Varint(4, seq) => reliable_seq = seq,
             _ => {}
         }
     }
@@ -394,7 +437,7 @@ pub fn decode(bytes: &[u8]) -> Result<MediaRef<'_>, MediaError> {
     };
     let mut found = None;
     while !m.is_empty() {
-        if let Field::Bytes(tag @ 1..=3, inner) = next_field(&mut m)? {
+        if let Field::Bytes(tag @ 1..=4, inner) = next_field(&mut m)? {
             found = Some((tag, inner));
         }
     }
@@ -448,6 +491,21 @@ pub fn decode(bytes: &[u8]) -> Result<MediaRef<'_>, MediaError> {
             }
             Ok(MediaRef::Fec(f))
         }
+        4 => {
+            let mut f = FileChunkRef {
+                reliable_seq,
+                ..FileChunkRef::default()
+            };
+            while !inner.is_empty() {
+                match next_field(&mut inner)? {
+                    Field::Varint(1, x) => f.file_id = x,
+                    Field::Varint(2, x) => f.chunk_index = u32_of(x),
+                    Field::Bytes(3, b) => f.payload = b,
+                    _ => {}
+                }
+            }
+            Ok(MediaRef::File(f))
+        }
         _ => {
             let mut a = AudioPacketRef {
                 timestamp_us: 0,
@@ -488,6 +546,39 @@ mod tests {
             ..Default::default()
         }
         .encode_to_vec()
+    }
+
+    #[test]
+    fn file_chunk_matches_prost_and_round_trips() {
+        for (seq, payload) in [
+            (0u64, &b"abc"[..]),
+            (77_000, &[9u8; 1100][..]),
+            (1, &[][..]),
+        ] {
+            let c = FileChunkRef {
+                file_id: 0xdead_beef_0001,
+                chunk_index: 5,
+                payload,
+                reliable_seq: seq,
+            };
+            let mut ours = Vec::new();
+            let n = c.append_to(&mut ours);
+            assert_eq!(n, ours.len());
+            assert_eq!(n, c.encoded_len());
+            let theirs = proto::Message {
+                content: Some(proto::message::Content::Media(proto::MediaMessage {
+                    content: Some(proto::media_message::Content::FileChunk(proto::FileChunk {
+                        file_id: c.file_id,
+                        chunk_index: c.chunk_index,
+                        payload: payload.to_vec(),
+                    })),
+                })),
+                reliable_seq: seq,
+            }
+            .encode_to_vec();
+            assert_eq!(ours, theirs);
+            assert_eq!(decode(&ours), Ok(MediaRef::File(c)));
+        }
     }
 
     #[test]

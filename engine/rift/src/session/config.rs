@@ -81,6 +81,8 @@ pub struct SessionConfig {
     pub hello: proto::Hello,
     /// Host side: answer every Hello with `HelloAck{accepted: false}` (the host is busy).
     pub busy: bool,
+    /// File transfer and clipboard limits and bitrate share.
+    pub files: crate::transfer::TransferConfig,
 }
 
 impl SessionConfig {
@@ -111,6 +113,7 @@ impl SessionConfig {
                 public_addr: String::new(),
             },
             busy: false,
+            files: crate::transfer::TransferConfig::default(),
         }
     }
 

@@ -77,6 +77,14 @@ impl Session {
                 timestamp_us: a.timestamp_us,
                 data: a.payload.to_vec(),
             }),
+            Ok(MediaRef::File(c)) => {
+                if c.reliable_seq != 0 && !self.recv.accept_reliable(c.reliable_seq) {
+                    return; // a retransmission of a chunk already delivered
+                }
+                if matches!(self.phase, Phase::Connected) {
+                    self.on_file_chunk(now, c);
+                }
+            }
             Err(MediaError::NotMedia) => {
                 // Feedback arrives several times per RTT: decode it without allocating.
                 if let Some(fb) = crate::feedback::decode(plain) {
@@ -127,6 +135,15 @@ impl Session {
                 // Feedback takes the allocation-free path in `on_plaintext`; one that reaches
                 // here was malformed for that decoder.
                 Some(Ctl::Feedback(_)) => self.stats.malformed += 1,
+                Some(Ctl::FileHeader(h)) if matches!(self.phase, Phase::Connected) => {
+                    self.on_file_header(now, &h);
+                }
+                Some(Ctl::FileStatus(s)) if matches!(self.phase, Phase::Connected) => {
+                    self.on_file_status(now, &s);
+                }
+                Some(Ctl::Clipboard(c)) if matches!(self.phase, Phase::Connected) => {
+                    self.on_clipboard(c.text);
+                }
                 Some(other) => self.events.push_back(Event::Control(proto::ControlMessage {
                     content: Some(other),
                 })),
@@ -137,6 +154,11 @@ impl Session {
     }
 
     fn on_feedback(&mut self, now: Instant, fb: &crate::feedback::FeedbackRef<'_>) {
+        if self.files.has_outgoing() {
+            for seq in fb.acked_reliable.iter() {
+                self.files.on_ack(seq);
+            }
+        }
         let congested = self.cc.state() != crate::cc::DeltaState::Stable;
         let (rtt, delivery) = self.send.on_feedback(now, fb, congested);
         if let Some(rtt) = rtt {
@@ -153,8 +175,12 @@ impl Session {
     }
 
     /// Tells the encoder its budget: DELTA's rate less the share parity currently takes.
-    fn emit_target(&mut self) {
-        let bps = self.send.encoder_budget(self.cc.target_bps());
+    pub(super) fn emit_target(&mut self) {
+        let target = self.cc.target_bps();
+        let bps = self
+            .send
+            .encoder_budget(target)
+            .saturating_sub(self.files.active_budget(target));
         let fps = self.cc.target_fps();
         if self.last_target != Some((bps / 10_000, fps)) {
             self.last_target = Some((bps / 10_000, fps));
@@ -225,6 +251,9 @@ impl Session {
         if let Some(fb) = self.recv.poll_feedback(now, interval) {
             let _ = self.send.queue_message(Class::Control, &fb, None);
             self.recv.reclaim(fb);
+        }
+        if matches!(self.phase, Phase::Connected) {
+            self.produce_file_chunks(now);
         }
         let hold = Duration::from_millis(2);
         if let Some(nack) = self
@@ -301,10 +330,39 @@ impl Session {
                 .next_nack_time(Duration::from_millis(2), srtt + Duration::from_millis(5)),
             self.recv.next_deadline(),
             self.send.next_send_time(self.clock),
+            self.files
+                .next_wakeup(self.cc.target_bps(), self.send.reliable_room()),
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Each timer source's next deadline in µs from the session's clock (negative: overdue),
+    /// for diagnosing a driver that spins or stalls.
+    #[doc(hidden)]
+    pub fn debug_timers(&mut self) -> String {
+        let srtt = self.send.srtt().unwrap_or(Duration::from_millis(50));
+        let c = self.clock;
+        let f = |t: Option<Instant>| {
+            t.map(|t| {
+                t.saturating_duration_since(c).as_micros() as i64
+                    - t.checked_duration_since(c).map_or(1, |_| 0)
+            })
+        };
+        format!(
+            "est {:?} fb {:?} nack {:?} dl {:?} send {:?} files {:?}",
+            f(self.establish_next_timeout()),
+            f(self.recv.next_feedback_time()),
+            f(self
+                .recv
+                .next_nack_time(Duration::from_millis(2), srtt + Duration::from_millis(5))),
+            f(self.recv.next_deadline()),
+            f(self.send.next_send_time(self.clock)),
+            f(self
+                .files
+                .next_wakeup(self.cc.target_bps(), self.send.reliable_room())),
+        )
     }
 
     /// When the next queued datagram may leave (pacing); `now` if something is ready.
@@ -312,7 +370,7 @@ impl Session {
         self.send.next_send_time(now)
     }
 
-    fn require_connected(&mut self, now: Instant) -> Result<(), SessionError> {
+    pub(super) fn require_connected(&mut self, now: Instant) -> Result<(), SessionError> {
         self.clock = self.clock.max(now);
         if matches!(self.phase, Phase::Connected) {
             Ok(())

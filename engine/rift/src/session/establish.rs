@@ -35,7 +35,7 @@ pub(super) struct Establish {
     deadline: Option<Instant>,
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+pub(super) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     // The OS generator failing is not recoverable; an all-zero id is still handled safely.
     let _ = SystemRandom::new().fill(&mut b);
@@ -97,6 +97,7 @@ impl Session {
         let cc = Delta::new(cfg.cc.clone());
         let send = super::send::Sender::new(&cfg, cc.target_bps());
         let recv = super::recv::Receiver::new(&cfg);
+        let files = super::files::Files::new(cfg.files.clone());
         Self {
             est: Establish {
                 rto: cfg.handshake_rto,
@@ -111,6 +112,7 @@ impl Session {
             hs_id,
             send,
             recv,
+            files,
             cc,
             events: std::collections::VecDeque::new(),
             stats: super::SessionStats::default(),

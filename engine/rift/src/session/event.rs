@@ -1,6 +1,10 @@
 //! What a session reports to the application.
 
-use crate::{identity::WavryId, proto};
+use crate::{
+    identity::WavryId,
+    proto,
+    transfer::{FileError, FileOffer},
+};
 
 /// Metadata the sender attaches to a video frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,6 +89,43 @@ pub enum Event {
         /// Last frame the peer decoded.
         last_valid: u64,
     },
+    /// The peer offers a file: answer with `accept_file` or `refuse_file`.
+    FileOffered(FileOffer),
+    /// The peer accepted (or asked to restart) an outgoing file: write its bytes from
+    /// `offset` with `write_file`.
+    FileAccepted {
+        /// The transfer.
+        file_id: u64,
+        /// Where the receiver wants data from.
+        offset: u64,
+    },
+    /// An outgoing file has room for more bytes after a short `write_file`.
+    FileWritable {
+        /// The transfer.
+        file_id: u64,
+    },
+    /// The next bytes of an incoming file, in order (give the buffer back with
+    /// `recycle_file_data`).
+    FileData {
+        /// The transfer.
+        file_id: u64,
+        /// Byte offset of `data` in the file.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// A transfer ended; for an incoming file `Ok` means every byte arrived and the SHA-256
+    /// matched.
+    FileDone {
+        /// The transfer.
+        file_id: u64,
+        /// True for a file this side sent.
+        sending: bool,
+        /// How it ended.
+        result: Result<(), FileError>,
+    },
+    /// The peer's clipboard changed to this text.
+    Clipboard(String),
     /// The session ended.
     Closed(CloseReason),
 }

@@ -20,6 +20,7 @@ mod drive;
 mod endpoint;
 mod establish;
 mod event;
+mod files;
 mod pool;
 mod recv;
 mod send;
@@ -30,6 +31,7 @@ use std::{net::SocketAddr, time::Instant};
 pub use config::{HostParams, RelayPath, Role, SessionConfig};
 pub use endpoint::{Endpoint, SessionHandle};
 pub use event::{CloseReason, Event, Frame, FrameMeta};
+pub use files::FileProgress;
 pub use stats::SessionStats;
 
 use crate::{
@@ -72,6 +74,15 @@ pub enum SessionError {
     /// The message could not be encoded.
     #[error("message encoding failed: {0}")]
     Encode(String),
+    /// No transfer has this id (or it is not in a state that allows the call).
+    #[error("no transfer {0:#x} in a state that allows this")]
+    UnknownTransfer(u64),
+    /// The per-direction transfer limit is reached.
+    #[error("too many transfers at once")]
+    TooManyTransfers,
+    /// A file offer or resume point is unusable.
+    #[error("invalid file transfer: {0}")]
+    InvalidFile(&'static str),
     /// Handshake setup failed.
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
@@ -99,6 +110,7 @@ pub struct Session {
     est: establish::Establish,
     send: send::Sender,
     recv: recv::Receiver,
+    files: files::Files,
     cc: Delta,
     events: std::collections::VecDeque<Event>,
     stats: SessionStats,
@@ -193,6 +205,7 @@ impl Session {
 
     fn finish(&mut self, reason: CloseReason) {
         if !matches!(self.phase, Phase::Closed) {
+            self.end_all_transfers();
             self.phase = Phase::Closed;
             self.events.push_back(Event::Closed(reason));
         }

@@ -29,7 +29,15 @@ const MAX_DATAGRAM_BUF: usize = 2048;
 pub(crate) enum Class {
     Input,
     Control,
+    /// File-transfer chunks: reliable, paced with media, rate-limited where produced.
+    File,
 }
+
+/// Reliable sequence numbers a sender may have in flight past the oldest unacknowledged
+/// one. The receiver's duplicate filter is a 128-wide replay window, and it acknowledges
+/// what falls below it as a duplicate; keeping every first transmission within 96 of the
+/// oldest outstanding one makes "below the window" always mean "already delivered".
+pub(crate) const RELIABLE_SPAN: u64 = 96;
 
 #[derive(Debug)]
 struct Pending {
@@ -45,6 +53,7 @@ enum Kind {
     Parity,
     Retransmit,
     ReliableRetransmit,
+    File,
     Other,
 }
 
@@ -201,7 +210,7 @@ impl Sender {
         };
         match class {
             Class::Input => self.input.push_back(p),
-            Class::Control => self.control.push_back(p),
+            Class::Control | Class::File => self.control.push_back(p),
         }
     }
 
@@ -229,6 +238,46 @@ impl Sender {
             sends: 0,
         });
         Ok(seq)
+    }
+
+    /// Takes the next reliable sequence number (for messages encoded by the caller).
+    pub(crate) fn alloc_seq(&mut self) -> u64 {
+        let seq = self.next_reliable;
+        self.next_reliable += 1;
+        seq
+    }
+
+    /// Queues an encoded reliable message whose `reliable_seq` came from [`Self::alloc_seq`].
+    pub(crate) fn push_reliable_encoded(
+        &mut self,
+        seq: u64,
+        class: Class,
+        buf: Vec<u8>,
+        now: Instant,
+    ) {
+        self.unacked.push_back(Unacked {
+            seq,
+            class,
+            buf,
+            next_send: now,
+            sends: 0,
+        });
+    }
+
+    /// Sequence numbers that may still be allocated before first transmissions stall on
+    /// [`RELIABLE_SPAN`].
+    pub(crate) fn reliable_room(&self) -> u64 {
+        let oldest = self.unacked.front().map_or(self.next_reliable, |u| u.seq);
+        (oldest + RELIABLE_SPAN).saturating_sub(self.next_reliable)
+    }
+
+    /// Stops retransmitting `seq` (its transfer was abandoned).
+    pub(crate) fn forget_reliable(&mut self, seq: u64) {
+        if let Some(i) = self.unacked.iter().position(|u| u.seq == seq) {
+            if let Some(u) = self.unacked.remove(i) {
+                self.pool.put(u.buf);
+            }
+        }
     }
 
     /// Splits a frame into chunks plus parity and queues them for paced sending.
@@ -335,7 +384,21 @@ impl Sender {
         if !self.raw.is_empty() || !self.input.is_empty() || !self.control.is_empty() {
             return Some(now);
         }
-        let reliable = self.unacked.iter().map(|u| u.next_send).min();
+        let oldest = self.unacked.front().map_or(0, |u| u.seq);
+        let reliable = self
+            .unacked
+            .iter()
+            // Held back by the span: they wait for an acknowledgement, not a timer.
+            .filter(|u| u.sends > 0 || u.seq < oldest + RELIABLE_SPAN)
+            .map(|u| {
+                if u.class == Class::File {
+                    u.next_send
+                        .max(self.pacer.next_send_time(now, u.buf.len() + 64))
+                } else {
+                    u.next_send
+                }
+            })
+            .min();
         let media = self.media.front().map(|p| {
             let len = p.buf.len() + 64;
             self.pacer.next_send_time(now, len)
@@ -383,29 +446,33 @@ impl Sender {
                 }
             }
         }
-        for class in [Class::Input, Class::Control] {
-            if let Some(i) = self
-                .unacked
-                .iter()
-                .position(|u| u.class == class && u.next_send <= now)
-            {
+        let oldest = self.unacked.front().map_or(0, |u| u.seq);
+        for class in [Class::Input, Class::Control, Class::File] {
+            let pacer = &self.pacer;
+            if let Some(i) = self.unacked.iter().position(|u| {
+                u.class == class
+                    && u.next_send <= now
+                    && (u.sends > 0 || u.seq < oldest + RELIABLE_SPAN)
+                    // File chunks are paced with media.
+                    && (class != Class::File || pacer.next_send_time(now, u.buf.len() + 64) <= now)
+            }) {
                 let rto = self.rto();
                 let u = &mut self.unacked[i];
                 u.sends += 1;
                 u.next_send = now + rto * (1 << (u.sends - 1).min(4));
-                let kind = if u.sends > 1 {
-                    Kind::ReliableRetransmit
-                } else {
-                    Kind::Other
+                let kind = match (u.sends > 1, class) {
+                    (true, _) => Kind::ReliableRetransmit,
+                    (false, Class::File) => Kind::File,
+                    (false, _) => Kind::Other,
                 };
                 let mut b = self.pool.get();
                 b.extend_from_slice(&u.buf);
                 return Some((b, kind, None, false));
             }
-            let q = if class == Class::Input {
-                &mut self.input
-            } else {
-                &mut self.control
+            let q = match class {
+                Class::Input => &mut self.input,
+                Class::Control => &mut self.control,
+                Class::File => continue,
             };
             if let Some(p) = q.pop_front() {
                 return Some((p.buf, p.kind, p.deadline, false));
@@ -471,9 +538,13 @@ impl Sender {
                 }
                 Kind::Retransmit => stats.retransmitted += 1,
                 Kind::ReliableRetransmit => stats.reliable_retransmits += 1,
+                Kind::File => stats.file_chunks_sent += 1,
                 Kind::Other => {}
             }
-            if matches!(kind, Kind::Chunk | Kind::Parity | Kind::Retransmit) {
+            if matches!(
+                kind,
+                Kind::Chunk | Kind::Parity | Kind::Retransmit | Kind::File
+            ) {
                 self.pacer.on_sent(now, n);
             }
             if raw {

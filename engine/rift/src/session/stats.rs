@@ -37,4 +37,14 @@ pub struct SessionStats {
     pub frames_dropped: u64,
     /// Handshake messages retransmitted.
     pub handshake_retransmits: u64,
+    /// File-transfer chunks sent (first transmissions).
+    pub file_chunks_sent: u64,
+    /// File-transfer chunks received and accepted (duplicates excluded).
+    pub file_chunks_received: u64,
+    /// File chunks or statuses for no known transfer, or outside its window (ignored).
+    pub file_ignored: u64,
+    /// File offers refused automatically (invalid, over the limits, too many at once).
+    pub file_offers_refused: u64,
+    /// Clipboard texts ignored (over the size limit or not UTF-8).
+    pub clipboard_ignored: u64,
 }

@@ -63,6 +63,22 @@ impl Pair {
         Self::with_configs(seed, up, down, client_cfg, host_cfg, client_key, host_key)
     }
 
+    /// [`Pair::new`] with `tweak(role_is_host, config)` applied to both configurations.
+    pub fn with(
+        seed: u64,
+        up: LinkConfig,
+        down: LinkConfig,
+        tweak: impl Fn(bool, &mut SessionConfig),
+    ) -> Self {
+        let host_key = Arc::new(IdentityKey::from_seed([1; 32]).unwrap());
+        let client_key = Arc::new(IdentityKey::from_seed([2; 32]).unwrap());
+        let mut host_cfg = SessionConfig::new(Role::Host, PeerPolicy::Pinned(client_key.id()));
+        let mut client_cfg = SessionConfig::new(Role::Client, PeerPolicy::Pinned(host_key.id()));
+        tweak(true, &mut host_cfg);
+        tweak(false, &mut client_cfg);
+        Self::with_configs(seed, up, down, client_cfg, host_cfg, client_key, host_key)
+    }
+
     pub fn with_configs(
         seed: u64,
         up: LinkConfig,
@@ -175,6 +191,7 @@ impl Pair {
     /// Runs the pair until `until` (virtual time), calling `tick(self)` after every step so
     /// tests can inject application data.
     pub fn run_until(&mut self, until: Instant, mut tick: impl FnMut(&mut Self)) {
+        let mut spins = 0u32;
         loop {
             self.flush();
             let timers = [
@@ -188,6 +205,21 @@ impl Pair {
                 .min();
             let Some(next) = next else { break };
             let next = next.max(self.now);
+            // A timer that stays due while nothing happens is a session bug: fail loudly
+            // instead of spinning forever.
+            if next == self.now {
+                spins += 1;
+                assert!(
+                    spins <= 100_000,
+                    "spin: client {} host {}",
+                    self.client.debug_timers(),
+                    self.host
+                        .as_mut()
+                        .map_or_else(String::new, Session::debug_timers)
+                );
+            } else {
+                spins = 0;
+            }
             if next > until {
                 break;
             }

@@ -28,6 +28,18 @@ impl StreamResult {
 /// Streams `seconds` of `bitrate` video at `fps`, frames due `interval + rtt/2 + 15 ms` after
 /// they are sent; counts frames that completed on time.
 pub fn stream(p: &mut Pair, seconds: u64, fps: u32, bitrate: u64, rtt: Duration) -> StreamResult {
+    stream_with(p, seconds, fps, bitrate, rtt, |_| {})
+}
+
+/// [`stream`], calling `extra(pair)` after every step (other traffic alongside the video).
+pub fn stream_with(
+    p: &mut Pair,
+    seconds: u64,
+    fps: u32,
+    bitrate: u64,
+    rtt: Duration,
+    mut extra: impl FnMut(&mut Pair),
+) -> StreamResult {
     assert!(p.connect(Duration::from_secs(10)), "pair did not connect");
     let interval = Duration::from_secs(1) / fps;
     let frame_bytes = (bitrate / 8 / u64::from(fps)) as usize;
@@ -63,6 +75,7 @@ pub fn stream(p: &mut Pair, seconds: u64, fps: u32, bitrate: u64, rtt: Duration)
                 sent_at.push(p.now);
                 next += interval;
             }
+            extra(p);
         },
     );
     let mut on_time = 0;
