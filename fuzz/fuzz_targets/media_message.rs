@@ -1,6 +1,6 @@
-//! Hot-path decoders of plaintext messages: video/FEC/audio (`media::decode`, `message_len`)
-//! and transport feedback (`feedback::decode`). A decoded video chunk re-encodes to the same
-//! bytes when the input was canonical.
+//! Hot-path decoders of plaintext messages: video/FEC/audio/file chunks (`media::decode`, `message_len`)
+//! and transport feedback (`feedback::decode`). A decoded video or file chunk re-encodes to
+//! bytes that decode to the same chunk.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use wavry_rift::{feedback, media};
@@ -15,5 +15,10 @@ fuzz_target!(|data: &[u8]| {
         let mut out = vec![0u8; v.encoded_len()];
         v.encode(&mut out).expect("re-encodes");
         assert_eq!(media::decode(&out), Ok(media::MediaRef::Video(v)));
+    }
+    if let Ok(media::MediaRef::File(f)) = media::decode(data) {
+        let mut out = Vec::new();
+        assert_eq!(f.append_to(&mut out), f.encoded_len());
+        assert_eq!(media::decode(&out), Ok(media::MediaRef::File(f)));
     }
 });

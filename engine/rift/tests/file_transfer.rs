@@ -247,6 +247,11 @@ fn a_receiver_resumes_a_partial_file_and_only_the_rest_is_sent() {
     let o = &app.offers[0];
     assert_eq!(app.accepted_offset, Some(o.offset_of(100)));
     assert_eq!(
+        p.host.as_ref().unwrap().stats().reliable_retransmits,
+        0,
+        "on a clean path no chunk is retransmitted (acks never race the timer)"
+    );
+    assert_eq!(
         p.host.as_ref().unwrap().stats().file_chunks_sent,
         u64::from(o.total_chunks - 100)
     );

@@ -147,11 +147,14 @@ impl Sender {
         self.srtt
     }
 
-    /// Retransmission timeout for the reliable channel.
+    /// Retransmission timeout for the reliable channel. Acknowledgements ride the next
+    /// feedback report, which goes out every `srtt / 4` (5..25 ms): that delay is added on
+    /// top of the RTT estimate (QUIC's max_ack_delay), or every ack would race its timer.
     fn rto(&self) -> Duration {
         self.srtt
             .map_or(Duration::from_millis(250), |s| {
-                s + 4 * self.rttvar + Duration::from_millis(5)
+                let ack_delay = (s / 4).clamp(Duration::from_millis(5), Duration::from_millis(25));
+                s + 4 * self.rttvar + ack_delay + Duration::from_millis(5)
             })
             .max(Duration::from_millis(20))
     }
