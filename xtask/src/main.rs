@@ -264,6 +264,10 @@ fn bench_netsim() -> anyhow::Result<()> {
             "handshake_under_loss",
             "--test",
             "input_priority",
+            "--test",
+            "path_stats",
+            "--test",
+            "file_transfer",
         ])
         .args(["--", "--nocapture", "--test-threads", "1"])
         .output()
@@ -327,6 +331,15 @@ fn bench_netsim() -> anyhow::Result<()> {
         .filter(|l| l.starts_with("slowest connect") || l.starts_with("key latency"))
     {
         println!("\n{line}");
+    }
+    // Other scenarios print "figure <what>: <value>" lines.
+    println!("\n| path statistics and file transfer | measured |");
+    println!("|---|---|");
+    for line in &lines {
+        if let Some(f) = line.find("figure ").map(|i| &line[i + 7..]) {
+            let (what, value) = f.split_once(':').unwrap_or((f, ""));
+            println!("| {what} | {} |", value.trim());
+        }
     }
     Ok(())
 }

@@ -81,6 +81,8 @@ pub struct SessionConfig {
     pub hello: proto::Hello,
     /// Host side: answer every Hello with `HelloAck{accepted: false}` (the host is busy).
     pub busy: bool,
+    /// How often [`super::Event::Stats`] reports the path (zero: never).
+    pub stats_interval: Duration,
     /// File transfer and clipboard limits and bitrate share.
     pub files: crate::transfer::TransferConfig,
 }
@@ -113,6 +115,7 @@ impl SessionConfig {
                 public_addr: String::new(),
             },
             busy: false,
+            stats_interval: Duration::from_secs(1),
             files: crate::transfer::TransferConfig::default(),
         }
     }

@@ -59,6 +59,7 @@ impl Session {
                         self.stats.datagrams_received += 1;
                         self.last_rx = Some(now);
                         self.recv.on_packet(now, pid, wire_len);
+                        self.period.bytes_received += wire_len as u64;
                         self.on_plaintext(now, opened.payload);
                     }
                     Err(CryptoError::Replay(_)) => self.stats.replayed += 1,
@@ -161,6 +162,12 @@ impl Session {
         }
         let congested = self.cc.state() != crate::cc::DeltaState::Stable;
         let (rtt, delivery) = self.send.on_feedback(now, fb, congested);
+        self.period.peer_received += u64::from(fb.received_packets);
+        self.period.peer_lost += u64::from(fb.lost_packets);
+        self.period.peer_jitter_us = fb.jitter_us;
+        if delivery.is_some() {
+            self.period.delivery_bps = delivery;
+        }
         if let Some(rtt) = rtt {
             let changed = self.cc.on_sample(crate::cc::CcSample {
                 now,
@@ -297,6 +304,9 @@ impl Session {
             self.finish(CloseReason::IdleTimeout);
             return;
         }
+        if self.next_stats.is_some_and(|t| t <= now) {
+            self.report_stats(now);
+        }
         let gap = self.send.srtt().unwrap_or(Duration::from_millis(50));
         if let Some(last_valid) = self.recv.on_timeout(now, gap, &mut self.events) {
             let rfi = proto::Message {
@@ -317,6 +327,17 @@ impl Session {
             return None;
         }
         let srtt = self.send.srtt().unwrap_or(Duration::from_millis(50));
+        if matches!(self.phase, Phase::Connected)
+            && self.next_stats.is_none()
+            && !self.cfg.stats_interval.is_zero()
+        {
+            self.period = super::stats::Period {
+                started: Some(self.clock),
+                base: self.stats(),
+                ..Default::default()
+            };
+            self.next_stats = Some(self.clock + self.cfg.stats_interval);
+        }
         let idle = self.last_rx.map(|t| t + self.cfg.idle_timeout);
         let keepalive = matches!(self.phase, Phase::Connected)
             .then(|| self.last_tx.map(|t| t + self.cfg.keepalive))
@@ -329,6 +350,7 @@ impl Session {
             self.recv
                 .next_nack_time(Duration::from_millis(2), srtt + Duration::from_millis(5)),
             self.recv.next_deadline(),
+            self.next_stats,
             self.send.next_send_time(self.clock),
             self.files
                 .next_wakeup(self.cc.target_bps(), self.send.reliable_room()),
@@ -363,6 +385,43 @@ impl Session {
                 .files
                 .next_wakeup(self.cc.target_bps(), self.send.reliable_room())),
         )
+    }
+
+    /// Emits [`Event::Stats`] for the period ending `now` and starts the next one.
+    fn report_stats(&mut self, now: Instant) {
+        let s = self.stats();
+        let base = std::mem::take(&mut self.period.base);
+        let p = std::mem::take(&mut self.period);
+        let period = p.started.map_or(self.cfg.stats_interval, |t| {
+            now.saturating_duration_since(t)
+        });
+        let secs = period.as_secs_f64().max(1e-3);
+        let total = p.peer_received + p.peer_lost;
+        self.events.push_back(Event::Stats(super::PathStats {
+            period,
+            rtt: self.send.srtt(),
+            jitter_us: self.recv.jitter_us(),
+            peer_jitter_us: p.peer_jitter_us,
+            loss: if total == 0 {
+                0.0
+            } else {
+                p.peer_lost as f64 / total as f64
+            },
+            peer_received: p.peer_received,
+            peer_lost: p.peer_lost,
+            fec_recovered: s.fec_recovered - base.fec_recovered,
+            nacks_sent: s.nacks_sent - base.nacks_sent,
+            retransmitted: s.retransmitted - base.retransmitted,
+            frames_delivered: s.frames_delivered - base.frames_delivered,
+            frames_dropped: s.frames_dropped - base.frames_dropped,
+            target_bps: self.cc.target_bps(),
+            delivery_bps: p.delivery_bps,
+            send_bps: ((s.bytes_sent - base.bytes_sent) as f64 * 8.0 / secs) as u64,
+            recv_bps: (p.bytes_received as f64 * 8.0 / secs) as u64,
+        }));
+        self.period.started = Some(now);
+        self.period.base = s;
+        self.next_stats = Some(now + self.cfg.stats_interval);
     }
 
     /// When the next queued datagram may leave (pacing); `now` if something is ready.

@@ -121,6 +121,8 @@ impl Session {
             created: now,
             clock: now,
             last_target: None,
+            period: super::stats::Period::default(),
+            next_stats: None,
         }
     }
 

@@ -124,6 +124,8 @@ pub enum Event {
         /// How it ended.
         result: Result<(), FileError>,
     },
+    /// Path statistics for the last period (RTT, jitter, loss, FEC, NACK, bitrates).
+    Stats(super::PathStats),
     /// The peer's clipboard changed to this text.
     Clipboard(String),
     /// The session ended.

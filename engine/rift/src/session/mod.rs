@@ -32,7 +32,7 @@ pub use config::{HostParams, RelayPath, Role, SessionConfig};
 pub use endpoint::{Endpoint, SessionHandle};
 pub use event::{CloseReason, Event, Frame, FrameMeta};
 pub use files::FileProgress;
-pub use stats::SessionStats;
+pub use stats::{PathStats, SessionStats};
 
 use crate::{
     cc::Delta,
@@ -121,6 +121,9 @@ pub struct Session {
     last_target: Option<(u64, u32)>,
     /// The latest `now` any entry point was given (for `poll_timeout`, which takes none).
     clock: Instant,
+    /// The current statistics period and when it ends.
+    period: stats::Period,
+    next_stats: Option<Instant>,
 }
 
 impl Session {

@@ -135,6 +135,11 @@ impl Receiver {
     }
 
     /// Chunks rebuilt from parity so far.
+    /// Current inter-arrival jitter estimate, µs.
+    pub(crate) fn jitter_us(&self) -> u32 {
+        self.jitter_us as u32
+    }
+
     pub(crate) fn recovered_total(&self) -> u64 {
         self.recovered_total
     }

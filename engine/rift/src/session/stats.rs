@@ -48,3 +48,54 @@ pub struct SessionStats {
     /// Clipboard texts ignored (over the size limit or not UTF-8).
     pub clipboard_ignored: u64,
 }
+
+/// Path statistics over one reporting period ([`super::Event::Stats`], every
+/// `SessionConfig::stats_interval`): what a player's overlay or an operator's metrics show.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PathStats {
+    /// Length of the period this report covers.
+    pub period: std::time::Duration,
+    /// Smoothed round-trip time, once measured.
+    pub rtt: Option<std::time::Duration>,
+    /// Inter-arrival jitter of what this side receives, µs (RFC 3550 style estimate).
+    pub jitter_us: u32,
+    /// The peer's jitter estimate of what this side sends, µs (from its feedback).
+    pub peer_jitter_us: u32,
+    /// Fraction of this side's datagrams the peer reported lost in the period (0..=1).
+    pub loss: f64,
+    /// Datagrams the peer reported received in the period.
+    pub peer_received: u64,
+    /// Datagrams the peer reported lost in the period.
+    pub peer_lost: u64,
+    /// Chunks this side rebuilt from parity in the period.
+    pub fec_recovered: u64,
+    /// NACK requests this side sent in the period.
+    pub nacks_sent: u64,
+    /// Datagrams this side retransmitted for the peer's NACKs in the period.
+    pub retransmitted: u64,
+    /// Frames this side delivered / dropped at their deadline in the period.
+    pub frames_delivered: u64,
+    /// Frames dropped at their deadline in the period.
+    pub frames_dropped: u64,
+    /// DELTA's current target, bit/s.
+    pub target_bps: u64,
+    /// Latest delivery rate the peer's feedback showed, bit/s.
+    pub delivery_bps: Option<u64>,
+    /// What this side sent in the period, bit/s.
+    pub send_bps: u64,
+    /// What this side received in the period, bit/s (datagrams that authenticated).
+    pub recv_bps: u64,
+}
+
+/// Accumulates the peer-reported part of [`PathStats`] between reports.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Period {
+    pub(crate) started: Option<std::time::Instant>,
+    pub(crate) peer_received: u64,
+    pub(crate) peer_lost: u64,
+    pub(crate) peer_jitter_us: u32,
+    pub(crate) delivery_bps: Option<u64>,
+    pub(crate) bytes_received: u64,
+    /// Counters at the start of the period.
+    pub(crate) base: SessionStats,
+}

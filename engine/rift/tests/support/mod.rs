@@ -51,6 +51,9 @@ pub struct Pair {
     pub host_events: Vec<(Instant, Event)>,
     pub max_datagram_seen: usize,
     pub filter: Option<Filter>,
+    /// An application wake-up (e.g. the next frame's capture time): `run_until` steps to it
+    /// even when no session timer or delivery falls there.
+    pub wake_at: Option<Instant>,
     buf: Vec<u8>,
 }
 
@@ -110,6 +113,7 @@ impl Pair {
             host_events: Vec::new(),
             max_datagram_seen: 0,
             filter: None,
+            wake_at: None,
             buf: vec![0u8; 64 * 1024],
         }
     }
@@ -202,6 +206,7 @@ impl Pair {
                 .into_iter()
                 .flatten()
                 .chain(self.net.next_event_time())
+                .chain(self.wake_at.filter(|&t| t > self.now))
                 .min();
             let Some(next) = next else { break };
             let next = next.max(self.now);

@@ -75,6 +75,7 @@ pub fn stream_with(
                 sent_at.push(p.now);
                 next += interval;
             }
+            p.wake_at = (sent_at.len() < total).then_some(next);
             extra(p);
         },
     );
