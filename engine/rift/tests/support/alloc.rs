@@ -4,22 +4,21 @@
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     cell::Cell,
-    sync::atomic::{AtomicUsize, Ordering},
 };
 
 /// Forwards to the system allocator and counts allocations and reallocations.
 pub struct Counting;
 
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
-    // Only the measuring thread counts: the test harness's own threads allocate at will.
+    // Only the measuring thread counts, into its own counter: the harness's threads and
+    // tests measuring in parallel do not disturb each other.
     static MEASURING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn note() {
     if MEASURING.with(Cell::get) {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        ALLOCS.with(|a| a.set(a.get() + 1));
     }
 }
 
@@ -47,9 +46,9 @@ unsafe impl GlobalAlloc for Counting {
 
 /// Allocations made by the current thread while running `f`.
 pub fn during(f: impl FnOnce()) -> usize {
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = ALLOCS.with(Cell::get);
     MEASURING.with(|m| m.set(true));
     f();
     MEASURING.with(|m| m.set(false));
-    ALLOCS.load(Ordering::SeqCst) - before
+    ALLOCS.with(Cell::get) - before
 }
