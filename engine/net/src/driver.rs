@@ -143,8 +143,25 @@ pub enum Command {
         /// Where the answer goes.
         reply: Sender<Option<SessionSnapshot>>,
     },
+    /// Runs a closure on the driver thread with the session: every [`Session`] call no
+    /// command covers (file transfer, clipboard, pause, …). Unknown sessions drop it.
+    Call {
+        /// Target session.
+        session: SessionHandle,
+        /// What to do; it gets the driver's `now`.
+        call: SessionCall,
+    },
     /// Closes every session, flushes, and ends the thread.
     Shutdown,
+}
+
+/// A closure for [`Command::Call`].
+pub struct SessionCall(pub Box<dyn FnOnce(&mut Session, Instant) + Send>);
+
+impl std::fmt::Debug for SessionCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionCall(..)")
+    }
 }
 
 /// Counters of one driver thread.
@@ -578,6 +595,14 @@ impl<C: Core> Worker<C> {
                 let _ = reply.try_send(snap);
                 return;
             }
+            Command::Call { session, call } => {
+                if let Some(s) = self.core.session(session) {
+                    (call.0)(s, now);
+                } else {
+                    self.stats.commands_rejected += 1;
+                }
+                return;
+            }
             Command::Shutdown => {
                 self.stop = true;
                 return;
@@ -820,6 +845,24 @@ impl<Out: Send + 'static> Handle<Out> {
         })
     }
 
+    fn call<R: Send + 'static>(
+        &self,
+        session: SessionHandle,
+        timeout: Duration,
+        f: impl FnOnce(&mut Session, Instant) -> R + Send + 'static,
+    ) -> Result<R, DriverError> {
+        let (reply, answer) = bounded(1);
+        let call = SessionCall(Box::new(move |s, now| {
+            let _ = reply.try_send(f(s, now));
+        }));
+        self.send(Command::Call { session, call })?;
+        answer.recv_timeout(timeout).map_err(|e| match e {
+            // The session is gone (the closure was dropped) or the thread stopped.
+            RecvTimeoutError::Disconnected => DriverError::Stopped,
+            RecvTimeoutError::Timeout => DriverError::Timeout,
+        })
+    }
+
     fn take_buffer(&self) -> Vec<u8> {
         let mut b = self.spares.try_recv().unwrap_or_default();
         b.clear();
@@ -957,6 +1000,17 @@ impl HostDriver {
         self.inner.snapshot(session, timeout)
     }
 
+    /// Runs `f` with `session` on the driver thread and returns its result (file transfer,
+    /// clipboard and every other [`Session`] call). `Stopped` if the session does not exist.
+    pub fn call<R: Send + 'static>(
+        &self,
+        session: SessionHandle,
+        timeout: Duration,
+        f: impl FnOnce(&mut Session, Instant) -> R + Send + 'static,
+    ) -> Result<R, DriverError> {
+        self.inner.call(session, timeout, f)
+    }
+
     /// An empty buffer for the next frame: a spent frame buffer when one is back, else new.
     pub fn take_buffer(&self) -> Vec<u8> {
         self.inner.take_buffer()
@@ -1080,6 +1134,16 @@ impl ClientDriver {
         self.inner
             .snapshot(CLIENT, timeout)?
             .ok_or(DriverError::Stopped)
+    }
+
+    /// Runs `f` with the session on the driver thread and returns its result (file transfer,
+    /// clipboard and every other [`Session`] call).
+    pub fn call<R: Send + 'static>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut Session, Instant) -> R + Send + 'static,
+    ) -> Result<R, DriverError> {
+        self.inner.call(CLIENT, timeout, f)
     }
 
     /// An empty buffer for the next frame: a spent frame buffer when one is back, else new.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
+use wavry_net::files::{IncomingFile, OutgoingFile};
 use wavry_net::{
     Backend, BackendKind, ClientDriver, Config, DriverConfig, HostDriver, IoMode, NetSocket,
 };
@@ -66,6 +67,9 @@ fn pair(mode: IoMode) -> Pair {
         initial_bps: rate,
         ..DeltaConfig::default()
     };
+    // Files may take half of that here, so a few megabytes cross in well under a second.
+    host_cfg.files.share_percent = 50;
+    host_cfg.files.max_kbps = 200_000;
     let mut client_cfg = SessionConfig::new(Role::Client, PeerPolicy::Pinned(host_key.id()));
     // This test checks the data path, not scheduling: on a loaded 2-core CI machine a driver
     // thread can sleep past the default 15 ms playout slack, so give frames a generous one.
@@ -212,6 +216,126 @@ fn full_session(mode: IoMode) {
 }
 
 #[cfg(target_os = "linux")]
+/// A real file from disk crosses the encrypted session and lands, verified, in a download
+/// folder: `OutgoingFile` → `send_file`/`write_file` on the host's driver thread →
+/// `Event::FileData` → `IncomingFile` (`.part`, SHA-256 checked by the session, renamed).
+fn file_transfer(mode: IoMode) {
+    let deadline = Instant::now() + WAIT;
+    let p = pair(mode);
+    let session = connect(&p, deadline);
+    let dir = std::env::temp_dir().join(format!("wavry-net-files-{mode:?}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("out")).expect("temp dir");
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let src = dir.join("clip.mkv");
+    std::fs::write(&src, &data).expect("write source");
+    let mut out = OutgoingFile::open(&src).expect("open source");
+    let (name, size, sha) = (out.name.clone(), out.size, out.sha256);
+    let id = p
+        .host
+        .call(session, WAIT, move |s, now| {
+            s.send_file(now, &name, size, sha)
+        })
+        .expect("driver answers")
+        .expect("offer sent");
+
+    let mut incoming: Option<IncomingFile> = None;
+    let mut saved = None;
+    let mut sent_done = None;
+    let mut pos = 0u64;
+    let mut block = vec![0u8; 256 * 1024];
+    while saved.is_none() || sent_done.is_none() {
+        crossbeam_channel::select! {
+            recv(p.client.events()) -> e => match e.expect("client events") {
+                Event::FileOffered(o) => {
+                    assert_eq!((o.file_id, o.name.as_str(), o.size), (id, "clip.mkv", size));
+                    let (f, resume) = IncomingFile::open(&dir.join("out"), &o).expect("part file");
+                    incoming = Some(f);
+                    p.client
+                        .call(WAIT, move |s, now| s.accept_file(now, id, resume))
+                        .expect("driver answers")
+                        .expect("accepted");
+                }
+                Event::FileData { file_id, offset, data } => {
+                    assert_eq!(file_id, id);
+                    incoming.as_mut().expect("offered first").write_at(offset, &data).expect("write");
+                }
+                Event::FileDone { file_id, result, .. } => {
+                    assert_eq!((file_id, result), (id, Ok(())));
+                    saved = Some(incoming.take().expect("offered first").finish().expect("rename"));
+                }
+                Event::Closed(r) => panic!("client closed during the transfer: {r:?}"),
+                _ => {}
+            },
+            recv(p.host.events()) -> e => match e.expect("host events") {
+                (_, Event::FileAccepted { file_id, offset }) => {
+                    assert_eq!((file_id, offset), (id, 0));
+                    pos = offset;
+                    pos = feed(&p, session, id, &mut out, pos, &mut block);
+                }
+                (_, Event::FileWritable { .. }) => {
+                    pos = feed(&p, session, id, &mut out, pos, &mut block);
+                }
+                (_, Event::FileDone { file_id, result, .. }) => {
+                    assert_eq!((file_id, result), (id, Ok(())));
+                    sent_done = Some(());
+                }
+                (_, Event::Closed(r)) => panic!("host closed during the transfer: {r:?}"),
+                _ => {}
+            },
+            default(deadline.saturating_duration_since(Instant::now())) => {
+                panic!("transfer stalled at {pos} of {size} bytes");
+            }
+        }
+    }
+    let saved = saved.expect("saved");
+    assert_eq!(saved, dir.join("out").join("clip.mkv"));
+    assert!(
+        std::fs::read(&saved).expect("read back") == data,
+        "file differs"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Writes from `pos` until the session's staging window is full; returns the new position.
+fn feed(
+    p: &Pair,
+    session: SessionHandle,
+    id: u64,
+    out: &mut OutgoingFile,
+    mut pos: u64,
+    block: &mut [u8],
+) -> u64 {
+    loop {
+        let n = out.read_at(pos, block).expect("read source");
+        if n == 0 {
+            return pos;
+        }
+        let bytes = block[..n].to_vec();
+        let took = p
+            .host
+            .call(session, WAIT, move |s, now| s.write_file(now, id, &bytes))
+            .expect("driver answers")
+            .expect("write accepted");
+        pos += took as u64;
+        if took < n {
+            return pos;
+        }
+    }
+}
+
+#[test]
+fn file_transfer_over_uring() {
+    file_transfer(IoMode::Uring);
+}
+
+#[test]
+fn file_transfer_over_portable() {
+    file_transfer(IoMode::Portable);
+}
+
 #[test]
 fn full_session_over_uring() {
     full_session(IoMode::Uring);
