@@ -155,8 +155,11 @@ pub enum Command {
     Shutdown,
 }
 
+/// What a [`SessionCall`] runs: the session and the driver's `now`.
+pub type SessionFn = Box<dyn FnOnce(&mut Session, Instant) + Send>;
+
 /// A closure for [`Command::Call`].
-pub struct SessionCall(pub Box<dyn FnOnce(&mut Session, Instant) + Send>);
+pub struct SessionCall(pub SessionFn);
 
 impl std::fmt::Debug for SessionCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
