@@ -261,6 +261,10 @@ impl Sender {
             let start = self.media.len();
             let mut lengths = [0usize; GROUP_SHARDS];
             let mut max_len = 0;
+            let parity = self.fec_policy.parity_for(len);
+            // One parity shard (the lossless steady state) is the XOR of the group's chunks:
+            // accumulated while packetising, with no padding or codec pass (see fec::xor_into).
+            let mut xor = (parity == 1).then(|| self.pool.get());
             for i in first..first + len {
                 let payload = &data[i * c..((i + 1) * c).min(data.len())];
                 let chunk = VideoChunkRef {
@@ -275,6 +279,12 @@ impl Sender {
                 };
                 let mut b = self.pool.get();
                 chunk.append_to(&mut b);
+                if let Some(x) = xor.as_mut() {
+                    if x.len() < b.len() {
+                        x.resize(b.len(), 0);
+                    }
+                    fec::xor_into(x, &b);
+                }
                 max_len = max_len.max(b.len());
                 lengths[i - first] = b.len();
                 self.media.push_back(Pending {
@@ -283,8 +293,31 @@ impl Sender {
                     kind: Kind::Chunk,
                 });
             }
-            let parity = self.fec_policy.parity_for(len);
             let sb = fec::shard_bytes(max_len);
+            let shard_count = (len + parity) as u32;
+            if let Some(mut x) = xor {
+                fec::check(len, parity, sb).map_err(|e| SessionError::Encode(e.to_string()))?;
+                x.resize(sb, 0);
+                let pkt = FecPacketRef {
+                    group_id: frame_id,
+                    first_chunk: first as u64,
+                    shard_count,
+                    parity_index: len as u32,
+                    payload: &x,
+                    shard_lengths: ShardLengths::default(),
+                    data_shards: len as u32,
+                };
+                let mut out = self.pool.get();
+                out.resize(pkt.encoded_len(), 0);
+                let _ = pkt.encode(&mut out);
+                self.pool.put(x);
+                self.media.push_back(Pending {
+                    buf: out,
+                    deadline: Some(deadline),
+                    kind: Kind::Parity,
+                });
+                continue;
+            }
             // Pad in place for the codec, then restore the true lengths.
             for p in self.media.range_mut(start..) {
                 p.buf.resize(sb, 0);
@@ -293,7 +326,6 @@ impl Sender {
             for _ in 0..parity {
                 scratch.push(self.pool.get());
             }
-            let shard_count = (len + parity) as u32;
             let res = self.fec.encode(
                 sb,
                 len,
