@@ -96,6 +96,11 @@ pub(crate) struct Sender {
     target_bps: u64,
     /// Largest plaintext message that fits one datagram (control messages are not fragmented).
     max_message: usize,
+    /// Configured pacer burst, bytes (`pacer_burst` datagrams).
+    base_burst: usize,
+    max_datagram: usize,
+    /// Most datagrams one `fill` call can batch (the driver's GSO limit and buffer).
+    batch: usize,
 }
 
 /// Pacing rate relative to the target bitrate: frames drain within about 2/3 of an interval.
@@ -131,6 +136,23 @@ impl Sender {
             max_message: cfg
                 .max_datagram
                 .saturating_sub(crate::crypto::OVERHEAD + if cfg.relay.is_some() { 20 } else { 0 }),
+            base_burst: cfg.pacer_burst.max(1) * cfg.max_datagram,
+            max_datagram: cfg.max_datagram,
+            batch: 1,
+        }
+    }
+
+    /// Sizes the pacer's bucket like TCP's TSO autosizing: about 1 ms of the pacing rate, at
+    /// least the configured burst, at most one batch the driver can send at once (GSO). At
+    /// tens of Mbit/s this is the configured burst; on a fast path it lets a whole GSO batch
+    /// leave in one send instead of a few datagrams per loop turn, while still spreading a
+    /// frame over its pacing interval.
+    fn resize_burst(&mut self) {
+        let per_ms = usize::try_from(self.pacer.rate_bps() / 8_000).unwrap_or(usize::MAX);
+        let cap = self.batch.saturating_mul(self.max_datagram);
+        let burst = self.base_burst.max(per_ms.min(cap));
+        if burst != self.pacer.burst_bytes() {
+            self.pacer.set_burst(burst);
         }
     }
 
@@ -157,6 +179,7 @@ impl Sender {
     pub(crate) fn set_target(&mut self, bps: u64) {
         self.target_bps = bps;
         self.pacer.set_rate((bps as f64 * PACING_GAIN) as u64);
+        self.resize_burst();
     }
 
     /// Queues a raw (pre-crypto) handshake datagram.
@@ -253,6 +276,7 @@ impl Sender {
         let target = self.target_bps as f64;
         self.pacer
             .set_rate(want.clamp(target * PACING_GAIN, target * MAX_BURST_GAIN) as u64);
+        self.resize_burst();
         let deadline = now + frame_interval + self.srtt.unwrap_or(Duration::ZERO) / 2 + slack;
         let c = self.chunk_payload;
         let n = data.len().div_ceil(c);
@@ -470,6 +494,14 @@ impl Sender {
         mut seal: impl FnMut(&[u8], &mut [u8], bool) -> Option<(u64, usize)>,
         stats: &mut super::SessionStats,
     ) -> Option<Sealed> {
+        let batch = max_datagrams
+            .max(1)
+            .min(out.len() / max_datagram.max(1))
+            .max(1);
+        if batch > self.batch {
+            self.batch = batch;
+            self.resize_burst();
+        }
         let mut at = 0;
         let mut segment = None;
         let mut count = 0;
