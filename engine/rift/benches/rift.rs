@@ -247,31 +247,52 @@ fn session_pass(c: &mut Criterion) {
     let k = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[1; 32]).unwrap());
     let mut raw = vec![0u8; 1500];
     let mut pid = 0u64;
-    g.bench_function("raw_ring_same_bytes", |b| {
-        b.iter(|| {
-            for _ in 0..datagrams {
-                pid += 1;
-                let (head, body) = raw.split_at_mut(18);
-                let tag = k
-                    .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(PacketKey::nonce(pid)),
-                        Aad::from(&*head),
-                        &mut body[..per],
-                    )
-                    .unwrap();
-                body[per..per + 16].copy_from_slice(tag.as_ref());
-                let pt = k
-                    .open_in_place(
-                        Nonce::assume_unique_for_key(PacketKey::nonce(pid)),
-                        Aad::from(&*head),
-                        &mut body[..per + 16],
-                    )
-                    .unwrap();
-                black_box(pt.len());
-            }
-        });
-    });
+    let mut raw_pass = || {
+        for _ in 0..datagrams {
+            pid += 1;
+            let (head, body) = raw.split_at_mut(18);
+            let tag = k
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(PacketKey::nonce(pid)),
+                    Aad::from(&*head),
+                    &mut body[..per],
+                )
+                .unwrap();
+            body[per..per + 16].copy_from_slice(tag.as_ref());
+            let pt = k
+                .open_in_place(
+                    Nonce::assume_unique_for_key(PacketKey::nonce(pid)),
+                    Aad::from(&*head),
+                    &mut body[..per + 16],
+                )
+                .unwrap();
+            black_box(pt.len());
+        }
+    };
+    g.bench_function("raw_ring_same_bytes", |b| b.iter(&mut raw_pass));
     g.finish();
+    // The same comparison, interleaved pass by pass and reduced to the fastest of each: noise
+    // from other processes only ever adds time, so on a shared machine this ratio is the
+    // steadier of the two.
+    let (mut best_session, mut best_raw) = (Duration::MAX, Duration::MAX);
+    for _ in 0..2000 {
+        now += Duration::from_millis(17);
+        let t = Instant::now();
+        host.send_frame(now, &frame, FrameMeta::default(), Duration::from_millis(16))
+            .unwrap();
+        black_box(pump(&mut host, &mut client, &mut now, &mut buf));
+        best_session = best_session.min(t.elapsed());
+        let t = Instant::now();
+        raw_pass();
+        best_raw = best_raw.min(t.elapsed());
+    }
+    println!(
+        "session_pass interleaved, fastest of 2000: raw {:.1} µs, session {:.1} µs, \
+         raw/session = {:.3}",
+        best_raw.as_secs_f64() * 1e6,
+        best_session.as_secs_f64() * 1e6,
+        best_raw.as_secs_f64() / best_session.as_secs_f64()
+    );
 }
 
 criterion_group!(benches, headers, seal_open, replay, session_pass);
