@@ -5,7 +5,8 @@
 //!
 //! ```text
 //!   recv (timeout = time to poll_timeout(), at most DriverConfig::max_wait)
-//!     -> split GRO buffers by stride -> handle_datagram
+//!     -> split each GRO batch by stride -> handle_datagram, decrypting in place in the
+//!        backend's receive buffer (Backend::recv_with: no copy)
 //!   handle_timeout when due
 //!   apply application commands (send frame / input / control / audio, recycle, close, ...)
 //!   drain poll_transmit into batches of GSO transmits (<= max_gso_segments each) -> send
@@ -23,7 +24,7 @@
 //! One thread drives one socket; sharding a host over cores with `SO_REUSEPORT`
 //! ([`crate::bind_sharded`]) is not wired into the driver yet.
 
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,12 +39,12 @@ use wavry_rift::session::{
     SessionStats,
 };
 
-use crate::{Backend, BackendKind, MAX_UDP_PAYLOAD, NetError, NetSocket, RecvMeta, Transmit};
+use crate::{Backend, BackendKind, MAX_UDP_PAYLOAD, NetError, NetSocket, Transmit};
 
 /// Bytes per receive or transmit slot: any UDP payload, GRO/GSO batches included.
 const SLOT: usize = 1 << 16;
-/// Receive buffers handed to one `Backend::recv` call.
-const RX_SLOTS: usize = 8;
+/// A receive that returned at least this many batches probably left more queued.
+const RX_BATCHES: usize = 8;
 /// Transmits handed to one `Backend::send` call.
 const TX_SLOTS: usize = 8;
 /// Spent frame buffers kept for [`HostDriver::take_buffer`] / [`ClientDriver::take_buffer`].
@@ -184,7 +185,8 @@ pub struct DriverStats {
     pub send_calls: u64,
     /// `Backend::send` calls that failed (logged; UDP is lossy, the loop carries on).
     pub send_errors: u64,
-    /// Received datagrams cut by a too-small buffer (dropped).
+    /// Received datagrams cut by a too-small buffer (dropped). Always 0 since the driver
+    /// receives into the backend's own buffers, which hold any UDP payload.
     pub truncated: u64,
     /// Commands applied.
     pub commands: u64,
@@ -345,8 +347,6 @@ struct Worker<C: Core> {
     events: Sender<C::Out>,
     spares: Sender<Vec<u8>>,
     cfg: DriverConfig,
-    rx: Vec<u8>,
-    rx_meta: [RecvMeta; RX_SLOTS],
     tx: Vec<u8>,
     tx_meta: [(SocketAddr, usize, Option<usize>); TX_SLOTS],
     /// A frame waiting for its session's media queue to drain below the high-water mark.
@@ -354,7 +354,7 @@ struct Worker<C: Core> {
     max_segments: usize,
     stats: DriverStats,
     stop: bool,
-    /// The last receive filled every slot: look again without waiting.
+    /// The last receive returned many batches: look again without waiting.
     more: bool,
     /// The backend's receive timeout is precise (io_uring timespec), not tick-rounded.
     precise_wait: bool,
@@ -454,42 +454,42 @@ impl<C: Core> Worker<C> {
         r
     }
 
-    /// One receive call; every datagram goes to the core. Returns the buffers filled.
+    /// One receive call; every datagram goes to the core, decrypted in place in the backend's
+    /// own buffer (`recv_with`: no copy into driver buffers). Returns the batches received.
     fn receive(&mut self, wait: Duration) -> Result<usize, DriverError> {
-        let n = {
-            let mut chunks = self.rx.chunks_mut(SLOT);
-            let mut iovs: [IoSliceMut<'_>; RX_SLOTS] =
-                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-            match self.socket.recv(&mut iovs, &mut self.rx_meta, Some(wait)) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-                Err(source) => {
-                    return Err(DriverError::Io {
-                        context: "receiving",
-                        source,
-                    });
-                }
+        let Self {
+            socket,
+            core,
+            stats,
+            wake_from,
+            ..
+        } = self;
+        let mut now = None;
+        let r = socket.recv_with(Some(wait), &mut |m, bytes| {
+            if Some(m.src) == *wake_from {
+                return;
+            }
+            let now = *now.get_or_insert_with(Instant::now);
+            for d in bytes.chunks_mut(m.stride.max(1)) {
+                stats.datagrams_received += 1;
+                stats.bytes_received += d.len() as u64;
+                core.handle_datagram(now, m.src, d);
+            }
+        });
+        let n = match r {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(source) => {
+                return Err(DriverError::Io {
+                    context: "receiving",
+                    source,
+                });
             }
         };
-        self.more = n == RX_SLOTS;
-        if n == 0 {
-            return Ok(0);
-        }
-        self.stats.recv_batches += 1;
-        let now = Instant::now();
-        for (slot, m) in self.rx.chunks_mut(SLOT).zip(&self.rx_meta).take(n) {
-            if Some(m.src) == self.wake_from {
-                continue;
-            }
-            if m.truncated {
-                self.stats.truncated += 1;
-                continue;
-            }
-            for d in slot[..m.len].chunks_mut(m.stride.max(1)) {
-                self.stats.datagrams_received += 1;
-                self.stats.bytes_received += d.len() as u64;
-                self.core.handle_datagram(now, m.src, d);
-            }
+        // Many batches at once: more are likely queued, so look again without waiting.
+        self.more = n >= RX_BATCHES;
+        if n > 0 {
+            self.stats.recv_batches += 1;
         }
         Ok(n)
     }
@@ -792,8 +792,6 @@ impl<Out: Send + 'static> Handle<Out> {
             events: ev_tx,
             spares: sp_tx,
             cfg,
-            rx: vec![0; SLOT * RX_SLOTS],
-            rx_meta: [RecvMeta::default(); RX_SLOTS],
             tx: vec![0; SLOT * TX_SLOTS],
             tx_meta: [(local, 0, None); TX_SLOTS],
             held: None,

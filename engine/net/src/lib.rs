@@ -196,11 +196,12 @@ pub trait Backend: Send + fmt::Debug {
     /// super-datagram of `len / stride` datagrams) to `f` as a slice of the backend's own
     /// buffer, which is recycled when `f` returns. Returns the number of batches, or `Ok(0)`
     /// once `timeout` passed. Nothing is truncated: backend buffers hold any UDP payload.
-    /// For forwarders and parsers that only look at the bytes; it saves one copy per batch.
+    /// For forwarders, parsers, and sessions that decrypt in place (the bytes are the caller's
+    /// to overwrite until `f` returns); it saves one copy per batch.
     fn recv_with(
         &mut self,
         timeout: Option<Duration>,
-        f: &mut dyn FnMut(&RecvMeta, &[u8]),
+        f: &mut dyn FnMut(&RecvMeta, &mut [u8]),
     ) -> io::Result<usize>;
 
     /// Most datagrams one GSO [`Transmit`] may carry (1 when GSO is unavailable).
@@ -377,7 +378,7 @@ impl Backend for NetSocket {
     fn recv_with(
         &mut self,
         timeout: Option<Duration>,
-        f: &mut dyn FnMut(&RecvMeta, &[u8]),
+        f: &mut dyn FnMut(&RecvMeta, &mut [u8]),
     ) -> io::Result<usize> {
         delegate!(self, b => b.recv_with(timeout, f))
     }

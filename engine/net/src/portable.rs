@@ -320,14 +320,14 @@ impl Backend for PortableBackend {
     fn recv_with(
         &mut self,
         timeout: Option<Duration>,
-        f: &mut dyn FnMut(&RecvMeta, &[u8]),
+        f: &mut dyn FnMut(&RecvMeta, &mut [u8]),
     ) -> io::Result<usize> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let mut done = 0;
             while let Some(mut cur) = self.cur.take().or_else(|| self.stage_next()) {
                 let (off, end) = (cur.off, cur.end);
-                f(&cur.take_all(), &self.store[off..end]);
+                f(&cur.take_all(), &mut self.store[off..end]);
                 done += 1;
             }
             if done > 0 {

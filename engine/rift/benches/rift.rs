@@ -204,12 +204,34 @@ fn session_pass(c: &mut Criterion) {
     }
     assert!(host.is_connected());
     println!("session pass: frame of {} B", frame.len());
-    // One frame, to learn how many datagrams and bytes a pass moves.
-    now += Duration::from_millis(17);
-    host.send_frame(now, &frame, FrameMeta::default(), Duration::from_millis(16))
-        .unwrap();
-    let (datagrams, bytes) = pump(&mut host, &mut client, &mut now, &mut buf);
-    println!("session pass: {datagrams} datagrams, {bytes} B on the wire per frame");
+    // Stream until the adaptive FEC policy has settled on what this lossless path needs (its
+    // loss estimate starts at 1 % and decays over a few thousand packets), so the baseline below
+    // is sized from the same steady state the timed passes run in.
+    for _ in 0..400 {
+        now += Duration::from_millis(17);
+        host.send_frame(now, &frame, FrameMeta::default(), Duration::from_millis(16))
+            .unwrap();
+        pump(&mut host, &mut client, &mut now, &mut buf);
+    }
+    // Then learn how many datagrams and bytes a pass moves.
+    let passes = 20;
+    let (mut datagrams, mut bytes) = (0, 0);
+    for _ in 0..passes {
+        now += Duration::from_millis(17);
+        host.send_frame(now, &frame, FrameMeta::default(), Duration::from_millis(16))
+            .unwrap();
+        let (d, b) = pump(&mut host, &mut client, &mut now, &mut buf);
+        datagrams += d;
+        bytes += b;
+    }
+    assert_eq!(datagrams % passes, 0, "passes differ in datagram count");
+    let (datagrams, bytes) = (datagrams / passes, bytes / passes);
+    let st = host.stats();
+    println!(
+        "session pass: {datagrams} datagrams, {bytes} B on the wire per frame \
+         ({} chunks, {} parity sent in all)",
+        st.chunks_sent, st.parity_sent
+    );
     let mut g = c.benchmark_group("session_pass_64KiB_frame");
     g.throughput(Throughput::Bytes(bytes));
     g.bench_function("two_sessions", |b| {
@@ -225,31 +247,52 @@ fn session_pass(c: &mut Criterion) {
     let k = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[1; 32]).unwrap());
     let mut raw = vec![0u8; 1500];
     let mut pid = 0u64;
-    g.bench_function("raw_ring_same_bytes", |b| {
-        b.iter(|| {
-            for _ in 0..datagrams {
-                pid += 1;
-                let (head, body) = raw.split_at_mut(18);
-                let tag = k
-                    .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(PacketKey::nonce(pid)),
-                        Aad::from(&*head),
-                        &mut body[..per],
-                    )
-                    .unwrap();
-                body[per..per + 16].copy_from_slice(tag.as_ref());
-                let pt = k
-                    .open_in_place(
-                        Nonce::assume_unique_for_key(PacketKey::nonce(pid)),
-                        Aad::from(&*head),
-                        &mut body[..per + 16],
-                    )
-                    .unwrap();
-                black_box(pt.len());
-            }
-        });
-    });
+    let mut raw_pass = || {
+        for _ in 0..datagrams {
+            pid += 1;
+            let (head, body) = raw.split_at_mut(18);
+            let tag = k
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(PacketKey::nonce(pid)),
+                    Aad::from(&*head),
+                    &mut body[..per],
+                )
+                .unwrap();
+            body[per..per + 16].copy_from_slice(tag.as_ref());
+            let pt = k
+                .open_in_place(
+                    Nonce::assume_unique_for_key(PacketKey::nonce(pid)),
+                    Aad::from(&*head),
+                    &mut body[..per + 16],
+                )
+                .unwrap();
+            black_box(pt.len());
+        }
+    };
+    g.bench_function("raw_ring_same_bytes", |b| b.iter(&mut raw_pass));
     g.finish();
+    // The same comparison, interleaved pass by pass and reduced to the fastest of each: noise
+    // from other processes only ever adds time, so on a shared machine this ratio is the
+    // steadier of the two.
+    let (mut best_session, mut best_raw) = (Duration::MAX, Duration::MAX);
+    for _ in 0..2000 {
+        now += Duration::from_millis(17);
+        let t = Instant::now();
+        host.send_frame(now, &frame, FrameMeta::default(), Duration::from_millis(16))
+            .unwrap();
+        black_box(pump(&mut host, &mut client, &mut now, &mut buf));
+        best_session = best_session.min(t.elapsed());
+        let t = Instant::now();
+        raw_pass();
+        best_raw = best_raw.min(t.elapsed());
+    }
+    println!(
+        "session_pass interleaved, fastest of 2000: raw {:.1} µs, session {:.1} µs, \
+         raw/session = {:.3}",
+        best_raw.as_secs_f64() * 1e6,
+        best_session.as_secs_f64() * 1e6,
+        best_raw.as_secs_f64() / best_session.as_secs_f64()
+    );
 }
 
 criterion_group!(benches, headers, seal_open, replay, session_pass);

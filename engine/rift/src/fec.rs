@@ -112,7 +112,30 @@ impl FecCodec {
     }
 }
 
-fn check(data_count: usize, parity: usize, shard_bytes: usize) -> Result<(), FecError> {
+/// XORs `shard` into the start of `acc` (`acc` at least as long as `shard`).
+///
+/// With a single recovery shard the Reed-Solomon code of `reed-solomon-simd` (Leopard-style
+/// additive FFT over GF(2^16)) degenerates to plain parity: its one recovery shard is the XOR
+/// of all data shards, zero-padded to the shard size (checked against the library in this
+/// module's tests). A sender that needs one parity shard per group accumulates it with this
+/// while packetising, instead of padding, copying and transforming every shard; the receiver's
+/// decoder cannot tell the difference.
+pub fn xor_into(acc: &mut [u8], shard: &[u8]) {
+    let acc = &mut acc[..shard.len()];
+    let mut a = acc.chunks_exact_mut(32);
+    let mut s = shard.chunks_exact(32);
+    for (x, y) in (&mut a).zip(&mut s) {
+        for (x, y) in x.iter_mut().zip(y) {
+            *x ^= *y;
+        }
+    }
+    for (x, y) in a.into_remainder().iter_mut().zip(s.remainder()) {
+        *x ^= *y;
+    }
+}
+
+/// Checks group parameters the way the codec does (the XOR fast path must refuse the same).
+pub(crate) fn check(data_count: usize, parity: usize, shard_bytes: usize) -> Result<(), FecError> {
     if data_count == 0
         || data_count > crate::media::MAX_GROUP_SHARDS
         || parity == 0
@@ -269,6 +292,43 @@ mod tests {
                 )
                 .is_err()
         );
+    }
+
+    #[test]
+    fn one_recovery_shard_is_the_xor_of_the_data_shards() {
+        let mut codec = FecCodec::default();
+        let mut seed = 0x1234_5678_u32;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed as u8
+        };
+        for n in (1..=crate::media::MAX_GROUP_SHARDS).chain([31, 32, 33]) {
+            for max_len in [2usize, 63, 64, 65, 130, 1091, 1100, 2048] {
+                let sb = shard_bytes(max_len);
+                // Shards of uneven true length, zero-padded for the library.
+                let data: Vec<Vec<u8>> = (0..n)
+                    .map(|i| {
+                        let len = if i % 3 == 2 { max_len / 2 } else { max_len };
+                        let mut d: Vec<u8> = (0..len).map(|_| rnd()).collect();
+                        d.resize(sb, 0);
+                        d
+                    })
+                    .collect();
+                let mut lib = Vec::new();
+                codec
+                    .encode(sb, n, 1, data.iter().map(Vec::as_slice), |_, b| {
+                        lib = b.to_vec();
+                    })
+                    .unwrap();
+                let mut acc = vec![0u8; sb];
+                for d in &data {
+                    xor_into(&mut acc, d);
+                }
+                assert_eq!(acc, lib, "{n} shards of {sb} bytes");
+            }
+        }
     }
 
     #[test]

@@ -28,6 +28,17 @@ impl Pacer {
         self.rate_bps = rate_bps.max(1);
     }
 
+    /// Changes the bucket size (tokens above the new size are dropped).
+    pub fn set_burst(&mut self, burst_bytes: usize) {
+        self.burst_bytes = burst_bytes as f64;
+        self.tokens = self.tokens.min(self.burst_bytes);
+    }
+
+    /// Bucket size, bytes.
+    pub fn burst_bytes(&self) -> usize {
+        self.burst_bytes as usize
+    }
+
     /// Current pacing rate, bit/s.
     pub fn rate_bps(&self) -> u64 {
         self.rate_bps

@@ -103,6 +103,19 @@ impl BufRing {
         unsafe { std::slice::from_raw_parts(self.data.add(usize::from(bid) * self.buf_size), len) }
     }
 
+    /// [`Self::buf`], writable: the same ownership rule makes the bytes ours to change until
+    /// the buffer is pushed back (the kernel reads nothing from a provided receive buffer).
+    pub(super) fn buf_mut(&mut self, bid: u16, len: usize) -> &mut [u8] {
+        assert!(bid < self.entries, "buffer id out of range");
+        let len = len.min(self.buf_size);
+        // SAFETY: as in `buf`: in bounds of our live, initialised mapping, and not written by
+        // the kernel until pushed back (which needs `&mut self`, held exclusively by this
+        // borrow, so no other slice of it exists).
+        unsafe {
+            std::slice::from_raw_parts_mut(self.data.add(usize::from(bid) * self.buf_size), len)
+        }
+    }
+
     /// Gives buffer `bid` back to the kernel (visible after [`BufRing::publish`]).
     pub(super) fn push(&mut self, bid: u16) {
         assert!(bid < self.entries, "buffer id out of range");

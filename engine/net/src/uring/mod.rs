@@ -689,7 +689,7 @@ impl Backend for UringBackend {
     fn recv_with(
         &mut self,
         timeout: Option<Duration>,
-        f: &mut dyn FnMut(&RecvMeta, &[u8]),
+        f: &mut dyn FnMut(&RecvMeta, &mut [u8]),
     ) -> io::Result<usize> {
         if let Some(e) = self.pending_err.take() {
             return Err(e);
@@ -702,8 +702,8 @@ impl Backend for UringBackend {
             while done < MAX_BATCHES_PER_CALL {
                 if let Some((bid, mut st)) = self.cur.take() {
                     let (off, end) = (st.off, st.end);
-                    let data = self.bufs.buf(bid, end);
-                    f(&st.take_all(), &data[off..end]);
+                    let data = self.bufs.buf_mut(bid, end);
+                    f(&st.take_all(), &mut data[off..end]);
                     done += 1;
                     self.bufs.push(bid);
                     continue;

@@ -89,6 +89,20 @@ impl SecureChannel {
     /// window untouched.
     pub fn open<'a>(&mut self, buf: &'a mut [u8]) -> Result<Opened<'a>, CryptoError> {
         let header = TransportHeader::decode(buf)?;
+        self.open_decoded(header, buf)
+    }
+
+    /// [`Self::open`] for a caller that has already decoded (and CRC-checked) `header` from
+    /// `buf[..18]`, so the header is not parsed twice. The AEAD still authenticates the header
+    /// bytes in `buf` as associated data.
+    pub fn open_decoded<'a>(
+        &mut self,
+        header: TransportHeader,
+        buf: &'a mut [u8],
+    ) -> Result<Opened<'a>, CryptoError> {
+        if buf.len() < TransportHeader::LEN {
+            return Err(CryptoError::AuthFailed);
+        }
         self.replay.check(header.packet_id)?;
         let (head, body) = buf.split_at_mut(TransportHeader::LEN);
         let n = self.rx.open(header.packet_id, head, body)?;

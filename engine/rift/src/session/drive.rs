@@ -53,7 +53,7 @@ impl Session {
                     return;
                 };
                 let wire_len = buf.len();
-                match ch.open(buf) {
+                match ch.open_decoded(t, buf) {
                     Ok(opened) => {
                         let pid = opened.header.packet_id;
                         self.stats.datagrams_received += 1;

@@ -547,6 +547,9 @@ impl Receiver {
         }
         let mut frame = self.frame_pool.pop().unwrap_or_default();
         frame.clear();
+        // One allocation at most (a recycled buffer usually fits): never grow while copying.
+        let total: usize = s.payload_at.iter().map(|&(_, len)| len as usize).sum();
+        frame.reserve(total.min(self.max_frame));
         for (b, &(at, len)) in s.shards.iter().zip(&s.payload_at) {
             let Some(b) = b else { continue };
             let payload = b.get(at as usize..(at + len) as usize).unwrap_or_default();

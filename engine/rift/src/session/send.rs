@@ -105,6 +105,11 @@ pub(crate) struct Sender {
     target_bps: u64,
     /// Largest plaintext message that fits one datagram (control messages are not fragmented).
     max_message: usize,
+    /// Configured pacer burst, bytes (`pacer_burst` datagrams).
+    base_burst: usize,
+    max_datagram: usize,
+    /// Most datagrams one `fill` call can batch (the driver's GSO limit and buffer).
+    batch: usize,
 }
 
 /// Pacing rate relative to the target bitrate: frames drain within about 2/3 of an interval.
@@ -140,6 +145,23 @@ impl Sender {
             max_message: cfg
                 .max_datagram
                 .saturating_sub(crate::crypto::OVERHEAD + if cfg.relay.is_some() { 20 } else { 0 }),
+            base_burst: cfg.pacer_burst.max(1) * cfg.max_datagram,
+            max_datagram: cfg.max_datagram,
+            batch: 1,
+        }
+    }
+
+    /// Sizes the pacer's bucket like TCP's TSO autosizing: about 1 ms of the pacing rate, at
+    /// least the configured burst, at most one batch the driver can send at once (GSO). At
+    /// tens of Mbit/s this is the configured burst; on a fast path it lets a whole GSO batch
+    /// leave in one send instead of a few datagrams per loop turn, while still spreading a
+    /// frame over its pacing interval.
+    fn resize_burst(&mut self) {
+        let per_ms = usize::try_from(self.pacer.rate_bps() / 8_000).unwrap_or(usize::MAX);
+        let cap = self.batch.saturating_mul(self.max_datagram);
+        let burst = self.base_burst.max(per_ms.min(cap));
+        if burst != self.pacer.burst_bytes() {
+            self.pacer.set_burst(burst);
         }
     }
 
@@ -169,6 +191,7 @@ impl Sender {
     pub(crate) fn set_target(&mut self, bps: u64) {
         self.target_bps = bps;
         self.pacer.set_rate((bps as f64 * PACING_GAIN) as u64);
+        self.resize_burst();
     }
 
     /// Queues a raw (pre-crypto) handshake datagram.
@@ -305,6 +328,7 @@ impl Sender {
         let target = self.target_bps as f64;
         self.pacer
             .set_rate(want.clamp(target * PACING_GAIN, target * MAX_BURST_GAIN) as u64);
+        self.resize_burst();
         let deadline = now + frame_interval + self.srtt.unwrap_or(Duration::ZERO) / 2 + slack;
         let c = self.chunk_payload;
         let n = data.len().div_ceil(c);
@@ -313,6 +337,10 @@ impl Sender {
             let start = self.media.len();
             let mut lengths = [0usize; GROUP_SHARDS];
             let mut max_len = 0;
+            let parity = self.fec_policy.parity_for(len);
+            // One parity shard (the lossless steady state) is the XOR of the group's chunks:
+            // accumulated while packetising, with no padding or codec pass (see fec::xor_into).
+            let mut xor = (parity == 1).then(|| self.pool.get());
             for i in first..first + len {
                 let payload = &data[i * c..((i + 1) * c).min(data.len())];
                 let chunk = VideoChunkRef {
@@ -327,6 +355,12 @@ impl Sender {
                 };
                 let mut b = self.pool.get();
                 chunk.append_to(&mut b);
+                if let Some(x) = xor.as_mut() {
+                    if x.len() < b.len() {
+                        x.resize(b.len(), 0);
+                    }
+                    fec::xor_into(x, &b);
+                }
                 max_len = max_len.max(b.len());
                 lengths[i - first] = b.len();
                 self.media.push_back(Pending {
@@ -335,8 +369,31 @@ impl Sender {
                     kind: Kind::Chunk,
                 });
             }
-            let parity = self.fec_policy.parity_for(len);
             let sb = fec::shard_bytes(max_len);
+            let shard_count = (len + parity) as u32;
+            if let Some(mut x) = xor {
+                fec::check(len, parity, sb).map_err(|e| SessionError::Encode(e.to_string()))?;
+                x.resize(sb, 0);
+                let pkt = FecPacketRef {
+                    group_id: frame_id,
+                    first_chunk: first as u64,
+                    shard_count,
+                    parity_index: len as u32,
+                    payload: &x,
+                    shard_lengths: ShardLengths::default(),
+                    data_shards: len as u32,
+                };
+                let mut out = self.pool.get();
+                out.resize(pkt.encoded_len(), 0);
+                let _ = pkt.encode(&mut out);
+                self.pool.put(x);
+                self.media.push_back(Pending {
+                    buf: out,
+                    deadline: Some(deadline),
+                    kind: Kind::Parity,
+                });
+                continue;
+            }
             // Pad in place for the codec, then restore the true lengths.
             for p in self.media.range_mut(start..) {
                 p.buf.resize(sb, 0);
@@ -345,7 +402,6 @@ impl Sender {
             for _ in 0..parity {
                 scratch.push(self.pool.get());
             }
-            let shard_count = (len + parity) as u32;
             let res = self.fec.encode(
                 sb,
                 len,
@@ -508,6 +564,14 @@ impl Sender {
         mut seal: impl FnMut(&[u8], &mut [u8], bool) -> Option<(u64, usize)>,
         stats: &mut super::SessionStats,
     ) -> Option<Sealed> {
+        let batch = max_datagrams
+            .max(1)
+            .min(out.len() / max_datagram.max(1))
+            .max(1);
+        if batch > self.batch {
+            self.batch = batch;
+            self.resize_burst();
+        }
         let mut at = 0;
         let mut segment = None;
         let mut count = 0;
