@@ -2,8 +2,10 @@
 //! identity (files made by `wavry keygen`; generated when absent), run the mutually
 //! authenticated RIFT session over the chosen packet I/O backend. The host streams synthetic
 //! 60 fps video at 20 Mbit/s (a 3x keyframe every second); the client verifies every frame's
-//! bytes and presses a key every second, which the host must receive. One live line per second
-//! and a summary table at the end.
+//! bytes and presses a key every second, which the host must receive. Beside the video the
+//! client uploads a file to the host (in-band transfer within its bitrate share, SHA-256
+//! checked, saved under `<key dir>/received/`) and syncs its clipboard. One live line per
+//! second and a summary table at the end.
 //!
 //! ```text
 //! cargo run --release -p wavry-net --example stream -- \
@@ -19,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::select;
+use wavry_net::files::{IncomingFile, OutgoingFile};
 use wavry_net::{ClientDriver, Config, DriverConfig, HostDriver, IoMode};
 use wavry_rift::crypto::PeerPolicy;
 use wavry_rift::identity::IdentityKey;
@@ -26,7 +29,8 @@ use wavry_rift::proto::{InputMessage, Key, input_message};
 use wavry_rift::session::{Endpoint, Event, FrameMeta, Role, SessionConfig, SessionHandle};
 
 const USAGE: &str = "usage: stream [--host-key F.key] [--client-key F.key] [--seconds N] \
-                     [--io auto|uring|portable] [--mbps N] [--fps N]";
+                     [--io auto|uring|portable] [--mbps N] [--fps N] [--file-bytes N]";
+const CLIPBOARD: &str = "copied on the client, pasted on the host";
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Args {
@@ -36,6 +40,8 @@ struct Args {
     io: IoMode,
     mbps: f64,
     fps: u32,
+    /// Size of the file the client uploads beside the video (0: none).
+    file_bytes: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -46,6 +52,7 @@ fn parse_args() -> Result<Args, String> {
         io: IoMode::from_env().map_err(|e| e.to_string())?,
         mbps: 20.0,
         fps: 60,
+        file_bytes: 2_000_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,6 +64,9 @@ fn parse_args() -> Result<Args, String> {
             "--io" => a.io = val()?.parse().map_err(|e| format!("--io: {e}"))?,
             "--mbps" => a.mbps = val()?.parse().map_err(|e| format!("--mbps: {e}"))?,
             "--fps" => a.fps = val()?.parse().map_err(|e| format!("--fps: {e}"))?,
+            "--file-bytes" => {
+                a.file_bytes = val()?.parse().map_err(|e| format!("--file-bytes: {e}"))?;
+            }
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
@@ -149,6 +159,78 @@ fn produce(host: &HostDriver, session: SessionHandle, args: &Args, stop: &Atomic
     }
 }
 
+/// The client's upload to the host, both ends of it.
+struct Upload {
+    source: OutgoingFile,
+    id: u64,
+    /// Next byte the client hands its session.
+    pos: u64,
+    block: Vec<u8>,
+    dest: PathBuf,
+    sink: Option<IncomingFile>,
+    received: u64,
+    started: Instant,
+    finished: Option<Duration>,
+    saved: Option<Result<PathBuf, String>>,
+}
+
+impl Upload {
+    /// Writes `<dir>/upload.bin` of `len` bytes and offers it to the host.
+    fn start(client: &ClientDriver, dir: &Path, len: u64) -> Result<Self, String> {
+        let src = dir.join("upload.bin");
+        let data: Vec<u8> = (0..len).map(|i| pattern(i >> 16, i as usize)).collect();
+        std::fs::write(&src, data).map_err(|e| format!("{}: {e}", src.display()))?;
+        let source = OutgoingFile::open(&src).map_err(|e| e.to_string())?;
+        let dest = dir.join("received");
+        // Earlier runs' copies would only pile up as "upload (n).bin".
+        let _ = std::fs::remove_dir_all(&dest);
+        let (name, size, sha) = (source.name.clone(), source.size, source.sha256);
+        let id = client
+            .call(WAIT, move |s, now| s.send_file(now, &name, size, sha))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            source,
+            id,
+            pos: 0,
+            block: vec![0; 256 * 1024],
+            dest,
+            sink: None,
+            received: 0,
+            started: Instant::now(),
+            finished: None,
+            saved: None,
+        })
+    }
+
+    /// Hands the client's session file bytes until its window is full.
+    fn feed(&mut self, client: &ClientDriver) -> Result<(), String> {
+        loop {
+            let n = self
+                .source
+                .read_at(self.pos, &mut self.block)
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Ok(());
+            }
+            let bytes = self.block[..n].to_vec();
+            let id = self.id;
+            let took = client
+                .call(WAIT, move |s, now| s.write_file(now, id, &bytes))
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            self.pos += took as u64;
+            if took < n {
+                return Ok(());
+            }
+        }
+    }
+
+    fn percent(&self) -> f64 {
+        self.received as f64 * 100.0 / self.source.size.max(1) as f64
+    }
+}
+
 #[derive(Default)]
 struct Totals {
     frames: u64,
@@ -159,6 +241,7 @@ struct Totals {
     keys_received: u64,
     key_latency_sum: Duration,
     key_latency_max: Duration,
+    clipboard: bool,
 }
 
 fn main() -> ExitCode {
@@ -228,15 +311,29 @@ fn run(args: &Args) -> Result<(), String> {
         t_connect.elapsed().as_secs_f64() * 1e3
     );
     println!(
-        "{:>4} {:>7} {:>9} {:>9} {:>8} {:>6} {:>5} {:>9}",
-        "sec", "frames", "Mbit/s", "RTT ms", "FEC rec", "drops", "keys", "key ms"
+        "{:>4} {:>7} {:>9} {:>9} {:>8} {:>6} {:>5} {:>9} {:>6}",
+        "sec", "frames", "Mbit/s", "RTT ms", "FEC rec", "drops", "keys", "key ms", "file"
     );
 
     let stop = AtomicBool::new(false);
     let mut totals = Totals::default();
+    let dir = args
+        .host_key
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut upload = if args.file_bytes > 0 {
+        Some(Upload::start(&client, dir, args.file_bytes)?)
+    } else {
+        None
+    };
+    client
+        .call(WAIT, |s, now| s.send_clipboard(now, CLIPBOARD))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     let result = std::thread::scope(|s| {
         let producer = s.spawn(|| produce(&host, session, args, &stop));
-        let r = stream_loop(args, &host, &client, session, &mut totals);
+        let r = stream_loop(args, &host, &client, session, &mut totals, upload.as_mut());
         stop.store(true, Ordering::Release);
         let _ = producer.join();
         r
@@ -254,7 +351,7 @@ fn run(args: &Args) -> Result<(), String> {
         "summary ({} s, --io {}, backend {backend}):",
         args.seconds, args.io
     );
-    let rows: [(&str, String); 11] = [
+    let rows: [(&str, String); 13] = [
         ("frames delivered", totals.frames.to_string()),
         ("frames dropped", totals.dropped.to_string()),
         ("frames with wrong bytes", totals.bad.to_string()),
@@ -294,6 +391,19 @@ fn run(args: &Args) -> Result<(), String> {
                 .map_or("-".into(), |s| s.stats.nacks_sent.to_string()),
         ),
         (
+            "file upload (client → host)",
+            upload_summary(upload.as_ref()),
+        ),
+        (
+            "clipboard (client → host)",
+            if totals.clipboard {
+                "synced"
+            } else {
+                "not received"
+            }
+            .into(),
+        ),
+        (
             "key presses sent/received",
             format!("{}/{}", totals.keys_sent, totals.keys_received),
         ),
@@ -313,10 +423,38 @@ fn run(args: &Args) -> Result<(), String> {
     for (k, v) in rows {
         println!("  {k:<28} {v}");
     }
-    if totals.bad > 0 || totals.frames == 0 || totals.keys_received < totals.keys_sent {
+    let upload_failed = upload
+        .as_ref()
+        .is_some_and(|u| matches!(u.saved, Some(Err(_))));
+    if totals.bad > 0
+        || totals.frames == 0
+        || totals.keys_received < totals.keys_sent
+        || upload_failed
+        || !totals.clipboard
+    {
         return Err("stream check failed (see summary)".into());
     }
     Ok(())
+}
+
+fn upload_summary(upload: Option<&Upload>) -> String {
+    let Some(u) = upload else {
+        return "-".into();
+    };
+    match (&u.saved, u.finished) {
+        (Some(Ok(path)), Some(t)) => format!(
+            "{:.2} MB in {:.1} s ({:.2} Mbit/s, its share of DELTA's target), SHA-256 verified, saved as {}",
+            u.source.size as f64 / 1e6,
+            t.as_secs_f64(),
+            u.source.size as f64 * 8.0 / t.as_secs_f64().max(1e-3) / 1e6,
+            path.display()
+        ),
+        (Some(Err(e)), _) => format!("FAILED: {e}"),
+        _ => format!(
+            "{:.0} % when the stream ended (the part file stays for a resume)",
+            u.percent()
+        ),
+    }
 }
 
 /// Receives frames and key presses, presses a key each second, prints a line per second.
@@ -326,6 +464,7 @@ fn stream_loop(
     client: &ClientDriver,
     session: SessionHandle,
     totals: &mut Totals,
+    mut upload: Option<&mut Upload>,
 ) -> Result<(), String> {
     let start = Instant::now();
     let mut key_sent_at = None;
@@ -361,6 +500,11 @@ fn stream_loop(
                         client.recycle(f).map_err(|e| e.to_string())?;
                     }
                     Event::FrameDropped { .. } => sec_drops += 1,
+                    Event::FileAccepted { .. } | Event::FileWritable { .. } => {
+                        if let Some(u) = upload.as_deref_mut() {
+                            u.feed(client)?;
+                        }
+                    }
                     Event::Closed(r) => return Err(format!("client closed: {r:?}")),
                     _ => {}
                 },
@@ -375,6 +519,39 @@ fn stream_loop(
                         totals.keys_received += 1;
                         sec_keys += 1;
                     }
+                    (_, Event::Clipboard(text)) => totals.clipboard = text == CLIPBOARD,
+                    (h, Event::FileOffered(offer)) => {
+                        let Some(u) = upload.as_deref_mut() else { continue };
+                        let (sink, resume) =
+                            IncomingFile::open(&u.dest, &offer).map_err(|e| e.to_string())?;
+                        u.sink = Some(sink);
+                        let id = offer.file_id;
+                        host.call(h, WAIT, move |s, now| s.accept_file(now, id, resume))
+                            .map_err(|e| e.to_string())?
+                            .map_err(|e| e.to_string())?;
+                    }
+                    (_, Event::FileData { offset, data, .. }) => {
+                        if let Some(sink) = upload.as_deref_mut().and_then(|u| {
+                            u.received += data.len() as u64;
+                            u.sink.as_mut()
+                        }) {
+                            sink.write_at(offset, &data).map_err(|e| e.to_string())?;
+                        }
+                    }
+                    (_, Event::FileDone { result, sending: false, .. }) => {
+                        if let Some(u) = upload.as_deref_mut() {
+                            u.finished = Some(u.started.elapsed());
+                            let sink = u.sink.take();
+                            u.saved = Some(match (result, sink) {
+                                (Ok(()), Some(f)) => f.finish().map_err(|e| e.to_string()),
+                                (Err(e), Some(f)) => {
+                                    let _ = f.abandon(true);
+                                    Err(e.to_string())
+                                }
+                                (r, None) => Err(format!("no part file ({r:?})")),
+                            });
+                        }
+                    }
                     (_, Event::Closed(r)) => return Err(format!("host closed: {r:?}")),
                     _ => {}
                 },
@@ -387,7 +564,7 @@ fn stream_loop(
             .and_then(|s| s.rtt)
             .map_or("-".into(), |r| format!("{:.3}", r.as_secs_f64() * 1e3));
         println!(
-            "{:>4} {:>7} {:>9.2} {:>9} {:>8} {:>6} {:>5} {:>9}",
+            "{:>4} {:>7} {:>9.2} {:>9} {:>8} {:>6} {:>5} {:>9} {:>6}",
             second,
             sec_frames,
             sec_bytes as f64 * 8.0 / 1e6,
@@ -396,6 +573,9 @@ fn stream_loop(
             sec_drops,
             sec_keys,
             last_latency.map_or("-".into(), |l| format!("{:.3}", l.as_secs_f64() * 1e3)),
+            upload
+                .as_deref()
+                .map_or("-".into(), |u| format!("{:.0}%", u.percent())),
         );
         totals.frames += sec_frames;
         totals.bytes += sec_bytes;
