@@ -103,6 +103,10 @@ mod linux {
         pps: f64,
         gbit_s: f64,
         packets_per_cpu_s: f64,
+        /// Session paths: packets per CPU-second of the driver threads alone.
+        transport_packets_per_cpu_s: Option<f64>,
+        /// ... and that against the baseline's packets per CPU-second.
+        transport_cpu_eff_vs_baseline: Option<f64>,
         pps_vs_baseline: f64,
         cpu_eff_vs_baseline: f64,
         pps_vs_ceiling: f64,
@@ -534,6 +538,9 @@ mod linux {
         pub(super) bytes: u64,
         pub(super) secs: f64,
         pub(super) cpu_secs: f64,
+        /// Session paths: CPU of the two driver threads alone (the transport), without the
+        /// application's frame producer and consumer.
+        pub(super) transport_cpu_secs: Option<f64>,
     }
 
     impl Measured {
@@ -558,6 +565,12 @@ mod linux {
                 pps: self.pps(),
                 gbit_s: self.bytes as f64 * 8.0 / self.secs / 1e9,
                 packets_per_cpu_s: self.per_cpu(),
+                transport_packets_per_cpu_s: self
+                    .transport_cpu_secs
+                    .map(|c| self.received as f64 / c.max(1e-9)),
+                transport_cpu_eff_vs_baseline: self
+                    .transport_cpu_secs
+                    .map(|c| self.received as f64 / c.max(1e-9) / base.per_cpu()),
                 pps_vs_baseline: self.pps() / base.pps(),
                 cpu_eff_vs_baseline: self.per_cpu() / base.per_cpu(),
                 pps_vs_ceiling: self.pps() / ceil.pps(),
@@ -634,6 +647,7 @@ mod linux {
             bytes,
             secs: el.as_secs_f64(),
             cpu_secs: cpu.as_secs_f64(),
+            transport_cpu_secs: None,
         })
     }
 
@@ -678,6 +692,25 @@ mod linux {
         println!(
             "baseline = {BASELINE}; ceiling = {CEILING}; x* = ratio of pps / packets per CPU-second in this run"
         );
+        let transport: Vec<_> = rows
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r,
+                    r.transport_packets_per_cpu_s?,
+                    r.transport_cpu_eff_vs_baseline?,
+                ))
+            })
+            .collect();
+        if !transport.is_empty() {
+            println!(
+                "\nsession rows, CPU of the two driver threads only (the transport; the rows above count the whole process, frame producer and consumer included):"
+            );
+            println!("{:<40} {:>12} {:>8}", "path", "pkts/CPU-s", "xbaseCPU");
+            for (r, per_cpu, x) in transport {
+                println!("{:<40} {per_cpu:>12.0} {x:>8.2}", r.path);
+            }
+        }
     }
 
     /// The encrypted session stream: a `HostDriver` streams video to a `ClientDriver`.
@@ -778,6 +811,7 @@ mod linux {
             let dur = Duration::from_secs_f64(args.seconds);
             let (h0, c0) = (counters(&host, session)?, client.snapshot(WAIT)?.driver);
             let cpu0 = raw::process_cpu_time();
+            let transport0 = raw::threads_cpu_time(&["bench-host", "bench-client"]);
             let t0 = Instant::now();
             std::thread::scope(|s| -> anyhow::Result<()> {
                 let producer = s.spawn(|| produce(&host, session, &stop));
@@ -796,6 +830,8 @@ mod linux {
             let (h1, c1) = (counters(&host, session)?, client.snapshot(WAIT)?.driver);
             let secs = t0.elapsed().as_secs_f64();
             let cpu = raw::process_cpu_time().saturating_sub(cpu0);
+            let transport =
+                raw::threads_cpu_time(&["bench-host", "bench-client"]).saturating_sub(transport0);
             client.shutdown()?;
             host.shutdown()?;
             Ok(Measured {
@@ -804,6 +840,7 @@ mod linux {
                 bytes: c1.bytes_received - c0.bytes_received,
                 secs,
                 cpu_secs: cpu.as_secs_f64(),
+                transport_cpu_secs: Some(transport.as_secs_f64()),
             })
         }
 

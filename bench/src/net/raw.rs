@@ -43,6 +43,42 @@ pub(crate) fn process_cpu_time() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// CPU time (user + system) of this process's threads whose name starts with one of
+/// `prefixes`, from `/proc/self/task/*/stat` (clock-tick resolution).
+pub(crate) fn threads_cpu_time(prefixes: &[&str]) -> Duration {
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1);
+    let mut ticks = 0u64;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    for t in tasks.filter_map(Result::ok) {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        // "tid (comm) state ppid …": comm may hold spaces, so split at the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        if !prefixes.iter().any(|p| comm.starts_with(p)) {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of stat(5); `fields` starts at field 3.
+        let get = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        ticks += get(11) + get(12);
+    }
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
 /// Sends `n` (≤ [`MMSG_BATCH`]) copies of `payload` to `dst` with one `sendmmsg`; returns how
 /// many the kernel took.
 pub(crate) fn send_mmsg(
