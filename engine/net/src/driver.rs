@@ -21,8 +21,8 @@
 //! Shutdown ([`HostDriver::shutdown`], [`ClientDriver::shutdown`], or dropping the driver)
 //! closes every session (a Goodbye goes out), flushes it, and joins the thread.
 //!
-//! One thread drives one socket; sharding a host over cores with `SO_REUSEPORT`
-//! ([`crate::bind_sharded`]) is not wired into the driver yet.
+//! One thread drives one socket; [`crate::ShardedHost`] runs a host over several cores, a
+//! driver per `SO_REUSEPORT` socket ([`crate::bind_sharded`]).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};

@@ -39,6 +39,7 @@ pub mod driver;
 pub mod files;
 mod portable;
 mod select;
+pub mod sharded;
 mod socket;
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
@@ -49,6 +50,7 @@ pub use driver::{
 };
 pub use portable::PortableBackend;
 pub use select::{DISABLE_URING_ENV, bind, bind_sharded, probe_uring};
+pub use sharded::{ShardedHandle, ShardedHost};
 #[cfg(target_os = "linux")]
 pub use uring::UringBackend;
 
