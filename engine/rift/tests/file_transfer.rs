@@ -151,13 +151,19 @@ fn host(p: &mut Pair) -> &mut Session {
     p.host.as_mut().unwrap()
 }
 
-fn run(p: &mut Pair, app: &mut App, limit: Duration) {
+/// Runs the pair in 10 ms steps, the application reacting, until `done(app)` or `limit`.
+fn run_while(p: &mut Pair, app: &mut App, limit: Duration, done: impl Fn(&App) -> bool) {
     let until = p.now + limit;
-    while !app.finished() && p.now < until {
-        let step = p.now + Duration::from_millis(20);
+    while !done(app) && p.now < until {
+        let step = p.now + Duration::from_millis(10);
         p.run_until(step, |p| app.pump(p));
         app.pump(p);
     }
+}
+
+/// Runs until both sides reported the transfer's end.
+fn run(p: &mut Pair, app: &mut App, limit: Duration) {
+    run_while(p, app, limit, App::finished);
 }
 
 fn pair(seed: u64, loss: f64, cfg: impl Fn(bool, &mut SessionConfig)) -> Pair {
@@ -283,12 +289,9 @@ fn a_wrong_checksum_fails_on_both_sides() {
 fn refusals_reach_the_sender_with_their_reason() {
     let mut p = pair(15, 0.0, |_, _| {});
     let mut app = App::start(&mut p, file(5000), None, Answer::Refuse("no\u{7}thanks"));
-    let until = p.now + Duration::from_secs(5);
-    while app.host_done.is_none() && p.now < until {
-        let step = p.now + Duration::from_millis(20);
-        p.run_until(step, |p| app.pump(p));
-        app.pump(&mut p);
-    }
+    run_while(&mut p, &mut app, Duration::from_secs(5), |a| {
+        a.host_done.is_some()
+    });
     assert_eq!(
         app.host_done,
         Some(Err(FileError::Refused("no thanks".into())))
@@ -304,12 +307,9 @@ fn offers_over_the_receivers_limits_are_refused_without_asking_the_application()
         }
     });
     let mut app = App::start(&mut p, file(10_001), None, Answer::Accept);
-    let until = p.now + Duration::from_secs(5);
-    while app.host_done.is_none() && p.now < until {
-        let step = p.now + Duration::from_millis(20);
-        p.run_until(step, |p| app.pump(p));
-        app.pump(&mut p);
-    }
+    run_while(&mut p, &mut app, Duration::from_secs(5), |a| {
+        a.host_done.is_some()
+    });
     assert!(app.offers.is_empty());
     match app.host_done {
         Some(Err(FileError::Refused(why))) => assert!(why.contains("larger"), "{why}"),
@@ -323,11 +323,9 @@ fn pause_holds_chunks_back_and_resume_finishes_the_file() {
     let data = file(400_000);
     let mut app = App::start(&mut p, data.clone(), None, Answer::Accept);
     // Let it get going, then the receiver pauses.
-    while app.received.len() < 50_000 {
-        let step = p.now + Duration::from_millis(10);
-        p.run_until(step, |p| app.pump(p));
-        app.pump(&mut p);
-    }
+    run_while(&mut p, &mut app, Duration::from_secs(10), |a| {
+        a.received.len() >= 50_000
+    });
     let now = p.now;
     let id = app.file_id;
     p.client.pause_file(now, id).unwrap();
@@ -354,11 +352,9 @@ fn pause_holds_chunks_back_and_resume_finishes_the_file() {
 fn a_cancel_ends_the_transfer_on_both_sides() {
     let mut p = pair(18, 0.0, |_, _| {});
     let mut app = App::start(&mut p, file(400_000), None, Answer::Accept);
-    while app.received.len() < 20_000 {
-        let step = p.now + Duration::from_millis(10);
-        p.run_until(step, |p| app.pump(p));
-        app.pump(&mut p);
-    }
+    run_while(&mut p, &mut app, Duration::from_secs(10), |a| {
+        a.received.len() >= 20_000
+    });
     let now = p.now;
     let id = app.file_id;
     host(&mut p).cancel_file(now, id).unwrap();
@@ -391,11 +387,9 @@ fn an_empty_file_completes() {
 fn the_session_closing_ends_its_transfers() {
     let mut p = pair(20, 0.0, |_, _| {});
     let mut app = App::start(&mut p, file(400_000), None, Answer::Accept);
-    while app.received.len() < 20_000 {
-        let step = p.now + Duration::from_millis(10);
-        p.run_until(step, |p| app.pump(p));
-        app.pump(&mut p);
-    }
+    run_while(&mut p, &mut app, Duration::from_secs(10), |a| {
+        a.received.len() >= 20_000
+    });
     let now = p.now;
     host(&mut p).close(now, "bye");
     run(&mut p, &mut app, Duration::from_secs(5));

@@ -183,6 +183,16 @@ impl Files {
         }
     }
 
+    /// Index of outgoing transfer `id`.
+    fn out_at(&self, id: u64) -> Option<usize> {
+        self.out.iter().position(|o| o.offer.file_id == id)
+    }
+
+    /// Index of incoming transfer `id`.
+    fn inc_at(&self, id: u64) -> Option<usize> {
+        self.inc.iter().position(|t| t.offer.file_id == id)
+    }
+
     pub(crate) fn has_outgoing(&self) -> bool {
         !self.out.is_empty()
     }
@@ -236,10 +246,7 @@ impl Session {
     fn new_file_id(&self) -> u64 {
         loop {
             let id = u64::from_le_bytes(super::establish::random_bytes::<8>());
-            if id != 0
-                && !self.files.out.iter().any(|o| o.offer.file_id == id)
-                && !self.files.inc.iter().any(|i| i.offer.file_id == id)
-            {
+            if id != 0 && self.files.out_at(id).is_none() && self.files.inc_at(id).is_none() {
                 return id;
             }
         }
@@ -389,9 +396,7 @@ impl Session {
         self.require_connected(now)?;
         let i = self
             .files
-            .inc
-            .iter()
-            .position(|t| t.offer.file_id == file_id)
+            .inc_at(file_id)
             .ok_or(SessionError::UnknownTransfer(file_id))?;
         self.drop_incoming(i);
         self.send_control(now, status_msg(file_id, Status::Error, reason))
@@ -409,19 +414,9 @@ impl Session {
 
     fn set_paused(&mut self, now: Instant, file_id: u64, paused: bool) -> Result<(), SessionError> {
         self.require_connected(now)?;
-        if let Some(o) = self
-            .files
-            .out
-            .iter_mut()
-            .find(|o| o.offer.file_id == file_id)
-        {
+        if let Some(o) = self.files.out_at(file_id).map(|i| &mut self.files.out[i]) {
             o.paused_local = paused;
-        } else if let Some(t) = self
-            .files
-            .inc
-            .iter_mut()
-            .find(|t| t.offer.file_id == file_id)
-        {
+        } else if let Some(t) = self.files.inc_at(file_id).map(|i| &mut self.files.inc[i]) {
             t.paused = paused;
         } else {
             return Err(SessionError::UnknownTransfer(file_id));
@@ -440,19 +435,9 @@ impl Session {
     /// [`FileError::CancelledLocally`].
     pub fn cancel_file(&mut self, now: Instant, file_id: u64) -> Result<(), SessionError> {
         self.require_connected(now)?;
-        if let Some(i) = self
-            .files
-            .out
-            .iter()
-            .position(|o| o.offer.file_id == file_id)
-        {
+        if let Some(i) = self.files.out_at(file_id) {
             self.end_outgoing(i, Err(FileError::CancelledLocally));
-        } else if let Some(i) = self
-            .files
-            .inc
-            .iter()
-            .position(|t| t.offer.file_id == file_id)
-        {
+        } else if let Some(i) = self.files.inc_at(file_id) {
             self.end_incoming(i, Err(FileError::CancelledLocally));
         } else {
             return Err(SessionError::UnknownTransfer(file_id));
@@ -465,7 +450,7 @@ impl Session {
 
     /// Progress of a transfer in either direction.
     pub fn file_progress(&self, file_id: u64) -> Option<FileProgress> {
-        if let Some(o) = self.files.out.iter().find(|o| o.offer.file_id == file_id) {
+        if let Some(o) = self.files.out_at(file_id).map(|i| &self.files.out[i]) {
             return Some(FileProgress {
                 sending: true,
                 size: o.offer.size,
@@ -474,9 +459,8 @@ impl Session {
             });
         }
         self.files
-            .inc
-            .iter()
-            .find(|t| t.offer.file_id == file_id)
+            .inc_at(file_id)
+            .map(|i| &self.files.inc[i])
             .map(|t| FileProgress {
                 sending: false,
                 size: t.offer.size,
@@ -536,8 +520,7 @@ impl Session {
 
     pub(super) fn on_file_header(&mut self, now: Instant, h: &proto::FileHeader) {
         let file_id = h.file_id;
-        let known = self.files.inc.iter().any(|t| t.offer.file_id == file_id);
-        if known {
+        if self.files.inc_at(file_id).is_some() {
             self.stats.file_ignored += 1;
             return;
         }
@@ -582,12 +565,7 @@ impl Session {
     pub(super) fn on_file_status(&mut self, now: Instant, s: &proto::FileStatus) {
         let message = sanitize_message(&s.message);
         let status = Status::try_from(s.status).unwrap_or(Status::Error);
-        if let Some(i) = self
-            .files
-            .out
-            .iter()
-            .position(|o| o.offer.file_id == s.file_id)
-        {
+        if let Some(i) = self.files.out_at(s.file_id) {
             let cancel = parse_commands(&message).any(|c| c == FileCommand::Cancel);
             match status {
                 Status::Complete => self.end_outgoing(i, Ok(())),
@@ -598,12 +576,7 @@ impl Session {
                 Status::Error => self.end_outgoing(i, Err(FileError::Peer(message))),
                 Status::Pending | Status::InProgress => self.on_receiver_commands(now, i, &message),
             }
-        } else if let Some(i) = self
-            .files
-            .inc
-            .iter()
-            .position(|t| t.offer.file_id == s.file_id)
-        {
+        } else if let Some(i) = self.files.inc_at(s.file_id) {
             if status == Status::Error {
                 let cancel = parse_commands(&message).any(|c| c == FileCommand::Cancel);
                 let e = if cancel {
