@@ -252,17 +252,10 @@ impl Sender {
         mut msg: proto::Message,
         now: Instant,
     ) -> Result<u64, SessionError> {
-        let seq = self.next_reliable;
-        self.next_reliable += 1;
+        let seq = self.alloc_seq();
         msg.reliable_seq = seq;
         let buf = self.encode(&msg)?;
-        self.unacked.push_back(Unacked {
-            seq,
-            class,
-            buf,
-            next_send: now,
-            sends: 0,
-        });
+        self.push_reliable_encoded(seq, class, buf, now);
         Ok(seq)
     }
 
