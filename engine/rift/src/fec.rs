@@ -85,6 +85,33 @@ impl FecCodec {
         parity: usize,
         data: impl IntoIterator<Item = (usize, &'a [u8])>,
         recovery: impl IntoIterator<Item = (usize, &'a [u8])>,
+        sink: impl FnMut(usize, &[u8]),
+    ) -> Result<(), FecError> {
+        self.decode_with(
+            shard_bytes,
+            data_count,
+            parity,
+            |feed| {
+                for (i, s) in data {
+                    feed.original(i, s)?;
+                }
+                for (i, s) in recovery {
+                    feed.recovery(i, s)?;
+                }
+                Ok(())
+            },
+            sink,
+        )
+    }
+
+    /// Like [`Self::decode`], but `feed` hands the shards over one at a time, so a caller can
+    /// build each one in a reused scratch buffer (the decoder copies what it is given).
+    pub fn decode_with(
+        &mut self,
+        shard_bytes: usize,
+        data_count: usize,
+        parity: usize,
+        feed: impl FnOnce(&mut ShardFeed<'_>) -> Result<(), FecError>,
         mut sink: impl FnMut(usize, &[u8]),
     ) -> Result<(), FecError> {
         check(data_count, parity, shard_bytes)?;
@@ -98,17 +125,35 @@ impl FecCodec {
                 ReedSolomonDecoder::new(data_count, parity, shard_bytes).map_err(codec_err)?,
             ),
         };
-        for (i, s) in data {
-            dec.add_original_shard(i, s).map_err(codec_err)?;
-        }
-        for (i, s) in recovery {
-            dec.add_recovery_shard(i, s).map_err(codec_err)?;
-        }
+        feed(&mut ShardFeed { dec })?;
         let result = dec.decode().map_err(codec_err)?;
         for (i, s) in result.restored_original_iter() {
             sink(i, s);
         }
         Ok(())
+    }
+}
+
+/// Hands shards to a decoder in [`FecCodec::decode_with`].
+pub struct ShardFeed<'a> {
+    dec: &'a mut ReedSolomonDecoder,
+}
+
+impl std::fmt::Debug for ShardFeed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShardFeed")
+    }
+}
+
+impl ShardFeed<'_> {
+    /// A present data shard (`index` within the group, exactly `shard_bytes` long).
+    pub fn original(&mut self, index: usize, shard: &[u8]) -> Result<(), FecError> {
+        self.dec.add_original_shard(index, shard).map_err(codec_err)
+    }
+
+    /// A recovery (parity) shard (`index` among the group's parity shards).
+    pub fn recovery(&mut self, index: usize, shard: &[u8]) -> Result<(), FecError> {
+        self.dec.add_recovery_shard(index, shard).map_err(codec_err)
     }
 }
 
@@ -122,11 +167,19 @@ impl FecCodec {
 /// decoder cannot tell the difference.
 pub fn xor_into(acc: &mut [u8], shard: &[u8]) {
     let acc = &mut acc[..shard.len()];
+    // Word-wide XOR over fixed 32-byte blocks, which the compiler turns into vector
+    // instructions; the tail goes byte by byte.
     let mut a = acc.chunks_exact_mut(32);
     let mut s = shard.chunks_exact(32);
     for (x, y) in (&mut a).zip(&mut s) {
-        for (x, y) in x.iter_mut().zip(y) {
-            *x ^= *y;
+        let mut w = [0u64; 4];
+        for (k, w) in w.iter_mut().enumerate() {
+            let at = k * 8;
+            *w = u64::from_ne_bytes(x[at..at + 8].try_into().unwrap_or_default())
+                ^ u64::from_ne_bytes(y[at..at + 8].try_into().unwrap_or_default());
+        }
+        for (k, w) in w.iter().enumerate() {
+            x[k * 8..k * 8 + 8].copy_from_slice(&w.to_ne_bytes());
         }
     }
     for (x, y) in a.into_remainder().iter_mut().zip(s.remainder()) {
@@ -208,6 +261,25 @@ impl FecPolicy {
             let f = f64::from(pm.min(1000)) / 1000.0;
             // Peak-hold with decay over roughly 200 frames (3 s at 60 fps).
             self.burst = (self.burst * 0.995).max(f);
+        }
+    }
+
+    /// Most data shards per group for a frame of `n` chunks, groups being at most `max`.
+    ///
+    /// When the policy wants no more than its floor of parity (a clean path), the floor's
+    /// shards are spread as one parity shard per group of about `1 / min_ratio` chunks rather
+    /// than several per large group: the same overhead, and each group's single parity shard is
+    /// a plain XOR the sender builds while packetising (see [`xor_into`]) instead of a
+    /// Reed-Solomon pass over every shard. As soon as measured loss or bursts ask for more than
+    /// one shard per such group, groups go back to `max`, where Reed-Solomon parity is the
+    /// most efficient.
+    pub fn group_size(&self, n: usize, max: usize) -> usize {
+        let max = max.max(1);
+        let small = ((1.0 / self.min_ratio).floor() as usize).clamp(1, max);
+        if n > small && self.parity_for(small) == 1 {
+            small
+        } else {
+            max
         }
     }
 
@@ -371,9 +443,23 @@ mod tests {
             1,
             "lossless path needs one parity shard for 35"
         );
+        // A clean path's floor parity is spread as one XOR shard per group of 50.
+        assert_eq!(p.group_size(62, 64), 50);
+        assert_eq!(p.parity_for(62), 2);
+        assert_eq!(groups(62, p.group_size(62, 64)).count(), 2);
+        assert_eq!(
+            p.group_size(40, 64),
+            64,
+            "one group already has one parity shard"
+        );
         for _ in 0..50 {
             p.on_feedback(950, 50, []);
         }
+        assert_eq!(
+            p.group_size(62, 64),
+            64,
+            "loss wants Reed-Solomon over big groups"
+        );
         let five = p.parity_for(35);
         assert!((6..=12).contains(&five), "{five}");
         p.on_feedback(100, 0, [300]);

@@ -91,6 +91,10 @@ pub(crate) struct Sender {
     unacked: VecDeque<Unacked>,
     next_reliable: u64,
     history: Vec<HistEntry>,
+    /// Oldest packet id whose history entry may still hold a buffer: entries are released
+    /// in order once their deadline passes (a NACK cannot use them any more), so the buffers
+    /// in circulation stay few and warm in cache instead of spanning the whole history.
+    history_expiry: u64,
     pool: BufPool,
     pacer: Pacer,
     fec: FecCodec,
@@ -127,6 +131,7 @@ impl Sender {
             unacked: VecDeque::new(),
             next_reliable: 1,
             history: (0..HISTORY).map(|_| HistEntry::default()).collect(),
+            history_expiry: 0,
             pool: BufPool::new(MAX_DATAGRAM_BUF),
             pacer: Pacer::new(
                 (target_bps as f64 * PACING_GAIN) as u64,
@@ -326,7 +331,7 @@ impl Sender {
         let c = self.chunk_payload;
         let n = data.len().div_ceil(c);
         let count = u32::try_from(n).map_err(|_| SessionError::FrameSize(data.len()))?;
-        for (first, len) in fec::groups(n, GROUP_SHARDS) {
+        for (first, len) in fec::groups(n, self.fec_policy.group_size(n, GROUP_SHARDS)) {
             let start = self.media.len();
             let mut lengths = [0usize; GROUP_SHARDS];
             let mut max_len = 0;
@@ -666,6 +671,27 @@ impl Sender {
             self.history[slot].buf = Some(buf);
         } else {
             self.recycle(buf);
+        }
+        self.expire_history(now, pid);
+    }
+
+    /// Releases the buffers of sent media whose deadline has passed, oldest first, stopping
+    /// at the first one still useful (ids older than the history are skipped).
+    fn expire_history(&mut self, now: Instant, newest: u64) {
+        self.history_expiry = self
+            .history_expiry
+            .max(newest.saturating_sub(HISTORY as u64 - 1));
+        while self.history_expiry < newest {
+            let e = &mut self.history[(self.history_expiry % HISTORY as u64) as usize];
+            if e.packet_id == self.history_expiry && e.buf.is_some() {
+                if e.deadline.is_some_and(|d| d > now) {
+                    return;
+                }
+                if let Some(b) = e.buf.take() {
+                    self.pool.put(b);
+                }
+            }
+            self.history_expiry += 1;
         }
     }
 
