@@ -72,7 +72,11 @@ impl Session {
 
     fn on_plaintext(&mut self, now: Instant, plain: &[u8]) {
         match media::decode(plain) {
-            Ok(MediaRef::Video(c)) => self.recv.on_chunk(now, plain, c, &mut self.events),
+            Ok(MediaRef::Video(c)) => {
+                if !self.recv.on_chunk(now, plain, c, &mut self.events) {
+                    self.stats.malformed += 1;
+                }
+            }
             Ok(MediaRef::Fec(p)) => self.recv.on_parity(now, &p, &mut self.events),
             Ok(MediaRef::Audio(a)) => self.events.push_back(Event::Audio {
                 timestamp_us: a.timestamp_us,

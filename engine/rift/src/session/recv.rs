@@ -29,6 +29,52 @@ struct Parity {
     buf: Vec<u8>,
 }
 
+/// Longest envelope (the message bytes around a chunk's payload) kept per chunk so its FEC
+/// shard can be rebuilt for a repair; ours are about 40 bytes.
+const ENVELOPE: usize = 88;
+
+/// What the receiver keeps of one chunk: its payload is already in the frame.
+#[derive(Debug, Clone, Copy)]
+struct ChunkRec {
+    present: bool,
+    /// Payload length.
+    len: u32,
+    /// Envelope bytes before and after the payload; `pre == u8::MAX`: too long to keep, so
+    /// this chunk's group cannot take part in a repair.
+    pre: u8,
+    post: u8,
+    env: [u8; ENVELOPE],
+}
+
+impl ChunkRec {
+    const EMPTY: Self = Self {
+        present: false,
+        len: 0,
+        pre: 0,
+        post: 0,
+        env: [0; ENVELOPE],
+    };
+
+    /// Records a chunk from its whole message `raw` and the payload's range in it.
+    fn record(&mut self, raw: &[u8], (at, len): (u32, u32)) {
+        let (at, len) = (at as usize, len as usize);
+        let post = raw.len() - at - len;
+        self.present = true;
+        self.len = len as u32;
+        if at + post <= ENVELOPE {
+            self.pre = at as u8;
+            self.post = post as u8;
+            self.env[..at].copy_from_slice(&raw[..at]);
+            self.env[at..at + post].copy_from_slice(&raw[at + len..]);
+        } else {
+            self.pre = u8::MAX;
+        }
+    }
+}
+
+/// A frame being reassembled. Payloads are written straight into `frame` (chunk `i` at
+/// `i × chunk_len`) as they arrive: one copy per byte on the common path. A shard is rebuilt
+/// from its envelope and the frame only when a repair needs it.
 #[derive(Debug, Default)]
 struct Slot {
     active: bool,
@@ -37,16 +83,110 @@ struct Slot {
     count: u32,
     meta: FrameMeta,
     deadline: Option<Instant>,
-    shards: Vec<Option<Vec<u8>>>,
-    /// Where each shard's chunk payload sits inside its buffer (so completion copies without
-    /// decoding again).
-    payload_at: Vec<(u32, u32)>,
+    /// Payload length of every chunk but the last; 0 until one of them arrives.
+    chunk_len: u32,
+    /// The last chunk's payload length, once it is in the frame.
+    last_len: Option<u32>,
+    chunks: Vec<ChunkRec>,
+    /// The frame under assembly (a recycled buffer keeps its length: no zeroing per frame).
+    frame: Vec<u8>,
+    /// The last chunk's whole message, when it came before `chunk_len` was known.
+    early_last: Option<(Vec<u8>, (u32, u32))>,
     have: u32,
     /// (first chunk, data shards, parity shards, shard bytes) per group seen in parity.
     groups: Vec<(u32, u32, u32, usize)>,
     parity: Vec<Parity>,
     recovered: u32,
-    frame: Option<Vec<u8>>,
+}
+
+impl Slot {
+    /// Writes chunk `idx`'s payload into the frame. False when it contradicts the frame's
+    /// geometry (every chunk but the last equally long, the last no longer, the frame within
+    /// `max_frame`): such a chunk is malformed and dropped.
+    fn place(&mut self, idx: usize, payload: &[u8], max_frame: usize) -> bool {
+        let count = self.count as usize;
+        let len = payload.len();
+        if idx + 1 < count {
+            if self.chunk_len == 0 {
+                if len == 0 || (count - 1).saturating_mul(len) >= max_frame {
+                    return false;
+                }
+                self.chunk_len = len as u32;
+            } else if len != self.chunk_len as usize {
+                return false;
+            }
+        } else if (count > 1 && (len == 0 || len > self.chunk_len as usize)) || len > max_frame {
+            return false;
+        }
+        let at = idx * self.chunk_len as usize;
+        let end = at + len;
+        let f = &mut self.frame;
+        if f.len() == at {
+            f.extend_from_slice(payload);
+        } else {
+            if f.len() < end {
+                f.resize(end, 0);
+            }
+            f[at..end].copy_from_slice(payload);
+        }
+        if idx + 1 == count {
+            self.last_len = Some(len as u32);
+        }
+        true
+    }
+
+    /// Moves a last chunk that arrived before `chunk_len` was known into the frame, once it
+    /// is known.
+    fn place_early_last(&mut self, pool: &mut BufPool, max_frame: usize) {
+        if self.chunk_len == 0 {
+            return;
+        }
+        let Some((b, (at, len))) = self.early_last.take() else {
+            return;
+        };
+        let last = self.count as usize - 1;
+        if self.place(last, &b[at as usize..(at + len) as usize], max_frame) {
+            self.chunks[last].record(&b, (at, len));
+        } else {
+            // It does not fit the frame after all: as if never received.
+            self.chunks[last].present = false;
+            self.have -= 1;
+        }
+        pool.put(b);
+    }
+
+    /// Appends chunk `k`'s FEC shard (its whole message) to `out`; false if it is absent or
+    /// its envelope was not kept.
+    fn shard_into(&self, k: usize, out: &mut Vec<u8>) -> bool {
+        let r = &self.chunks[k];
+        if !r.present {
+            return false;
+        }
+        if k + 1 == self.count as usize {
+            if let Some((raw, _)) = &self.early_last {
+                out.extend_from_slice(raw);
+                return true;
+            }
+        }
+        if r.pre == u8::MAX {
+            return false;
+        }
+        let (pre, post) = (r.pre as usize, r.post as usize);
+        let at = k * self.chunk_len as usize;
+        let Some(payload) = self.frame.get(at..at + r.len as usize) else {
+            return false;
+        };
+        out.extend_from_slice(&r.env[..pre]);
+        out.extend_from_slice(payload);
+        out.extend_from_slice(&r.env[pre..pre + post]);
+        true
+    }
+
+    /// Length of the complete frame.
+    fn total(&self) -> Option<usize> {
+        let last = self.last_len? as usize;
+        Some((self.count as usize - 1) * self.chunk_len as usize + last)
+    }
 }
 
 /// Feedback counters since the previous report.
@@ -81,6 +221,8 @@ pub(crate) struct Receiver {
     pool: BufPool,
     frame_pool: Vec<Vec<u8>>,
     fec: FecCodec,
+    /// Shard bytes rebuilt for a repair (reused).
+    scratch: Vec<u8>,
     last_kf_request: Option<Instant>,
     jitter_us: f64,
     last_transit_us: Option<i128>,
@@ -117,6 +259,7 @@ impl Receiver {
             pool: BufPool::new(1500),
             frame_pool: Vec::new(),
             fec: FecCodec::default(),
+            scratch: Vec::new(),
             last_kf_request: None,
             jitter_us: 0.0,
             last_transit_us: None,
@@ -127,9 +270,11 @@ impl Receiver {
         }
     }
 
-    pub(crate) fn recycle(&mut self, mut frame: Vec<u8>) {
-        if self.frame_pool.len() < 32 {
-            frame.clear();
+    /// Takes a delivered frame's buffer back. Its length is kept: the bytes are initialised,
+    /// so the next frame assembled in it is written over them without zeroing first (they
+    /// are never exposed: a frame is delivered only once every byte of it was written).
+    pub(crate) fn recycle(&mut self, frame: Vec<u8>) {
+        if self.frame_pool.len() < 32 && frame.capacity() > 0 {
             self.frame_pool.push(frame);
         }
     }
@@ -331,6 +476,13 @@ impl Receiver {
         s.recovered = 0;
         s.deadline = None;
         s.groups.clear();
+        s.chunk_len = 0;
+        s.last_len = None;
+        if s.frame.capacity() == 0 {
+            if let Some(f) = self.frame_pool.pop() {
+                s.frame = f;
+            }
+        }
         Some(i)
     }
 
@@ -351,22 +503,23 @@ impl Receiver {
         base + self.frame_interval + self.slack
     }
 
-    /// A video chunk arrived (its plaintext `Message` bytes are `raw`).
+    /// A video chunk arrived (its plaintext `Message` bytes are `raw`). False if the chunk
+    /// contradicts its frame's geometry (counted as malformed by the caller).
     pub(crate) fn on_chunk(
         &mut self,
         now: Instant,
         raw: &[u8],
         c: VideoChunkRef<'_>,
         events: &mut VecDeque<Event>,
-    ) {
+    ) -> bool {
         if c.chunk_count == 0
             || c.chunk_count as usize > MAX_CHUNKS
             || c.chunk_index >= c.chunk_count
         {
-            return;
+            return false;
         }
         let Some(i) = self.slot_for(c.frame_id, now, events) else {
-            return;
+            return true;
         };
         if self.slots[i].count == 0 {
             let deadline = self.deadline_for(now, c.timestamp_us);
@@ -379,29 +532,35 @@ impl Receiver {
                 encode_us: c.encode_us,
             };
             s.deadline = Some(deadline);
-            s.shards.resize_with(c.chunk_count as usize, || None);
-            s.payload_at.clear();
-            s.payload_at.resize(c.chunk_count as usize, (0, 0));
-            for sh in &mut s.shards {
-                if let Some(b) = sh.take() {
-                    self.pool.put(b);
-                }
-            }
+            s.chunks.clear();
+            s.chunks.resize(c.chunk_count as usize, ChunkRec::EMPTY);
         }
         let s = &mut self.slots[i];
         if s.done || s.count != c.chunk_count {
-            return;
+            return true;
         }
         let idx = c.chunk_index as usize;
-        if s.shards[idx].is_none() {
+        if s.chunks[idx].present {
+            return true;
+        }
+        let range = payload_range(raw, c.payload);
+        if idx + 1 == s.count as usize && s.count > 1 && s.chunk_len == 0 {
+            // The last chunk first: where it goes is known once another chunk arrives.
+            if c.payload.is_empty() || c.payload.len() > self.max_frame {
+                return false;
+            }
             let mut b = self.pool.get();
             b.extend_from_slice(raw);
-            s.payload_at[idx] = payload_range(raw, c.payload);
-            s.shards[idx] = Some(b);
-            s.have += 1;
+            s.early_last = Some((b, range));
+        } else if !s.place(idx, c.payload, self.max_frame) {
+            return false;
         }
+        s.chunks[idx].record(raw, range);
+        s.have += 1;
+        s.place_early_last(&mut self.pool, self.max_frame);
         self.try_repair(i);
         self.try_complete(i, now, events);
+        true
     }
 
     /// A parity packet arrived.
@@ -456,6 +615,7 @@ impl Receiver {
 
     /// Rebuilds missing chunks of any group with enough shards.
     fn try_repair(&mut self, i: usize) {
+        let max_frame = self.max_frame;
         let s = &mut self.slots[i];
         if s.count == 0 || s.done {
             return;
@@ -463,38 +623,44 @@ impl Receiver {
         for g in 0..s.groups.len() {
             let (first, n, p, sb) = s.groups[g];
             let (first_u, n_u) = (first as usize, n as usize);
-            if first_u + n_u > s.shards.len() || sb % 2 != 0 {
+            if first_u + n_u > s.chunks.len() || sb % 2 != 0 {
                 continue;
             }
-            let present = s.shards[first_u..first_u + n_u]
+            let present = s.chunks[first_u..first_u + n_u]
                 .iter()
-                .filter(|x| x.is_some())
+                .filter(|x| x.present)
                 .count();
             let parity_have = s.parity.iter().filter(|x| x.group_first == first).count();
             if present == n_u || present + parity_have < n_u {
                 continue;
             }
-            // Pad present data shards to the shard size for the codec.
-            for b in s.shards[first_u..first_u + n_u].iter_mut().flatten() {
-                if b.len() > sb {
-                    continue;
-                }
-                b.resize(sb, 0);
-            }
             let mut restored: [Option<Vec<u8>>; GROUP_SHARDS] = std::array::from_fn(|_| None);
             let pool = &mut self.pool;
-            let result = self.fec.decode(
+            let scratch = &mut self.scratch;
+            let slot = &*s;
+            let result = self.fec.decode_with(
                 sb,
                 n_u,
                 p as usize,
-                s.shards[first_u..first_u + n_u]
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(k, b)| b.as_deref().filter(|b| b.len() == sb).map(|b| (k, b))),
-                s.parity
-                    .iter()
-                    .filter(|x| x.group_first == first && x.buf.len() == sb)
-                    .map(|x| ((x.index - n) as usize, x.buf.as_slice())),
+                |feed| {
+                    for k in 0..n_u {
+                        scratch.clear();
+                        if !slot.chunks[first_u + k].present {
+                            continue;
+                        }
+                        if !slot.shard_into(first_u + k, scratch) || scratch.len() > sb {
+                            return Err(crate::fec::FecError::Params("shard not kept".into()));
+                        }
+                        scratch.resize(sb, 0);
+                        feed.original(k, scratch)?;
+                    }
+                    for x in slot.parity.iter().filter(|x| x.group_first == first) {
+                        if x.buf.len() == sb {
+                            feed.recovery((x.index - n) as usize, &x.buf)?;
+                        }
+                    }
+                    Ok(())
+                },
                 |k, bytes| {
                     if k < GROUP_SHARDS {
                         let mut b = pool.get();
@@ -503,62 +669,45 @@ impl Receiver {
                     }
                 },
             );
-            // Cut the padded shards back to their true (self-delimited) lengths.
-            for b in s.shards[first_u..first_u + n_u].iter_mut().flatten() {
-                if let Some(l) = media::message_len(b) {
-                    b.truncate(l);
-                }
-            }
             if result.is_err() {
                 continue;
             }
             for (k, r) in restored.iter_mut().enumerate() {
-                if let Some(mut b) = r.take() {
-                    let len = media::message_len(&b).unwrap_or(0);
-                    b.truncate(len);
-                    // The rebuilt bytes must be the chunk they claim to be.
-                    let range = match media::decode(&b) {
-                        Ok(MediaRef::Video(v))
-                            if v.frame_id == s.frame_id
-                                && v.chunk_index as usize == first_u + k
-                                && v.chunk_count == s.count =>
-                        {
-                            Some(payload_range(&b, v.payload))
-                        }
-                        _ => None,
-                    };
-                    if let Some(range) = range.filter(|_| s.shards[first_u + k].is_none()) {
-                        s.payload_at[first_u + k] = range;
-                        s.shards[first_u + k] = Some(b);
+                let Some(mut b) = r.take() else { continue };
+                let len = media::message_len(&b).unwrap_or(0);
+                b.truncate(len);
+                // The rebuilt bytes must be the chunk they claim to be, and fit the frame.
+                let idx = first_u + k;
+                if let Ok(MediaRef::Video(v)) = media::decode(&b) {
+                    if v.frame_id == s.frame_id
+                        && v.chunk_index as usize == idx
+                        && v.chunk_count == s.count
+                        && !s.chunks[idx].present
+                        && s.place(idx, v.payload, max_frame)
+                    {
+                        let range = payload_range(&b, v.payload);
+                        s.chunks[idx].record(&b, range);
                         s.have += 1;
                         s.recovered += 1;
-                    } else {
-                        pool.put(b);
                     }
                 }
+                pool.put(b);
             }
+            s.place_early_last(pool, max_frame);
         }
     }
 
     fn try_complete(&mut self, i: usize, now: Instant, events: &mut VecDeque<Event>) {
         let s = &mut self.slots[i];
-        if s.done || s.count == 0 || s.have < s.count {
+        if s.done || s.count == 0 || s.have < s.count || s.early_last.is_some() {
             return;
         }
-        let mut frame = self.frame_pool.pop().unwrap_or_default();
-        frame.clear();
-        // One allocation at most (a recycled buffer usually fits): never grow while copying.
-        let total: usize = s.payload_at.iter().map(|&(_, len)| len as usize).sum();
-        frame.reserve(total.min(self.max_frame));
-        for (b, &(at, len)) in s.shards.iter().zip(&s.payload_at) {
-            let Some(b) = b else { continue };
-            let payload = b.get(at as usize..(at + len) as usize).unwrap_or_default();
-            if frame.len() + payload.len() <= self.max_frame {
-                frame.extend_from_slice(payload);
-            }
-        }
+        // Every chunk is in place, so every byte up to the total was written.
+        let Some(total) = s.total().filter(|&t| t <= s.frame.len()) else {
+            return;
+        };
+        s.frame.truncate(total);
         s.done = true;
-        s.frame = Some(frame);
         self.acc.recovered += s.recovered;
         self.recovered_total += u64::from(s.recovered);
         let permille = s.recovered * 1000 / s.count.max(1);
@@ -572,19 +721,13 @@ impl Receiver {
         let s = &mut self.slots[i];
         s.active = false;
         s.done = false;
-        for sh in &mut s.shards {
-            if let Some(b) = sh.take() {
-                self.pool.put(b);
-            }
+        if let Some((b, _)) = s.early_last.take() {
+            self.pool.put(b);
         }
         for p in s.parity.drain(..) {
             self.pool.put(p.buf);
         }
-        if let Some(f) = s.frame.take() {
-            if self.frame_pool.len() < 32 {
-                self.frame_pool.push(f);
-            }
-        }
+        // A dropped frame's buffer stays with the slot for the next frame.
     }
 
     fn drop_frame(&mut self, i: usize, now: Instant, events: &mut VecDeque<Event>) {
@@ -645,15 +788,13 @@ impl Receiver {
             };
             if self.slots[i].done {
                 let s = &mut self.slots[i];
-                if let Some(data) = s.frame.take() {
-                    events.push_back(Event::Frame(Frame {
-                        frame_id: s.frame_id,
-                        meta: s.meta,
-                        data,
-                        fec_recovered: s.recovered,
-                    }));
-                    self.frames_delivered += 1;
-                }
+                events.push_back(Event::Frame(Frame {
+                    frame_id: s.frame_id,
+                    meta: s.meta,
+                    data: std::mem::take(&mut s.frame),
+                    fec_recovered: s.recovered,
+                }));
+                self.frames_delivered += 1;
                 self.next_emit = Some(next + 1);
                 self.release(i);
                 continue;
@@ -707,5 +848,224 @@ impl Receiver {
             .filter(|s| s.active && !s.done)
             .filter_map(|s| s.deadline)
             .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{crypto::PeerPolicy, identity::WavryId, media::ShardLengths, session::Role};
+
+    const C: usize = 100;
+
+    fn receiver() -> Receiver {
+        Receiver::new(&SessionConfig::new(
+            Role::Client,
+            PeerPolicy::Pinned(WavryId::from_bytes([7; 32])),
+        ))
+    }
+
+    /// A frame of `len` bytes as the sender encodes it: chunk messages of `C`-byte payloads.
+    fn chunks(frame: &[u8]) -> Vec<Vec<u8>> {
+        let n = frame.len().div_ceil(C);
+        (0..n)
+            .map(|i| {
+                let mut b = Vec::new();
+                VideoChunkRef {
+                    frame_id: 0,
+                    chunk_index: i as u32,
+                    chunk_count: n as u32,
+                    timestamp_us: 1_000,
+                    keyframe: true,
+                    payload: &frame[i * C..((i + 1) * C).min(frame.len())],
+                    capture_us: 3,
+                    encode_us: 4,
+                }
+                .append_to(&mut b);
+                b
+            })
+            .collect()
+    }
+
+    /// Reed-Solomon parity messages over all of `msgs` as one group.
+    fn parity(msgs: &[Vec<u8>], p: usize) -> Vec<Vec<u8>> {
+        let sb = crate::fec::shard_bytes(msgs.iter().map(Vec::len).max().unwrap());
+        let padded: Vec<Vec<u8>> = msgs
+            .iter()
+            .map(|m| {
+                let mut m = m.clone();
+                m.resize(sb, 0);
+                m
+            })
+            .collect();
+        let mut out = Vec::new();
+        FecCodec::default()
+            .encode(
+                sb,
+                msgs.len(),
+                p,
+                padded.iter().map(Vec::as_slice),
+                |j, b| {
+                    let pkt = FecPacketRef {
+                        group_id: 0,
+                        first_chunk: 0,
+                        shard_count: (msgs.len() + p) as u32,
+                        parity_index: (msgs.len() + j) as u32,
+                        payload: b,
+                        shard_lengths: ShardLengths::default(),
+                        data_shards: msgs.len() as u32,
+                    };
+                    let mut buf = vec![0; pkt.encoded_len()];
+                    pkt.encode(&mut buf).unwrap();
+                    out.push(buf);
+                },
+            )
+            .unwrap();
+        out
+    }
+
+    fn feed(r: &mut Receiver, now: Instant, msg: &[u8], events: &mut VecDeque<Event>) -> bool {
+        match media::decode(msg).unwrap() {
+            MediaRef::Video(c) => r.on_chunk(now, msg, c, events),
+            MediaRef::Fec(p) => {
+                r.on_parity(now, &p, events);
+                true
+            }
+            _ => panic!("not video"),
+        }
+    }
+
+    fn frames(events: &VecDeque<Event>) -> Vec<&Frame> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Frame(f) => Some(f),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sample(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    #[test]
+    fn chunks_in_any_order_assemble_the_frame_in_place() {
+        let frame = sample(1_050);
+        let now = Instant::now();
+        let mut r = receiver();
+        let mut events = VecDeque::new();
+        // Reverse order: the short last chunk first, before the chunk length is known.
+        for m in chunks(&frame).iter().rev() {
+            assert!(feed(&mut r, now, m, &mut events));
+        }
+        let got = frames(&events);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].data, frame);
+        // A recycled buffer longer than the next frame: the stale tail is cut off.
+        let Some(Event::Frame(f)) = events.pop_front() else {
+            panic!()
+        };
+        r.recycle(f.data);
+        let next = sample(250);
+        let mut events = VecDeque::new();
+        for mut m in chunks(&next) {
+            // Same encoding, next frame id.
+            m.clone_from(&{
+                let mut b = Vec::new();
+                let MediaRef::Video(mut c) = media::decode(&m).unwrap() else {
+                    panic!()
+                };
+                c.frame_id = 1;
+                c.append_to(&mut b);
+                b
+            });
+            assert!(feed(&mut r, now, &m, &mut events));
+        }
+        assert_eq!(frames(&events)[0].data, next);
+    }
+
+    #[test]
+    fn chunks_that_contradict_the_frame_geometry_are_refused() {
+        let frame = sample(1_050);
+        let now = Instant::now();
+        let mut r = receiver();
+        let mut events = VecDeque::new();
+        let msgs = chunks(&frame);
+        assert!(feed(&mut r, now, &msgs[0], &mut events));
+        // Chunk 1 claiming a different length than chunk 0.
+        let mut b = Vec::new();
+        VideoChunkRef {
+            frame_id: 0,
+            chunk_index: 1,
+            chunk_count: msgs.len() as u32,
+            timestamp_us: 1_000,
+            keyframe: true,
+            payload: &frame[..C - 1],
+            capture_us: 3,
+            encode_us: 4,
+        }
+        .append_to(&mut b);
+        assert!(!feed(&mut r, now, &b, &mut events));
+        // A last chunk longer than the others.
+        let mut b = Vec::new();
+        VideoChunkRef {
+            frame_id: 0,
+            chunk_index: msgs.len() as u32 - 1,
+            chunk_count: msgs.len() as u32,
+            timestamp_us: 1_000,
+            keyframe: true,
+            payload: &frame[..=C],
+            capture_us: 3,
+            encode_us: 4,
+        }
+        .append_to(&mut b);
+        assert!(!feed(&mut r, now, &b, &mut events));
+        // The genuine chunks still complete the frame.
+        for m in &msgs[1..] {
+            assert!(feed(&mut r, now, m, &mut events));
+        }
+        assert_eq!(frames(&events)[0].data, frame);
+    }
+
+    #[test]
+    fn repair_rebuilds_shards_from_envelopes_and_the_frame() {
+        let frame = sample(1_050);
+        let msgs = chunks(&frame);
+        let par = parity(&msgs, 2);
+        let now = Instant::now();
+        let mut r = receiver();
+        let mut events = VecDeque::new();
+        // Chunks 0 and 4 lost; the last arrives first.
+        feed(&mut r, now, &msgs[10], &mut events);
+        for i in [1, 2, 3, 5, 6, 7, 8, 9] {
+            feed(&mut r, now, &msgs[i], &mut events);
+        }
+        assert!(frames(&events).is_empty());
+        feed(&mut r, now, &par[0], &mut events);
+        assert!(frames(&events).is_empty(), "two losses, one parity shard");
+        feed(&mut r, now, &par[1], &mut events);
+        let got = frames(&events);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].data, frame);
+        assert_eq!(got[0].fec_recovered, 2);
+    }
+
+    #[test]
+    fn repair_from_the_last_chunk_alone_places_it_once_the_length_is_known() {
+        let frame = sample(250);
+        let msgs = chunks(&frame);
+        assert_eq!(msgs.len(), 3);
+        let par = parity(&msgs, 2);
+        let now = Instant::now();
+        let mut r = receiver();
+        let mut events = VecDeque::new();
+        feed(&mut r, now, &msgs[2], &mut events);
+        feed(&mut r, now, &par[0], &mut events);
+        feed(&mut r, now, &par[1], &mut events);
+        let got = frames(&events);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].data, frame);
+        assert_eq!(got[0].fec_recovered, 2);
     }
 }
