@@ -48,7 +48,7 @@ const RX_BATCHES: usize = 8;
 /// Transmits handed to one `Backend::send` call.
 const TX_SLOTS: usize = 8;
 /// Spent frame buffers kept for [`HostDriver::take_buffer`] / [`ClientDriver::take_buffer`].
-const SPARES: usize = 16;
+const SPARES: usize = 64;
 /// Timer waits shorter than this are not slept: the loop polls the socket and carries on
 /// (sleeps and timed waits overshoot by about this much anyway).
 const SPIN: Duration = Duration::from_micros(50);
@@ -542,11 +542,23 @@ impl<C: Core> Worker<C> {
                 meta,
                 interval,
             } => {
-                let r = self.with(session, |s| {
-                    s.send_frame(now, &data, meta, interval).map(|_| ())
-                });
-                // Full spare queue: the buffer is simply freed.
-                let _ = self.spares.try_send(data);
+                // The session sends the chunks straight from `data` and hands the buffers of
+                // frames past their deadline back; they go to the application's spares (a
+                // full spare queue simply frees them).
+                let spares = &self.spares;
+                let r = match self.core.session(session) {
+                    Some(s) => {
+                        let r = s.send_frame_buf(now, data, meta, interval).map(|_| ());
+                        while let Some(b) = s.take_spent_frame() {
+                            let _ = spares.try_send(b);
+                        }
+                        r
+                    }
+                    None => {
+                        let _ = spares.try_send(data);
+                        Err(SessionError::NotConnected)
+                    }
+                };
                 ("frame", session, r)
             }
             Command::Input { session, input } => (

@@ -52,6 +52,30 @@ impl FecCodec {
         data_count: usize,
         parity: usize,
         data: impl IntoIterator<Item = &'a [u8]>,
+        sink: impl FnMut(usize, &[u8]),
+    ) -> Result<(), FecError> {
+        self.encode_with(
+            shard_bytes,
+            data_count,
+            parity,
+            |feed| {
+                for shard in data {
+                    feed.original(shard)?;
+                }
+                Ok(())
+            },
+            sink,
+        )
+    }
+
+    /// Like [`Self::encode`], but `feed` hands the data shards over one at a time, so a
+    /// caller can build each one in a reused scratch buffer (the encoder copies them).
+    pub fn encode_with(
+        &mut self,
+        shard_bytes: usize,
+        data_count: usize,
+        parity: usize,
+        feed: impl FnOnce(&mut DataFeed<'_>) -> Result<(), FecError>,
         mut sink: impl FnMut(usize, &[u8]),
     ) -> Result<(), FecError> {
         check(data_count, parity, shard_bytes)?;
@@ -65,9 +89,7 @@ impl FecCodec {
                 ReedSolomonEncoder::new(data_count, parity, shard_bytes).map_err(codec_err)?,
             ),
         };
-        for shard in data {
-            enc.add_original_shard(shard).map_err(codec_err)?;
-        }
+        feed(&mut DataFeed { enc })?;
         let result = enc.encode().map_err(codec_err)?;
         for (i, r) in result.recovery_iter().enumerate() {
             sink(i, r);
@@ -131,6 +153,24 @@ impl FecCodec {
             sink(i, s);
         }
         Ok(())
+    }
+}
+
+/// Hands data shards to an encoder in [`FecCodec::encode_with`].
+pub struct DataFeed<'a> {
+    enc: &'a mut ReedSolomonEncoder,
+}
+
+impl std::fmt::Debug for DataFeed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataFeed")
+    }
+}
+
+impl DataFeed<'_> {
+    /// The next data shard, in order (exactly `shard_bytes` long).
+    pub fn original(&mut self, shard: &[u8]) -> Result<(), FecError> {
+        self.enc.add_original_shard(shard).map_err(codec_err)
     }
 }
 

@@ -257,6 +257,40 @@ impl VideoChunkRef<'_> {
         append_wrapped(out, 1, self.inner_len(), |w| self.fields(w))
     }
 
+    /// Writes the message's bytes around the payload into `env`: the `pre` bytes that come
+    /// before it, then the `post` bytes after it; returns `(pre, post)`, or `None` if `env`
+    /// is too small. `env[..pre]`, the payload and `env[pre..pre + post]` in a row are
+    /// exactly [`Self::encode`]'s output, so a sender can compute parity over a chunk without
+    /// assembling it.
+    pub fn envelope(&self, env: &mut [u8]) -> Option<(usize, usize)> {
+        let inner = self.inner_len();
+        let (total, media_len) = wrapped_len(1, inner);
+        let post = varint_field(7, u64::from(self.capture_us))
+            + varint_field(8, u64::from(self.encode_us));
+        let pre = total - post - self.payload.len();
+        if pre + post > env.len() {
+            return None;
+        }
+        let (head, tail) = env.split_at_mut(pre);
+        let mut w = Writer { buf: head };
+        w.header(3, media_len);
+        w.header(1, inner);
+        w.varint(1, self.frame_id);
+        w.varint(2, u64::from(self.chunk_index));
+        w.varint(3, u64::from(self.chunk_count));
+        w.varint(4, self.timestamp_us);
+        w.varint(5, u64::from(self.keyframe));
+        if !self.payload.is_empty() {
+            w.header(6, self.payload.len());
+        }
+        let mut w = Writer {
+            buf: &mut tail[..post],
+        };
+        w.varint(7, u64::from(self.capture_us));
+        w.varint(8, u64::from(self.encode_us));
+        Some((pre, post))
+    }
+
     fn fields<B: BufMut>(&self, w: &mut Writer<B>) {
         w.varint(1, self.frame_id);
         w.varint(2, u64::from(self.chunk_index));
@@ -546,6 +580,34 @@ mod tests {
             ..Default::default()
         }
         .encode_to_vec()
+    }
+
+    #[test]
+    fn video_envelope_plus_payload_is_the_encoded_chunk() {
+        for (payload, capture_us, encode_us) in [
+            (&[7u8; 1070][..], 0, 0),
+            (&[1u8; 3][..], 123_456, 9),
+            (&[][..], 1, 0),
+            (&[5u8; 200][..], u32::MAX, u32::MAX),
+        ] {
+            let v = VideoChunkRef {
+                frame_id: u64::MAX,
+                chunk_index: 300,
+                chunk_count: 4096,
+                timestamp_us: 1 << 40,
+                keyframe: true,
+                payload,
+                capture_us,
+                encode_us,
+            };
+            let mut env = [0u8; 80];
+            let (pre, post) = v.envelope(&mut env).unwrap();
+            let mut joined = env[..pre].to_vec();
+            joined.extend_from_slice(payload);
+            joined.extend_from_slice(&env[pre..pre + post]);
+            assert_eq!(joined, prost_video(&v));
+            assert!(v.envelope(&mut env[..pre + post - 1]).is_none());
+        }
     }
 
     #[test]

@@ -219,11 +219,8 @@ impl Session {
             buf,
             max_datagrams,
             self.cfg.max_datagram,
-            prefix + crate::crypto::OVERHEAD,
-            |plain, out, raw| {
-                if out.len() < prefix + plain.len() + 34 {
-                    return None;
-                }
+            prefix,
+            |out, len, raw| {
                 if let Some(r) = relay {
                     RelayHeader {
                         kind: RelayType::Forward,
@@ -234,12 +231,10 @@ impl Session {
                     .ok()?;
                 }
                 if raw {
-                    out[prefix..prefix + plain.len()].copy_from_slice(plain);
-                    return Some((0, prefix + plain.len()));
+                    return Some((0, prefix + len));
                 }
                 let ch = channel.as_mut()?;
-                out[prefix + 18..prefix + 18 + plain.len()].copy_from_slice(plain);
-                let (pid, n) = ch.seal(alias, &mut out[prefix..], plain.len()).ok()?;
+                let (pid, n) = ch.seal(alias, &mut out[prefix..], len).ok()?;
                 Some((pid, prefix + n))
             },
             &mut self.stats,
@@ -452,8 +447,31 @@ impl Session {
         frame_interval: Duration,
     ) -> Result<u64, SessionError> {
         self.require_connected(now)?;
+        let mut buf = self.send.frame_buffer();
+        buf.extend_from_slice(data);
+        self.send
+            .queue_frame(now, buf, meta, frame_interval, self.cfg.playout_slack)
+    }
+
+    /// [`Self::send_frame`] for a frame the caller hands over: the session sends its chunks
+    /// straight from `data` (no copy) and keeps it until the frame's deadline; get the buffer
+    /// back for the next frame with [`Self::take_spent_frame`] (an error drops it).
+    pub fn send_frame_buf(
+        &mut self,
+        now: Instant,
+        data: Vec<u8>,
+        meta: FrameMeta,
+        frame_interval: Duration,
+    ) -> Result<u64, SessionError> {
+        self.require_connected(now)?;
         self.send
             .queue_frame(now, data, meta, frame_interval, self.cfg.playout_slack)
+    }
+
+    /// A frame buffer the session no longer needs (frames given to [`Self::send_frame_buf`]
+    /// come back here once past their deadline; a few are kept for `send_frame`'s copies).
+    pub fn take_spent_frame(&mut self) -> Option<Vec<u8>> {
+        self.send.take_spent()
     }
 
     /// Sends an input event ahead of all media. Key, button and gamepad events are reliable

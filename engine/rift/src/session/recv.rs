@@ -121,6 +121,11 @@ impl Slot {
         let at = idx * self.chunk_len as usize;
         let end = at + len;
         let f = &mut self.frame;
+        if f.capacity() < end {
+            // Grow once to the whole frame, not chunk by chunk.
+            let whole = (count * self.chunk_len as usize).max(end);
+            f.reserve(whole - f.len());
+        }
         if f.len() == at {
             f.extend_from_slice(payload);
         } else {

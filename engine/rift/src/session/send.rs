@@ -39,13 +39,67 @@ pub(crate) enum Class {
 /// oldest outstanding one makes "below the window" always mean "already delivered".
 pub(crate) const RELIABLE_SPAN: u64 = 96;
 
+/// What a queued datagram carries: an encoded message, or a chunk of a frame in the frame
+/// store, encoded straight into the send buffer when it leaves (no copy of its own).
+#[derive(Debug)]
+enum Body {
+    Buf(Vec<u8>),
+    Chunk { frame: u64, index: u32 },
+}
+
 #[derive(Debug)]
 struct Pending {
-    buf: Vec<u8>,
+    body: Body,
+    /// Plaintext length.
+    len: usize,
     /// Drop instead of sending after this instant (stale media).
     deadline: Option<Instant>,
     kind: Kind,
 }
+
+impl Pending {
+    fn buf(buf: Vec<u8>, deadline: Option<Instant>, kind: Kind) -> Self {
+        Self {
+            len: buf.len(),
+            body: Body::Buf(buf),
+            deadline,
+            kind,
+        }
+    }
+}
+
+/// A frame being sent: its bytes stay here, in one buffer, until its deadline, serving
+/// first transmissions and NACKs (queue and history entries refer to its chunks).
+#[derive(Debug)]
+struct OutFrame {
+    id: u64,
+    data: Vec<u8>,
+    meta: super::FrameMeta,
+    count: u32,
+    /// Payload bytes per chunk.
+    chunk: usize,
+    deadline: Instant,
+}
+
+impl OutFrame {
+    fn chunk_ref(&self, index: u32) -> Option<VideoChunkRef<'_>> {
+        let at = index as usize * self.chunk;
+        let payload = self.data.get(at..(at + self.chunk).min(self.data.len()))?;
+        Some(VideoChunkRef {
+            frame_id: self.id,
+            chunk_index: index,
+            chunk_count: self.count,
+            timestamp_us: self.meta.timestamp_us,
+            keyframe: self.meta.keyframe,
+            payload,
+            capture_us: self.meta.capture_us,
+            encode_us: self.meta.encode_us,
+        })
+    }
+}
+
+/// Spent frame buffers kept for reuse.
+const SPENT_FRAMES: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -61,8 +115,8 @@ enum Kind {
 struct HistEntry {
     packet_id: u64,
     sent_at: Option<Instant>,
-    /// Plaintext kept for NACK service (media only).
-    buf: Option<Vec<u8>>,
+    /// What was sent, kept for NACK service (media only).
+    body: Option<Body>,
     deadline: Option<Instant>,
 }
 
@@ -88,6 +142,12 @@ pub(crate) struct Sender {
     input: VecDeque<Pending>,
     control: VecDeque<Pending>,
     media: VecDeque<Pending>,
+    /// Frames whose chunks may still be sent, by ascending (consecutive) id.
+    frames: VecDeque<OutFrame>,
+    /// Buffers of frames past their deadline, for the next frame.
+    spent: Vec<Vec<u8>>,
+    /// One chunk's message, encoded for parity computation (reused).
+    scratch: Vec<u8>,
     unacked: VecDeque<Unacked>,
     next_reliable: u64,
     history: Vec<HistEntry>,
@@ -128,6 +188,9 @@ impl Sender {
             input: VecDeque::new(),
             control: VecDeque::new(),
             media: VecDeque::new(),
+            frames: VecDeque::new(),
+            spent: Vec::new(),
+            scratch: Vec::new(),
             unacked: VecDeque::new(),
             next_reliable: 1,
             history: (0..HISTORY).map(|_| HistEntry::default()).collect(),
@@ -234,11 +297,7 @@ impl Sender {
 
     /// Queues an already encoded plaintext message.
     pub(crate) fn queue_encoded(&mut self, class: Class, buf: Vec<u8>, deadline: Option<Instant>) {
-        let p = Pending {
-            buf,
-            deadline,
-            kind: Kind::Other,
-        };
+        let p = Pending::buf(buf, deadline, Kind::Other);
         match class {
             Class::Input => self.input.push_back(p),
             Class::Control | Class::File => self.control.push_back(p),
@@ -304,18 +363,62 @@ impl Sender {
         }
     }
 
-    /// Splits a frame into chunks plus parity and queues them for paced sending.
+    /// A buffer for a frame's bytes (a spent frame's, when there is one).
+    pub(crate) fn frame_buffer(&mut self) -> Vec<u8> {
+        let mut b = self.spent.pop().unwrap_or_default();
+        b.clear();
+        b
+    }
+
+    /// Hands back the buffer of a frame that no longer needs it (see `Session::send_frame_buf`).
+    pub(crate) fn take_spent(&mut self) -> Option<Vec<u8>> {
+        self.spent.pop()
+    }
+
+    fn spend(&mut self, buf: Vec<u8>) {
+        if self.spent.len() < SPENT_FRAMES && buf.capacity() > 0 {
+            self.spent.push(buf);
+        }
+    }
+
+    /// Releases frames past their deadline from the store (oldest first): none of their
+    /// chunks can be of use any more.
+    fn release_frames(&mut self, now: Instant) {
+        while self.frames.front().is_some_and(|f| f.deadline <= now) {
+            if let Some(f) = self.frames.pop_front() {
+                self.spend(f.data);
+            }
+        }
+    }
+
+    fn frame(&self, id: u64) -> Option<&OutFrame> {
+        let first = self.frames.front()?.id;
+        let f = self
+            .frames
+            .get(usize::try_from(id.checked_sub(first)?).ok()?)?;
+        (f.id == id).then_some(f)
+    }
+
+    /// Keeps a frame and queues its chunks plus parity for paced sending.
     pub(crate) fn queue_frame(
         &mut self,
         now: Instant,
-        data: &[u8],
+        data: Vec<u8>,
         meta: super::FrameMeta,
         frame_interval: Duration,
         slack: Duration,
     ) -> Result<u64, SessionError> {
-        if data.is_empty() || data.len() > self.max_frame {
-            return Err(SessionError::FrameSize(data.len()));
-        }
+        let c = self.chunk_payload;
+        let n = data.len().div_ceil(c);
+        let count = match u32::try_from(n) {
+            Ok(count) if !data.is_empty() && data.len() <= self.max_frame => count,
+            _ => {
+                let len = data.len();
+                self.spend(data);
+                return Err(SessionError::FrameSize(len));
+            }
+        };
+        self.release_frames(now);
         let frame_id = self.next_frame_id;
         self.next_frame_id += 1;
         // Latency first: a frame should leave within half an interval, so large frames
@@ -328,112 +431,131 @@ impl Sender {
             .set_rate(want.clamp(target * PACING_GAIN, target * MAX_BURST_GAIN) as u64);
         self.resize_burst();
         let deadline = now + frame_interval + self.srtt.unwrap_or(Duration::ZERO) / 2 + slack;
-        let c = self.chunk_payload;
-        let n = data.len().div_ceil(c);
-        let count = u32::try_from(n).map_err(|_| SessionError::FrameSize(data.len()))?;
-        for (first, len) in fec::groups(n, self.fec_policy.group_size(n, GROUP_SHARDS)) {
-            let start = self.media.len();
-            let mut lengths = [0usize; GROUP_SHARDS];
-            let mut max_len = 0;
+        self.frames.push_back(OutFrame {
+            id: frame_id,
+            data,
+            meta,
+            count,
+            chunk: c,
+            deadline,
+        });
+        let group = self.fec_policy.group_size(n, GROUP_SHARDS);
+        let mut result = Ok(());
+        for (first, len) in fec::groups(n, group) {
             let parity = self.fec_policy.parity_for(len);
-            // One parity shard (the lossless steady state) is the XOR of the group's chunks:
-            // accumulated while packetising, with no padding or codec pass (see fec::xor_into).
-            let mut xor = (parity == 1).then(|| self.pool.get());
-            for i in first..first + len {
-                let payload = &data[i * c..((i + 1) * c).min(data.len())];
-                let chunk = VideoChunkRef {
-                    frame_id,
-                    chunk_index: i as u32,
-                    chunk_count: count,
-                    timestamp_us: meta.timestamp_us,
-                    keyframe: meta.keyframe,
-                    payload,
-                    capture_us: meta.capture_us,
-                    encode_us: meta.encode_us,
-                };
-                let mut b = self.pool.get();
-                chunk.append_to(&mut b);
-                if let Some(x) = xor.as_mut() {
-                    if x.len() < b.len() {
-                        x.resize(b.len(), 0);
-                    }
-                    fec::xor_into(x, &b);
-                }
-                max_len = max_len.max(b.len());
-                lengths[i - first] = b.len();
-                self.media.push_back(Pending {
-                    buf: b,
-                    deadline: Some(deadline),
-                    kind: Kind::Chunk,
-                });
+            if let Err(e) = self.queue_group(frame_id, first, len, parity, deadline) {
+                result = Err(e);
             }
-            let sb = fec::shard_bytes(max_len);
-            let shard_count = (len + parity) as u32;
-            if let Some(mut x) = xor {
-                fec::check(len, parity, sb).map_err(|e| SessionError::Encode(e.to_string()))?;
-                x.resize(sb, 0);
-                let pkt = FecPacketRef {
-                    group_id: frame_id,
-                    first_chunk: first as u64,
-                    shard_count,
-                    parity_index: len as u32,
-                    payload: &x,
-                    shard_lengths: ShardLengths::default(),
-                    data_shards: len as u32,
-                };
-                let mut out = self.pool.get();
-                out.resize(pkt.encoded_len(), 0);
-                let _ = pkt.encode(&mut out);
-                self.pool.put(x);
-                self.media.push_back(Pending {
-                    buf: out,
-                    deadline: Some(deadline),
-                    kind: Kind::Parity,
-                });
-                continue;
-            }
-            // Pad in place for the codec, then restore the true lengths.
-            for p in self.media.range_mut(start..) {
-                p.buf.resize(sb, 0);
-            }
-            let mut scratch = std::mem::take(&mut self.parity_scratch);
-            for _ in 0..parity {
-                scratch.push(self.pool.get());
-            }
-            let res = self.fec.encode(
-                sb,
-                len,
-                parity,
-                self.media.range(start..).map(|p| p.buf.as_slice()),
-                |j, bytes| {
-                    let pkt = FecPacketRef {
-                        group_id: frame_id,
-                        first_chunk: first as u64,
-                        shard_count,
-                        parity_index: (len + j) as u32,
-                        payload: bytes,
-                        shard_lengths: ShardLengths::default(),
-                        data_shards: len as u32,
-                    };
-                    let out = &mut scratch[j];
-                    out.resize(pkt.encoded_len(), 0);
-                    let _ = pkt.encode(out);
-                },
-            );
-            for (p, &l) in self.media.range_mut(start..).zip(&lengths[..len]) {
-                p.buf.truncate(l);
-            }
-            res.map_err(|e| SessionError::Encode(e.to_string()))?;
-            for b in scratch.drain(..) {
-                self.media.push_back(Pending {
-                    buf: b,
-                    deadline: Some(deadline),
-                    kind: Kind::Parity,
-                });
-            }
-            self.parity_scratch = scratch;
         }
-        Ok(frame_id)
+        result.map(|()| frame_id)
+    }
+
+    /// Queues one FEC group of the newest frame: its chunks (by reference), then parity.
+    fn queue_group(
+        &mut self,
+        frame_id: u64,
+        first: usize,
+        len: usize,
+        parity: usize,
+        deadline: Instant,
+    ) -> Result<(), SessionError> {
+        let Some(frame) = self.frames.back() else {
+            return Ok(());
+        };
+        let mut max_len = 0;
+        for i in first..first + len {
+            let Some(chunk) = frame.chunk_ref(i as u32) else {
+                continue;
+            };
+            let l = chunk.encoded_len();
+            max_len = max_len.max(l);
+            self.media.push_back(Pending {
+                body: Body::Chunk {
+                    frame: frame_id,
+                    index: i as u32,
+                },
+                len: l,
+                deadline: Some(deadline),
+                kind: Kind::Chunk,
+            });
+        }
+        let sb = fec::shard_bytes(max_len);
+        fec::check(len, parity, sb).map_err(|e| SessionError::Encode(e.to_string()))?;
+        let shard_count = (len + parity) as u32;
+        let parity_msg = |j: usize, bytes: &[u8], out: &mut Vec<u8>| {
+            let pkt = FecPacketRef {
+                group_id: frame_id,
+                first_chunk: first as u64,
+                shard_count,
+                parity_index: (len + j) as u32,
+                payload: bytes,
+                shard_lengths: ShardLengths::default(),
+                data_shards: len as u32,
+            };
+            out.resize(pkt.encoded_len(), 0);
+            let _ = pkt.encode(out);
+        };
+        let scratch = &mut self.scratch;
+        if parity == 1 {
+            // One parity shard (the clean path) is the XOR of the group's chunk messages
+            // (see fec::xor_into): no padding, no codec pass.
+            let mut x = self.pool.get();
+            x.resize(sb, 0);
+            let mut env = [0u8; 96];
+            for i in first..first + len {
+                let Some(chunk) = frame.chunk_ref(i as u32) else {
+                    continue;
+                };
+                // XOR the message in place, around the payload, instead of assembling it.
+                if let Some((pre, post)) = chunk.envelope(&mut env) {
+                    let end = pre + chunk.payload.len();
+                    fec::xor_into(&mut x, &env[..pre]);
+                    fec::xor_into(&mut x[pre..], chunk.payload);
+                    fec::xor_into(&mut x[end..], &env[pre..pre + post]);
+                } else {
+                    scratch.clear();
+                    chunk.append_to(scratch);
+                    fec::xor_into(&mut x, scratch);
+                }
+            }
+            let mut out = self.pool.get();
+            parity_msg(0, &x, &mut out);
+            self.pool.put(x);
+            self.media
+                .push_back(Pending::buf(out, Some(deadline), Kind::Parity));
+            return Ok(());
+        }
+        let mut outs = std::mem::take(&mut self.parity_scratch);
+        for _ in 0..parity {
+            outs.push(self.pool.get());
+        }
+        let res = self.fec.encode_with(
+            sb,
+            len,
+            parity,
+            |feed| {
+                for i in first..first + len {
+                    scratch.clear();
+                    if let Some(chunk) = frame.chunk_ref(i as u32) {
+                        chunk.append_to(scratch);
+                    }
+                    scratch.resize(sb, 0);
+                    feed.original(scratch)?;
+                }
+                Ok(())
+            },
+            |j, bytes| parity_msg(j, bytes, &mut outs[j]),
+        );
+        for b in outs.drain(..) {
+            if res.is_ok() {
+                self.media
+                    .push_back(Pending::buf(b, Some(deadline), Kind::Parity));
+            } else {
+                self.pool.put(b);
+            }
+        }
+        self.parity_scratch = outs;
+        res.map_err(|e| SessionError::Encode(e.to_string()))
     }
 
     /// Earliest instant something could be sent (None: nothing queued).
@@ -456,18 +578,20 @@ impl Sender {
                 }
             })
             .min();
-        let media = self.media.front().map(|p| {
-            let len = p.buf.len() + 64;
-            self.pacer.next_send_time(now, len)
-        });
+        let media = self
+            .media
+            .front()
+            .map(|p| self.pacer.next_send_time(now, p.len + 64));
         [reliable, media].into_iter().flatten().min()
     }
 
-    fn recycle(&mut self, buf: Vec<u8>) {
-        self.pool.put(buf);
+    fn recycle(&mut self, body: Body) {
+        if let Body::Buf(b) = body {
+            self.pool.put(b);
+        }
     }
 
-    /// Drops media that can no longer arrive in time.
+    /// Drops media that can no longer arrive in time, and frames no chunk of which can.
     fn drop_stale(&mut self, now: Instant) {
         while self
             .media
@@ -475,31 +599,31 @@ impl Sender {
             .is_some_and(|p| p.deadline.is_some_and(|d| d <= now))
         {
             if let Some(p) = self.media.pop_front() {
-                self.recycle(p.buf);
+                self.recycle(p.body);
             }
         }
+        self.release_frames(now);
     }
 
-    /// Picks the next plaintext to seal: (buffer, class, kind, deadline); raw datagrams are
-    /// returned with `raw = true` and are sent as they are.
-    fn next_plain(
-        &mut self,
-        now: Instant,
-        only_media: bool,
-    ) -> Option<(Vec<u8>, Kind, Option<Instant>, bool)> {
+    /// Picks the next plaintext to seal; raw datagrams (handshake) are returned with
+    /// `raw = true` and are sent as they are.
+    fn next_plain(&mut self, now: Instant, only_media: bool) -> Option<(Pending, bool)> {
         if only_media {
-            return self.next_media(now);
+            return self.next_media(now).map(|p| (p, false));
         }
         if let Some(b) = self.raw.pop_front() {
-            return Some((b, Kind::Other, None, true));
+            return Some((Pending::buf(b, None, Kind::Other), true));
         }
         for q in [&mut self.input, &mut self.control] {
             while q
                 .front()
                 .is_some_and(|p| p.deadline.is_some_and(|d| d <= now))
             {
-                if let Some(p) = q.pop_front() {
-                    self.pool.put(p.buf);
+                if let Some(Pending {
+                    body: Body::Buf(b), ..
+                }) = q.pop_front()
+                {
+                    self.pool.put(b);
                 }
             }
         }
@@ -524,7 +648,7 @@ impl Sender {
                 };
                 let mut b = self.pool.get();
                 b.extend_from_slice(&u.buf);
-                return Some((b, kind, None, false));
+                return Some((Pending::buf(b, None, kind), false));
             }
             let q = match class {
                 Class::Input => &mut self.input,
@@ -532,34 +656,50 @@ impl Sender {
                 Class::File => continue,
             };
             if let Some(p) = q.pop_front() {
-                return Some((p.buf, p.kind, p.deadline, false));
+                return Some((p, false));
             }
         }
-        self.next_media(now)
+        self.next_media(now).map(|p| (p, false))
     }
 
     /// The next media datagram, if the pacer allows it now.
-    fn next_media(&mut self, now: Instant) -> Option<(Vec<u8>, Kind, Option<Instant>, bool)> {
+    fn next_media(&mut self, now: Instant) -> Option<Pending> {
         self.drop_stale(now);
-        let len = self.media.front()?.buf.len() + 64;
+        let len = self.media.front()?.len + 64;
         if self.pacer.next_send_time(now, len) <= now {
-            let p = self.media.pop_front()?;
-            return Some((p.buf, p.kind, p.deadline, false));
+            return self.media.pop_front();
         }
         None
     }
 
-    /// Fills `out` with up to `max_datagrams` datagrams (equal sizes for GSO).
+    /// Writes `body`'s plaintext into `out` (at least `len` bytes); false if its frame is
+    /// gone (it was past its deadline).
+    fn write_body(&self, body: &Body, out: &mut [u8]) -> bool {
+        match body {
+            Body::Buf(b) => {
+                out[..b.len()].copy_from_slice(b);
+                true
+            }
+            Body::Chunk { frame, index } => self
+                .frame(*frame)
+                .and_then(|f| f.chunk_ref(*index))
+                .is_some_and(|c| c.encode(out).is_ok()),
+        }
+    }
+
+    /// Fills `out` with up to `max_datagrams` datagrams (equal sizes for GSO). Each
+    /// plaintext is written in place, `prefix` bytes (the relay header) plus the 18-byte RIFT
+    /// header into its datagram (raw handshake datagrams right after `prefix`); then
+    /// `seal(datagram, plaintext_len, raw) -> (packet_id, datagram_len)` finishes it.
     #[allow(clippy::too_many_arguments)] // one call site; a parameter struct would only rename them
-    /// `seal(plain, out) -> (packet_id, len)` encrypts one datagram.
     pub(crate) fn fill(
         &mut self,
         now: Instant,
         out: &mut [u8],
         max_datagrams: usize,
         max_datagram: usize,
-        overhead: usize,
-        mut seal: impl FnMut(&[u8], &mut [u8], bool) -> Option<(u64, usize)>,
+        prefix: usize,
+        mut seal: impl FnMut(&mut [u8], usize, bool) -> Option<(u64, usize)>,
         stats: &mut super::SessionStats,
     ) -> Option<Sealed> {
         let batch = max_datagrams
@@ -575,21 +715,27 @@ impl Sender {
         let mut count = 0;
         while count < max_datagrams.max(1) {
             // After the first datagram only media is appended (GSO batches are media runs).
-            let Some((buf, kind, deadline, raw)) = self.next_plain(now, count > 0) else {
+            let Some((p, raw)) = self.next_plain(now, count > 0) else {
                 break;
             };
-            let expected = buf.len() + overhead;
+            let expected = p.len + prefix + if raw { 0 } else { crate::crypto::OVERHEAD };
             let room = out.len() - at;
             let too_big = segment.is_some_and(|s| expected > s);
             if count > 0 && (room < max_datagram.min(out.len()) || too_big) {
                 // Not sealed, so no packet id is consumed: it goes first next time.
-                self.requeue_front(buf, kind, deadline);
+                self.media.push_front(p);
                 break;
             }
-            let Some((pid, n)) = seal(&buf, &mut out[at..], raw) else {
-                self.recycle(buf);
+            let plain_at = at + prefix + if raw { 0 } else { 18 };
+            if room < expected || !self.write_body(&p.body, &mut out[plain_at..]) {
+                self.recycle(p.body);
+                continue;
+            }
+            let Some((pid, n)) = seal(&mut out[at..], p.len, raw) else {
+                self.recycle(p.body);
                 continue;
             };
+            let kind = p.kind;
             stats.datagrams_sent += 1;
             stats.bytes_sent += n as u64;
             match kind {
@@ -613,9 +759,9 @@ impl Sender {
                 self.pacer.on_sent(now, n);
             }
             if raw {
-                self.recycle(buf);
+                self.recycle(p.body);
             } else {
-                self.remember(pid, now, buf, deadline, kind);
+                self.remember(pid, now, p.body, p.deadline, kind);
             }
             let first_size = *segment.get_or_insert(n);
             at += n;
@@ -636,20 +782,11 @@ impl Sender {
         })
     }
 
-    fn requeue_front(&mut self, buf: Vec<u8>, kind: Kind, deadline: Option<Instant>) {
-        // Only media is ever batched behind another datagram.
-        self.media.push_front(Pending {
-            buf,
-            deadline,
-            kind,
-        });
-    }
-
     fn remember(
         &mut self,
         pid: u64,
         now: Instant,
-        buf: Vec<u8>,
+        body: Body,
         deadline: Option<Instant>,
         kind: Kind,
     ) {
@@ -660,35 +797,36 @@ impl Sender {
             HistEntry {
                 packet_id: pid,
                 sent_at: Some(now),
-                buf: None,
+                body: None,
                 deadline,
             },
         );
-        if let Some(b) = old.buf {
+        if let Some(b) = old.body {
             self.recycle(b);
         }
         if keep {
-            self.history[slot].buf = Some(buf);
+            self.history[slot].body = Some(body);
         } else {
-            self.recycle(buf);
+            self.recycle(body);
         }
         self.expire_history(now, pid);
     }
 
-    /// Releases the buffers of sent media whose deadline has passed, oldest first, stopping
-    /// at the first one still useful (ids older than the history are skipped).
+    /// Releases what sent media whose deadline has passed kept for NACKs, oldest first,
+    /// stopping at the first one still useful (ids older than the history are skipped), so
+    /// the buffers in circulation stay few and warm in cache.
     fn expire_history(&mut self, now: Instant, newest: u64) {
         self.history_expiry = self
             .history_expiry
             .max(newest.saturating_sub(HISTORY as u64 - 1));
         while self.history_expiry < newest {
             let e = &mut self.history[(self.history_expiry % HISTORY as u64) as usize];
-            if e.packet_id == self.history_expiry && e.buf.is_some() {
+            if e.packet_id == self.history_expiry && e.body.is_some() {
                 if e.deadline.is_some_and(|d| d > now) {
                     return;
                 }
-                if let Some(b) = e.buf.take() {
-                    self.pool.put(b);
+                if let Some(b) = e.body.take() {
+                    self.recycle(b);
                 }
             }
             self.history_expiry += 1;
@@ -705,15 +843,34 @@ impl Sender {
             if e.packet_id != pid || e.deadline.is_none_or(|d| d <= now + half_rtt) {
                 continue;
             }
-            let Some(src) = e.buf.as_ref() else { continue };
-            let mut b = self.pool.get();
-            b.extend_from_slice(src);
             let deadline = e.deadline;
-            self.media.push_front(Pending {
-                buf: b,
-                deadline,
-                kind: Kind::Retransmit,
-            });
+            let p = match &e.body {
+                Some(Body::Chunk { frame, index }) => {
+                    let Some(len) = self
+                        .frame(*frame)
+                        .and_then(|f| f.chunk_ref(*index))
+                        .map(|c| c.encoded_len())
+                    else {
+                        continue;
+                    };
+                    Pending {
+                        body: Body::Chunk {
+                            frame: *frame,
+                            index: *index,
+                        },
+                        len,
+                        deadline,
+                        kind: Kind::Retransmit,
+                    }
+                }
+                Some(Body::Buf(src)) => {
+                    let mut b = self.pool.get();
+                    b.extend_from_slice(src);
+                    Pending::buf(b, deadline, Kind::Retransmit)
+                }
+                None => continue,
+            };
+            self.media.push_front(p);
             n += 1;
         }
         n
