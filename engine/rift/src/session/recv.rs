@@ -563,7 +563,7 @@ impl Receiver {
         s.chunks[idx].record(raw, range);
         s.have += 1;
         s.place_early_last(&mut self.pool, self.max_frame);
-        self.try_repair(i);
+        self.try_repair(i, c.chunk_index);
         self.try_complete(i, now, events);
         true
     }
@@ -614,12 +614,13 @@ impl Receiver {
             index: p.parity_index,
             buf: b,
         });
-        self.try_repair(i);
+        self.try_repair(i, first);
         self.try_complete(i, now, events);
     }
 
-    /// Rebuilds missing chunks of any group with enough shards.
-    fn try_repair(&mut self, i: usize) {
+    /// Rebuilds the missing chunks of the group holding chunk `at` (what just arrived: a
+    /// chunk, or a parity shard naming its group's first chunk) if it has enough shards.
+    fn try_repair(&mut self, i: usize, at: u32) {
         let max_frame = self.max_frame;
         let s = &mut self.slots[i];
         if s.count == 0 || s.done {
@@ -627,6 +628,9 @@ impl Receiver {
         }
         for g in 0..s.groups.len() {
             let (first, n, p, sb) = s.groups[g];
+            if at < first || at - first >= n {
+                continue;
+            }
             let (first_u, n_u) = (first as usize, n as usize);
             if first_u + n_u > s.chunks.len() || sb % 2 != 0 {
                 continue;

@@ -39,8 +39,20 @@ pub(crate) enum Class {
 /// oldest outstanding one makes "below the window" always mean "already delivered".
 pub(crate) const RELIABLE_SPAN: u64 = 96;
 
+/// A chunk message's bytes around its payload (at most 59 bytes for a video chunk),
+/// computed once per chunk when its frame is queued: they serve the parity computation and
+/// every transmission of the chunk.
+#[derive(Debug, Clone, Copy)]
+struct Envelope {
+    /// Bytes before the payload; `u8::MAX`: not computed (encode the chunk generically).
+    pre: u8,
+    post: u8,
+    bytes: [u8; 62],
+}
+
 /// What a queued datagram carries: an encoded message, or a chunk of a frame in the frame
-/// store, encoded straight into the send buffer when it leaves (no copy of its own).
+/// store, written straight into the send buffer when it leaves (no copy of its own). The NACK
+/// history keeps the same.
 #[derive(Debug)]
 enum Body {
     Buf(Vec<u8>),
@@ -79,9 +91,78 @@ struct OutFrame {
     /// Payload bytes per chunk.
     chunk: usize,
     deadline: Instant,
+    /// Per chunk: its message bytes around the payload.
+    envs: Vec<Envelope>,
 }
 
 impl OutFrame {
+    /// Computes every chunk's envelope into `envs`.
+    fn fill_envelopes(&mut self) {
+        self.envs.clear();
+        for i in 0..self.count {
+            let mut e = Envelope {
+                pre: u8::MAX,
+                post: 0,
+                bytes: [0; 62],
+            };
+            if let Some((pre, post)) = self.chunk_ref(i).and_then(|c| c.envelope(&mut e.bytes)) {
+                e.pre = pre as u8;
+                e.post = post as u8;
+            }
+            self.envs.push(e);
+        }
+    }
+
+    fn payload(&self, index: u32) -> Option<&[u8]> {
+        let at = index as usize * self.chunk;
+        self.data.get(at..(at + self.chunk).min(self.data.len()))
+    }
+
+    /// Length of chunk `index`'s message.
+    fn message_len(&self, index: u32) -> Option<usize> {
+        let e = self.envs.get(index as usize)?;
+        if e.pre == u8::MAX {
+            return self.chunk_ref(index).map(|c| c.encoded_len());
+        }
+        Some(e.pre as usize + self.payload(index)?.len() + e.post as usize)
+    }
+
+    /// Writes chunk `index`'s message into `out` (at least [`Self::message_len`] bytes).
+    fn write_chunk(&self, index: u32, out: &mut [u8]) -> bool {
+        let (Some(e), Some(payload)) = (self.envs.get(index as usize), self.payload(index)) else {
+            return false;
+        };
+        if e.pre == u8::MAX {
+            return self.chunk_ref(index).is_some_and(|c| c.encode(out).is_ok());
+        }
+        let (pre, post) = (e.pre as usize, e.post as usize);
+        let end = pre + payload.len();
+        out[..pre].copy_from_slice(&e.bytes[..pre]);
+        out[end - payload.len()..end].copy_from_slice(payload);
+        out[end..end + post].copy_from_slice(&e.bytes[pre..pre + post]);
+        true
+    }
+
+    /// XORs chunk `index`'s message into `acc` (a parity shard), without assembling it.
+    fn xor_chunk(&self, index: u32, acc: &mut [u8], scratch: &mut Vec<u8>) {
+        let (Some(e), Some(payload)) = (self.envs.get(index as usize), self.payload(index)) else {
+            return;
+        };
+        if e.pre == u8::MAX {
+            if let Some(c) = self.chunk_ref(index) {
+                scratch.clear();
+                c.append_to(scratch);
+                fec::xor_into(acc, scratch);
+            }
+            return;
+        }
+        let (pre, post) = (e.pre as usize, e.post as usize);
+        let end = pre + payload.len();
+        fec::xor_into(acc, &e.bytes[..pre]);
+        fec::xor_into(&mut acc[pre..], payload);
+        fec::xor_into(&mut acc[end..], &e.bytes[pre..pre + post]);
+    }
+
     fn chunk_ref(&self, index: u32) -> Option<VideoChunkRef<'_>> {
         let at = index as usize * self.chunk;
         let payload = self.data.get(at..(at + self.chunk).min(self.data.len()))?;
@@ -146,6 +227,8 @@ pub(crate) struct Sender {
     frames: VecDeque<OutFrame>,
     /// Buffers of frames past their deadline, for the next frame.
     spent: Vec<Vec<u8>>,
+    /// Envelope tables of released frames, for the next frames.
+    spent_envs: Vec<Vec<Envelope>>,
     /// One chunk's message, encoded for parity computation (reused).
     scratch: Vec<u8>,
     unacked: VecDeque<Unacked>,
@@ -190,6 +273,7 @@ impl Sender {
             media: VecDeque::new(),
             frames: VecDeque::new(),
             spent: Vec::new(),
+            spent_envs: Vec::new(),
             scratch: Vec::new(),
             unacked: VecDeque::new(),
             next_reliable: 1,
@@ -387,6 +471,9 @@ impl Sender {
         while self.frames.front().is_some_and(|f| f.deadline <= now) {
             if let Some(f) = self.frames.pop_front() {
                 self.spend(f.data);
+                if self.spent_envs.len() < SPENT_FRAMES {
+                    self.spent_envs.push(f.envs);
+                }
             }
         }
     }
@@ -431,14 +518,17 @@ impl Sender {
             .set_rate(want.clamp(target * PACING_GAIN, target * MAX_BURST_GAIN) as u64);
         self.resize_burst();
         let deadline = now + frame_interval + self.srtt.unwrap_or(Duration::ZERO) / 2 + slack;
-        self.frames.push_back(OutFrame {
+        let mut frame = OutFrame {
             id: frame_id,
             data,
             meta,
             count,
             chunk: c,
             deadline,
-        });
+            envs: self.spent_envs.pop().unwrap_or_default(),
+        };
+        frame.fill_envelopes();
+        self.frames.push_back(frame);
         let group = self.fec_policy.group_size(n, GROUP_SHARDS);
         let mut result = Ok(());
         for (first, len) in fec::groups(n, group) {
@@ -464,10 +554,9 @@ impl Sender {
         };
         let mut max_len = 0;
         for i in first..first + len {
-            let Some(chunk) = frame.chunk_ref(i as u32) else {
+            let Some(l) = frame.message_len(i as u32) else {
                 continue;
             };
-            let l = chunk.encoded_len();
             max_len = max_len.max(l);
             self.media.push_back(Pending {
                 body: Body::Chunk {
@@ -501,22 +590,8 @@ impl Sender {
             // (see fec::xor_into): no padding, no codec pass.
             let mut x = self.pool.get();
             x.resize(sb, 0);
-            let mut env = [0u8; 96];
             for i in first..first + len {
-                let Some(chunk) = frame.chunk_ref(i as u32) else {
-                    continue;
-                };
-                // XOR the message in place, around the payload, instead of assembling it.
-                if let Some((pre, post)) = chunk.envelope(&mut env) {
-                    let end = pre + chunk.payload.len();
-                    fec::xor_into(&mut x, &env[..pre]);
-                    fec::xor_into(&mut x[pre..], chunk.payload);
-                    fec::xor_into(&mut x[end..], &env[pre..pre + post]);
-                } else {
-                    scratch.clear();
-                    chunk.append_to(scratch);
-                    fec::xor_into(&mut x, scratch);
-                }
+                frame.xor_chunk(i as u32, &mut x, scratch);
             }
             let mut out = self.pool.get();
             parity_msg(0, &x, &mut out);
@@ -672,7 +747,7 @@ impl Sender {
         None
     }
 
-    /// Writes `body`'s plaintext into `out` (at least `len` bytes); false if its frame is
+    /// Writes `body`'s plaintext into `out` (at least its length); false if its frame is
     /// gone (it was past its deadline).
     fn write_body(&self, body: &Body, out: &mut [u8]) -> bool {
         match body {
@@ -682,8 +757,7 @@ impl Sender {
             }
             Body::Chunk { frame, index } => self
                 .frame(*frame)
-                .and_then(|f| f.chunk_ref(*index))
-                .is_some_and(|c| c.encode(out).is_ok()),
+                .is_some_and(|f| f.write_chunk(*index, out)),
         }
     }
 
@@ -846,18 +920,12 @@ impl Sender {
             let deadline = e.deadline;
             let p = match &e.body {
                 Some(Body::Chunk { frame, index }) => {
-                    let Some(len) = self
-                        .frame(*frame)
-                        .and_then(|f| f.chunk_ref(*index))
-                        .map(|c| c.encoded_len())
-                    else {
+                    let (frame, index) = (*frame, *index);
+                    let Some(len) = self.frame(frame).and_then(|f| f.message_len(index)) else {
                         continue;
                     };
                     Pending {
-                        body: Body::Chunk {
-                            frame: *frame,
-                            index: *index,
-                        },
+                        body: Body::Chunk { frame, index },
                         len,
                         deadline,
                         kind: Kind::Retransmit,

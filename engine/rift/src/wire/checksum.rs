@@ -1,7 +1,8 @@
 //! CRC-16/KERMIT over RIFT header bytes (spec RIFT §2.3). The payload is covered by the AEAD.
 
-// Slice-by-16 tables: a header is 16 or 28 bytes, one or two table steps.
-const KERMIT: crc::Crc<u16, crc::Table<16>> =
+// Slice-by-16 tables: a header is 16 or 28 bytes, one or two table steps. A `static`, not a
+// `const`: a const of this size may be materialised on the stack at every use.
+static KERMIT: crc::Crc<u16, crc::Table<16>> =
     crc::Crc::<u16, crc::Table<16>>::new(&crc::CRC_16_KERMIT);
 
 /// CRC-16/KERMIT of `bytes` (check value for ASCII "123456789" is `0x2189`).
