@@ -44,10 +44,10 @@ pub(crate) struct Args {
     /// Provided receive buffers per io_uring socket (power of two; each ~64 KiB).
     #[arg(long, default_value_t = wavry_net::Config::default().uring_buffers)]
     uring_buffers: u16,
-    /// CPU for the sender thread.
+    /// CPU for the sender thread (the host driver's I/O thread on session paths).
     #[arg(long, default_value_t = 0)]
     sender_cpu: usize,
-    /// CPU for the receiver thread.
+    /// CPU for the receiver thread (the client driver's I/O thread on session paths).
     #[arg(long, default_value_t = 1)]
     receiver_cpu: usize,
     /// Comma-separated path ids to run (std, mmsg, portable, portable-borrow, portable-nogso,
@@ -971,7 +971,9 @@ mod linux {
         /// Streams `--seconds` of 64 KiB frames over loopback and counts, from the drivers'
         /// own counters, the datagrams the host sent and the client received (data, parity
         /// and feedback) within the window; CPU is the whole process (both drivers and both
-        /// application threads). `--size` does not apply: the session's MTU is 1200 B.
+        /// application threads). The host driver's thread is pinned to `--sender-cpu` and the
+        /// client's to `--receiver-cpu`, like the baseline's sender and receiver; the
+        /// application threads are not. `--size` does not apply: the session's MTU is 1200 B.
         pub(super) fn measure(args: &Args, mode: IoMode, burst: usize) -> anyhow::Result<Measured> {
             let host_key = Arc::new(IdentityKey::from_seed([0x48; 32])?);
             let client_key = Arc::new(IdentityKey::from_seed([0x43; 32])?);
@@ -1030,6 +1032,19 @@ mod linux {
                     Event::Connected { .. } => break,
                     Event::Closed(r) => anyhow::bail!("client session closed: {r:?}"),
                     _ => {}
+                }
+            }
+            // The drivers' I/O threads sit where the baseline's sender and receiver do.
+            for (thread, cpu) in [
+                ("bench-host", args.sender_cpu),
+                ("bench-client", args.receiver_cpu),
+            ] {
+                match raw::pin_threads_named(thread, cpu) {
+                    Ok(1) => {}
+                    Ok(n) => eprintln!("warning: {n} threads named {thread} pinned to CPU {cpu}"),
+                    Err(e) => eprintln!(
+                        "warning: cannot pin {thread} to CPU {cpu} ({e}); figures will swing more"
+                    ),
                 }
             }
             let stop = Arc::new(AtomicBool::new(false));

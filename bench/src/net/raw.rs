@@ -31,6 +31,40 @@ pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     }
 }
 
+/// Pins every thread of this process whose name starts with `prefix` to `cpu` (threads the
+/// bench did not spawn itself, such as the drivers' I/O threads); returns how many it pinned.
+pub(crate) fn pin_threads_named(prefix: &str, cpu: usize) -> io::Result<usize> {
+    // SAFETY: `cpu_set_t` is plain data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { zeroed() };
+    // SAFETY: CPU_SET writes one bit inside `set` (it bounds-checks `cpu`).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    let mut pinned = 0;
+    for t in std::fs::read_dir("/proc/self/task")?.filter_map(Result::ok) {
+        let Ok(comm) = std::fs::read_to_string(t.path().join("comm")) else {
+            continue;
+        };
+        let Some(tid) = t
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        // SAFETY: `tid` is a thread of this process; `set` is a valid cpu_set_t of the size
+        // passed.
+        let rc =
+            unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &raw const set) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        pinned += 1;
+    }
+    Ok(pinned)
+}
+
 /// User + system CPU time of the whole process so far (getrusage RUSAGE_SELF).
 pub(crate) fn process_cpu_time() -> Duration {
     // SAFETY: `rusage` is plain data; all-zero is valid and getrusage overwrites it.
