@@ -284,13 +284,11 @@ fn bench_netsim() -> anyhow::Result<()> {
     // libtest prints "test name ... " before a test's own output on the same line: cut it.
     let lines: Vec<&str> = text
         .lines()
-        .map(
-            |l| match (l.find("loss "), l.find('['), l.starts_with("test ")) {
-                (Some(i), _, true) => &l[i..],
-                (_, Some(i), true) => &l[i..],
-                _ => l,
-            },
-        )
+        .map(|l| {
+            l.strip_prefix("test ")
+                .and_then(|rest| rest.split_once(" ... "))
+                .map_or(l, |(_, output)| output)
+        })
         .collect();
     for line in lines.iter().filter(|l| l.starts_with("loss ")) {
         // "loss L burst B: X/Y on time (R), fec overhead O, recovered .., retransmitted .., measured loss M"
@@ -321,13 +319,13 @@ fn bench_netsim() -> anyhow::Result<()> {
     ];
     for (label, line) in labels
         .iter()
-        .zip(text.lines().filter(|l| l.starts_with('[')))
+        .zip(lines.iter().filter(|l| l.starts_with('[')))
     {
         let (window, figures) = line.split_once(')').unwrap_or((line, ""));
         println!("| {label} | {window}) | {} |", figures.trim());
     }
-    for line in text
-        .lines()
+    for line in lines
+        .iter()
         .filter(|l| l.starts_with("slowest connect") || l.starts_with("key latency"))
     {
         println!("\n{line}");
