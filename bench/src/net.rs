@@ -955,15 +955,9 @@ mod linux {
 
         /// Frame size the host streams (a large P-frame / small keyframe).
         const FRAME: usize = 64 << 10;
-        /// DELTA's ceiling, far above what loopback carries here. DELTA runs as deployed between
-        /// [`MIN_BPS`] and this, starting at [`START_BPS`]: with a fixed rate instead, the host
-        /// outran the client by a few percent of datagrams, dropped in the client's socket
-        /// buffer, whose sealing and sending then counted as work without delivering anything.
+        /// Fixed DELTA rate (min = max = initial): far above what loopback carries here, so the
+        /// pacer, not congestion control, is the only brake.
         const RATE_BPS: u64 = 40_000_000_000;
-        /// DELTA's floor for the stream.
-        const MIN_BPS: u64 = 200_000_000;
-        /// DELTA's starting rate.
-        const START_BPS: u64 = 4_000_000_000;
         /// Frame admission: media datagrams queued in the host session before the driver holds
         /// the next frame (about eight 64 KiB frames; ~3 ms of stream here, well inside a
         /// frame's deadline).
@@ -985,9 +979,9 @@ mod linux {
             let client_key = Arc::new(IdentityKey::from_seed([0x43; 32])?);
             let mut host_cfg = SessionConfig::new(Role::Host, PeerPolicy::Pinned(client_key.id()));
             host_cfg.cc = DeltaConfig {
-                min_bps: MIN_BPS,
+                min_bps: RATE_BPS,
                 max_bps: RATE_BPS,
-                initial_bps: START_BPS,
+                initial_bps: RATE_BPS,
                 ..DeltaConfig::default()
             };
             host_cfg.pacer_burst = burst;
