@@ -1,5 +1,6 @@
 //! A session connects, authenticates both identities, and carries input, control and video
-//! frames intact over a clean path; every datagram fits the 1200-byte budget.
+//! frames intact over a clean path (copied in, or handed over and given back after their
+//! deadline); every datagram fits the 1200-byte budget.
 
 mod support;
 
@@ -136,4 +137,62 @@ fn input_and_control_arrive() {
         p.client.send_control(now, big),
         Err(wavry_rift::session::SessionError::MessageTooLarge { .. })
     ));
+}
+
+#[test]
+fn frames_handed_over_arrive_and_their_buffers_come_back_after_the_deadline() {
+    let mut p = Pair::new(3, clean(), clean());
+    p.run_for(Duration::from_millis(300));
+    assert!(p.connected());
+    let interval = Duration::from_micros(16_667);
+    let mut sent = Vec::new();
+    let mut back = Vec::new();
+    let start = p.now;
+    let mut next = p.now;
+    p.run_until(start + Duration::from_secs(1), |p| {
+        while p.now >= next && sent.len() < 20 {
+            let n = sent.len();
+            // A distinct capacity marks each buffer, to recognise it when it comes back.
+            let mut data = Vec::with_capacity(200_000 + n);
+            data.extend((0..30_000 + n * 1_000).map(|i| (i * 13 + n) as u8));
+            sent.push(data.clone());
+            let host = p.host.as_mut().unwrap();
+            let meta = FrameMeta {
+                timestamp_us: n as u64 * 16_667,
+                ..FrameMeta::default()
+            };
+            host.send_frame_buf(p.now, data, meta, interval).unwrap();
+            // A buffer comes back only once its frame's deadline (an interval, half the RTT
+            // and the playout slack after sending) has passed: never this or the last frame.
+            while let Some(b) = host.take_spent_frame() {
+                let k = b.capacity() - 200_000;
+                assert!(k + 1 < n, "frame {k}'s buffer back while sending frame {n}");
+                back.push(k);
+            }
+            next += interval;
+        }
+    });
+    let frames: Vec<_> = p
+        .client_events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Frame(f) => Some(f.data.clone()),
+            _ => None,
+        })
+        .collect();
+    let dropped = p
+        .client_events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::FrameDropped { .. }))
+        .count();
+    assert_eq!(
+        frames.len(),
+        sent.len(),
+        "frames delivered ({dropped} dropped)"
+    );
+    assert!(frames == sent, "a frame arrived altered");
+    let host = p.host.as_mut().unwrap();
+    back.extend(std::iter::from_fn(|| host.take_spent_frame()).map(|b| b.capacity() - 200_000));
+    back.sort_unstable();
+    assert_eq!(back, (0..20).collect::<Vec<_>>());
 }
