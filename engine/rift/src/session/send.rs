@@ -138,7 +138,7 @@ impl OutFrame {
         let (pre, post) = (e.pre as usize, e.post as usize);
         let end = pre + payload.len();
         out[..pre].copy_from_slice(&e.bytes[..pre]);
-        out[end - payload.len()..end].copy_from_slice(payload);
+        out[pre..end].copy_from_slice(payload);
         out[end..end + post].copy_from_slice(&e.bytes[pre..pre + post]);
         true
     }
