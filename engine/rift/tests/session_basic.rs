@@ -196,3 +196,43 @@ fn frames_handed_over_arrive_and_their_buffers_come_back_after_the_deadline() {
     back.sort_unstable();
     assert_eq!(back, (0..20).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_frame_with_a_long_deadline_does_not_hold_back_the_buffers_of_later_ones() {
+    let mut p = Pair::new(4, clean(), clean());
+    p.run_for(Duration::from_millis(300));
+    assert!(p.connected());
+    let interval = Duration::from_micros(16_667);
+    let mut back = Vec::new();
+    let mut n = 0usize;
+    let start = p.now;
+    let mut next = p.now;
+    p.run_until(start + Duration::from_millis(500), |p| {
+        while p.now >= next && n < 20 {
+            let mut data = Vec::with_capacity(200_000 + n);
+            data.resize(20_000, n as u8);
+            let meta = FrameMeta {
+                timestamp_us: n as u64 * 16_667,
+                ..FrameMeta::default()
+            };
+            // Frame 0 announces a 10 s interval: its deadline is far behind everyone else's.
+            let this = if n == 0 {
+                Duration::from_secs(10)
+            } else {
+                interval
+            };
+            let host = p.host.as_mut().unwrap();
+            host.send_frame_buf(p.now, data, meta, this).unwrap();
+            back.extend(
+                std::iter::from_fn(|| host.take_spent_frame()).map(|b| b.capacity() - 200_000),
+            );
+            n += 1;
+            next += interval;
+        }
+    });
+    assert!(!back.contains(&0), "frame 0 is still within its deadline");
+    assert!(
+        back.len() >= 10,
+        "later frames' buffers came back: {back:?}"
+    );
+}

@@ -99,6 +99,7 @@ impl OutFrame {
     /// Computes every chunk's envelope into `envs`.
     fn fill_envelopes(&mut self) {
         self.envs.clear();
+        self.envs.reserve(self.count as usize);
         for i in 0..self.count {
             let mut e = Envelope {
                 pre: u8::MAX,
@@ -459,21 +460,33 @@ impl Sender {
         self.spent.pop()
     }
 
-    fn spend(&mut self, buf: Vec<u8>) {
+    fn spend(&mut self, buf: Vec<u8>, envs: Vec<Envelope>) {
         if self.spent.len() < SPENT_FRAMES && buf.capacity() > 0 {
             self.spent.push(buf);
         }
+        if self.spent_envs.len() < SPENT_FRAMES && envs.capacity() > 0 {
+            self.spent_envs.push(envs);
+        }
     }
 
-    /// Releases frames past their deadline from the store (oldest first): none of their
-    /// chunks can be of use any more.
-    fn release_frames(&mut self, now: Instant) {
+    /// Releases frames past their deadline (none of their chunks can be of use any more):
+    /// from the front of the store, and with `scan_all` (once per queued frame) anywhere in it.
+    fn release_frames(&mut self, now: Instant, scan_all: bool) {
+        if scan_all {
+            // Deadlines need not grow with frame ids (the frame interval can change): a frame
+            // past its deadline gives its buffers back even behind one that is not, and stays
+            // in the store, empty, until it reaches the front.
+            for i in 0..self.frames.len() {
+                if self.frames[i].deadline <= now {
+                    let f = &mut self.frames[i];
+                    let (data, envs) = (std::mem::take(&mut f.data), std::mem::take(&mut f.envs));
+                    self.spend(data, envs);
+                }
+            }
+        }
         while self.frames.front().is_some_and(|f| f.deadline <= now) {
             if let Some(f) = self.frames.pop_front() {
-                self.spend(f.data);
-                if self.spent_envs.len() < SPENT_FRAMES {
-                    self.spent_envs.push(f.envs);
-                }
+                self.spend(f.data, f.envs);
             }
         }
     }
@@ -501,11 +514,11 @@ impl Sender {
             Ok(count) if !data.is_empty() && data.len() <= self.max_frame => count,
             _ => {
                 let len = data.len();
-                self.spend(data);
+                self.spend(data, Vec::new());
                 return Err(SessionError::FrameSize(len));
             }
         };
-        self.release_frames(now);
+        self.release_frames(now, true);
         let frame_id = self.next_frame_id;
         self.next_frame_id += 1;
         // Latency first: a frame should leave within half an interval, so large frames
@@ -677,7 +690,7 @@ impl Sender {
                 self.recycle(p.body);
             }
         }
-        self.release_frames(now);
+        self.release_frames(now, false);
     }
 
     /// Picks the next plaintext to seal; raw datagrams (handshake) are returned with
