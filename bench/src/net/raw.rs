@@ -18,26 +18,12 @@ pub(crate) const MMSG_SLOT: usize = 2048;
 
 /// Pins the calling thread to one CPU, as two-thread loopback figures swing 2x unpinned.
 pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
-    // SAFETY: `cpu_set_t` is plain data; all-zero is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { zeroed() };
-    // SAFETY: CPU_SET writes one bit inside `set` (it bounds-checks `cpu`).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
-    let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    pin_thread(0, cpu)
 }
 
 /// Pins every thread of this process whose name starts with `prefix` to `cpu` (threads the
 /// bench did not spawn itself, such as the drivers' I/O threads); returns how many it pinned.
 pub(crate) fn pin_threads_named(prefix: &str, cpu: usize) -> io::Result<usize> {
-    // SAFETY: `cpu_set_t` is plain data; all-zero is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { zeroed() };
-    // SAFETY: CPU_SET writes one bit inside `set` (it bounds-checks `cpu`).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
     let mut pinned = 0;
     for t in std::fs::read_dir("/proc/self/task")?.filter_map(Result::ok) {
         let Ok(comm) = std::fs::read_to_string(t.path().join("comm")) else {
@@ -50,19 +36,28 @@ pub(crate) fn pin_threads_named(prefix: &str, cpu: usize) -> io::Result<usize> {
         else {
             continue;
         };
-        if !comm.trim_end().starts_with(prefix) {
-            continue;
+        if comm.trim_end().starts_with(prefix) {
+            pin_thread(tid, cpu)?;
+            pinned += 1;
         }
-        // SAFETY: `tid` is a thread of this process; `set` is a valid cpu_set_t of the size
-        // passed.
-        let rc =
-            unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &raw const set) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        pinned += 1;
     }
     Ok(pinned)
+}
+
+/// Pins thread `tid` of this process (0: the calling thread) to `cpu`.
+fn pin_thread(tid: libc::pid_t, cpu: usize) -> io::Result<()> {
+    // SAFETY: `cpu_set_t` is plain data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { zeroed() };
+    // SAFETY: CPU_SET writes one bit inside `set` (it bounds-checks `cpu`).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `tid` is 0 or a thread of this process; `set` is a valid cpu_set_t of the size
+    // passed.
+    let rc = unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &raw const set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// User + system CPU time of the whole process so far (getrusage RUSAGE_SELF).

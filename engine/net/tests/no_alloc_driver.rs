@@ -60,16 +60,21 @@ const WARM_UP: usize = 60;
 const BURST: usize = 48;
 const MEASURED: usize = 100;
 
-/// Sends one frame and waits until the client delivered (and recycled) or dropped it.
-fn one_frame(host: &HostDriver, client: &ClientDriver, session: SessionHandle, epoch: Instant) {
+/// Queues one frame, announcing `interval` until the next.
+fn send(host: &HostDriver, session: SessionHandle, epoch: Instant, interval: Duration) {
     let mut data = host.take_buffer();
     data.resize(FRAME, 0x5a);
     let meta = FrameMeta {
         timestamp_us: epoch.elapsed().as_micros() as u64,
         ..FrameMeta::default()
     };
-    host.send_frame(session, data, meta, Duration::from_millis(16))
+    host.send_frame(session, data, meta, interval)
         .expect("send frame");
+}
+
+/// Sends one frame and waits until the client delivered (and recycled) or dropped it.
+fn one_frame(host: &HostDriver, client: &ClientDriver, session: SessionHandle, epoch: Instant) {
+    send(host, session, epoch, Duration::from_millis(16));
     let deadline = Instant::now() + WAIT;
     loop {
         match client.events().recv_deadline(deadline).expect("frame") {
@@ -130,14 +135,7 @@ fn driver_loops_do_not_allocate(mode: IoMode) {
     let epoch = Instant::now();
     // Warm-up: pools, frame buffers, spare buffers and the FEC codec reach their steady sizes.
     for _ in 0..BURST {
-        let mut data = host.take_buffer();
-        data.resize(FRAME, 0x5a);
-        let meta = FrameMeta {
-            timestamp_us: epoch.elapsed().as_micros() as u64,
-            ..FrameMeta::default()
-        };
-        host.send_frame(session, data, meta, Duration::from_secs(1))
-            .expect("send frame");
+        send(&host, session, epoch, Duration::from_secs(1));
     }
     let deadline = Instant::now() + WAIT;
     let mut finished = 0;

@@ -165,8 +165,7 @@ impl OutFrame {
     }
 
     fn chunk_ref(&self, index: u32) -> Option<VideoChunkRef<'_>> {
-        let at = index as usize * self.chunk;
-        let payload = self.data.get(at..(at + self.chunk).min(self.data.len()))?;
+        let payload = self.payload(index)?;
         Some(VideoChunkRef {
             frame_id: self.id,
             chunk_index: index,
