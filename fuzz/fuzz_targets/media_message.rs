@@ -1,5 +1,6 @@
-//! Hot-path decoders of plaintext messages: video/FEC/audio/file chunks (`media::decode`, `message_len`)
-//! and transport feedback (`feedback::decode`). A decoded video or file chunk re-encodes to
+//! Hot-path decoders of plaintext messages: video/FEC/audio/file chunks (`media::decode`,
+//! `message_len`, `unpadded`) and transport feedback (`feedback::decode`). What `unpadded`
+//! cuts is a suffix starting with a zero byte. A decoded video or file chunk re-encodes to
 //! bytes that decode to the same chunk.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
@@ -7,6 +8,11 @@ use wavry_rift::{feedback, media};
 
 fuzz_target!(|data: &[u8]| {
     let _ = media::message_len(data);
+    let message = media::unpadded(data);
+    assert!(data.starts_with(message));
+    if message.len() < data.len() {
+        assert_eq!(data[message.len()], 0);
+    }
     if let Some(fb) = feedback::decode(data) {
         let _ = fb.frame_losses.iter().count();
         let _ = fb.acked_reliable.iter().count();

@@ -31,7 +31,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded, unbounded};
+use crossbeam_channel::{
+    Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError, bounded, unbounded,
+};
 use wavry_rift::identity::{IdentityKey, WavryId};
 use wavry_rift::proto::{InputMessage, control_message::Content as ControlContent};
 use wavry_rift::session::{
@@ -183,6 +185,9 @@ pub struct DriverStats {
     pub recv_batches: u64,
     /// `Backend::send` calls.
     pub send_calls: u64,
+    /// Transmits in those calls (one per GSO batch): `datagrams_sent / transmits` is the mean
+    /// GSO batch, the main lever on kernel cost per datagram.
+    pub transmits: u64,
     /// `Backend::send` calls that failed (logged; UDP is lossy, the loop carries on).
     pub send_errors: u64,
     /// Received datagrams cut by a too-small buffer (dropped). Always 0 since the driver
@@ -678,6 +683,7 @@ impl<C: Core> Worker<C> {
                 };
             }
             self.stats.send_calls += 1;
+            self.stats.transmits += count as u64;
             match self.socket.send(&batch[..count]) {
                 Ok(()) => {
                     self.stats.datagrams_sent += datagrams;
@@ -835,14 +841,49 @@ impl<Out: Send + 'static> Handle<Out> {
     }
 
     fn send(&self, cmd: Command) -> Result<(), DriverError> {
+        // A recycled frame buffer is not urgent: the thread takes it on its next turn (at
+        // once while a stream flows), so it costs no wake datagram.
+        let urgent = !matches!(cmd, Command::Recycle { .. });
         self.commands.send(cmd).map_err(|_| DriverError::Stopped)?;
+        if urgent {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues a frame unless the command queue is full; then gives its buffer back.
+    fn try_send_frame(
+        &self,
+        session: SessionHandle,
+        data: Vec<u8>,
+        meta: FrameMeta,
+        interval: Duration,
+    ) -> Result<Option<Vec<u8>>, DriverError> {
+        let cmd = Command::Frame {
+            session,
+            data,
+            meta,
+            interval,
+        };
+        match self.commands.try_send(cmd) {
+            Ok(()) => {
+                self.wake();
+                Ok(None)
+            }
+            Err(TrySendError::Full(Command::Frame { data, .. })) => Ok(Some(data)),
+            Err(TrySendError::Full(_)) => Ok(None),
+            Err(TrySendError::Disconnected(_)) => Err(DriverError::Stopped),
+        }
+    }
+
+    /// Wakes the thread if it is blocked in a receive.
+    fn wake(&self) {
         if let Some(w) = &self.wake {
             if self.sleeping.swap(false, Ordering::SeqCst) {
                 // Lost wakes only cost up to `max_wait`.
                 let _ = w.socket.send_to(&[0], w.to);
             }
         }
-        Ok(())
     }
 
     fn snapshot(
@@ -879,6 +920,12 @@ impl<Out: Send + 'static> Handle<Out> {
     fn take_buffer(&self) -> Vec<u8> {
         let mut b = self.spares.try_recv().unwrap_or_default();
         b.clear();
+        b
+    }
+
+    fn take_frame_buffer(&self, len: usize) -> Vec<u8> {
+        let mut b = self.spares.try_recv().unwrap_or_default();
+        b.resize(len, 0);
         b
     }
 
@@ -955,6 +1002,19 @@ impl HostDriver {
         })
     }
 
+    /// Queues a video frame for `session` without blocking. When the command queue is full
+    /// (the stream is behind), the frame is not queued and its buffer comes back as
+    /// `Ok(Some(data))`: an encoder thread can skip the frame or retry, and is never parked.
+    pub fn try_send_frame(
+        &self,
+        session: SessionHandle,
+        data: Vec<u8>,
+        meta: FrameMeta,
+        interval: Duration,
+    ) -> Result<Option<Vec<u8>>, DriverError> {
+        self.inner.try_send_frame(session, data, meta, interval)
+    }
+
     /// Queues an input event for `session`.
     pub fn send_input(
         &self,
@@ -1029,6 +1089,13 @@ impl HostDriver {
         self.inner.take_buffer()
     }
 
+    /// A buffer of exactly `len` bytes for the next frame, for an encoder that overwrites
+    /// all of it: a spent frame buffer when one is back (its old bytes are left in place, so
+    /// nothing is zeroed when frames keep their size), else a new, zeroed one.
+    pub fn take_frame_buffer(&self, len: usize) -> Vec<u8> {
+        self.inner.take_frame_buffer(len)
+    }
+
     /// Closes every session, flushes, joins the thread, and returns its counters (or the
     /// error that ended it).
     pub fn shutdown(mut self) -> Result<DriverStats, DriverError> {
@@ -1101,6 +1168,17 @@ impl ClientDriver {
         })
     }
 
+    /// Queues a video frame without blocking; a full command queue gives the buffer back as
+    /// `Ok(Some(data))` (see [`HostDriver::try_send_frame`]).
+    pub fn try_send_frame(
+        &self,
+        data: Vec<u8>,
+        meta: FrameMeta,
+        interval: Duration,
+    ) -> Result<Option<Vec<u8>>, DriverError> {
+        self.inner.try_send_frame(CLIENT, data, meta, interval)
+    }
+
     /// Queues an input event.
     pub fn send_input(&self, input: InputMessage) -> Result<(), DriverError> {
         self.inner.send(Command::Input {
@@ -1162,6 +1240,13 @@ impl ClientDriver {
     /// An empty buffer for the next frame: a spent frame buffer when one is back, else new.
     pub fn take_buffer(&self) -> Vec<u8> {
         self.inner.take_buffer()
+    }
+
+    /// A buffer of exactly `len` bytes for the next frame, for an encoder that overwrites
+    /// all of it: a spent frame buffer when one is back (its old bytes are left in place, so
+    /// nothing is zeroed when frames keep their size), else a new, zeroed one.
+    pub fn take_frame_buffer(&self, len: usize) -> Vec<u8> {
+        self.inner.take_frame_buffer(len)
     }
 
     /// Closes the session, flushes, joins the thread, and returns its counters (or the error

@@ -55,10 +55,17 @@ const WARM_UP: usize = 60;
 /// Frames sent back to back before the warm-up, with a long deadline. The session keeps each
 /// frame until its deadline (for NACKs), so the buffers in circulation grow to the most frames
 /// ever held at once; the burst makes that at least what the one-at-a-time loop can reach (a
-/// 31 ms deadline's worth of its fastest rounds), so a faster stretch later needs no new
-/// buffer.
+/// deadline's worth of its fastest rounds), so a faster stretch later needs no new buffer.
 const BURST: usize = 48;
 const MEASURED: usize = 100;
+/// Interval announced with each frame, and the host's playout slack: a frame is held for
+/// NACKs until INTERVAL + RTT/2 + SLACK after it was queued. Frames here follow each other
+/// in well under a millisecond, so with the default 16 ms + 15 ms some 60-100 frames would
+/// be held at once, beyond the driver's 64 spare buffers: every frame would then allocate
+/// its buffer and envelope table (how this test once flaked). These deadlines keep about
+/// ten frames held, as 60 fps does with the defaults.
+const INTERVAL: Duration = Duration::from_millis(1);
+const SLACK: Duration = Duration::from_millis(3);
 
 /// Queues one frame, announcing `interval` until the next.
 fn send(host: &HostDriver, session: SessionHandle, epoch: Instant, interval: Duration) {
@@ -74,7 +81,7 @@ fn send(host: &HostDriver, session: SessionHandle, epoch: Instant, interval: Dur
 
 /// Sends one frame and waits until the client delivered (and recycled) or dropped it.
 fn one_frame(host: &HostDriver, client: &ClientDriver, session: SessionHandle, epoch: Instant) {
-    send(host, session, epoch, Duration::from_millis(16));
+    send(host, session, epoch, INTERVAL);
     let deadline = Instant::now() + WAIT;
     loop {
         match client.events().recv_deadline(deadline).expect("frame") {
@@ -104,6 +111,7 @@ fn driver_loops_do_not_allocate(mode: IoMode) {
         initial_bps: rate,
         ..DeltaConfig::default()
     };
+    host_cfg.playout_slack = SLACK;
     let client_cfg = SessionConfig::new(Role::Client, PeerPolicy::Pinned(host_key.id()));
     let net = Config::default();
     let host = HostDriver::spawn(

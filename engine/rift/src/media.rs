@@ -402,6 +402,24 @@ pub fn message_len(bytes: &[u8]) -> Option<usize> {
     (total <= bytes.len()).then_some(total)
 }
 
+/// The `Message` at the start of a datagram's plaintext, without the zero padding a sender
+/// may append to media datagrams so that every datagram of a GSO batch has one size. A zero
+/// byte where a field key would start cannot begin a field (field number 0 is invalid), so
+/// everything from there on is padding. Bytes that are not well-formed come back whole, for
+/// the decoder to reject.
+pub fn unpadded(bytes: &[u8]) -> &[u8] {
+    let mut buf = bytes;
+    while let Some(&first) = buf.first() {
+        if first == 0 {
+            return &bytes[..bytes.len() - buf.len()];
+        }
+        if next_field(&mut buf).is_err() {
+            return bytes;
+        }
+    }
+    bytes
+}
+
 /// Reads one field: (tag, value for varints, slice for length-delimited).
 enum Field<'a> {
     Varint(u32, u64),
@@ -722,6 +740,40 @@ mod tests {
         .encode_to_vec();
         assert_eq!(&out[..n], &reference[..]);
         assert_eq!(decode(&out[..n]).unwrap(), MediaRef::Audio(a));
+    }
+
+    #[test]
+    fn unpadded_cuts_zero_padding_after_the_message() {
+        let chunk = VideoChunkRef {
+            frame_id: 300,
+            chunk_index: 2,
+            chunk_count: 9,
+            payload: &[7; 40],
+            ..VideoChunkRef::default()
+        };
+        let mut msg = vec![0u8; chunk.encoded_len()];
+        let n = chunk.encode(&mut msg).expect("fits");
+        assert_eq!(unpadded(&msg[..n]), &msg[..n]);
+        let mut padded = msg[..n].to_vec();
+        padded.extend_from_slice(&[0; 23]);
+        assert_eq!(unpadded(&padded), &msg[..n]);
+        assert_eq!(decode(unpadded(&padded)), decode(&msg[..n]));
+        // Padding alone is an empty message; garbage comes back whole for decode to refuse.
+        assert!(unpadded(&[0, 0, 0]).is_empty());
+        let garbage = [
+            0x1a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
+        assert_eq!(unpadded(&garbage), &garbage[..]);
+        // A zero inside a field's value is data, not padding.
+        let zero_chunk = VideoChunkRef {
+            payload: &[0; 16],
+            ..chunk
+        };
+        let mut z = vec![0u8; zero_chunk.encoded_len()];
+        let zn = zero_chunk.encode(&mut z).expect("fits");
+        z.truncate(zn);
+        z.extend_from_slice(&[0; 5]);
+        assert_eq!(unpadded(&z).len(), zn);
     }
 
     #[test]

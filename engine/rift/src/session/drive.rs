@@ -71,6 +71,7 @@ impl Session {
     }
 
     fn on_plaintext(&mut self, now: Instant, plain: &[u8]) {
+        let plain = media::unpadded(plain);
         match media::decode(plain) {
             Ok(MediaRef::Video(c)) => {
                 if !self.recv.on_chunk(now, plain, c, &mut self.events) {

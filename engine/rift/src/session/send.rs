@@ -1,8 +1,9 @@
 //! The sending half: priority queues (input ahead of control ahead of media), video
-//! packetisation with Reed-Solomon parity per group, pacing of media, the packet history that
-//! serves NACKs (retransmissions are re-sealed under a fresh packet id, so relays' replay
-//! windows never drop them), the reliable control channel, and RTT/delivery-rate sampling
-//! from transport feedback.
+//! packetisation with parity per group (a single XOR shard built as the chunks leave, or
+//! Reed-Solomon), pacing of media in equal-size GSO batches, the packet history that serves
+//! NACKs (retransmissions are re-sealed under a fresh packet id, so relays' replay windows
+//! never drop them), the reliable control channel, and RTT/delivery-rate sampling from
+//! transport feedback.
 
 use std::{
     collections::VecDeque,
@@ -56,7 +57,15 @@ struct Envelope {
 #[derive(Debug)]
 enum Body {
     Buf(Vec<u8>),
-    Chunk { frame: u64, index: u32 },
+    Chunk {
+        frame: u64,
+        index: u32,
+    },
+    /// A frame's single (XOR) parity shard of group `group` (see [`XorGroup`]).
+    Parity {
+        frame: u64,
+        group: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -80,6 +89,34 @@ impl Pending {
     }
 }
 
+/// One FEC group's single parity shard, built as the group's chunks are written into the
+/// send buffer (XOR of each chunk's message while it is hot in cache), not in a pass over the
+/// frame when it is queued: the frame's bytes are then read once, not twice.
+#[derive(Debug)]
+struct XorGroup {
+    first: u32,
+    len: u32,
+    /// Shard bytes: the group's longest chunk message, rounded up (see `fec::shard_bytes`).
+    acc: Vec<u8>,
+    /// Chunks XORed into `acc` so far (each once, on its first transmission).
+    xored: u32,
+}
+
+impl XorGroup {
+    /// The parity message (FecPacket) of this group of frame `frame_id`.
+    fn packet(&self, frame_id: u64) -> FecPacketRef<'_> {
+        FecPacketRef {
+            group_id: frame_id,
+            first_chunk: u64::from(self.first),
+            shard_count: self.len + 1,
+            parity_index: self.len,
+            payload: &self.acc,
+            shard_lengths: ShardLengths::default(),
+            data_shards: self.len,
+        }
+    }
+}
+
 /// A frame being sent: its bytes stay here, in one buffer, until its deadline, serving
 /// first transmissions and NACKs (queue and history entries refer to its chunks).
 #[derive(Debug)]
@@ -93,6 +130,8 @@ struct OutFrame {
     deadline: Instant,
     /// Per chunk: its message bytes around the payload.
     envs: Vec<Envelope>,
+    /// Single-parity groups, in order (empty when parity is Reed-Solomon).
+    xor: Vec<XorGroup>,
 }
 
 impl OutFrame {
@@ -164,6 +203,36 @@ impl OutFrame {
         fec::xor_into(&mut acc[end..], &e.bytes[pre..pre + post]);
     }
 
+    /// Adds chunk `index`'s message (as written into a datagram) to its group's parity.
+    fn xor_sent(&mut self, index: u32, message: &[u8]) {
+        if let Some(g) = self
+            .xor
+            .iter_mut()
+            .find(|g| (g.first..g.first + g.len).contains(&index))
+        {
+            fec::xor_into(&mut g.acc, message);
+            g.xored += 1;
+        }
+    }
+
+    /// Group `group`'s parity shard, complete: chunks that never went out (dropped as stale,
+    /// say) mean it is rebuilt from the frame.
+    fn xor_parity(&mut self, group: u32, scratch: &mut Vec<u8>) -> Option<&XorGroup> {
+        let g = self.xor.get(group as usize)?;
+        if g.xored != g.len {
+            let (first, len) = (g.first, g.len);
+            let mut acc = std::mem::take(&mut self.xor[group as usize].acc);
+            acc.fill(0);
+            for i in first..first + len {
+                self.xor_chunk(i, &mut acc, scratch);
+            }
+            let g = &mut self.xor[group as usize];
+            g.acc = acc;
+            g.xored = len;
+        }
+        self.xor.get(group as usize)
+    }
+
     fn chunk_ref(&self, index: u32) -> Option<VideoChunkRef<'_>> {
         let payload = self.payload(index)?;
         Some(VideoChunkRef {
@@ -190,6 +259,13 @@ enum Kind {
     ReliableRetransmit,
     File,
     Other,
+}
+
+impl Kind {
+    /// Media datagrams: paced, kept for NACKs, and sent in GSO batches.
+    fn is_media(self) -> bool {
+        matches!(self, Kind::Chunk | Kind::Parity | Kind::Retransmit)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -229,6 +305,8 @@ pub(crate) struct Sender {
     spent: Vec<Vec<u8>>,
     /// Envelope tables of released frames, for the next frames.
     spent_envs: Vec<Vec<Envelope>>,
+    /// Parity group tables of released frames (their shard buffers go to `pool`).
+    spent_xor: Vec<Vec<XorGroup>>,
     /// One chunk's message, encoded for parity computation (reused).
     scratch: Vec<u8>,
     unacked: VecDeque<Unacked>,
@@ -287,6 +365,7 @@ impl Sender {
             fec: FecCodec::default(),
             fec_policy: FecPolicy::default(),
             parity_scratch: Vec::new(),
+            spent_xor: Vec::new(),
             next_frame_id: 0,
             chunk_payload: cfg.chunk_payload(),
             srtt: None,
@@ -459,12 +538,18 @@ impl Sender {
         self.spent.pop()
     }
 
-    fn spend(&mut self, buf: Vec<u8>, envs: Vec<Envelope>) {
+    fn spend(&mut self, buf: Vec<u8>, envs: Vec<Envelope>, mut xor: Vec<XorGroup>) {
         if self.spent.len() < SPENT_FRAMES && buf.capacity() > 0 {
             self.spent.push(buf);
         }
         if self.spent_envs.len() < SPENT_FRAMES && envs.capacity() > 0 {
             self.spent_envs.push(envs);
+        }
+        for g in xor.drain(..) {
+            self.pool.put(g.acc);
+        }
+        if self.spent_xor.len() < SPENT_FRAMES && xor.capacity() > 0 {
+            self.spent_xor.push(xor);
         }
     }
 
@@ -478,14 +563,15 @@ impl Sender {
             for i in 0..self.frames.len() {
                 if self.frames[i].deadline <= now {
                     let f = &mut self.frames[i];
-                    let (data, envs) = (std::mem::take(&mut f.data), std::mem::take(&mut f.envs));
-                    self.spend(data, envs);
+                    let data = std::mem::take(&mut f.data);
+                    let (envs, xor) = (std::mem::take(&mut f.envs), std::mem::take(&mut f.xor));
+                    self.spend(data, envs, xor);
                 }
             }
         }
         while self.frames.front().is_some_and(|f| f.deadline <= now) {
             if let Some(f) = self.frames.pop_front() {
-                self.spend(f.data, f.envs);
+                self.spend(f.data, f.envs, f.xor);
             }
         }
     }
@@ -495,6 +581,14 @@ impl Sender {
         let f = self
             .frames
             .get(usize::try_from(id.checked_sub(first)?).ok()?)?;
+        (f.id == id).then_some(f)
+    }
+
+    fn frames_mut(&mut self, id: u64) -> Option<&mut OutFrame> {
+        let first = self.frames.front()?.id;
+        let f = self
+            .frames
+            .get_mut(usize::try_from(id.checked_sub(first)?).ok()?)?;
         (f.id == id).then_some(f)
     }
 
@@ -513,7 +607,7 @@ impl Sender {
             Ok(count) if !data.is_empty() && data.len() <= self.max_frame => count,
             _ => {
                 let len = data.len();
-                self.spend(data, Vec::new());
+                self.spend(data, Vec::new(), Vec::new());
                 return Err(SessionError::FrameSize(len));
             }
         };
@@ -538,6 +632,7 @@ impl Sender {
             chunk: c,
             deadline,
             envs: self.spent_envs.pop().unwrap_or_default(),
+            xor: self.spent_xor.pop().unwrap_or_default(),
         };
         frame.fill_envelopes();
         self.frames.push_back(frame);
@@ -561,7 +656,7 @@ impl Sender {
         parity: usize,
         deadline: Instant,
     ) -> Result<(), SessionError> {
-        let Some(frame) = self.frames.back() else {
+        let Some(frame) = self.frames.back_mut() else {
             return Ok(());
         };
         let mut max_len = 0;
@@ -596,22 +691,33 @@ impl Sender {
             out.resize(pkt.encoded_len(), 0);
             let _ = pkt.encode(out);
         };
-        let scratch = &mut self.scratch;
         if parity == 1 {
             // One parity shard (the clean path) is the XOR of the group's chunk messages
-            // (see fec::xor_into): no padding, no codec pass.
-            let mut x = self.pool.get();
-            x.resize(sb, 0);
-            for i in first..first + len {
-                frame.xor_chunk(i as u32, &mut x, scratch);
-            }
-            let mut out = self.pool.get();
-            parity_msg(0, &x, &mut out);
-            self.pool.put(x);
-            self.media
-                .push_back(Pending::buf(out, Some(deadline), Kind::Parity));
+            // (see fec::xor_into): no padding, no codec pass, and built as the chunks leave
+            // (see XorGroup).
+            let mut acc = self.pool.get();
+            acc.resize(sb, 0);
+            let g = XorGroup {
+                first: first as u32,
+                len: len as u32,
+                acc,
+                xored: 0,
+            };
+            let len = g.packet(frame_id).encoded_len();
+            let group = frame.xor.len() as u32;
+            frame.xor.push(g);
+            self.media.push_back(Pending {
+                body: Body::Parity {
+                    frame: frame_id,
+                    group,
+                },
+                len,
+                deadline: Some(deadline),
+                kind: Kind::Parity,
+            });
             return Ok(());
         }
+        let scratch = &mut self.scratch;
         let mut outs = std::mem::take(&mut self.parity_scratch);
         for _ in 0..parity {
             outs.push(self.pool.get());
@@ -761,7 +867,7 @@ impl Sender {
 
     /// Writes `body`'s plaintext into `out` (at least its length); false if its frame is
     /// gone (it was past its deadline).
-    fn write_body(&self, body: &Body, out: &mut [u8]) -> bool {
+    fn write_body(&mut self, body: &Body, out: &mut [u8]) -> bool {
         match body {
             Body::Buf(b) => {
                 out[..b.len()].copy_from_slice(b);
@@ -770,6 +876,15 @@ impl Sender {
             Body::Chunk { frame, index } => self
                 .frame(*frame)
                 .is_some_and(|f| f.write_chunk(*index, out)),
+            Body::Parity { frame, group } => {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                let ok = self.frames_mut(*frame).is_some_and(|f| {
+                    f.xor_parity(*group, &mut scratch)
+                        .is_some_and(|g| g.packet(*frame).encode(out).is_ok())
+                });
+                self.scratch = scratch;
+                ok
+            }
         }
     }
 
@@ -799,12 +914,16 @@ impl Sender {
         let mut at = 0;
         let mut segment = None;
         let mut count = 0;
-        while count < max_datagrams.max(1) {
+        // Size every datagram of a GSO batch is padded to (see `batch_size`).
+        let mut size = 0;
+        let max = max_datagrams.max(1);
+        while count < max {
             // After the first datagram only media is appended (GSO batches are media runs).
             let Some((p, raw)) = self.next_plain(now, count > 0) else {
                 break;
             };
-            let expected = p.len + prefix + if raw { 0 } else { crate::crypto::OVERHEAD };
+            let sealed = prefix + if raw { 0 } else { crate::crypto::OVERHEAD };
+            let expected = p.len + sealed;
             let room = out.len() - at;
             let too_big = segment.is_some_and(|s| expected > s);
             if count > 0 && (room < max_datagram.min(out.len()) || too_big) {
@@ -812,12 +931,30 @@ impl Sender {
                 self.media.push_front(p);
                 break;
             }
+            if count == 0 && !raw && max > 1 && p.kind.is_media() {
+                size = self.batch_size(expected, sealed, max - 1);
+            }
+            // Padding only pays when another datagram may follow in this batch.
+            let pad =
+                if size > expected && count + 1 < max && !self.media.is_empty() && room >= size {
+                    size - expected
+                } else {
+                    0
+                };
             let plain_at = at + prefix + if raw { 0 } else { 18 };
             if room < expected || !self.write_body(&p.body, &mut out[plain_at..]) {
                 self.recycle(p.body);
                 continue;
             }
-            let Some((pid, n)) = seal(&mut out[at..], p.len, raw) else {
+            if let (Kind::Chunk, Body::Chunk { frame, index }) = (p.kind, &p.body) {
+                // First transmission: the message joins its group's parity while hot.
+                if let Some(f) = self.frames_mut(*frame) {
+                    f.xor_sent(*index, &out[plain_at..plain_at + p.len]);
+                }
+            }
+            // Zero padding after the message (receivers cut it, see media::unpadded).
+            out[plain_at + p.len..plain_at + p.len + pad].fill(0);
+            let Some((pid, n)) = seal(&mut out[at..], p.len + pad, raw) else {
                 self.recycle(p.body);
                 continue;
             };
@@ -852,10 +989,7 @@ impl Sender {
             let first_size = *segment.get_or_insert(n);
             at += n;
             count += 1;
-            if n < first_size
-                || raw
-                || !matches!(kind, Kind::Chunk | Kind::Parity | Kind::Retransmit)
-            {
+            if n < first_size || raw || !kind.is_media() {
                 break;
             }
         }
@@ -868,6 +1002,20 @@ impl Sender {
         })
     }
 
+    /// The size of every datagram in a GSO batch that starts with one of `first` bytes: the
+    /// largest among it and the next `more` queued media datagrams (each `sealed` bytes over
+    /// its message). Smaller ones are zero-padded to it, so a parity datagram (a little
+    /// larger than the chunks it covers), a frame's short last chunk or the next frame's
+    /// chunks do not end the batch: the kernel's cost per datagram falls steeply with the
+    /// number of segments per send (measured in `wavry-bench net`).
+    fn batch_size(&self, first: usize, sealed: usize, more: usize) -> usize {
+        self.media
+            .iter()
+            .take(more)
+            .map(|p| p.len + sealed)
+            .fold(first, usize::max)
+    }
+
     fn remember(
         &mut self,
         pid: u64,
@@ -877,7 +1025,7 @@ impl Sender {
         kind: Kind,
     ) {
         let slot = (pid % HISTORY as u64) as usize;
-        let keep = matches!(kind, Kind::Chunk | Kind::Parity | Kind::Retransmit);
+        let keep = kind.is_media();
         let old = std::mem::replace(
             &mut self.history[slot],
             HistEntry {
@@ -938,6 +1086,21 @@ impl Sender {
                     };
                     Pending {
                         body: Body::Chunk { frame, index },
+                        len,
+                        deadline,
+                        kind: Kind::Retransmit,
+                    }
+                }
+                Some(Body::Parity { frame, group }) => {
+                    let (frame, group) = (*frame, *group);
+                    let Some(len) = self.frame(frame).and_then(|f| {
+                        let g = f.xor.get(group as usize)?;
+                        Some(g.packet(frame).encoded_len())
+                    }) else {
+                        continue;
+                    };
+                    Pending {
+                        body: Body::Parity { frame, group },
                         len,
                         deadline,
                         kind: Kind::Retransmit,
