@@ -125,6 +125,9 @@ mod linux {
         transport_packets_per_cpu_s: Option<f64>,
         /// ... and that against the baseline's packets per CPU-second.
         transport_cpu_eff_vs_baseline: Option<f64>,
+        /// Session paths: the host's mean GSO batch in the best round, in datagrams (the
+        /// kernel's cost per datagram falls steeply with it).
+        datagrams_per_send: Option<f64>,
         pps_vs_baseline: f64,
         cpu_eff_vs_baseline: f64,
         pps_vs_ceiling: f64,
@@ -165,6 +168,7 @@ mod linux {
                 packets_per_cpu_s: m.per_cpu(),
                 transport_packets_per_cpu_s: transport.map(|(_, t)| t),
                 transport_cpu_eff_vs_baseline: transport.map(|(_, t)| t / base.per_cpu()),
+                datagrams_per_send: m.datagrams_per_send(),
                 pps_vs_baseline: m.pps() / base.pps(),
                 cpu_eff_vs_baseline: m.per_cpu() / base.per_cpu(),
                 pps_vs_ceiling: m.pps() / ceil.pps(),
@@ -195,6 +199,8 @@ mod linux {
         packets_per_cpu_s: f64,
         /// Session paths: packets per CPU-second of the driver threads alone.
         transport_packets_per_cpu_s: Option<f64>,
+        /// Session paths: the host's mean GSO batch, in datagrams.
+        datagrams_per_send: Option<f64>,
     }
 
     /// Spread of one figure over the rounds.
@@ -720,6 +726,8 @@ mod linux {
         /// Session paths: CPU of the two driver threads alone (the transport), without the
         /// application's frame producer and consumer.
         pub(super) transport_cpu_secs: Option<f64>,
+        /// Session paths: the host driver's transmits (one per GSO batch) in the window.
+        pub(super) sends: Option<u64>,
     }
 
     impl Measured {
@@ -739,6 +747,10 @@ mod linux {
                 100.0 * (1.0 - self.received as f64 / self.sent as f64)
             }
         }
+        /// Session paths: the host's mean GSO batch, in datagrams.
+        fn datagrams_per_send(&self) -> Option<f64> {
+            self.sends.map(|n| self.sent as f64 / n.max(1) as f64)
+        }
         /// Session paths: packets per CPU-second of the driver threads alone.
         fn transport_per_cpu(&self) -> Option<f64> {
             self.transport_cpu_secs
@@ -757,6 +769,7 @@ mod linux {
                 gbit_s: self.gbit_s(),
                 packets_per_cpu_s: self.per_cpu(),
                 transport_packets_per_cpu_s: self.transport_per_cpu(),
+                datagrams_per_send: self.datagrams_per_send(),
             }
         }
     }
@@ -830,6 +843,7 @@ mod linux {
             secs: el.as_secs_f64(),
             cpu_secs: cpu.as_secs_f64(),
             transport_cpu_secs: None,
+            sends: None,
         })
     }
 
@@ -915,15 +929,21 @@ mod linux {
             return;
         }
         println!(
-            "\nsession rows, CPU of the two driver threads only (the transport; the rows above count the whole process, frame producer and consumer included):"
+            "\nsession rows, CPU of the two driver threads only (the transport; the rows above count the whole process, frame producer and consumer included); dgrams/send = the host's mean GSO batch:"
         );
         if multi {
             println!("(each row: its round with the most packets per driver-CPU-second)");
         }
-        print!("{:<40} {:>12} {:>8}", "path", "pkts/CPU-s", "xbaseCPU");
+        print!(
+            "{:<40} {:>12} {:>8} {:>11}",
+            "path", "pkts/CPU-s", "xbaseCPU", "dgrams/send"
+        );
         spread_column(multi, "pkts/CPU-s min/med/max");
         for (r, per_cpu, x) in transport {
-            print!("{:<40} {per_cpu:>12.0} {x:>8.2}", r.path);
+            let per_send = r
+                .datagrams_per_send
+                .map_or_else(|| "-".to_string(), |d| format!("{d:.1}"));
+            print!("{:<40} {per_cpu:>12.0} {x:>8.2} {per_send:>11}", r.path);
             let spread = r.transport_packets_per_cpu_s_spread.map(Spread::kilo);
             spread_column(multi, spread.as_deref().unwrap_or("-"));
         }
@@ -1096,6 +1116,7 @@ mod linux {
                 secs,
                 cpu_secs: cpu.as_secs_f64(),
                 transport_cpu_secs: Some(transport.as_secs_f64()),
+                sends: Some(h1.transmits - h0.transmits),
             })
         }
 
@@ -1170,6 +1191,7 @@ mod linux {
                 secs,
                 cpu_secs: cpu,
                 transport_cpu_secs: None,
+                sends: None,
             }
         }
 
