@@ -1196,3 +1196,78 @@ impl Sender {
         self.media.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame of `len` bytes with envelopes computed and one single-parity group over all
+    /// of its chunks.
+    fn frame(len: usize) -> OutFrame {
+        let mut f = OutFrame {
+            id: 300,
+            data: (0..len).map(|i| (i * 13 + 7) as u8).collect(),
+            meta: super::super::FrameMeta {
+                timestamp_us: 123_456,
+                ..Default::default()
+            },
+            count: len.div_ceil(100) as u32,
+            chunk: 100,
+            deadline: Instant::now(),
+            envs: Vec::new(),
+            xor: Vec::new(),
+        };
+        f.fill_envelopes();
+        let sb = fec::shard_bytes((0..f.count).filter_map(|i| f.message_len(i)).max().unwrap());
+        f.xor.push(XorGroup {
+            first: 0,
+            len: f.count,
+            acc: vec![0; sb],
+            xored: 0,
+        });
+        f
+    }
+
+    /// The group's parity computed in one pass over the frame (the reference).
+    fn reference(f: &OutFrame) -> Vec<u8> {
+        let mut acc = vec![0; f.xor[0].acc.len()];
+        for i in 0..f.count {
+            f.xor_chunk(i, &mut acc, &mut Vec::new());
+        }
+        acc
+    }
+
+    /// Writes chunk `i` as `fill` does and adds it to the parity.
+    fn send(f: &mut OutFrame, i: u32) {
+        let mut out = vec![0; f.message_len(i).unwrap()];
+        assert!(f.write_chunk(i, &mut out));
+        f.xor_sent(i, &out);
+    }
+
+    #[test]
+    fn parity_built_as_chunks_leave_equals_one_pass_over_the_frame() {
+        let mut f = frame(1_234);
+        let want = reference(&f);
+        for i in 0..f.count {
+            send(&mut f, i);
+        }
+        let g = f.xor_parity(0, &mut Vec::new()).unwrap();
+        assert_eq!(g.xored, g.len);
+        assert_eq!(g.acc, want);
+    }
+
+    #[test]
+    fn parity_of_a_group_with_unsent_chunks_is_rebuilt_from_the_frame() {
+        let mut f = frame(1_234);
+        let want = reference(&f);
+        // Chunks 3 and 7 never went out (dropped as stale, say).
+        for i in (0..f.count).filter(|&i| i != 3 && i != 7) {
+            send(&mut f, i);
+        }
+        assert_eq!(f.xor[0].xored, f.count - 2);
+        let g = f.xor_parity(0, &mut Vec::new()).unwrap();
+        assert_eq!(g.xored, g.len);
+        assert_eq!(g.acc, want);
+        assert!(f.xor_parity(1, &mut Vec::new()).is_none());
+    }
+}
