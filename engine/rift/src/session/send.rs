@@ -68,6 +68,17 @@ enum Body {
     },
 }
 
+impl Body {
+    /// A copy of a body that refers into the frame store (`None` for an owned buffer).
+    fn frame_ref(&self) -> Option<Body> {
+        match *self {
+            Body::Buf(_) => None,
+            Body::Chunk { frame, index } => Some(Body::Chunk { frame, index }),
+            Body::Parity { frame, group } => Some(Body::Parity { frame, group }),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Pending {
     body: Body,
@@ -592,6 +603,19 @@ impl Sender {
         (f.id == id).then_some(f)
     }
 
+    /// Message length of a body that refers into the frame store; `None` once its frame
+    /// is gone (or for an owned buffer).
+    fn frame_ref_len(&self, body: &Body) -> Option<usize> {
+        match *body {
+            Body::Buf(_) => None,
+            Body::Chunk { frame, index } => self.frame(frame)?.message_len(index),
+            Body::Parity { frame, group } => {
+                let g = self.frame(frame)?.xor.get(group as usize)?;
+                Some(g.packet(frame).encoded_len())
+            }
+        }
+    }
+
     /// Keeps a frame and queues its chunks plus parity for paced sending.
     pub(crate) fn queue_frame(
         &mut self,
@@ -1079,37 +1103,22 @@ impl Sender {
             }
             let deadline = e.deadline;
             let p = match &e.body {
-                Some(Body::Chunk { frame, index }) => {
-                    let (frame, index) = (*frame, *index);
-                    let Some(len) = self.frame(frame).and_then(|f| f.message_len(index)) else {
-                        continue;
-                    };
-                    Pending {
-                        body: Body::Chunk { frame, index },
-                        len,
-                        deadline,
-                        kind: Kind::Retransmit,
-                    }
-                }
-                Some(Body::Parity { frame, group }) => {
-                    let (frame, group) = (*frame, *group);
-                    let Some(len) = self.frame(frame).and_then(|f| {
-                        let g = f.xor.get(group as usize)?;
-                        Some(g.packet(frame).encoded_len())
-                    }) else {
-                        continue;
-                    };
-                    Pending {
-                        body: Body::Parity { frame, group },
-                        len,
-                        deadline,
-                        kind: Kind::Retransmit,
-                    }
-                }
                 Some(Body::Buf(src)) => {
                     let mut b = self.pool.get();
                     b.extend_from_slice(src);
                     Pending::buf(b, deadline, Kind::Retransmit)
+                }
+                Some(sent) => {
+                    let (Some(body), Some(len)) = (sent.frame_ref(), self.frame_ref_len(sent))
+                    else {
+                        continue;
+                    };
+                    Pending {
+                        body,
+                        len,
+                        deadline,
+                        kind: Kind::Retransmit,
+                    }
                 }
                 None => continue,
             };
