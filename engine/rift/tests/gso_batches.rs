@@ -4,18 +4,17 @@
 //! size still arrive byte for byte. On a clean path each FEC group's single XOR parity is
 //! built as its chunks leave, and it rebuilds a lost chunk.
 
+mod support;
+
 use std::{
     net::SocketAddr,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use wavry_rift::{
     cc::DeltaConfig,
     crypto::PeerPolicy,
-    identity::IdentityKey,
     session::{Event, FrameMeta, Role, Session, SessionConfig},
-    wire::Header,
 };
 
 /// Datagrams per GSO send the test asks for (the kernel's limit at 1200 B).
@@ -24,33 +23,17 @@ const SEGMENTS: usize = 54;
 const WARM_FRAMES: u64 = 40;
 
 fn pair(t0: Instant, ca: SocketAddr, ha: SocketAddr) -> (Session, Session) {
-    let hk = Arc::new(IdentityKey::from_seed([3; 32]).unwrap());
-    let ck = Arc::new(IdentityKey::from_seed([4; 32]).unwrap());
-    let client_id = ck.id();
-    let mut client = Session::client(
-        t0,
-        SessionConfig::new(Role::Client, PeerPolicy::Pinned(hk.id())),
-        ck,
-        ha,
-    )
-    .unwrap();
-    let mut buf = vec![0u8; 2048];
-    let t = client.poll_transmit(t0, &mut buf, 1).unwrap();
-    let Ok(Header::Handshake(h)) = Header::decode(&buf[..t.len]) else {
-        panic!("msg1")
-    };
-    let mut host_cfg = SessionConfig::new(Role::Host, PeerPolicy::Pinned(client_id));
-    // Far above what the test sends: the pacer never splits a batch.
-    let rate = 40_000_000_000;
-    host_cfg.cc = DeltaConfig {
-        min_bps: rate,
-        max_bps: rate,
-        initial_bps: rate,
-        ..DeltaConfig::default()
-    };
-    host_cfg.pacer_burst = 4 * SEGMENTS;
-    let host = Session::accept(t0, host_cfg, hk, ca, h, &buf[30..t.len]).unwrap();
-    (client, host)
+    support::direct_pair(t0, (4, 3), (ca, ha), |host| {
+        // Far above what the test sends: the pacer never splits a batch.
+        let rate = 40_000_000_000;
+        host.cc = DeltaConfig {
+            min_bps: rate,
+            max_bps: rate,
+            initial_bps: rate,
+            ..DeltaConfig::default()
+        };
+        host.pacer_burst = 4 * SEGMENTS;
+    })
 }
 
 /// What streaming the test's frames produced.

@@ -7,16 +7,12 @@ mod support;
 
 use std::{
     net::SocketAddr,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use wavry_rift::{
-    crypto::PeerPolicy,
-    identity::IdentityKey,
-    session::{Event, FrameMeta, Role, Session, SessionConfig},
+    session::{Event, FrameMeta, Session},
     transfer::Resume,
-    wire::Header,
 };
 
 #[global_allocator]
@@ -108,34 +104,11 @@ impl Rig {
 }
 
 fn rig() -> Rig {
-    let hk = Arc::new(IdentityKey::from_seed([1; 32]).unwrap());
-    let ck = Arc::new(IdentityKey::from_seed([2; 32]).unwrap());
     let (ca, ha): (SocketAddr, SocketAddr) =
         ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap());
     let t0 = Instant::now();
-    let client_id = ck.id();
-    let mut client = Session::client(
-        t0,
-        SessionConfig::new(Role::Client, PeerPolicy::Pinned(hk.id())),
-        ck,
-        ha,
-    )
-    .unwrap();
-    let mut buf = vec![0u8; 2048];
-    // Bootstrap: the first msg1 creates the host session.
-    let t = client.poll_transmit(t0, &mut buf, 1).unwrap();
-    let Ok(Header::Handshake(h)) = Header::decode(&buf[..t.len]) else {
-        panic!("msg1")
-    };
-    let host = Session::accept(
-        t0,
-        SessionConfig::new(Role::Host, PeerPolicy::Pinned(client_id)),
-        hk,
-        ca,
-        h,
-        &buf[30..t.len],
-    )
-    .unwrap();
+    let (client, host) = support::direct_pair(t0, (2, 1), (ca, ha), |_| {});
+    let buf = vec![0u8; 2048];
     Rig {
         now: t0,
         client,

@@ -272,3 +272,34 @@ impl Pair {
         s.dropped_loss as f64 / s.sent.max(1) as f64
     }
 }
+
+/// A client session and the host session its first handshake datagram creates, for tests
+/// that exchange datagrams directly (no link). Identities come from the seeds `[client; 32]`
+/// and `[host; 32]`, each side pinning the other; `tune` adjusts the host's config.
+pub fn direct_pair(
+    t0: Instant,
+    (client_seed, host_seed): (u8, u8),
+    (ca, ha): (SocketAddr, SocketAddr),
+    tune: impl FnOnce(&mut SessionConfig),
+) -> (Session, Session) {
+    let hk = Arc::new(IdentityKey::from_seed([host_seed; 32]).unwrap());
+    let ck = Arc::new(IdentityKey::from_seed([client_seed; 32]).unwrap());
+    let client_id = ck.id();
+    let mut client = Session::client(
+        t0,
+        SessionConfig::new(Role::Client, PeerPolicy::Pinned(hk.id())),
+        ck,
+        ha,
+    )
+    .unwrap();
+    // Bootstrap: the first msg1 creates the host session.
+    let mut buf = vec![0u8; 2048];
+    let t = client.poll_transmit(t0, &mut buf, 1).unwrap();
+    let Ok(Header::Handshake(h)) = Header::decode(&buf[..t.len]) else {
+        panic!("msg1")
+    };
+    let mut host_cfg = SessionConfig::new(Role::Host, PeerPolicy::Pinned(client_id));
+    tune(&mut host_cfg);
+    let host = Session::accept(t0, host_cfg, hk, ca, h, &buf[30..t.len]).unwrap();
+    (client, host)
+}
