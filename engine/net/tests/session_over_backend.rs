@@ -70,10 +70,15 @@ fn pair(mode: IoMode) -> Pair {
     // Files may take half of that here, so a few megabytes cross in well under a second.
     host_cfg.files.share_percent = 50;
     host_cfg.files.max_kbps = 200_000;
-    let mut client_cfg = SessionConfig::new(Role::Client, PeerPolicy::Pinned(host_key.id()));
     // This test checks the data path, not scheduling: on a loaded 2-core CI machine a driver
-    // thread can sleep past the default 15 ms playout slack, so give frames a generous one.
-    client_cfg.playout_slack = Duration::from_millis(500);
+    // thread can sleep past the default 15 ms playout slack, so give frames a generous one on
+    // both sides. The host's slack bounds how long its chunks may wait to leave (a host thread
+    // descheduled for 30 ms mid-frame once expired the frame's tail), the client's how long
+    // it waits for them.
+    let slack = Duration::from_millis(500);
+    host_cfg.playout_slack = slack;
+    let mut client_cfg = SessionConfig::new(Role::Client, PeerPolicy::Pinned(host_key.id()));
+    client_cfg.playout_slack = slack;
     let endpoint = Endpoint::new(host_cfg, host_key.clone(), 4);
     let host = HostDriver::spawn(socket(mode), endpoint, DriverConfig::default()).expect("host");
     let client = ClientDriver::connect(

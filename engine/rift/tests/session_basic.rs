@@ -1,6 +1,7 @@
 //! A session connects, authenticates both identities, and carries input, control and video
 //! frames intact over a clean path (copied in, or handed over and given back after their
-//! deadline); every datagram fits the 1200-byte budget.
+//! deadline); every datagram fits the 1200-byte budget; media that misses its deadline on the
+//! host is counted, never sent late.
 
 mod support;
 
@@ -235,4 +236,34 @@ fn a_frame_with_a_long_deadline_does_not_hold_back_the_buffers_of_later_ones() {
         back.len() >= 10,
         "later frames' buffers came back: {back:?}"
     );
+}
+
+#[test]
+fn media_the_host_could_not_send_before_the_deadline_is_counted_not_sent() {
+    let mut p = Pair::new(5, clean(), clean());
+    p.run_for(Duration::from_millis(300));
+    assert!(p.connected());
+    let host = p.host.as_mut().unwrap();
+    let before = host.stats();
+    let data = vec![7u8; 30_000];
+    host.send_frame(
+        p.now,
+        &data,
+        FrameMeta::default(),
+        Duration::from_millis(16),
+    )
+    .unwrap();
+    let queued = host.media_queued() as u64;
+    assert!(queued > 25, "chunks and parity are queued: {queued}");
+    // The host's thread stalls past the frame's deadline (interval + RTT/2 + playout slack),
+    // then runs again: nothing of the frame may leave, and every datagram is accounted for.
+    let late = p.now + Duration::from_secs(1);
+    host.handle_timeout(late);
+    let mut buf = vec![0u8; 64 * 1500];
+    while host.poll_transmit(late, &mut buf, 32).is_some() {}
+    let after = host.stats();
+    assert_eq!(after.chunks_sent, before.chunks_sent);
+    assert_eq!(after.parity_sent, before.parity_sent);
+    assert_eq!(after.media_expired - before.media_expired, queued);
+    assert_eq!(host.media_queued(), 0);
 }

@@ -163,6 +163,7 @@ impl Session {
         s.fec_recovered = self.recv.recovered_total();
         s.frames_delivered = self.recv.frames_delivered;
         s.frames_dropped = self.recv.frames_dropped;
+        s.media_expired = self.send.media_expired;
         s
     }
 

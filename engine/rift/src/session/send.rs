@@ -346,6 +346,8 @@ pub(crate) struct Sender {
     max_datagram: usize,
     /// Most datagrams one `fill` call can batch (the driver's GSO limit and buffer).
     batch: usize,
+    /// Media datagrams discarded unsent because their deadline passed.
+    pub(crate) media_expired: u64,
 }
 
 /// Pacing rate relative to the target bitrate: frames drain within about 2/3 of an interval.
@@ -377,6 +379,7 @@ impl Sender {
             fec_policy: FecPolicy::default(),
             parity_scratch: Vec::new(),
             spent_xor: Vec::new(),
+            media_expired: 0,
             next_frame_id: 0,
             chunk_payload: cfg.chunk_payload(),
             srtt: None,
@@ -816,6 +819,7 @@ impl Sender {
             .is_some_and(|p| p.deadline.is_some_and(|d| d <= now))
         {
             if let Some(p) = self.media.pop_front() {
+                self.media_expired += 1;
                 self.recycle(p.body);
             }
         }
@@ -967,6 +971,8 @@ impl Sender {
                 };
             let plain_at = at + prefix + if raw { 0 } else { 18 };
             if room < expected || !self.write_body(&p.body, &mut out[plain_at..]) {
+                // Its frame is gone: released at its deadline.
+                self.media_expired += 1;
                 self.recycle(p.body);
                 continue;
             }

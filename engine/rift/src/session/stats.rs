@@ -35,6 +35,9 @@ pub struct SessionStats {
     pub frames_delivered: u64,
     /// Frames dropped at their deadline.
     pub frames_dropped: u64,
+    /// Media datagrams (chunks, parity, retransmissions) discarded unsent because their
+    /// deadline passed first: the sender fell behind its frames.
+    pub media_expired: u64,
     /// Handshake messages retransmitted.
     pub handshake_retransmits: u64,
     /// File-transfer chunks sent (first transmissions).
