@@ -961,7 +961,7 @@ mod linux {
     /// The encrypted session stream: a `HostDriver` streams video to a `ClientDriver`.
     mod session {
         use std::sync::Arc;
-        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         use std::time::{Duration, Instant};
 
         use anyhow::Context as _;
@@ -993,6 +993,13 @@ mod linux {
         /// the process's CPU went to that (perf), not to the transport. 300 µs is a few
         /// frames here, within what the queues hold (16 commands, ~8 frames of media).
         const APP_NAP: Duration = Duration::from_micros(300);
+        /// Frames the producer may be ahead of what the client finished (delivered or
+        /// dropped). The fixed rate leaves no congestion control to notice a client that
+        /// cannot keep up, and an open loop then overran the client's socket by 0-8 % per
+        /// round: host CPU spent on datagrams never counted. A window closes the loop the
+        /// way DELTA does over a real path (about 450 datagrams in flight, far below the
+        /// socket buffers), while the pacer and GSO batches stay those of a fast stream.
+        const WINDOW: u64 = 8;
         /// The session's default pacer burst (datagrams back to back).
         pub(super) const DEFAULT_BURST: usize = 4;
         /// A burst of one full GSO batch (54 x 1200 B = 64 800 B <= 65 507 B).
@@ -1083,14 +1090,15 @@ mod linux {
                 }
             }
             let stop = Arc::new(AtomicBool::new(false));
+            let finished = AtomicU64::new(0);
             let dur = Duration::from_secs_f64(args.seconds);
             let (h0, c0) = (counters(&host, session)?, client.snapshot(WAIT)?.driver);
             let cpu0 = raw::process_cpu_time();
             let transport0 = raw::threads_cpu_time(&["bench-host", "bench-client"]);
             let t0 = Instant::now();
             std::thread::scope(|s| -> anyhow::Result<()> {
-                let producer = s.spawn(|| produce(&host, session, &stop));
-                let consumer = s.spawn(|| consume(&client, &stop));
+                let producer = s.spawn(|| produce(&host, session, &finished, &stop));
+                let consumer = s.spawn(|| consume(&client, &finished, &stop));
                 // The measurement window itself: nothing to synchronise with, the streams run.
                 std::thread::sleep(dur.saturating_sub(t0.elapsed()));
                 stop.store(true, Ordering::Release);
@@ -1127,12 +1135,14 @@ mod linux {
                 .driver)
         }
 
-        /// Sends frames as fast as the host driver admits them: its media high-water mark
-        /// holds frames while the pacer catches up, its bounded command queue fills, and
-        /// this thread then naps for APP_NAP instead of parking in the queue (see APP_NAP).
+        /// Sends frames as fast as the host driver admits them and the client finishes them:
+        /// its media high-water mark holds frames while the pacer catches up, its bounded
+        /// command queue fills, and at most WINDOW frames are ahead of `finished`; this
+        /// thread then naps for APP_NAP instead of parking (see APP_NAP).
         fn produce(
             host: &HostDriver,
             session: SessionHandle,
+            finished: &AtomicU64,
             stop: &AtomicBool,
         ) -> anyhow::Result<()> {
             // Capture timestamps in µs: the client's deadline buffer reads them.
@@ -1140,6 +1150,10 @@ mod linux {
             let mut n = 0u64;
             let mut spare = None;
             while !stop.load(Ordering::Acquire) {
+                if n >= finished.load(Ordering::Acquire) + WINDOW {
+                    std::thread::sleep(APP_NAP);
+                    continue;
+                }
                 // Like an encoder writing its output over a returned buffer (no zeroing):
                 // the frame is the bytes the buffer held, its first eight the frame number.
                 let mut data = spare
@@ -1162,12 +1176,22 @@ mod linux {
             Ok(())
         }
 
-        /// Takes the client's events and recycles every frame; naps for APP_NAP when there
-        /// are none.
-        fn consume(client: &ClientDriver, stop: &AtomicBool) -> anyhow::Result<()> {
+        /// Takes the client's events, recycles every frame and counts the frames finished
+        /// (delivered or dropped) into `finished`; naps for APP_NAP when there are none.
+        fn consume(
+            client: &ClientDriver,
+            finished: &AtomicU64,
+            stop: &AtomicBool,
+        ) -> anyhow::Result<()> {
             while !stop.load(Ordering::Acquire) {
                 match client.events().try_recv() {
-                    Ok(Event::Frame(f)) => client.recycle(f)?,
+                    Ok(Event::Frame(f)) => {
+                        client.recycle(f)?;
+                        finished.fetch_add(1, Ordering::Release);
+                    }
+                    Ok(Event::FrameDropped { .. }) => {
+                        finished.fetch_add(1, Ordering::Release);
+                    }
                     Ok(Event::Closed(r)) => anyhow::bail!("client closed while streaming: {r:?}"),
                     Ok(_) => {}
                     Err(_) => std::thread::sleep(APP_NAP),
