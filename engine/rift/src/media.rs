@@ -291,6 +291,28 @@ impl VideoChunkRef<'_> {
         Some((pre, post))
     }
 
+    /// Where [`Self::envelope`] writes this chunk's index in its `pre` bytes. The envelopes
+    /// of a frame's chunks with equal payload lengths differ only there, as long as their
+    /// indexes' varints are as long: a sender computes one and rewrites the index for the
+    /// others. `None` for index 0, which proto3 leaves out.
+    pub fn index_slot(&self) -> Option<IndexSlot> {
+        if self.chunk_index == 0 {
+            return None;
+        }
+        let inner = self.inner_len();
+        let (_, media_len) = wrapped_len(1, inner);
+        let at = key_len(3)
+            + encoded_len_varint(media_len as u64)
+            + key_len(1)
+            + encoded_len_varint(inner as u64)
+            + varint_field(1, self.frame_id)
+            + key_len(2);
+        Some(IndexSlot {
+            at,
+            len: encoded_len_varint(u64::from(self.chunk_index)),
+        })
+    }
+
     fn fields<B: BufMut>(&self, w: &mut Writer<B>) {
         w.varint(1, self.frame_id);
         w.varint(2, u64::from(self.chunk_index));
@@ -300,6 +322,31 @@ impl VideoChunkRef<'_> {
         w.bytes(6, self.payload);
         w.varint(7, u64::from(self.capture_us));
         w.varint(8, u64::from(self.encode_us));
+    }
+}
+
+/// The chunk index's place in a video chunk's envelope (see [`VideoChunkRef::index_slot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexSlot {
+    at: usize,
+    len: usize,
+}
+
+impl IndexSlot {
+    /// Writes `index` into `pre` (an envelope's bytes before the payload), turning it into the
+    /// envelope of chunk `index` of the same frame and payload length. False, and nothing
+    /// written, when that would change a length: `index` is 0 or its varint is longer or
+    /// shorter than the slot, or `pre` does not hold the slot.
+    pub fn write(&self, pre: &mut [u8], index: u32) -> bool {
+        let index = u64::from(index);
+        if index == 0 || encoded_len_varint(index) != self.len {
+            return false;
+        }
+        let Some(mut slot) = pre.get_mut(self.at..self.at + self.len) else {
+            return false;
+        };
+        encode_varint(index, &mut slot);
+        true
     }
 }
 

@@ -146,22 +146,45 @@ struct OutFrame {
 }
 
 impl OutFrame {
-    /// Computes every chunk's envelope into `envs`.
+    /// Computes every chunk's envelope into `envs`: the full chunks' envelopes differ only in
+    /// the chunk index, so one is computed and the index rewritten for the others (again
+    /// whenever the index's varint grows a byte); the last chunk's is computed on its own.
     fn fill_envelopes(&mut self) {
         self.envs.clear();
         self.envs.reserve(self.count as usize);
+        let mut template: Option<(Envelope, crate::media::IndexSlot)> = None;
         for i in 0..self.count {
-            let mut e = Envelope {
-                pre: u8::MAX,
-                post: 0,
-                bytes: [0; 62],
-            };
-            if let Some((pre, post)) = self.chunk_ref(i).and_then(|c| c.envelope(&mut e.bytes)) {
-                e.pre = pre as u8;
-                e.post = post as u8;
+            let last = i + 1 == self.count;
+            if let (false, Some((t, slot))) = (last, &template) {
+                let mut e = *t;
+                if slot.write(&mut e.bytes[..usize::from(e.pre)], i) {
+                    self.envs.push(e);
+                    continue;
+                }
+            }
+            let e = self.envelope(i);
+            if !last && e.pre != u8::MAX {
+                template = self
+                    .chunk_ref(i)
+                    .and_then(|c| c.index_slot())
+                    .map(|slot| (e, slot));
             }
             self.envs.push(e);
         }
+    }
+
+    /// Chunk `index`'s envelope, computed on its own.
+    fn envelope(&self, index: u32) -> Envelope {
+        let mut e = Envelope {
+            pre: u8::MAX,
+            post: 0,
+            bytes: [0; 62],
+        };
+        if let Some((pre, post)) = self.chunk_ref(index).and_then(|c| c.envelope(&mut e.bytes)) {
+            e.pre = pre as u8;
+            e.post = post as u8;
+        }
+        e
     }
 
     fn payload(&self, index: u32) -> Option<&[u8]> {
@@ -1257,6 +1280,45 @@ mod tests {
         let mut out = vec![0; f.message_len(i).unwrap()];
         assert!(f.write_chunk(i, &mut out));
         f.xor_sent(i, &out);
+    }
+
+    #[test]
+    fn envelopes_from_the_template_equal_envelopes_computed_one_by_one() {
+        // Frames from one chunk to past 128 chunks (the index's varint grows a byte), with
+        // frame ids and metadata that change the envelope's length.
+        for (len, id, keyframe) in [
+            (1, 0, false),
+            (99, 1, true),
+            (100, 300, false),
+            (101, 0, true),
+            (12_700, 1 << 40, false),
+            (12_800, 300, true),
+            (12_801, 7, false),
+            (13_137, 0, false),
+            (40_000, u64::MAX >> 1, true),
+        ] {
+            let mut f = frame(len);
+            f.id = id;
+            f.meta.keyframe = keyframe;
+            f.meta.capture_us = 5_000;
+            f.fill_envelopes();
+            assert_eq!(f.envs.len(), f.count as usize);
+            for i in 0..f.count {
+                let (got, want) = (f.envs[i as usize], f.envelope(i));
+                assert_eq!(
+                    (got.pre, got.post),
+                    (want.pre, want.post),
+                    "{len} B, chunk {i}"
+                );
+                let n = usize::from(got.pre) + usize::from(got.post);
+                assert_eq!(got.bytes[..n], want.bytes[..n], "{len} B, chunk {i}");
+                let mut out = vec![0; f.message_len(i).unwrap()];
+                assert!(f.write_chunk(i, &mut out));
+                let mut generic = Vec::new();
+                f.chunk_ref(i).unwrap().append_to(&mut generic);
+                assert_eq!(out, generic, "{len} B, chunk {i}");
+            }
+        }
     }
 
     #[test]
