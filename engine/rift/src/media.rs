@@ -515,6 +515,64 @@ fn u32_of(v: u64) -> u32 {
 /// Decodes a plaintext `Message` if it is a media message, borrowing payloads from `bytes`.
 /// Returns [`MediaError::NotMedia`] for control/input messages (decode those with prost).
 pub fn decode(bytes: &[u8]) -> Result<MediaRef<'_>, MediaError> {
+    match video_as_sent(bytes) {
+        Some(v) => Ok(MediaRef::Video(v)),
+        None => decode_general(bytes),
+    }
+}
+
+/// A video chunk in the shape every Wavry sender writes: `Message{media{video{..}}}` and
+/// nothing else, each field's key one known byte. Most datagrams of a stream are this, and
+/// matching key bytes skips the general field walk; anything else (`None`) takes that walk,
+/// which reads this shape to the same chunk (the fuzz target `media_message` checks it).
+fn video_as_sent(bytes: &[u8]) -> Option<VideoChunkRef<'_>> {
+    // Key bytes: (field << 3) | wire type.
+    const MEDIA: u8 = 3 << 3 | 2;
+    const VIDEO: u8 = 1 << 3 | 2;
+    const PAYLOAD: u8 = 6 << 3 | 2;
+    let mut buf = bytes;
+    for key in [MEDIA, VIDEO] {
+        let (&k, rest) = buf.split_first()?;
+        buf = rest;
+        let len = decode_varint(&mut buf).ok()?;
+        if k != key || len != buf.len() as u64 {
+            return None;
+        }
+    }
+    let mut v = VideoChunkRef::default();
+    while let Some((&key, rest)) = buf.split_first() {
+        buf = rest;
+        if key == PAYLOAD {
+            let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
+            if len > buf.len() {
+                return None;
+            }
+            (v.payload, buf) = buf.split_at(len);
+            continue;
+        }
+        // Every other field is a varint: (field << 3) | 0.
+        if key & 7 != 0 {
+            return None;
+        }
+        let x = decode_varint(&mut buf).ok()?;
+        match key >> 3 {
+            1 => v.frame_id = x,
+            2 => v.chunk_index = u32_of(x),
+            3 => v.chunk_count = u32_of(x),
+            4 => v.timestamp_us = x,
+            5 => v.keyframe = x != 0,
+            7 => v.capture_us = u32_of(x),
+            8 => v.encode_us = u32_of(x),
+            _ => return None,
+        }
+    }
+    Some(v)
+}
+
+/// [`decode`] by walking every field, for any valid encoding (fields in any order, unknown
+/// fields skipped). Public for the fuzz target that checks the fast path against it.
+#[doc(hidden)]
+pub fn decode_general(bytes: &[u8]) -> Result<MediaRef<'_>, MediaError> {
     let mut media: Option<&[u8]> = None;
     let mut buf = bytes;
     let mut other = false;
@@ -787,6 +845,38 @@ mod tests {
         .encode_to_vec();
         assert_eq!(&out[..n], &reference[..]);
         assert_eq!(decode(&out[..n]).unwrap(), MediaRef::Audio(a));
+    }
+
+    #[test]
+    fn chunks_as_sent_and_other_encodings_decode_alike() {
+        let v = VideoChunkRef {
+            frame_id: 1 << 33,
+            chunk_index: 130,
+            chunk_count: 200,
+            timestamp_us: 99_999,
+            keyframe: true,
+            payload: &[5; 300],
+            capture_us: 7,
+            encode_us: 1_000_000,
+        };
+        let mut sent = vec![0u8; v.encoded_len()];
+        v.encode(&mut sent).expect("fits");
+        assert!(
+            video_as_sent(&sent).is_some(),
+            "the sender's shape takes the fast path"
+        );
+        assert_eq!(decode(&sent), Ok(MediaRef::Video(v)));
+        assert_eq!(decode(&sent), decode_general(&sent));
+        // With a reliable_seq beside the media field the walk decodes it, to the same chunk.
+        let mut m = proto::Message::decode(&sent[..]).expect("prost reads it");
+        m.reliable_seq = 5;
+        let other = m.encode_to_vec();
+        assert!(video_as_sent(&other).is_none());
+        assert_eq!(decode(&other), Ok(MediaRef::Video(v)));
+        // Cut anywhere, the fast path never accepts what the walk refuses.
+        for n in 0..sent.len() {
+            assert_eq!(decode(&sent[..n]), decode_general(&sent[..n]), "cut at {n}");
+        }
     }
 
     #[test]
