@@ -635,11 +635,16 @@ impl Receiver {
             if first_u + n_u > s.chunks.len() || sb % 2 != 0 {
                 continue;
             }
+            // No parity of the group yet (on a clean path, every chunk before its parity):
+            // nothing to repair with, so the chunks need no count.
+            let parity_have = s.parity.iter().filter(|x| x.group_first == first).count();
+            if parity_have == 0 {
+                continue;
+            }
             let present = s.chunks[first_u..first_u + n_u]
                 .iter()
                 .filter(|x| x.present)
                 .count();
-            let parity_have = s.parity.iter().filter(|x| x.group_first == first).count();
             if present == n_u || present + parity_have < n_u {
                 continue;
             }
