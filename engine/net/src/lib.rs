@@ -286,10 +286,12 @@ pub struct Config {
     /// packets per CPU-second than plain SendMsg (the kernel copies anyway and every send gets a
     /// second notification completion). Re-measure on a real NIC before turning it on.
     pub send_zc: bool,
-    /// uring: number of provided receive buffers (power of two, each ~64 KiB). 64 (4 MiB) keeps
-    /// the working set small; 16, 32 and 64 measured the same within noise here, 512 looked
-    /// slower in single runs. A ring that runs dry only pauses the multishot receive (the
-    /// socket queue holds the datagrams until it is re-armed).
+    /// uring: number of provided receive buffers (power of two, each ~64 KiB). Not all are
+    /// posted at once: only enough for ~256 KiB of recent completions (at least 4, more after
+    /// the ring ran dry), the most recently returned first, so 64 KiB GRO batches land in
+    /// buffers still in cache while single datagrams use every buffer. A ring that runs dry
+    /// only pauses the multishot receive (the socket queue holds the datagrams until it is
+    /// re-armed).
     pub uring_buffers: u16,
     /// uring: completion-queue size (≥ 4096: a CQ overflow silently ends a multishot receive).
     pub uring_cq_entries: u32,

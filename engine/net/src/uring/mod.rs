@@ -332,8 +332,13 @@ impl UringBackend {
         if c.result < 0 {
             let e = io::Error::from_raw_os_error(-c.result);
             return match -c.result {
-                // Ring ran dry, cancelled, or interrupted: re-armed by the caller.
-                libc::ENOBUFS | libc::ECANCELED | libc::EINTR | libc::EAGAIN => Ok(()),
+                // Ring ran dry (post more buffers), cancelled, or interrupted: re-armed by the
+                // caller.
+                libc::ENOBUFS => {
+                    self.bufs.ran_dry();
+                    Ok(())
+                }
+                libc::ECANCELED | libc::EINTR | libc::EAGAIN => Ok(()),
                 _ if is_icmp_error(&e) => {
                     drain_errors(&self.socket);
                     Ok(())
@@ -345,6 +350,7 @@ impl UringBackend {
             return Err(io::Error::other("receive completion without a buffer"));
         };
         let len = c.result as usize;
+        self.bufs.taken(bid, len);
         let buf = self.bufs.buf(bid, len);
         let Ok(out) = RecvMsgOut::parse(buf, &self.recv_hdr) else {
             self.bufs.push(bid);
