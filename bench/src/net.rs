@@ -13,7 +13,9 @@
 //! 2: every path again, ...). Each row is its path's best round, the one with the most packets
 //! per CPU-second, and the ratios compare best with best: on a shared machine other tenants only
 //! ever add CPU time or stalls to a measurement, so the best round is the closest to the path's
-//! own cost. The spread over the rounds is printed next to it, to show the noise.
+//! own cost. The spread over the rounds is printed next to it, to show the noise, and so is
+//! the spread of each round's own ratio against the baseline measured in that round (seconds
+//! apart): the best rounds of two paths need not come from the same round.
 
 use std::path::PathBuf;
 
@@ -28,8 +30,9 @@ pub(crate) struct Args {
     /// round-robin (round 1: all paths in order, round 2: all paths again, ...), so a full run
     /// takes rounds x paths x --seconds. Each row shows its path's best round, the one with the
     /// most packets per CPU-second (noise from other tenants only ever adds CPU time or
-    /// stalls), ratios compare best with best, and a min/median/max column shows the spread of
-    /// packets per CPU-second over the rounds.
+    /// stalls), ratios compare best with best, a min/median/max column shows the spread of
+    /// packets per CPU-second over the rounds, and another the spread of each round's ratio
+    /// against the baseline's packets per CPU-second in the same round.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
     /// Stop a path after this many datagrams were sent (bounds the run together with --seconds).
@@ -141,20 +144,28 @@ mod linux {
         packets_per_cpu_s_spread: Spread,
         /// Session paths: the driver threads' packets per CPU-second over all rounds.
         transport_packets_per_cpu_s_spread: Option<Spread>,
+        /// Round by round, packets per CPU-second against the baseline's in the same round
+        /// (measured seconds apart), over the rounds: the ratio's own spread.
+        cpu_eff_vs_baseline_by_round: Spread,
+        /// Session paths: the same for the driver threads' figure.
+        transport_cpu_eff_vs_baseline_by_round: Option<Spread>,
         /// Every round's own figures, in measurement order.
         rounds: Vec<RoundFigures>,
     }
 
     impl Row {
         /// The row of a path measured in `rounds` (`None` when there are none), against the
-        /// baseline's and the ceiling's best rounds.
+        /// baseline's and the ceiling's best rounds (and the baseline's rounds, `base_rounds`,
+        /// one by one).
         fn new(
             path: &'static str,
             rounds: &[Measured],
-            base: Measured,
+            base_rounds: &[Measured],
             ceil: Measured,
         ) -> Option<Row> {
+            let (_, base) = best_round(base_rounds)?;
             let (best_round, m) = best_round(rounds)?;
+            let paired = || rounds.iter().zip(base_rounds);
             let transport = best_transport_round(rounds);
             Some(Row {
                 path,
@@ -178,6 +189,12 @@ mod linux {
                 packets_per_cpu_s_spread: Spread::of(rounds.iter().map(Measured::per_cpu))?,
                 transport_packets_per_cpu_s_spread: Spread::of(
                     rounds.iter().filter_map(Measured::transport_per_cpu),
+                ),
+                cpu_eff_vs_baseline_by_round: Spread::of(
+                    paired().map(|(m, b)| m.per_cpu() / b.per_cpu()),
+                )?,
+                transport_cpu_eff_vs_baseline_by_round: Spread::of(
+                    paired().filter_map(|(m, b)| Some(m.transport_per_cpu()? / b.per_cpu())),
                 ),
                 rounds: (1..).zip(rounds).map(|(i, m)| m.figures(i)).collect(),
             })
@@ -225,6 +242,11 @@ mod linux {
                 f64::midpoint(v[mid - 1], v[mid])
             };
             Some(Spread { min, median, max })
+        }
+
+        /// `min/median/max` of ratios, e.g. `2.13/2.54/2.79`.
+        fn ratios(self) -> String {
+            format!("{:.2}/{:.2}/{:.2}", self.min, self.median, self.max)
         }
 
         /// `min/median/max` in thousands, e.g. `98k/120k/141k`.
@@ -290,16 +312,17 @@ mod linux {
         anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
         let paths = selected_paths(args)?;
         let rounds = measure_rounds(args, &paths)?;
-        let best_of = |name: &str| {
+        let rounds_of = |name: &str| {
             paths
                 .iter()
                 .zip(&rounds)
                 .find(|((_, n, _), _)| *n == name)
-                .and_then(|(_, ms)| best_round(ms))
-                .map(|(_, m)| m)
+                .map(|(_, ms)| ms.as_slice())
         };
-        let base = best_of(BASELINE).context("baseline row")?;
-        let ceil = best_of(CEILING).context("ceiling row")?;
+        let base = rounds_of(BASELINE).context("baseline row")?;
+        let (_, ceil) = rounds_of(CEILING)
+            .and_then(best_round)
+            .context("ceiling row")?;
         let rows: Vec<Row> = paths
             .iter()
             .zip(&rounds)
@@ -883,7 +906,7 @@ mod linux {
             "xceil",
             "xceilCPU"
         );
-        spread_column(multi, "pkts/CPU-s min/med/max");
+        spread_columns(multi, "pkts/CPU-s min/med/max", "xbaseCPU by round");
         for r in rows {
             print!(
                 "{:<32} {:>10.0} {:>8.2} {:>12.0} {:>6.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
@@ -897,7 +920,11 @@ mod linux {
                 r.pps_vs_ceiling,
                 r.cpu_eff_vs_ceiling
             );
-            spread_column(multi, &r.packets_per_cpu_s_spread.kilo());
+            spread_columns(
+                multi,
+                &r.packets_per_cpu_s_spread.kilo(),
+                &r.cpu_eff_vs_baseline_by_round.ratios(),
+            );
         }
         println!(
             "baseline = {BASELINE}; ceiling = {CEILING}; x* = ratio of pps / packets per CPU-second in this run"
@@ -906,7 +933,8 @@ mod linux {
             println!(
                 "best of {n} rounds: each row is its path's round with the most packets per CPU-second, and x* compare best with best \
                  (other tenants only ever add CPU time or stalls, so the best round is the closest to the path's own cost); \
-                 min/med/max = packets per CPU-second over the {n} rounds (the noise)",
+                 min/med/max = packets per CPU-second over the {n} rounds (the noise); xbaseCPU by round = min/median/max over the \
+                 rounds of the path's packets per CPU-second against the baseline's in the same round",
                 n = args.rounds
             );
         }
@@ -938,21 +966,26 @@ mod linux {
             "{:<40} {:>12} {:>8} {:>11}",
             "path", "pkts/CPU-s", "xbaseCPU", "dgrams/send"
         );
-        spread_column(multi, "pkts/CPU-s min/med/max");
+        spread_columns(multi, "pkts/CPU-s min/med/max", "xbaseCPU by round");
         for (r, per_cpu, x) in transport {
             let per_send = r
                 .datagrams_per_send
                 .map_or_else(|| "-".to_string(), |d| format!("{d:.1}"));
             print!("{:<40} {per_cpu:>12.0} {x:>8.2} {per_send:>11}", r.path);
             let spread = r.transport_packets_per_cpu_s_spread.map(Spread::kilo);
-            spread_column(multi, spread.as_deref().unwrap_or("-"));
+            let by_round = r.transport_cpu_eff_vs_baseline_by_round.map(Spread::ratios);
+            spread_columns(
+                multi,
+                spread.as_deref().unwrap_or("-"),
+                by_round.as_deref().unwrap_or("-"),
+            );
         }
     }
 
-    /// Ends a table line, with the spread column when there is more than one round.
-    fn spread_column(multi: bool, text: &str) {
+    /// Ends a table line, with the spread columns when there is more than one round.
+    fn spread_columns(multi: bool, spread: &str, by_round: &str) {
         if multi {
-            println!(" {text:>24}");
+            println!(" {spread:>24} {by_round:>18}");
         } else {
             println!();
         }
@@ -1259,14 +1292,13 @@ mod linux {
             // Baseline: best round 100k pkts/CPU-s (round 2); ceiling: best 1M (round 1).
             let base = [m(50_000, 1.0, 1.0), m(100_000, 1.0, 1.0)];
             let ceil = [m(2_000_000, 2.0, 2.0), m(1_000_000, 1.0, 2.0)];
-            let (_, b) = best_round(&base).expect("base");
             let (_, c) = best_round(&ceil).expect("ceil");
             // The path: best round 300k pkts/CPU-s at 600k pps (round 1).
             let mut path = [m(600_000, 1.0, 2.0), m(700_000, 1.0, 3.5)];
             path[0].transport_cpu_secs = Some(1.0);
             // The transport's own best is round 2 (700k pkts per driver-CPU-second).
             path[1].transport_cpu_secs = Some(1.0);
-            let row = Row::new("p", &path, b, c).expect("row");
+            let row = Row::new("p", &path, &base, c).expect("row");
             assert_eq!(row.best_round, 1);
             assert_eq!(row.received, 600_000);
             assert!(close(row.pps, 600_000.0));
@@ -1300,19 +1332,40 @@ mod linux {
             );
             let rounds: Vec<_> = row.rounds.iter().map(|r| (r.round, r.received)).collect();
             assert_eq!(rounds, [(1, 600_000), (2, 700_000)]);
+            // Round by round: 300k / 50k and 200k / 100k; the driver threads 600k / 50k and
+            // 700k / 100k. Best against best (3.0 and 7.0) is neither round's ratio.
+            assert_eq!(
+                row.cpu_eff_vs_baseline_by_round,
+                Spread {
+                    min: 2.0,
+                    median: 4.0,
+                    max: 6.0
+                }
+            );
+            assert_eq!(
+                row.transport_cpu_eff_vs_baseline_by_round,
+                Some(Spread {
+                    min: 7.0,
+                    median: 9.5,
+                    max: 12.0
+                })
+            );
+            assert_eq!(row.cpu_eff_vs_baseline_by_round.ratios(), "2.00/4.00/6.00");
         }
 
         #[test]
         fn one_round_is_that_measurement() {
             let only = m(123_000, 1.5, 0.75);
-            let row = Row::new("p", &[only], only, only).expect("row");
+            let row = Row::new("p", &[only], &[only], only).expect("row");
             assert_eq!((row.best_round, row.rounds.len()), (1, 1));
             assert!(close(row.seconds, 1.5) && close(row.cpu_seconds, 0.75));
             assert!(close(row.packets_per_cpu_s, 164_000.0));
             assert!(close(row.cpu_eff_vs_baseline, 1.0) && close(row.pps_vs_ceiling, 1.0));
             assert_eq!(row.transport_packets_per_cpu_s_spread, None);
             assert_eq!(row.transport_best_round, None);
-            assert!(Row::new("p", &[], only, only).is_none());
+            assert!(close(row.cpu_eff_vs_baseline_by_round.median, 1.0));
+            assert!(Row::new("p", &[], &[only], only).is_none());
+            assert!(Row::new("p", &[only], &[], only).is_none());
         }
 
         #[test]
