@@ -193,6 +193,9 @@ pub struct DriverStats {
     /// Received datagrams cut by a too-small buffer (dropped). Always 0 since the driver
     /// receives into the backend's own buffers, which hold any UDP payload.
     pub truncated: u64,
+    /// Receives that found the backend's buffers all in use (see
+    /// [`Backend::recv_buffer_stalls`]): the thread fell behind its socket for a moment.
+    pub recv_buffer_stalls: u64,
     /// Commands applied.
     pub commands: u64,
     /// Commands the session refused (not connected, frame too large, unknown session, ...).
@@ -496,6 +499,7 @@ impl<C: Core> Worker<C> {
         if n > 0 {
             self.stats.recv_batches += 1;
         }
+        self.stats.recv_buffer_stalls = self.socket.recv_buffer_stalls();
         Ok(n)
     }
 

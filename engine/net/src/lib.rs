@@ -217,6 +217,14 @@ pub trait Backend: Send + fmt::Debug {
 
     /// Which implementation this is.
     fn kind(&self) -> BackendKind;
+
+    /// Times a receive found no free buffer of the backend's own (uring: the provided-buffer
+    /// ring ran dry) and waited to be re-armed while the socket queue held the datagrams; 0
+    /// for backends without such buffers. A count that keeps rising means the receiving
+    /// thread falls behind its socket.
+    fn recv_buffer_stalls(&self) -> u64 {
+        0
+    }
 }
 
 /// How to choose the backend: `--io auto|uring|portable` or `WAVRY_IO`.
@@ -401,6 +409,10 @@ impl Backend for NetSocket {
 
     fn kind(&self) -> BackendKind {
         delegate!(self, b => b.kind())
+    }
+
+    fn recv_buffer_stalls(&self) -> u64 {
+        delegate!(self, b => b.recv_buffer_stalls())
     }
 }
 

@@ -49,6 +49,8 @@ pub(super) struct BufRing {
     floor: u16,
     /// Completions since the ring last ran dry (or the floor last halved).
     calm: u32,
+    /// Times the ring ran dry.
+    dry: u64,
     /// Every buffer id posted, in order (what the kernel will take, first in first out).
     #[cfg(test)]
     posted_log: Vec<u16>,
@@ -111,6 +113,7 @@ impl BufRing {
             avg_fill8: 0,
             floor: MIN_POSTED.min(entries),
             calm: 0,
+            dry: 0,
             #[cfg(test)]
             posted_log: Vec::new(),
             leak: false,
@@ -144,8 +147,14 @@ impl BufRing {
 
     /// Records that a receive found no posted buffer: post more from now on.
     pub(super) fn ran_dry(&mut self) {
+        self.dry += 1;
         self.calm = 0;
         self.floor = self.floor.saturating_mul(2).min(self.entries);
+    }
+
+    /// Times the ring ran dry ([`Self::ran_dry`]).
+    pub(super) fn dry_runs(&self) -> u64 {
+        self.dry
     }
 
     /// How many buffers should be posted: enough for [`POSTED_BYTES`] of completions like the
@@ -325,5 +334,6 @@ mod tests {
             b.ran_dry();
         }
         assert_eq!(b.target(), ENTRIES, "never more than the ring holds");
+        assert_eq!(b.dry_runs(), 22);
     }
 }

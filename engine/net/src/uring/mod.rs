@@ -742,6 +742,10 @@ impl Backend for UringBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Uring
     }
+
+    fn recv_buffer_stalls(&self) -> u64 {
+        self.bufs.dry_runs()
+    }
 }
 
 /// Sanity: the receive buffer layout the kernel writes must fit our buffers.
