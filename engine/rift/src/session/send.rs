@@ -156,11 +156,16 @@ impl OutFrame {
         for i in 0..self.count {
             let last = i + 1 == self.count;
             if let (false, Some((t, slot))) = (last, &template) {
-                let mut e = *t;
-                if slot.write(&mut e.bytes[..usize::from(e.pre)], i) {
-                    self.envs.push(e);
+                // Rewritten in its place in `envs`: rewriting a copy and then pushing it
+                // re-read the bytes just written (a store-forwarding stall per chunk).
+                let pre = usize::from(t.pre);
+                self.envs.push(*t);
+                if let Some(e) = self.envs.last_mut()
+                    && slot.write(&mut e.bytes[..pre], i)
+                {
                     continue;
                 }
+                self.envs.pop();
             }
             let e = self.envelope(i);
             if !last && e.pre != u8::MAX {
