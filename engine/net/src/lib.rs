@@ -295,7 +295,7 @@ pub struct Config {
     /// second notification completion). Re-measure on a real NIC before turning it on.
     pub send_zc: bool,
     /// uring: number of provided receive buffers (power of two, each ~64 KiB). Not all are
-    /// posted at once: only enough for ~256 KiB of recent completions (at least 4, more after
+    /// posted at once: only enough for ~256 KiB of recent completions (at least 8, more after
     /// the ring ran dry), the most recently returned first, so 64 KiB GRO batches land in
     /// buffers still in cache while single datagrams use every buffer. A ring that runs dry
     /// only pauses the multishot receive (the socket queue holds the datagrams until it is
