@@ -351,7 +351,7 @@ fn run(args: &Args) -> Result<(), String> {
         "summary ({} s, --io {}, backend {backend}):",
         args.seconds, args.io
     );
-    let rows: [(&str, String); 13] = [
+    let rows: [(&str, String); 14] = [
         ("frames delivered", totals.frames.to_string()),
         ("frames dropped", totals.dropped.to_string()),
         ("frames with wrong bytes", totals.bad.to_string()),
@@ -389,6 +389,12 @@ fn run(args: &Args) -> Result<(), String> {
             client_snap
                 .as_ref()
                 .map_or("-".into(), |s| s.stats.nacks_sent.to_string()),
+        ),
+        (
+            "media expired unsent (host)",
+            host_snap
+                .as_ref()
+                .map_or("-".into(), |s| s.stats.media_expired.to_string()),
         ),
         (
             "file upload (client → host)",

@@ -55,3 +55,15 @@ fn bursty_two_percent_loss_99_percent_on_time() {
     let r = run(13, 0.02, 4.0, 60);
     assert!(r.on_time_ratio() >= 0.99, "{:.4}", r.on_time_ratio());
 }
+
+/// A LAN-like path (0.2 ms RTT, no loss): feedback every 5 ms moves DELTA's target while the
+/// first keyframe (3x a frame) is still draining, and that must not slow the keyframe below
+/// its burst rate: every frame arrives on time and nothing expires unsent at the host.
+#[test]
+fn a_target_change_mid_keyframe_keeps_its_burst_rate() {
+    let rtt = Duration::from_micros(200);
+    let mut p = Pair::new(7, path(rtt / 2, 0.0, 0.0), path(rtt / 2, 0.0, 0.0));
+    let r = stream(&mut p, 2, 60, 20_000_000, rtt);
+    let expired = p.host.as_ref().unwrap().stats().media_expired;
+    assert_eq!((r.on_time, r.sent, expired), (r.sent, 120, 0));
+}

@@ -367,6 +367,9 @@ pub(crate) struct Sender {
     delivery: VecDeque<(Instant, u64, u32)>,
     max_frame: usize,
     target_bps: u64,
+    /// Pacing rate the latest frame asked for, bits/s: what it takes to leave within half an
+    /// interval (see [`Sender::pace`]).
+    frame_bps: f64,
     /// Largest plaintext message that fits one datagram (control messages are not fragmented).
     max_message: usize,
     /// Configured pacer burst, bytes (`pacer_burst` datagrams).
@@ -415,6 +418,7 @@ impl Sender {
             delivery: VecDeque::new(),
             max_frame: cfg.max_frame,
             target_bps,
+            frame_bps: 0.0,
             max_message: cfg
                 .max_datagram
                 .saturating_sub(crate::crypto::OVERHEAD + if cfg.relay.is_some() { 20 } else { 0 }),
@@ -463,7 +467,21 @@ impl Sender {
 
     pub(crate) fn set_target(&mut self, bps: u64) {
         self.target_bps = bps;
-        self.pacer.set_rate((bps as f64 * PACING_GAIN) as u64);
+        self.pace();
+    }
+
+    /// Sets the pacer from the target and the latest frame's need. Latency first: a frame
+    /// should leave within half an interval, so large frames (keyframes) are paced faster,
+    /// but never above MAX_BURST_GAIN × target, so a keyframe cannot flood a bottleneck DELTA
+    /// has measured. A target change re-clamps the frame's rate rather than replacing it: a
+    /// change mid-keyframe once slowed the keyframe's tail to PACING_GAIN × target and it
+    /// expired unsent (test `a_target_change_mid_keyframe_keeps_its_burst_rate`).
+    fn pace(&mut self) {
+        let target = self.target_bps as f64;
+        let rate = self
+            .frame_bps
+            .clamp(target * PACING_GAIN, target * MAX_BURST_GAIN);
+        self.pacer.set_rate(rate as u64);
         self.resize_burst();
     }
 
@@ -669,15 +687,9 @@ impl Sender {
         self.release_frames(now, true);
         let frame_id = self.next_frame_id;
         self.next_frame_id += 1;
-        // Latency first: a frame should leave within half an interval, so large frames
-        // (keyframes) are paced faster — but never above MAX_BURST_GAIN × target, so a
-        // keyframe cannot flood a bottleneck DELTA has measured.
         let wire = data.len() as f64 * 1.1 * 8.0;
-        let want = wire / (frame_interval.as_secs_f64() / 2.0).max(1e-3);
-        let target = self.target_bps as f64;
-        self.pacer
-            .set_rate(want.clamp(target * PACING_GAIN, target * MAX_BURST_GAIN) as u64);
-        self.resize_burst();
+        self.frame_bps = wire / (frame_interval.as_secs_f64() / 2.0).max(1e-3);
+        self.pace();
         let deadline = now + frame_interval + self.srtt.unwrap_or(Duration::ZERO) / 2 + slack;
         let mut frame = OutFrame {
             id: frame_id,
