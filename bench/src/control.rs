@@ -143,6 +143,7 @@ async fn start(args: &Args) -> anyhow::Result<Stack> {
     let genv = [
         ("WAVRY_GATEWAY_MASTER_TOKEN", SERVICE),
         ("WAVRY_AUTH_RATE_LIMIT", UNLIMITED),
+        ("WAVRY_LOGIN_IP_FREE_ATTEMPTS", UNLIMITED),
         ("WAVRY_GLOBAL_RATE_LIMIT", UNLIMITED),
         ("WAVRY_WS_BIND_RATE_LIMIT", UNLIMITED),
         ("WAVRY_WS_MAX_PER_IP", UNLIMITED),
@@ -277,7 +278,19 @@ async fn lease_paced(s: &Stack, args: &Args) -> Value {
 }
 
 async fn register(http: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<String> {
-    let body = json!({"email": format!("{name}@bench.example"), "password": PASSWORD, "display_name": name, "username": name, "public_key": hex::encode(sha_like(name))});
+    // Registration proves possession of the key: sign the gateway's challenge.
+    let key = wavry_rift::identity::IdentityKey::generate()?;
+    let pk = hex::encode(key.id().as_bytes());
+    let ch: Value = http
+        .post(format!("{base}/auth/register/challenge"))
+        .json(&json!({"public_key": pk}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let message = ch["message"].as_str().context("no challenge message")?;
+    let sig = hex::encode(key.sign(message.as_bytes()));
+    let body = json!({"email": format!("{name}@bench.example"), "password": PASSWORD, "display_name": name, "username": name, "public_key": pk, "challenge": ch["challenge"], "signature": sig});
     let r = http
         .post(format!("{base}/auth/register"))
         .json(&body)
@@ -288,24 +301,6 @@ async fn register(http: &reqwest::Client, base: &str, name: &str) -> anyhow::Res
     }
     let v: Value = r.json().await?;
     v["token"].as_str().map(str::to_owned).context("no token")
-}
-
-/// A distinct 32-byte "public key" per name (accounts need unique keys; these are not used
-/// cryptographically by the bench).
-fn sha_like(name: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    let mut x: u64 = 0xcbf2_9ce4_8422_2325;
-    for (i, o) in out.iter_mut().enumerate() {
-        for b in name
-            .bytes()
-            .chain(std::iter::once(u8::try_from(i).unwrap_or(0)))
-        {
-            x ^= u64::from(b);
-            x = x.wrapping_mul(0x0100_0000_01b3);
-        }
-        *o = x.to_le_bytes()[i % 8];
-    }
-    out
 }
 
 async fn register_many(

@@ -267,16 +267,57 @@ pub fn check_bind(
 /// Resolves the client IP: the socket peer, unless the peer is one of the named trusted
 /// proxies, in which case `X-Forwarded-For` is walked from the right and the first address
 /// that is not a trusted proxy is the client. Nothing else is ever trusted.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClientIpResolver {
     trusted: HashSet<IpAddr>,
+    v6_prefix: u8,
+}
+
+impl Default for ClientIpResolver {
+    fn default() -> Self {
+        Self::new([])
+    }
+}
+
+/// Default IPv6 prefix length that rate limits and attempt counters key on: one /64 is what
+/// a single subscriber usually holds, so keying on full addresses would let one client use
+/// 2^64 keys.
+pub const DEFAULT_IPV6_RATE_PREFIX: u8 = 64;
+
+/// `ip` reduced to the block that rate limits key on: IPv4 as is (IPv4-mapped IPv6 too),
+/// IPv6 masked to its first `v6_prefix` bits (0..=128).
+pub fn ip_block(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let bits = u32::from(v6_prefix.min(128));
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
+            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask))
+        }
+    }
 }
 
 impl ClientIpResolver {
-    /// A resolver trusting exactly these proxy addresses.
+    /// A resolver trusting exactly these proxy addresses; rate keys use IPv6 /64 blocks
+    /// unless `WAVRY_IPV6_RATE_PREFIX` (0..=128) says otherwise.
     pub fn new(trusted: impl IntoIterator<Item = IpAddr>) -> Self {
         Self {
             trusted: trusted.into_iter().collect(),
+            v6_prefix: u8::try_from(
+                env_u64(
+                    "WAVRY_IPV6_RATE_PREFIX",
+                    u64::from(DEFAULT_IPV6_RATE_PREFIX),
+                )
+                .min(128),
+            )
+            .unwrap_or(DEFAULT_IPV6_RATE_PREFIX),
         }
     }
 
@@ -296,6 +337,11 @@ impl ClientIpResolver {
             .rev()
             .find(|ip| !self.trusted.contains(ip))
             .unwrap_or(peer_ip)
+    }
+
+    /// What rate limits and attempt counters key a client address on (see [`ip_block`]).
+    pub fn rate_key(&self, ip: IpAddr) -> IpAddr {
+        ip_block(ip, self.v6_prefix)
     }
 }
 
@@ -430,24 +476,43 @@ impl AdminAuth {
 // ---------------------------------------------------------------------------------------------
 // Rate limiting
 
-/// A fixed-window counter per key with a bounded key table: when the table is full (after
-/// purging finished windows) new keys are refused.
+/// A fixed-window counter per key with a bounded key table. When the table is full, finished
+/// windows are dropped and then the oldest keys are evicted, so a flood of new keys can never
+/// refuse every newcomer (it can only make the oldest entries start a fresh window).
 #[derive(Debug)]
 pub struct RateLimiter {
     limit: u32,
     window: Duration,
     max_keys: usize,
-    state: Mutex<HashMap<String, (Instant, u32)>>,
+    state: Mutex<LimiterTable>,
+}
+
+#[derive(Debug, Default)]
+struct LimiterTable {
+    counts: HashMap<String, (Instant, u32)>,
+    /// Keys in insertion order (may hold keys already removed; compacted when it grows).
+    order: std::collections::VecDeque<String>,
+}
+
+impl LimiterTable {
+    fn purge(&mut self, now: Instant, window: Duration) {
+        self.counts
+            .retain(|_, (start, _)| now.duration_since(*start) < window);
+        if self.order.len() > self.counts.len().saturating_mul(2).max(64) {
+            let counts = &self.counts;
+            self.order.retain(|k| counts.contains_key(k));
+        }
+    }
 }
 
 impl RateLimiter {
-    /// `limit` events per `window` per key, at most `max_keys` keys.
+    /// `limit` events per `window` per key, at most `max_keys` keys (at least 1).
     pub fn new(limit: u32, window: Duration, max_keys: usize) -> Self {
         Self {
             limit,
             window,
-            max_keys,
-            state: Mutex::new(HashMap::new()),
+            max_keys: max_keys.max(1),
+            state: Mutex::new(LimiterTable::default()),
         }
     }
 
@@ -464,37 +529,52 @@ impl RateLimiter {
     /// Counts one event for `key`; `false` when over the limit.
     pub fn check(&self, key: &str) -> bool {
         let now = Instant::now();
-        let mut map = self
+        let mut t = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((start, count)) = map.get_mut(key) {
+        if let Some((start, count)) = t.counts.get_mut(key) {
             if now.duration_since(*start) >= self.window {
                 *start = now;
                 *count = 0;
             }
-            *count += 1;
+            *count = count.saturating_add(1);
             return *count <= self.limit;
         }
-        if map.len() >= self.max_keys {
-            let window = self.window;
-            map.retain(|_, (start, _)| now.duration_since(*start) < window);
-            if map.len() >= self.max_keys {
-                return false;
-            }
+        if t.counts.len() >= self.max_keys {
+            t.purge(now, self.window);
         }
-        map.insert(key.to_owned(), (now, 1));
+        while t.counts.len() >= self.max_keys {
+            let Some(oldest) = t.order.pop_front() else {
+                break;
+            };
+            t.counts.remove(&oldest);
+        }
+        t.counts.insert(key.to_owned(), (now, 1));
+        t.order.push_back(key.to_owned());
         self.limit >= 1
     }
 
     /// Drops finished windows (call periodically).
     pub fn purge(&self) {
-        let now = Instant::now();
-        let window = self.window;
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|_, (start, _)| now.duration_since(*start) < window);
+            .purge(Instant::now(), self.window);
+    }
+
+    /// Keys currently tracked.
+    pub fn len(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .counts
+            .len()
+    }
+
+    /// Whether no key is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -606,11 +686,35 @@ mod tests {
     }
 
     #[test]
-    fn limiter_counts_and_caps_keys() {
+    fn limiter_counts_and_evicts_instead_of_refusing() {
         let l = RateLimiter::new(2, Duration::from_secs(60), 2);
         assert!(l.check("a") && l.check("a") && !l.check("a"));
         assert!(l.check("b"));
-        assert!(!l.check("c"), "table full");
+        assert!(
+            l.check("c"),
+            "a full table evicts the oldest key, never refuses a newcomer"
+        );
+        assert_eq!(l.len(), 2);
+        assert!(l.check("b") && !l.check("b"), "b kept its count");
+        for i in 0..10_000 {
+            assert!(l.check(&format!("flood-{i}")));
+        }
+        assert_eq!(l.len(), 2, "bounded");
+    }
+
+    #[test]
+    fn ipv6_keys_by_block() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(ip_block(a, 64), ip_block(b, 64));
+        assert_ne!(ip_block(a, 64), ip_block(c, 64));
+        assert_ne!(ip_block(a, 128), ip_block(b, 128));
+        assert_eq!(ip_block(a, 0), ip_block(c, 0));
+        let v4: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(ip_block(v4, 64), v4);
+        let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        assert_eq!(ip_block(mapped, 64), v4);
     }
 
     #[test]

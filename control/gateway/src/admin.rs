@@ -18,7 +18,10 @@ use crate::app::{ApiError, ApiResult, AppState, St, bad, client_ip, parse_json, 
 
 fn guard(st: &AppState, peer: SocketAddr, headers: &HeaderMap) -> ApiResult<IpAddr> {
     let ip = client_ip(st, peer, headers);
-    if !st.auth_limiter.check(&format!("admin:{ip}")) {
+    if !st
+        .auth_limiter
+        .check(&format!("admin:{}", st.ip.rate_key(ip)))
+    {
         st.count(&st.metrics.rate_limited);
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

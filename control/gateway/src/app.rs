@@ -2,10 +2,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
@@ -13,7 +10,7 @@ use anyhow::Context;
 use axum::{
     Json, Router,
     body::{Body, Bytes},
-    extract::{ConnectInfo, DefaultBodyLimit, Request, State},
+    extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -27,54 +24,12 @@ use wavry_control_core::{
     env_str, hash_token, unix_now,
 };
 
-use crate::{Cli, admin, auth, bus, totp::TotpKey, ws};
+use crate::{Cli, admin, auth, bus, metrics::AuthMetrics, totp::TotpKey, ws};
 
 const MIGRATIONS: &[wavry_control_core::MigrationSource] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "cluster", include_str!("../migrations/0002_cluster.sql")),
 ];
-
-/// Counters exposed at `/metrics/auth` and `/metrics/prometheus`.
-#[derive(Default)]
-pub(crate) struct AuthMetrics {
-    pub(crate) register_attempts: AtomicU64,
-    pub(crate) register_success: AtomicU64,
-    pub(crate) login_attempts: AtomicU64,
-    pub(crate) login_success: AtomicU64,
-    pub(crate) totp_setup_attempts: AtomicU64,
-    pub(crate) totp_setup_success: AtomicU64,
-    pub(crate) totp_enable_attempts: AtomicU64,
-    pub(crate) totp_enable_success: AtomicU64,
-    pub(crate) logout_attempts: AtomicU64,
-    pub(crate) logout_success: AtomicU64,
-    pub(crate) rate_limited: AtomicU64,
-    pub(crate) validation_errors: AtomicU64,
-    pub(crate) auth_failures: AtomicU64,
-    pub(crate) db_errors: AtomicU64,
-    pub(crate) relay_sessions: AtomicU64,
-}
-
-impl AuthMetrics {
-    fn pairs(&self) -> [(&'static str, u64); 14] {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        [
-            ("register_attempts", g(&self.register_attempts)),
-            ("register_success", g(&self.register_success)),
-            ("login_attempts", g(&self.login_attempts)),
-            ("login_success", g(&self.login_success)),
-            ("totp_setup_attempts", g(&self.totp_setup_attempts)),
-            ("totp_setup_success", g(&self.totp_setup_success)),
-            ("totp_enable_attempts", g(&self.totp_enable_attempts)),
-            ("totp_enable_success", g(&self.totp_enable_success)),
-            ("logout_attempts", g(&self.logout_attempts)),
-            ("logout_success", g(&self.logout_success)),
-            ("rate_limited", g(&self.rate_limited)),
-            ("validation_errors", g(&self.validation_errors)),
-            ("auth_failures", g(&self.auth_failures)),
-            ("db_errors", g(&self.db_errors)),
-        ]
-    }
-}
 
 /// Everything the handlers share.
 pub(crate) struct AppState {
@@ -99,6 +54,8 @@ pub(crate) struct AppState {
     pub(crate) hash_pool: auth::HashPool,
     pub(crate) ws_max_per_ip: usize,
     pub(crate) ws_max_total: usize,
+    /// Login attempts per client address before the backoff starts.
+    pub(crate) ip_free_attempts: i64,
 }
 
 pub(crate) type St = Arc<AppState>;
@@ -246,8 +203,8 @@ impl AppState {
     }
 
     #[allow(clippy::unused_self)]
-    pub(crate) fn count(&self, c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn count(&self, c: &prometheus_client::metrics::counter::Counter) {
+        c.inc();
     }
 }
 
@@ -286,7 +243,12 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
         );
     }
     let hash_pool = auth::HashPool::new(
-        std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+        usize::try_from(wavry_control_core::env_u64(
+            "WAVRY_ARGON2_THREADS",
+            std::thread::available_parallelism().map_or(2, |n| n.get() as u64),
+        ))
+        .unwrap_or(2),
+        usize::try_from(wavry_control_core::env_u64("WAVRY_ARGON2_QUEUE", 1024)).unwrap_or(1024),
     )?;
     let dummy_hash = hash_pool
         .run(|| auth::hash_password("wavry-timing-equaliser-password"))
@@ -307,7 +269,7 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
         post_auth_limiter: RateLimiter::from_env("WAVRY_POST_AUTH_RATE_LIMIT", 60, 60, 50_000),
         bind_limiter: RateLimiter::from_env("WAVRY_WS_BIND_RATE_LIMIT", 10, 60, 100_000),
         global_limiter: RateLimiter::from_env("WAVRY_GLOBAL_RATE_LIMIT", 600, 60, 200_000),
-        metrics: AuthMetrics::default(),
+        metrics: AuthMetrics::new(),
         hub: ws::Hub::default(),
         bus: (backend == wavry_control_core::Backend::Postgres).then(|| bus::Bus::new(bus_db)),
         http: reqwest::Client::builder()
@@ -317,6 +279,11 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
         master_token,
         dummy_hash,
         hash_pool,
+        ip_free_attempts: i64::try_from(wavry_control_core::env_u64(
+            "WAVRY_LOGIN_IP_FREE_ATTEMPTS",
+            crate::throttle::IP_FREE_ATTEMPTS.unsigned_abs(),
+        ))
+        .unwrap_or(i64::MAX),
         ws_max_per_ip: usize::try_from(wavry_control_core::env_u64("WAVRY_WS_MAX_PER_IP", 16))
             .unwrap_or(16),
         ws_max_total: usize::try_from(wavry_control_core::env_u64(
@@ -351,6 +318,7 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
         .route("/metrics/auth", get(metrics_auth))
         .route("/metrics/prometheus", get(metrics_prometheus))
         .route("/auth/register", post(auth::register))
+        .route("/auth/register/challenge", post(auth::register_challenge))
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
         .route("/auth/2fa/setup", post(auth::totp_setup))
@@ -368,7 +336,7 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
             Duration::from_secs(15),
         ))
         .route("/ws", get(ws::upgrade))
-        .layer(middleware::from_fn_with_state(st.clone(), global_limit))
+        .route_layer(middleware::from_fn_with_state(st.clone(), global_limit))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(cors)
         .with_state(st);
@@ -380,16 +348,19 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Global per-IP, per-route limit (not for `/`, `/health`, `/metrics/*`).
+/// Global per-IP, per-route limit (not for `/`, `/health`, `/metrics/*`), keyed by the
+/// matched route pattern, so requests to many distinct paths cannot fill its table. Runs as
+/// a route layer: unknown paths are answered 404 without a key.
 async fn global_limit(
     State(st): State<St>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    route: MatchedPath,
     req: Request<Body>,
     next: Next,
 ) -> Response {
-    let path = req.uri().path();
+    let path = route.as_str();
     if !(path == "/" || path == "/health" || path.starts_with("/metrics/")) {
-        let ip = st.ip.resolve(peer, req.headers());
+        let ip = st.ip.rate_key(st.ip.resolve(peer, req.headers()));
         if !st
             .global_limiter
             .check(&format!("{}:{path}:{ip}", req.method()))
@@ -439,7 +410,7 @@ async fn health(State(st): State<St>) -> Json<Value> {
     Json(json!({
         "status": "ok",
         "active_ws_connections": st.hub.connections(),
-        "active_relay_sessions": st.metrics.relay_sessions.load(Ordering::Relaxed),
+        "relay_sessions_brokered": st.metrics.relay_sessions.get(),
         "database_ok": wavry_control_core::db_ok(&st.db).await,
         "cluster_bus_listening": st.bus.as_ref().map(|b| b.listening.load(Ordering::Relaxed)),
     }))
@@ -450,39 +421,20 @@ async fn metrics_auth(State(st): State<St>) -> Json<Value> {
         st.metrics
             .pairs()
             .iter()
-            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .map(|(k, v)| ((*k).to_owned(), json!(v.get())))
             .collect(),
     ))
 }
 
 async fn metrics_prometheus(State(st): State<St>) -> Response {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP wavry_gateway_websocket_connections Open signalling WebSocket connections."
-    );
-    let _ = writeln!(out, "# TYPE wavry_gateway_websocket_connections gauge");
-    let _ = writeln!(
-        out,
-        "wavry_gateway_websocket_connections {}",
-        st.hub.connections()
-    );
-    let _ = writeln!(
-        out,
-        "# HELP wavry_gateway_relay_sessions Relay sessions brokered since start."
-    );
-    let _ = writeln!(out, "# TYPE wavry_gateway_relay_sessions gauge");
-    let _ = writeln!(
-        out,
-        "wavry_gateway_relay_sessions {}",
-        st.metrics.relay_sessions.load(Ordering::Relaxed)
-    );
-    for (k, v) in st.metrics.pairs() {
-        let _ = writeln!(out, "# TYPE wavry_gateway_auth_{k}_total counter");
-        let _ = writeln!(out, "wavry_gateway_auth_{k}_total {v}");
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        st.metrics.render(st.hub.connections()),
+    )
+        .into_response()
 }
 
 // ---------------------------------------------------------------------------------------------

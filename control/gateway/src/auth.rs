@@ -20,15 +20,12 @@ use wavry_control_core::{hash_token, new_token, unix_now};
 
 use crate::{
     app::{ApiError, ApiResult, AppState, St, bad, client_ip, parse_json, rfc3339},
+    throttle::{self, Reservation},
     totp,
 };
 
 /// Session lifetime.
 const SESSION_TTL_SECS: i64 = 24 * 3600;
-/// Failures before a lockout.
-const LOCKOUT_FAILURES: i64 = 5;
-/// Lockout duration after the last failure.
-const LOCKOUT_SECS: i64 = 15 * 60;
 
 thread_local! {
     /// Argon2 working memory (19 MiB with the default parameters), allocated once per pool
@@ -101,11 +98,9 @@ fn verify_password(pw: &str, phc: &str) -> bool {
     check().unwrap_or(false)
 }
 
-async fn verify_blocking(st: &AppState, pw: String, phc: String) -> bool {
-    st.hash_pool
-        .run(move || verify_password(&pw, &phc))
-        .await
-        .unwrap_or(false)
+/// Verifies on the argon2 pool; `None` when the pool is busy (not a wrong password).
+async fn verify_blocking(st: &AppState, pw: String, phc: String) -> Option<bool> {
+    st.hash_pool.run(move || verify_password(&pw, &phc)).await
 }
 
 /// Job run on the argon2 pool.
@@ -119,9 +114,9 @@ pub(crate) struct HashPool {
 }
 
 impl HashPool {
-    /// Starts `threads` workers.
-    pub(crate) fn new(threads: usize) -> std::io::Result<Self> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1024);
+    /// Starts `threads` workers with a queue of `queue` waiting jobs.
+    pub(crate) fn new(threads: usize, queue: usize) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(queue.clamp(1, 65_536));
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         for i in 0..threads.max(1) {
             let rx = rx.clone();
@@ -143,7 +138,7 @@ impl HashPool {
         Ok(Self { tx })
     }
 
-    /// Runs `f` on the pool; `None` when the queue (1024 jobs) is full or the pool is gone.
+    /// Runs `f` on the pool; `None` when the queue is full or the pool is gone.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
@@ -185,12 +180,6 @@ fn norm_display_name(d: &str) -> Option<String> {
     let d = d.trim();
     ((1..=64).contains(&d.chars().count()) && !d.chars().any(char::is_control))
         .then(|| d.to_owned())
-}
-
-fn norm_public_key(k: &str) -> Option<String> {
-    let k = k.trim().to_ascii_lowercase();
-    ((64..=128).contains(&k.len()) && k.len() % 2 == 0 && k.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then_some(k)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -272,7 +261,10 @@ fn auth_response(u: &UserRow, token: &str, expires_at: i64, created_at: i64, ip:
 }
 
 fn limit(st: &AppState, scope: &str, ip: IpAddr) -> ApiResult<()> {
-    if st.auth_limiter.check(&format!("{scope}:{ip}")) {
+    if st
+        .auth_limiter
+        .check(&format!("{scope}:{}", st.ip.rate_key(ip)))
+    {
         Ok(())
     } else {
         st.count(&st.metrics.rate_limited);
@@ -299,6 +291,45 @@ pub(crate) struct RegisterReq {
     display_name: String,
     username: String,
     public_key: String,
+    /// From `/auth/register/challenge`.
+    #[serde(default)]
+    challenge: Option<String>,
+    /// Hex Ed25519 signature by `public_key` over
+    /// `"wavry-gateway-register-v1\n{wavry_id}\n{challenge}"`.
+    #[serde(default)]
+    signature: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ChallengeReq {
+    public_key: String,
+}
+
+/// `POST /auth/register/challenge`: a challenge the registering key must sign (proof of
+/// possession; stateless, good for 5 minutes on any gateway sharing the at-rest key).
+pub(crate) async fn register_challenge(
+    State(st): State<St>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let ip = client_ip(&st, peer, &headers);
+    limit(&st, "register_challenge", ip)?;
+    let req: ChallengeReq = parse_json(&body)?;
+    let wid = crate::proof::parse_public_key(&req.public_key).ok_or_else(|| {
+        invalid(
+            &st,
+            "public_key must be 64 hex characters or a Wavry ID (32-byte Ed25519 key)",
+        )
+    })?;
+    let challenge = crate::proof::new_challenge(&st.totp_key, &wid, unix_now())
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "challenge failed"))?;
+    Ok(Json(json!({
+        "wavry_id": wid.to_string(),
+        "message": crate::proof::message(&wid, &challenge),
+        "challenge": challenge,
+        "expires_in_secs": crate::proof::CHALLENGE_TTL_SECS,
+    })))
 }
 
 pub(crate) async fn register(
@@ -317,8 +348,24 @@ pub(crate) async fn register(
         .ok_or_else(|| invalid(&st, "username must be 3..32 characters of [a-z0-9_.-]"))?;
     let display_name = norm_display_name(&req.display_name)
         .ok_or_else(|| invalid(&st, "display_name must be 1..64 characters"))?;
-    let public_key = norm_public_key(&req.public_key)
-        .ok_or_else(|| invalid(&st, "public_key must be 64..128 hex characters"))?;
+    let wid = crate::proof::parse_public_key(&req.public_key).ok_or_else(|| {
+        invalid(
+            &st,
+            "public_key must be 64 hex characters or a Wavry ID (32-byte Ed25519 key)",
+        )
+    })?;
+    let proven = match (req.challenge.as_deref(), req.signature.as_deref()) {
+        (Some(c), Some(sig)) => crate::proof::verify(&st.totp_key, &wid, c, sig, unix_now()),
+        _ => false,
+    };
+    if !proven {
+        st.count(&st.metrics.auth_failures);
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "public_key not proven: sign the challenge from /auth/register/challenge",
+        ));
+    }
+    let public_key = hex::encode(wid.as_bytes());
     if !(12..=128).contains(&req.password.len()) {
         return Err(invalid(&st, "password must be 12..128 bytes"));
     }
@@ -382,50 +429,36 @@ pub(crate) async fn register(
 // ---------------------------------------------------------------------------------------------
 // Login
 
-async fn locked_out(st: &AppState, ids: &[String]) -> ApiResult<bool> {
-    let since = unix_now() - LOCKOUT_SECS;
-    for id in ids {
-        let row =
-            sqlx::query("SELECT count, last_failure FROM login_failures WHERE identifier = $1")
-                .bind(id)
-                .fetch_optional(&st.db)
-                .await?;
-        if let Some(r) = row {
-            let (count, last): (i64, i64) = (r.try_get(0)?, r.try_get(1)?);
-            if count >= LOCKOUT_FAILURES && last > since {
-                return Ok(true);
-            }
-        }
-    }
-    Ok(false)
+fn throttled(st: &AppState, retry_after: i64) -> ApiError {
+    st.count(&st.metrics.rate_limited);
+    tracing::warn!(
+        event = "RateLimitExceeded",
+        reason = "attempt_backoff",
+        "attempt throttled"
+    );
+    ApiError(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many failed attempts; try again later".into(),
+        Some(json!({ "retry_after_secs": retry_after })),
+    )
 }
 
-async fn record_failure(st: &AppState, ids: &[String]) -> ApiResult<()> {
-    let now = unix_now();
-    for id in ids {
-        // A failure after an expired lockout window starts a fresh count.
-        sqlx::query(
-            "INSERT INTO login_failures (identifier, count, last_failure) VALUES ($1, 1, $2) \
-             ON CONFLICT (identifier) DO UPDATE SET count = CASE WHEN login_failures.last_failure <= $3 THEN 1 ELSE login_failures.count + 1 END, last_failure = $2",
-        )
-        .bind(id)
-        .bind(now)
-        .bind(now - LOCKOUT_SECS)
-        .execute(&st.db)
-        .await?;
+/// Reserves one attempt for `key` or answers 429 (per-address keys get the larger budget).
+async fn reserve(st: &AppState, key: &str) -> ApiResult<()> {
+    let free = if key.starts_with("ip:") {
+        st.ip_free_attempts
+    } else {
+        throttle::FREE_ATTEMPTS
+    };
+    match throttle::reserve(&st.db, key, free, unix_now()).await? {
+        Reservation::Granted => Ok(()),
+        Reservation::Throttled(wait) => Err(throttled(st, wait)),
     }
-    st.count(&st.metrics.auth_failures);
-    Ok(())
 }
 
-async fn clear_failures(st: &AppState, ids: &[String]) -> ApiResult<()> {
-    for id in ids {
-        sqlx::query("DELETE FROM login_failures WHERE identifier = $1")
-            .bind(id)
-            .execute(&st.db)
-            .await?;
-    }
-    Ok(())
+fn busy(st: &AppState) -> ApiError {
+    st.count(&st.metrics.hasher_busy);
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server busy, retry")
 }
 
 async fn active_ban(st: &AppState, user_id: &str) -> ApiResult<Option<String>> {
@@ -462,38 +495,68 @@ pub(crate) async fn login(
     if !(1..=128).contains(&req.password.len()) {
         return Err(invalid(&st, "invalid password"));
     }
+    // Known and unknown emails are counted and answered alike.
     let email_key = format!("email:{email}");
-    let ip_key = format!("ip:{ip}");
-    let both = [email_key.clone(), ip_key.clone()];
-    if locked_out(&st, &both).await? {
-        st.count(&st.metrics.rate_limited);
-        tracing::warn!(
-            event = "RateLimitExceeded",
-            reason = "lockout",
-            "login locked out"
-        );
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many failed attempts; try again later",
-        ));
+    let ip_key = format!("ip:{}", st.ip.rate_key(ip));
+    let user = user_by_email(&st, &email).await?;
+    let code = req
+        .totp_code
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned);
+    // The owner's valid current 2FA code lets the login past the account's backoff, so
+    // someone else's guesses never lock the owner out (the IP's backoff still applies).
+    let owner_code_ok = match (&user, code.as_deref()) {
+        (Some(u), Some(c)) => u.totp_secret.as_ref().is_some_and(|stored| {
+            st.totp_key.open(&u.id, stored).is_ok_and(|secret| {
+                totp::code_well_formed(c)
+                    && totp::check(
+                        &secret,
+                        c,
+                        u64::try_from(unix_now()).unwrap_or(0),
+                        u.totp_last_step,
+                    )
+                    .is_some()
+            })
+        }),
+        _ => false,
+    };
+    reserve(&st, &ip_key).await?;
+    if !owner_code_ok {
+        if let Err(e) = reserve(&st, &email_key).await {
+            throttle::refund(&st.db, &ip_key).await?;
+            return Err(e);
+        }
     }
-    let invalid_credentials = || ApiError::new(StatusCode::UNAUTHORIZED, "Invalid credentials");
-    let Some(user) = user_by_email(&st, &email).await? else {
-        // Same work as a real check, so timing does not reveal which emails exist.
-        let _ = verify_blocking(&st, req.password, st.dummy_hash.clone()).await;
-        record_failure(&st, std::slice::from_ref(&ip_key)).await?;
+    // Same work for unknown emails, so timing does not reveal which exist.
+    let phc = user
+        .as_ref()
+        .map_or_else(|| st.dummy_hash.clone(), |u| u.password_hash.clone());
+    let Some(password_ok) = verify_blocking(&st, req.password, phc).await else {
+        // A busy hasher is not a wrong password: nothing is counted.
+        throttle::refund(&st.db, &ip_key).await?;
+        if !owner_code_ok {
+            throttle::refund(&st.db, &email_key).await?;
+        }
+        tracing::warn!(event = "HasherBusy", "login refused: argon2 pool busy");
+        return Err(busy(&st));
+    };
+    let Some(user) = user.filter(|_| password_ok) else {
+        st.count(&st.metrics.auth_failures);
         tracing::info!(
             event = "LoginFailure",
-            reason = "UserNotFound",
+            reason = "InvalidCredentials",
             "login failed"
         );
-        return Err(invalid_credentials());
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Invalid credentials",
+        ));
     };
-    if !verify_blocking(&st, req.password, user.password_hash.clone()).await {
-        record_failure(&st, &both).await?;
-        tracing::info!(event = "LoginFailure", reason = "InvalidPassword", user_id = %user.id, "login failed");
-        return Err(invalid_credentials());
-    }
+    // The password was right: this actor's own attempt is handed back.
+    throttle::clear(&st.db, &email_key).await?;
+    throttle::refund(&st.db, &ip_key).await?;
     if let Some(reason) = active_ban(&st, &user.id).await? {
         tracing::info!(event = "AccountSuspended", user_id = %user.id, "login refused: banned");
         return Err(ApiError::new(
@@ -502,12 +565,7 @@ pub(crate) async fn login(
         ));
     }
     if let Some(stored) = &user.totp_secret {
-        let Some(code) = req
-            .totp_code
-            .as_deref()
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-        else {
+        let Some(code) = code else {
             tracing::info!(event = "LoginFailure", reason = "TotpRequired", user_id = %user.id, "2FA code required");
             return Err(ApiError(
                 StatusCode::UNAUTHORIZED,
@@ -515,39 +573,48 @@ pub(crate) async fn login(
                 Some(json!({ "totp_required": true })),
             ));
         };
-        if !totp::code_well_formed(code) {
-            record_failure(&st, std::slice::from_ref(&email_key)).await?;
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Invalid 2FA code"));
-        }
+        // Codes are guesses too: counted per account and per IP.
+        let totp_key = format!("totp:{}", user.id);
+        reserve(&st, &totp_key).await?;
         let secret = st.totp_key.open(&user.id, stored).map_err(|e| {
             tracing::error!(error = %e, user_id = %user.id, "cannot decrypt TOTP secret");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "2FA unavailable")
         })?;
-        let now = u64::try_from(unix_now()).unwrap_or(0);
-        let Some(step) = totp::check(&secret, code, now, user.totp_last_step) else {
-            record_failure(&st, &both).await?;
+        if !consume_code(&st, &user, &secret, &code).await? {
+            st.count(&st.metrics.auth_failures);
             tracing::info!(event = "LoginFailure", reason = "InvalidTotp", user_id = %user.id, "login failed");
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Invalid 2FA code"));
-        };
-        // Consume the step atomically so a code works once.
-        let used = sqlx::query(
-            "UPDATE users SET totp_last_step = $1 WHERE id = $2 AND totp_last_step < $1",
-        )
-        .bind(step)
-        .bind(&user.id)
-        .execute(&st.db)
-        .await?
-        .rows_affected();
-        if used == 0 {
-            record_failure(&st, &both).await?;
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Invalid 2FA code"));
         }
+        throttle::clear(&st.db, &totp_key).await?;
     }
-    clear_failures(&st, &both).await?;
     let (token, exp, created) = create_session(&st, &user.id, ip).await?;
     st.count(&st.metrics.login_success);
     tracing::info!(event = "LoginSuccess", user_id = %user.id, "login");
     Ok(Json(auth_response(&user, &token, exp, created, ip)))
+}
+
+/// Checks `code` against the user's secret and consumes its step with a compare-and-set, so
+/// a code works once even for concurrent requests and the step never moves backwards.
+async fn consume_code(st: &AppState, u: &UserRow, secret: &str, code: &str) -> ApiResult<bool> {
+    if !totp::code_well_formed(code) {
+        return Ok(false);
+    }
+    let Some(step) = totp::check(
+        secret,
+        code,
+        u64::try_from(unix_now()).unwrap_or(0),
+        u.totp_last_step,
+    ) else {
+        return Ok(false);
+    };
+    let used =
+        sqlx::query("UPDATE users SET totp_last_step = $1 WHERE id = $2 AND totp_last_step < $1")
+            .bind(step)
+            .bind(&u.id)
+            .execute(&st.db)
+            .await?
+            .rows_affected();
+    Ok(used == 1)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -569,7 +636,10 @@ pub(crate) async fn logout(
         .filter(|t| wavry_control_core::token_syntax_ok(t))
         .ok_or_else(|| invalid(&st, "missing or invalid session token"))?;
     let h = hash_token(token);
-    if !st.post_auth_limiter.check(&format!("logout:{ip}:{h}")) {
+    if !st
+        .post_auth_limiter
+        .check(&format!("logout:{}:{h}", st.ip.rate_key(ip)))
+    {
         st.count(&st.metrics.rate_limited);
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -604,31 +674,58 @@ async fn session_user_row(st: &AppState, headers: &HeaderMap) -> ApiResult<UserR
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown user"))
 }
 
-/// Requires a valid current code when 2FA is already on (and consumes its step).
-async fn require_current_code(st: &AppState, u: &UserRow, code: Option<&str>) -> ApiResult<()> {
-    let Some(stored) = &u.totp_secret else {
-        return Ok(());
+/// Re-authentication for a 2FA change, counted per account (`totp:{user}`): with 2FA on, a
+/// valid current code (its step consumed atomically when `consume`); with 2FA off, the
+/// account password.
+async fn reauthenticate(
+    st: &AppState,
+    u: &UserRow,
+    code: Option<&str>,
+    password: Option<String>,
+    consume: bool,
+) -> ApiResult<()> {
+    let key = format!("totp:{}", u.id);
+    reserve(st, &key).await?;
+    let ok = if let Some(stored) = &u.totp_secret {
+        let secret = st
+            .totp_key
+            .open(&u.id, stored)
+            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "2FA unavailable"))?;
+        let code = code.map(str::trim).unwrap_or_default();
+        if consume {
+            consume_code(st, u, &secret, code).await?
+        } else {
+            totp::code_well_formed(code)
+                && totp::check(
+                    &secret,
+                    code,
+                    u64::try_from(unix_now()).unwrap_or(0),
+                    u.totp_last_step,
+                )
+                .is_some()
+        }
+    } else if let Some(pw) = password.filter(|p| (1..=128).contains(&p.len())) {
+        let Some(ok) = verify_blocking(st, pw, u.password_hash.clone()).await else {
+            throttle::refund(&st.db, &key).await?;
+            return Err(busy(st));
+        };
+        ok
+    } else {
+        false
     };
-    let code = code
-        .map(str::trim)
-        .filter(|c| totp::code_well_formed(c))
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "current 2FA code required"))?;
-    let secret = st
-        .totp_key
-        .open(&u.id, stored)
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "2FA unavailable"))?;
-    let step = totp::check(
-        &secret,
-        code,
-        u64::try_from(unix_now()).unwrap_or(0),
-        u.totp_last_step,
-    )
-    .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Invalid 2FA code"))?;
-    sqlx::query("UPDATE users SET totp_last_step = $1 WHERE id = $2")
-        .bind(step)
-        .bind(&u.id)
-        .execute(&st.db)
-        .await?;
+    if !ok {
+        st.count(&st.metrics.auth_failures);
+        tracing::info!(event = "ReauthFailure", user_id = %u.id, "2FA change: re-authentication failed");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            if u.totp_secret.is_some() {
+                "current 2FA code required"
+            } else {
+                "password required"
+            },
+        ));
+    }
+    throttle::refund(&st.db, &key).await?;
     Ok(())
 }
 
@@ -654,27 +751,9 @@ pub(crate) async fn totp_setup(
         parse_json(&body)?
     };
     let u = session_user_row(&st, &headers).await?;
-    // Only checked here, consumed at enable: setup stores nothing.
-    if let Some(stored) = &u.totp_secret {
-        let secret = st
-            .totp_key
-            .open(&u.id, stored)
-            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "2FA unavailable"))?;
-        let ok = req.totp_code.as_deref().is_some_and(|c| {
-            totp::check(
-                &secret,
-                c.trim(),
-                u64::try_from(unix_now()).unwrap_or(0),
-                u.totp_last_step,
-            )
-            .is_some()
-        });
-        if !ok {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "current 2FA code required",
-            ));
-        }
+    // Only checked here (and counted), consumed at enable: setup stores nothing.
+    if u.totp_secret.is_some() {
+        reauthenticate(&st, &u, req.totp_code.as_deref(), None, false).await?;
     }
     let secret =
         totp::new_secret().map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "rng"))?;
@@ -689,12 +768,17 @@ pub(crate) async fn totp_setup(
 pub(crate) struct EnableReq {
     secret: String,
     code: String,
+    /// Required to replace an enabled 2FA.
     #[serde(default)]
     existing_totp_code: Option<String>,
+    /// Required to enable 2FA on an account without it.
+    #[serde(default)]
+    password: Option<String>,
 }
 
-/// `POST /auth/2fa/enable` (session token): stores the encrypted secret after a valid code,
-/// revokes every other session and returns a new one.
+/// `POST /auth/2fa/enable` (session token plus the password, or the current code when 2FA is
+/// already on): stores the encrypted secret after a valid code, revokes every other session
+/// and returns a new one.
 pub(crate) async fn totp_enable(
     State(st): State<St>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -709,7 +793,14 @@ pub(crate) async fn totp_enable(
     if !totp::secret_ok(&req.secret) {
         return Err(invalid(&st, "secret must be base32 of at least 16 bytes"));
     }
-    require_current_code(&st, &u, req.existing_totp_code.as_deref()).await?;
+    reauthenticate(
+        &st,
+        &u,
+        req.existing_totp_code.as_deref(),
+        req.password,
+        true,
+    )
+    .await?;
     let now = u64::try_from(unix_now()).unwrap_or(0);
     let step = totp::check(&req.secret, req.code.trim(), now, 0)
         .ok_or_else(|| invalid(&st, "invalid 2FA code for this secret"))?;
@@ -717,12 +808,26 @@ pub(crate) async fn totp_enable(
         .totp_key
         .seal(&u.id, &req.secret.trim().to_ascii_uppercase())
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encryption failed"))?;
-    sqlx::query("UPDATE users SET totp_secret = $1, totp_last_step = $2 WHERE id = $3")
-        .bind(&sealed)
-        .bind(step)
-        .bind(&u.id)
-        .execute(&st.db)
-        .await?;
+    // Compare-and-set on the secret this request re-authenticated against (one change per
+    // proof, even in parallel); the step only moves forwards, so a code consumed by a
+    // concurrent request stays consumed.
+    let changed = sqlx::query(
+        "UPDATE users SET totp_secret = $1, totp_last_step = CASE WHEN totp_last_step > $2 THEN totp_last_step ELSE $2 END \
+         WHERE id = $3 AND COALESCE(totp_secret, '') = $4",
+    )
+    .bind(&sealed)
+    .bind(step)
+    .bind(&u.id)
+    .bind(u.totp_secret.clone().unwrap_or_default())
+    .execute(&st.db)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "2FA was changed by another request",
+        ));
+    }
     sqlx::query("DELETE FROM sessions WHERE user_id = $1")
         .bind(&u.id)
         .execute(&st.db)
@@ -760,6 +865,8 @@ mod tests {
         assert_eq!(norm_username(" Alice_1 ").as_deref(), Some("alice_1"));
         assert!(norm_username("ab").is_none() && norm_username("a b c").is_none());
         assert!(norm_display_name("x\u{7}").is_none() && norm_display_name("Alice").is_some());
-        assert!(norm_public_key(&"ab".repeat(32)).is_some() && norm_public_key("xyz").is_none());
+        let parse = crate::proof::parse_public_key;
+        assert!(parse(&"ab".repeat(32)).is_some() && parse("xyz").is_none());
+        assert!(parse(&"ab".repeat(64)).is_none(), "only 32-byte keys");
     }
 }

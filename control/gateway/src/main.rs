@@ -6,6 +6,9 @@ mod admin;
 mod app;
 mod auth;
 mod bus;
+mod metrics;
+mod proof;
+mod throttle;
 mod totp;
 mod ws;
 
@@ -28,7 +31,9 @@ data dir if absent), WAVRY_GATEWAY_MASTER_TOKEN (service token the master accept
 ADMIN_PANEL_TOKEN (>= 32 chars), WAVRY_ALLOWED_ORIGINS, WAVRY_WS_REQUIRE_ORIGIN (true), WAVRY_WS_ALLOW_MISSING_ORIGIN, \
 WAVRY_WS_MAX_PER_IP (16), WAVRY_WS_MAX_CONNECTIONS (4096), WAVRY_WS_MESSAGES_PER_MINUTE (600 per socket), WAVRY_AUTH_RATE_LIMIT (20/60 s), WAVRY_POST_AUTH_RATE_LIMIT, \
 WAVRY_WS_BIND_RATE_LIMIT (10/60 s), WAVRY_GLOBAL_RATE_LIMIT (600/60 s) with _WINDOW_SECS and _MAX_KEYS variants, \
-WAVRY_WS_BIND_TIMEOUT_SECS (10), WAVRY_HTTP_HEADER_TIMEOUT_SECS (10), \
+WAVRY_WS_BIND_TIMEOUT_SECS (10), WAVRY_HTTP_HEADER_TIMEOUT_SECS (10), WAVRY_IPV6_RATE_PREFIX (64: IPv6 clients are \
+limited per /64), WAVRY_ARGON2_THREADS (CPUs) and WAVRY_ARGON2_QUEUE (1024; a full queue answers 503), \
+WAVRY_LOGIN_IP_FREE_ATTEMPTS (20 login attempts per address before the backoff; 5 per account), \
 WAVRY_ALLOW_PUBLIC_BIND and WAVRY_GATEWAY_ALLOW_HOST_PROD_BIND (non-loopback listen)."
 )]
 pub(crate) struct Cli {

@@ -232,7 +232,10 @@ async fn bind(
         }
         _ => return None,
     };
-    if !st.bind_limiter.check(&format!("bind:{ip}")) {
+    if !st
+        .bind_limiter
+        .check(&format!("bind:{}", st.ip.rate_key(ip)))
+    {
         close_with(sink, 429, "too many bind attempts").await;
         return None;
     }
@@ -455,6 +458,10 @@ async fn broker(
             return Envelope::error(503, "master unreachable");
         }
     };
+    let Some(theirs) = grant.target.clone() else {
+        tracing::error!("master grant without the target's lease");
+        return Envelope::error(502, "master response incomplete");
+    };
     if let Err(e) = sqlx::query("INSERT INTO relay_sessions (session_id, relay_id, requester_id, target_id, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(grant.session_id.to_string())
         .bind(&grant.relay_id)
@@ -480,7 +487,7 @@ async fn broker(
             alternates: grant.ranked.clone(),
         })
     };
-    st.deliver(target, creds(&grant.target, &me.username), remote)
+    st.deliver(target, creds(&theirs, &me.username), remote)
         .await;
     creds(&grant.requester, target)
 }

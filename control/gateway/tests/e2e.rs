@@ -172,10 +172,16 @@ impl Stack {
     /// Registers an account; returns (user id, session token, identity key).
     async fn register(&self, name: &str) -> (String, String, IdentityKey) {
         let key = IdentityKey::generate().unwrap();
+        let pk = hex::encode(key.id().as_bytes());
+        let (code, ch) = self
+            .gw("/auth/register/challenge", json!({"public_key": pk}))
+            .await;
+        assert_eq!(code, 200, "{ch}");
+        let sig = hex::encode(key.sign(ch["message"].as_str().unwrap().as_bytes()));
         let (code, body) = self
             .gw(
                 "/auth/register",
-                json!({"email": format!("{name}@example.com"), "password": PASSWORD, "display_name": name, "username": name, "public_key": hex::encode(key.id().as_bytes())}),
+                json!({"email": format!("{name}@example.com"), "password": PASSWORD, "display_name": name, "username": name, "public_key": pk, "challenge": ch["challenge"], "signature": sig}),
             )
             .await;
         assert_eq!(code, 201, "{body}");
@@ -299,7 +305,7 @@ async fn full_flow(db: Db<'_>) {
         .post(
             &s.gateway.base,
             "/auth/2fa/enable",
-            json!({"secret": secret, "code": t.generate(unix_now())}),
+            json!({"secret": secret, "code": t.generate(unix_now()), "password": PASSWORD}),
             &[("x-session-token", &client_reg_token)],
         )
         .await;

@@ -35,7 +35,9 @@ use wavry_signal::{
 };
 
 use crate::{
-    Cli, keys,
+    Cli,
+    challenges::Challenges,
+    keys,
     relays::{self, Relay, RelayState, Reputation},
     ws,
 };
@@ -43,12 +45,20 @@ use crate::{
 const MIGRATIONS: &[wavry_control_core::MigrationSource] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "relays", include_str!("../migrations/0002_relays.sql")),
+    (
+        3,
+        "relay_nonces",
+        include_str!("../migrations/0003_relay_nonces.sql"),
+    ),
 ];
 /// Master session (identity login) lifetime.
 const SESSION_TTL_SECS: i64 = 24 * 3600;
 /// Challenge lifetime.
 const CHALLENGE_TTL: Duration = Duration::from_secs(120);
-const MAX_CHALLENGES: usize = 50_000;
+/// Pending challenges kept at most (oldest evicted); `WAVRY_MASTER_MAX_CHALLENGES`.
+const MAX_CHALLENGES: u64 = 50_000;
+/// How long a relay registration nonce is remembered (proofs are valid ±60 s).
+const RELAY_NONCE_TTL_SECS: i64 = 300;
 const MAX_ISSUED: usize = 500_000;
 /// Soft / hard bitrate limits placed in leases (kbit/s).
 const LEASE_SOFT_KBPS: u32 = 50_000;
@@ -60,12 +70,6 @@ pub(crate) struct Issued {
     relay_id: String,
     participants: [PeerRef; 2],
     at: Instant,
-}
-
-struct Challenge {
-    nonce: String,
-    display_name: String,
-    expires: Instant,
 }
 
 /// Everything the handlers share.
@@ -85,7 +89,7 @@ pub(crate) struct AppState {
     reps: RwLock<HashMap<String, Reputation>>,
     revoked: RwLock<HashSet<String>>,
     issued: Mutex<HashMap<Uuid, Issued>>,
-    challenges: Mutex<HashMap<String, Challenge>>,
+    challenges: Mutex<Challenges>,
     lease_limiter: RateLimiter,
     auth_limiter: RateLimiter,
     admin_limiter: RateLimiter,
@@ -249,7 +253,11 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
         reps: RwLock::new(reps),
         revoked: RwLock::new(revoked),
         issued: Mutex::new(HashMap::new()),
-        challenges: Mutex::new(HashMap::new()),
+        challenges: Mutex::new(Challenges::new(
+            usize::try_from(env_u64("WAVRY_MASTER_MAX_CHALLENGES", MAX_CHALLENGES))
+                .unwrap_or(50_000),
+            CHALLENGE_TTL,
+        )),
         lease_limiter: RateLimiter::from_env("WAVRY_MASTER_LEASE_RATE_LIMIT", 10, 60, 1_000_000),
         auth_limiter: RateLimiter::from_env("WAVRY_MASTER_AUTH_RATE_LIMIT", 30, 60, 100_000),
         admin_limiter: RateLimiter::from_env("WAVRY_MASTER_ADMIN_RATE_LIMIT", 60, 60, 10_000),
@@ -369,7 +377,11 @@ async fn sweeper(st: St) {
         st.challenges
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|_, c| c.expires > now);
+            .purge(now);
+        let _ = sqlx::query("DELETE FROM relay_nonces WHERE created_at < $1")
+            .bind(unix_now() - RELAY_NONCE_TTL_SECS)
+            .execute(&st.db)
+            .await;
         for l in [
             &st.lease_limiter,
             &st.auth_limiter,
@@ -609,32 +621,84 @@ struct RegisterReq {
     #[serde(default)]
     #[allow(dead_code)]
     features: Vec<String>,
-    /// Relay identity proof: Wavry ID, Unix timestamp, signature (hex) over
-    /// `"wavry-relay-register-v1\n{relay_id}\n{timestamp}"`.
+    /// Relay identity proof (v2): the relay's Wavry ID, a Unix timestamp (±60 s) and a
+    /// one-time nonce in the body, and an Ed25519 signature (hex) over
+    /// `"wavry-relay-register-v2\n"` followed by the exact request body bytes in the
+    /// `X-Wavry-Relay-Signature` header.
     #[serde(default)]
     wavry_id: Option<String>,
     #[serde(default)]
     timestamp: Option<i64>,
     #[serde(default)]
+    nonce: Option<String>,
+    /// The v1 proof (relay id and timestamp only, replayable): refused.
+    #[serde(default)]
     signature: Option<String>,
 }
 
-fn verify_relay_identity(req: &RegisterReq) -> ApiResult<Option<String>> {
-    let (Some(id), Some(ts), Some(sig)) = (&req.wavry_id, req.timestamp, &req.signature) else {
+/// Header carrying the relay's signature over the whole registration request.
+const RELAY_SIGNATURE_HEADER: &str = "x-wavry-relay-signature";
+/// Domain separation prefix of the relay registration signature.
+const RELAY_REGISTER_V2: &[u8] = b"wavry-relay-register-v2\n";
+
+fn nonce_ok(n: &str) -> bool {
+    (16..=128).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Checks a relay identity proof over the whole request and consumes its nonce (once per
+/// relay identity across every master on the database). `Ok(None)` when no proof is given.
+async fn verify_relay_identity(
+    st: &AppState,
+    req: &RegisterReq,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Option<String>> {
+    let sig = headers
+        .get(RELAY_SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    let Some(sig) = sig else {
+        if req.signature.is_some() {
+            return Err(unauthorized(
+                "relay identity proofs must sign the whole request (v2: X-Wavry-Relay-Signature)",
+            ));
+        }
         return Ok(None);
     };
-    let wid: WavryId = id.parse().map_err(|_| bad("invalid wavry_id"))?;
-    if (unix_now() - ts).abs() > 60 {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "relay identity proof expired",
+    let (Some(id), Some(ts), Some(nonce)) = (&req.wavry_id, req.timestamp, &req.nonce) else {
+        return Err(bad(
+            "a signed registration needs wavry_id, timestamp and nonce",
         ));
+    };
+    let wid: WavryId = id.parse().map_err(|_| bad("invalid wavry_id"))?;
+    if !nonce_ok(nonce) {
+        return Err(bad("nonce must be 16..128 characters of [A-Za-z0-9_-]"));
     }
-    let sig = hex::decode(sig).map_err(|_| bad("signature is not hex"))?;
-    let msg = format!("wavry-relay-register-v1\n{}\n{ts}", req.relay_id);
-    wid.verify(msg.as_bytes(), &sig)
-        .map_err(|_| ApiError::new(StatusCode::UNAUTHORIZED, "relay identity signature invalid"))?;
-    Ok(Some(wid.to_string()))
+    if (unix_now() - ts).abs() > 60 {
+        return Err(unauthorized("relay identity proof expired"));
+    }
+    let sig = hex::decode(sig.trim()).map_err(|_| bad("signature is not hex"))?;
+    let mut msg = Vec::with_capacity(RELAY_REGISTER_V2.len() + body.len());
+    msg.extend_from_slice(RELAY_REGISTER_V2);
+    msg.extend_from_slice(body);
+    wid.verify(&msg, &sig)
+        .map_err(|_| unauthorized("relay identity signature invalid"))?;
+    let id = wid.to_string();
+    let fresh = sqlx::query(
+        "INSERT INTO relay_nonces (wavry_id, nonce, created_at) VALUES ($1, $2, $3) ON CONFLICT (wavry_id, nonce) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(nonce)
+    .bind(unix_now())
+    .execute(&st.db)
+    .await?
+    .rows_affected();
+    if fresh == 0 {
+        return Err(unauthorized("relay registration nonce already used"));
+    }
+    Ok(Some(id))
 }
 
 async fn relay_register(
@@ -644,12 +708,15 @@ async fn relay_register(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let ip = st.ip.resolve(peer, &headers);
-    if !st.relay_limiter.check(&format!("register:{ip}")) {
+    if !st
+        .relay_limiter
+        .check(&format!("register:{}", st.ip.rate_key(ip)))
+    {
         return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limited"));
     }
     let req: RegisterReq = parse_json(&body)?;
     let bearer_ok = token_matches(bearer(&headers), st.relay_token.as_ref());
-    let identity = verify_relay_identity(&req)?;
+    let identity = verify_relay_identity(&st, &req, &headers, &body).await?;
     let identity_ok = identity
         .as_ref()
         .is_some_and(|id| st.relay_allowed_ids.contains(id));
@@ -839,7 +906,8 @@ async fn relay_list(State(st): State<St>) -> Json<Value> {
 
 /// Who is asking for a lease.
 pub(crate) enum Caller {
-    /// A trusted service (gateway) with the service token: body names the requester.
+    /// A trusted service (gateway) with the service token: body names both gateway subjects
+    /// and the service receives both leases (see [`check_service_request`]).
     Service,
     /// A master identity session.
     Identity(String),
@@ -973,7 +1041,7 @@ impl AppState {
             expires_at: exp.unix_timestamp(),
             key_id: self.signer.key_id().to_owned(),
             requester,
-            target,
+            target: Some(target),
             ranked,
         })
     }
@@ -1020,20 +1088,88 @@ async fn caller(st: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
     ))
 }
 
+/// What the service token may request: a pair of leases for two gateway subjects (usernames,
+/// never a Wavry ID in `sub`, so a service cannot mint a lease naming a master identity), each
+/// with an optional, well-formed Wavry ID. The service receives both leases and delivers each
+/// to its holder.
+fn check_service_request(req: &LeaseRequest) -> ApiResult<()> {
+    for p in [&req.requester, &req.target] {
+        if p.sub.trim().parse::<WavryId>().is_ok() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "the service token may only name gateway subjects (not Wavry IDs) in sub",
+            ));
+        }
+        if p.wavry_id
+            .as_deref()
+            .is_some_and(|w| w.parse::<WavryId>().is_err())
+        {
+            return Err(bad("invalid wavry_id"));
+        }
+    }
+    Ok(())
+}
+
+impl AppState {
+    /// Issues a lease pair for the master identity `me` towards a Wavry ID bound to `/ws`:
+    /// the requester is always `me`, the target's lease goes to the target's socket only,
+    /// and the returned grant carries only the caller's lease (HTTP and `/ws` alike).
+    pub(crate) fn issue_for_identity(
+        &self,
+        me: &str,
+        mut req: LeaseRequest,
+    ) -> ApiResult<LeaseGrant> {
+        let named = match (&req.target.wavry_id, req.target.sub.trim()) {
+            (Some(w), s) if !s.is_empty() && s != w.trim() => {
+                return Err(bad("target sub and wavry_id disagree"));
+            }
+            (Some(w), _) => w.trim().to_owned(),
+            (None, s) => s.to_owned(),
+        };
+        let target = named
+            .parse::<WavryId>()
+            .map_err(|_| bad("target must be a Wavry ID"))?
+            .to_string();
+        req.requester = PeerRef {
+            sub: me.to_owned(),
+            wavry_id: Some(me.to_owned()),
+        };
+        req.target = PeerRef {
+            sub: target.clone(),
+            wavry_id: Some(target.clone()),
+        };
+        if target == me {
+            return Err(bad("cannot request a relay to yourself"));
+        }
+        if self.is_revoked(&req.target) {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "identity revoked"));
+        }
+        if !self.hub.is_bound(&target) {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "target not connected"));
+        }
+        let mut grant = self.issue(&req)?;
+        if let Some(theirs) = grant.target.take() {
+            self.hub
+                .send(&target, ws::credentials_message(&grant, &theirs, me));
+        }
+        Ok(grant)
+    }
+}
+
 async fn leases(
     State(st): State<St>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<LeaseGrant>> {
     let who = caller(&st, &headers).await?;
-    let mut req: LeaseRequest = parse_json(&body)?;
-    if let Caller::Identity(id) = who {
-        req.requester = PeerRef {
-            sub: id.clone(),
-            wavry_id: Some(id),
-        };
+    let req: LeaseRequest = parse_json(&body)?;
+    match who {
+        Caller::Identity(id) => st.issue_for_identity(&id, req).map(Json),
+        Caller::Service => {
+            check_service_request(&req)?;
+            st.issue(&req).map(Json)
+        }
     }
-    st.issue(&req).map(Json)
 }
 
 #[derive(Deserialize)]
@@ -1158,34 +1294,23 @@ fn challenge_message(purpose: &str, wavry_id: &str, nonce: &str) -> String {
 
 fn new_challenge(
     st: &AppState,
-    purpose: &str,
+    purpose: &'static str,
     wavry_id: &str,
     display_name: String,
 ) -> ApiResult<Value> {
     let nonce = new_token().map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "rng"))?;
-    let mut map = st
-        .challenges
+    st.challenges
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if map.len() >= MAX_CHALLENGES {
-        let now = Instant::now();
-        map.retain(|_, c| c.expires > now);
-        if map.len() >= MAX_CHALLENGES {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many pending challenges",
-            ));
-        }
-    }
-    map.insert(
-        format!("{purpose}:{wavry_id}"),
-        Challenge {
-            nonce: nonce.clone(),
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(
+            nonce.clone(),
+            purpose,
+            wavry_id.to_owned(),
             display_name,
-            expires: Instant::now() + CHALLENGE_TTL,
-        },
-    );
+            Instant::now(),
+        );
     Ok(json!({
+        "challenge_id": nonce,
         "challenge": nonce,
         "message": challenge_message(purpose, wavry_id, &nonce),
         "expires_in_secs": CHALLENGE_TTL.as_secs(),
@@ -1196,21 +1321,26 @@ fn take_and_verify(
     st: &AppState,
     purpose: &str,
     wid: &WavryId,
+    challenge_id: Option<&str>,
     signature_hex: &str,
 ) -> ApiResult<String> {
     let id = wid.to_string();
+    let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, "challenge failed");
+    let challenge_id = challenge_id
+        .map(str::trim)
+        .ok_or_else(|| bad("challenge_id required"))?;
     let ch = st
         .challenges
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .remove(&format!("{purpose}:{id}"));
-    let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, "challenge failed");
-    let ch = ch
-        .filter(|c| c.expires > Instant::now())
+        .take(challenge_id, purpose, &id, Instant::now())
         .ok_or_else(unauthorized)?;
     let sig = hex::decode(signature_hex.trim()).map_err(|_| unauthorized())?;
-    wid.verify(challenge_message(purpose, &id, &ch.nonce).as_bytes(), &sig)
-        .map_err(|_| unauthorized())?;
+    wid.verify(
+        challenge_message(purpose, &id, challenge_id).as_bytes(),
+        &sig,
+    )
+    .map_err(|_| unauthorized())?;
     Ok(ch.display_name)
 }
 
@@ -1235,6 +1365,9 @@ struct AuthReq {
     display_name: Option<String>,
     #[serde(default)]
     signature_hex: Option<String>,
+    /// The `challenge_id` returned with the challenge (step 2).
+    #[serde(default)]
+    challenge_id: Option<String>,
 }
 
 fn auth_limit(
@@ -1244,7 +1377,10 @@ fn auth_limit(
     headers: &HeaderMap,
 ) -> ApiResult<IpAddr> {
     let ip = st.ip.resolve(peer, headers);
-    if !st.auth_limiter.check(&format!("{scope}:{ip}")) {
+    if !st
+        .auth_limiter
+        .check(&format!("{scope}:{}", st.ip.rate_key(ip)))
+    {
         return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limited"));
     }
     Ok(ip)
@@ -1302,7 +1438,7 @@ async fn auth_register_verify(
     let sig = req
         .signature_hex
         .ok_or_else(|| bad("signature_hex required"))?;
-    let display_name = take_and_verify(&st, "register", &wid, &sig)?;
+    let display_name = take_and_verify(&st, "register", &wid, req.challenge_id.as_deref(), &sig)?;
     let id = wid.to_string();
     let inserted = sqlx::query("INSERT INTO identities (wavry_id, display_name, created_at) VALUES ($1, $2, $3) ON CONFLICT (wavry_id) DO NOTHING")
         .bind(&id)
@@ -1341,7 +1477,7 @@ async fn auth_login(
         // Step 1: a challenge (issued for unknown identities too, so existence is not revealed).
         return new_challenge(&st, "login", &id, String::new()).map(Json);
     };
-    take_and_verify(&st, "login", &wid, &sig)?;
+    take_and_verify(&st, "login", &wid, req.challenge_id.as_deref(), &sig)?;
     if !identity_exists(&st, &id).await? {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "challenge failed"));
     }
@@ -1364,7 +1500,10 @@ async fn auth_login(
 
 fn admin_guard(st: &AppState, peer: SocketAddr, headers: &HeaderMap) -> ApiResult<IpAddr> {
     let ip = st.ip.resolve(peer, headers);
-    if !st.admin_limiter.check(&format!("admin:{ip}")) {
+    if !st
+        .admin_limiter
+        .check(&format!("admin:{}", st.ip.rate_key(ip)))
+    {
         return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limited"));
     }
     st.admin

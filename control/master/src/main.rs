@@ -3,6 +3,7 @@
 //! authenticated signalling WebSocket.
 
 mod api;
+mod challenges;
 mod keys;
 mod relays;
 mod ws;
@@ -28,7 +29,8 @@ WAVRY_MASTER_ALLOW_HOST_PROD_BIND, ADMIN_PANEL_TOKEN (>= 32 chars), WAVRY_MASTER
 WAVRY_MASTER_WS_MAX_CONNECTIONS (4096), WAVRY_MASTER_WS_MESSAGES_PER_MINUTE (600), WAVRY_MASTER_WS_BIND_RATE (30/min/IP), \
 WAVRY_MASTER_AUTH_RATE_LIMIT (30/min/IP), WAVRY_MASTER_MAX_RELAYS_PER_IP (5), WAVRY_MASTER_SWEEP_SECS (10), \
 WAVRY_MASTER_WS_BIND_TIMEOUT_SECS (10), WAVRY_MASTER_REGISTRY_SYNC_MS (2000, shared relay registry merge), \
-WAVRY_HTTP_HEADER_TIMEOUT_SECS (10), WAVRY_ENVIRONMENT=production (refuses --insecure-dev)."
+WAVRY_HTTP_HEADER_TIMEOUT_SECS (10), WAVRY_MASTER_MAX_CHALLENGES (50000, oldest evicted), \
+WAVRY_IPV6_RATE_PREFIX (64: IPv6 clients are limited per /64), WAVRY_ENVIRONMENT=production (refuses --insecure-dev)."
 )]
 pub(crate) struct Cli {
     /// Address to listen on (non-loopback needs WAVRY_MASTER_ALLOW_PUBLIC_BIND=1).

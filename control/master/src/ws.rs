@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use wavry_control_core::env_u64;
 use wavry_signal::{
     Envelope, MAX_MESSAGE_BYTES, Message,
-    broker::{LeaseRequest, PeerRef},
+    broker::{Credentials, LeaseGrant, LeaseRequest, PeerRef},
 };
 
 use crate::api::AppState;
@@ -83,7 +83,16 @@ impl Hub {
         }
     }
 
-    fn send(&self, id: &str, text: String) -> bool {
+    /// Whether `id` has a bound socket.
+    pub(crate) fn is_bound(&self, id: &str) -> bool {
+        self.peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(id)
+    }
+
+    /// Queues a text frame for the bound socket of `id`.
+    pub(crate) fn send(&self, id: &str, text: String) -> bool {
         let peers = self
             .peers
             .lock()
@@ -194,7 +203,10 @@ async fn run(st: Arc<AppState>, socket: WebSocket, ip: IpAddr, _slot: IpSlot) {
         Err(_) => return close_with(&mut sink, 408, "BIND timeout").await,
         _ => return,
     };
-    if !st.bind_limiter.check(&format!("bind:{ip}")) {
+    if !st
+        .bind_limiter
+        .check(&format!("bind:{}", st.ip.rate_key(ip)))
+    {
         return close_with(&mut sink, 429, "too many bind attempts").await;
     }
     let id = match st.session_identity(&token).await {
@@ -261,15 +273,6 @@ fn handle(st: &AppState, me: &str, text: &str) -> Result<Option<String>, String>
             exclude,
         } => {
             let target = target.clone();
-            if !st
-                .hub
-                .peers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .contains_key(&target)
-            {
-                return Ok(Some(Envelope::error(404, "target not connected")));
-            }
             let req = LeaseRequest {
                 requester: PeerRef {
                     sub: me.to_owned(),
@@ -277,30 +280,15 @@ fn handle(st: &AppState, me: &str, text: &str) -> Result<Option<String>, String>
                 },
                 target: PeerRef {
                     sub: target.clone(),
-                    wavry_id: Some(target.clone()),
+                    wavry_id: None,
                 },
                 requester_role: *role,
                 region: region.take(),
                 probes: std::mem::take(probes),
                 exclude: std::mem::take(exclude),
             };
-            match st.issue(&req) {
-                Ok(g) => {
-                    let creds = |c: &wavry_signal::broker::Credentials, peer: &str| {
-                        Envelope::encode(&Message::RelayCredentials {
-                            relay_id: g.relay_id.clone(),
-                            token: c.token.clone(),
-                            addr: g.addr.clone(),
-                            session_id: g.session_id,
-                            role: c.role,
-                            peer: peer.to_owned(),
-                            expires_at: g.expires_at,
-                            alternates: g.ranked.clone(),
-                        })
-                    };
-                    st.hub.send(&target, creds(&g.target, me));
-                    Ok(Some(creds(&g.requester, &target)))
-                }
+            match st.issue_for_identity(me, req) {
+                Ok(g) => Ok(Some(credentials_message(&g, &g.requester, &target))),
                 Err(e) => Ok(Some(Envelope::error(e.status().as_u16(), e.message()))),
             }
         }
@@ -319,4 +307,18 @@ fn handle(st: &AppState, me: &str, text: &str) -> Result<Option<String>, String>
             }
         }
     }
+}
+
+/// `RELAY_CREDENTIALS` carrying one peer's lease of a grant.
+pub(crate) fn credentials_message(g: &LeaseGrant, c: &Credentials, peer: &str) -> String {
+    Envelope::encode(&Message::RelayCredentials {
+        relay_id: g.relay_id.clone(),
+        token: c.token.clone(),
+        addr: g.addr.clone(),
+        session_id: g.session_id,
+        role: c.role,
+        peer: peer.to_owned(),
+        expires_at: g.expires_at,
+        alternates: g.ranked.clone(),
+    })
 }

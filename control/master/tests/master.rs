@@ -3,197 +3,15 @@
 //! revocation, signed feedback, and restart persistence — on SQLite and on Postgres.
 #![allow(clippy::unwrap_used)]
 
-use std::{path::Path, time::Duration};
+mod common;
 
-use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+
+use common::*;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
-use wavry_control_testkit::{PgCluster, Service, TempDir, free_port, verify_lease};
+use wavry_control_testkit::{PgCluster, TempDir, verify_lease};
 use wavry_rift::{identity::IdentityKey, lease::LeaseRole};
-use wavry_signal::{Envelope, Message, RelayProbe, Role};
-
-const ADMIN: &str = "admin-panel-token-for-tests-0123456789";
-const SERVICE: &str = "gateway-service-token-for-tests-0123456789";
-const RELAY: &str = "relay-bearer-token-for-tests";
-const ORIGIN: &str = "http://localhost:1420";
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-struct Master {
-    svc: Service,
-    http: reqwest::Client,
-}
-
-async fn spawn(dir: &Path, db: Option<&String>) -> Master {
-    spawn_with(dir, db, &[]).await
-}
-
-async fn spawn_with(dir: &Path, db: Option<&String>, extra_env: &[(&str, &str)]) -> Master {
-    let port = free_port().unwrap();
-    let mut args = vec![
-        "--listen".to_string(),
-        format!("127.0.0.1:{port}"),
-        "--data-dir".into(),
-        dir.display().to_string(),
-    ];
-    if let Some(url) = db {
-        args.extend(["--database-url".to_string(), url.clone()]);
-    }
-    let envs = vec![
-        (
-            "WAVRY_MASTER_RELAY_AUTH_TOKEN".to_string(),
-            RELAY.to_string(),
-        ),
-        ("WAVRY_MASTER_SERVICE_TOKEN".into(), SERVICE.into()),
-        ("ADMIN_PANEL_TOKEN".into(), ADMIN.into()),
-    ];
-    let envs: Vec<(String, String)> = envs
-        .into_iter()
-        .chain(
-            extra_env
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), (*v).to_string())),
-        )
-        .collect();
-    let svc = Service::spawn(
-        Path::new(env!("CARGO_BIN_EXE_wavry-master")),
-        port,
-        &args,
-        &envs,
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    Master {
-        svc,
-        http: reqwest::Client::new(),
-    }
-}
-
-impl Master {
-    async fn post(&self, path: &str, body: Value, bearer: Option<&str>) -> (u16, Value) {
-        let mut rb = self
-            .http
-            .post(format!("{}{path}", self.svc.base))
-            .json(&body);
-        if let Some(b) = bearer {
-            rb = rb.bearer_auth(b);
-        }
-        let r = rb.send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.svc.base))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn relay(&self, id: &str, endpoint: &str, region: &str, asn: u32) -> String {
-        let (code, body) = self
-            .post(
-                "/v1/relays/register",
-                json!({"relay_id": id, "endpoints": [endpoint], "region": region, "asn": asn}),
-                Some(RELAY),
-            )
-            .await;
-        assert_eq!(code, 200, "{body}");
-        body["heartbeat_token"].as_str().unwrap().to_string()
-    }
-
-    /// Registers (challenge → signature) and returns a session token.
-    async fn identity(&self, key: &IdentityKey, name: &str) -> String {
-        let id = key.id().to_string();
-        let (code, ch) = self
-            .post(
-                "/v1/auth/register",
-                json!({"wavry_id": id, "display_name": name}),
-                None,
-            )
-            .await;
-        assert_eq!(code, 200, "{ch}");
-        let sig = hex::encode(key.sign(ch["message"].as_str().unwrap().as_bytes()));
-        let (code, body) = self
-            .post(
-                "/v1/auth/register/verify",
-                json!({"wavry_id": id, "signature_hex": sig}),
-                None,
-            )
-            .await;
-        assert_eq!(code, 201, "{body}");
-        body["token"].as_str().unwrap().to_string()
-    }
-
-    async fn login(&self, key: &IdentityKey) -> (u16, Value) {
-        let id = key.id().to_string();
-        let (_, ch) = self
-            .post("/v1/auth/login", json!({"wavry_id": id}), None)
-            .await;
-        let sig = hex::encode(key.sign(ch["message"].as_str().unwrap().as_bytes()));
-        self.post(
-            "/v1/auth/login",
-            json!({"wavry_id": id, "signature_hex": sig}),
-            None,
-        )
-        .await
-    }
-
-    async fn ws(&self, token: &str) -> (Ws, Message) {
-        let mut req = format!("ws://127.0.0.1:{}/ws", self.svc.port)
-            .into_client_request()
-            .unwrap();
-        req.headers_mut().insert("origin", ORIGIN.parse().unwrap());
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-        send(
-            &mut ws,
-            &Message::Bind {
-                token: token.into(),
-            },
-        )
-        .await;
-        let m = recv(&mut ws).await.unwrap();
-        (ws, m)
-    }
-
-    async fn well_known(&self) -> ([u8; 32], String) {
-        let (_, wk) = self.get("/.well-known/wavry-id").await;
-        (
-            hex::decode(wk["public_key"].as_str().unwrap())
-                .unwrap()
-                .try_into()
-                .unwrap(),
-            wk["key_id"].as_str().unwrap().into(),
-        )
-    }
-}
-
-async fn send(ws: &mut Ws, m: &Message) {
-    ws.send(tungstenite::Message::Text(Envelope::encode(m).into()))
-        .await
-        .unwrap();
-}
-
-async fn recv(ws: &mut Ws) -> Option<Message> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(15), ws.next())
-            .await
-            .expect("message within 15 s")
-        {
-            Some(Ok(tungstenite::Message::Text(t))) => return Some(Envelope::decode(&t).unwrap()),
-            Some(Ok(tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_))) => {}
-            _ => return None,
-        }
-    }
-}
-
-fn lease_request(requester: &str, target: &str, probes: &Value, exclude: &Value) -> Value {
-    json!({"requester": {"sub": requester}, "target": {"sub": target}, "region": "eu-west", "probes": probes, "exclude": exclude})
-}
+use wavry_signal::{Message, RelayProbe, Role};
 
 /// Relay registry, authentication, state machine and ranked selection.
 async fn registry_and_selection(db: Option<String>) {
@@ -453,7 +271,7 @@ async fn identities_ws_and_restart(db: Option<String>) {
     assert_eq!(
         m.post(
             "/v1/auth/login",
-            json!({"wavry_id": host.id().to_string(), "signature_hex": forged}),
+            json!({"wavry_id": host.id().to_string(), "challenge_id": ch["challenge_id"], "signature_hex": forged}),
             None
         )
         .await
@@ -566,8 +384,8 @@ async fn identities_ws_and_restart(db: Option<String>) {
     ));
     assert!(recv(&mut host_ws).await.is_none());
     assert_eq!(m.login(&host).await.0, 403);
-    let req = json!({"requester": {"sub": "x"}, "target": {"sub": host.id().to_string(), "wavry_id": host.id().to_string()}});
-    assert_eq!(m.post("/v1/leases", req, Some(SERVICE)).await.0, 403);
+    let req = json!({"requester": {"sub": "x"}, "target": {"sub": host.id().to_string()}});
+    assert_eq!(m.post("/v1/leases", req, Some(&client_token)).await.0, 403);
     drop(client_ws);
 
     // Restart: same signing key id, identities and revocations kept.
@@ -578,62 +396,6 @@ async fn identities_ws_and_restart(db: Option<String>) {
     let (code, body) = m.login(&client).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(m.login(&host).await.0, 403, "revocation persisted");
-}
-
-/// A relay may authenticate with its Ed25519 identity instead of the bearer token when the
-/// identity is allow-listed; the relay id is then pinned to that identity.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_identity_registration() {
-    let dir = TempDir::new("master-relay-id").unwrap();
-    let relay_key = IdentityKey::generate().unwrap();
-    let allowed = relay_key.id().to_string();
-    let m = spawn_with(
-        dir.path(),
-        None,
-        &[("WAVRY_MASTER_RELAY_ALLOWED_IDS", allowed.as_str())],
-    )
-    .await;
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let signed = |key: &IdentityKey, id: &str| {
-        let sig = key.sign(format!("wavry-relay-register-v1\n{id}\n{ts}").as_bytes());
-        json!({"relay_id": id, "endpoints": ["127.0.0.1:4100"], "wavry_id": key.id().to_string(), "timestamp": ts, "signature": hex::encode(sig)})
-    };
-    let (code, body) = m
-        .post("/v1/relays/register", signed(&relay_key, "rid-1"), None)
-        .await;
-    assert_eq!(code, 200, "{body}");
-    let hb = body["heartbeat_token"].as_str().unwrap().to_string();
-    assert_eq!(
-        m.post(
-            "/v1/relays/heartbeat",
-            json!({"relay_id": "rid-1", "load_pct": 3.0}),
-            Some(&hb)
-        )
-        .await
-        .0,
-        200
-    );
-    // An identity that is not allow-listed, or a forged signature, is refused.
-    let other = IdentityKey::generate().unwrap();
-    assert_eq!(
-        m.post("/v1/relays/register", signed(&other, "rid-2"), None)
-            .await
-            .0,
-        401
-    );
-    let mut forged = signed(&relay_key, "rid-3");
-    forged["relay_id"] = json!("rid-4");
-    assert_eq!(m.post("/v1/relays/register", forged, None).await.0, 401);
-    // With the bearer but another identity, the pinned relay id cannot be taken over.
-    assert_eq!(
-        m.post("/v1/relays/register", signed(&other, "rid-1"), Some(RELAY))
-            .await
-            .0,
-        403
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

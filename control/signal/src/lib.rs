@@ -375,7 +375,8 @@ pub mod broker {
         /// The peer asking (ignored and replaced by the session identity when a master
         /// session token authenticates the call).
         pub requester: PeerRef,
-        /// The peer to reach.
+        /// The peer to reach. With a master session token: a Wavry ID (in `sub` or `wavry_id`)
+        /// bound to the master's `/ws`, which receives its own lease there.
         pub target: PeerRef,
         /// Requester's role (default `client`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -417,8 +418,10 @@ pub mod broker {
         pub key_id: String,
         /// The requester's lease.
         pub requester: Credentials,
-        /// The target's lease.
-        pub target: Credentials,
+        /// The target's lease: only for the service token (a broker that delivers each lease to
+        /// its holder). Identity callers never receive it; the target gets it on its socket.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub target: Option<Credentials>,
         /// Ranked candidates, best first (the chosen relay is first).
         pub ranked: Vec<RankedRelay>,
     }
