@@ -292,44 +292,39 @@ async fn relay_proofs_cannot_be_replayed(db: Option<String>) {
     );
 }
 
-/// Finding 8b and 2 — login challenges are keyed by a random id (another requester cannot
-/// displace a pending one; a full table evicts instead of answering 503); the auth limiter
-/// keys IPv6 clients by /64 and evicts instead of refusing newcomers when its table is full.
-async fn challenges_and_limiters(db: Option<String>) {
-    let dir = TempDir::new("master-challenges").unwrap();
-    let m = spawn_full(
-        dir.path(),
-        db.as_ref(),
-        &[
-            ("WAVRY_MASTER_MAX_CHALLENGES", "8"),
-            ("WAVRY_MASTER_AUTH_RATE_LIMIT_MAX_KEYS", "4"),
-        ],
-        &["--trust-proxy", "127.0.0.1"],
+/// A master trusting `X-Forwarded-For` from loopback, with extra environment.
+async fn proxied_master(dir: &TempDir, db: Option<&String>, env: &[(&str, &str)]) -> Master {
+    spawn_full(dir.path(), db, env, &["--trust-proxy", "127.0.0.1"]).await
+}
+
+/// Step 1 of an identity login from client address `ip`.
+async fn login_from(m: &Master, ip: &str, id: &str) -> (u16, Value) {
+    let r = m
+        .http
+        .post(format!("{}/v1/auth/login", m.svc.base))
+        .header("x-forwarded-for", ip)
+        .json(&json!({"wavry_id": id}))
+        .send()
+        .await
+        .unwrap();
+    (
+        r.status().as_u16(),
+        r.json::<Value>().await.unwrap_or(Value::Null),
     )
-    .await;
-    let login_from = |ip: String, id: String| {
-        let (http, base) = (m.http.clone(), m.svc.base.clone());
-        async move {
-            let r = http
-                .post(format!("{base}/v1/auth/login"))
-                .header("x-forwarded-for", ip)
-                .json(&json!({"wavry_id": id}))
-                .send()
-                .await
-                .unwrap();
-            (
-                r.status().as_u16(),
-                r.json::<Value>().await.unwrap_or(Value::Null),
-            )
-        }
-    };
+}
+
+/// Finding 8b — login challenges are keyed by a random id: another requester cannot displace
+/// a pending one, and a full table evicts instead of answering 503.
+async fn challenges_cannot_be_displaced(db: Option<String>) {
+    let dir = TempDir::new("master-challenges").unwrap();
+    let m = proxied_master(&dir, db.as_ref(), &[("WAVRY_MASTER_MAX_CHALLENGES", "8")]).await;
     let victim = IdentityKey::generate().unwrap();
     let vid = victim.id().to_string();
     m.identity(&victim, "Victim").await;
-    let (code, ch) = login_from("192.0.2.1".into(), vid.clone()).await;
+    let (code, ch) = login_from(&m, "192.0.2.1", &vid).await;
     assert_eq!(code, 200, "{ch}");
     // Someone else asks for a challenge for the victim's identity.
-    assert_eq!(login_from("198.51.100.9".into(), vid.clone()).await.0, 200);
+    assert_eq!(login_from(&m, "198.51.100.9", &vid).await.0, 200);
     let sig = hex::encode(victim.sign(ch["message"].as_str().unwrap().as_bytes()));
     let (code, body) = m
         .post(
@@ -342,14 +337,31 @@ async fn challenges_and_limiters(db: Option<String>) {
     // A flood of challenges (more than the table holds) from many addresses: never 503.
     for i in 0..12 {
         let other = IdentityKey::generate().unwrap().id().to_string();
-        let (code, body) = login_from(format!("203.0.113.{i}"), other).await;
+        let (code, body) = login_from(&m, &format!("203.0.113.{i}"), &other).await;
         assert_eq!(code, 200, "challenge {i}: {body}");
+    }
+}
+
+/// Finding 2 (master) — the auth limiter evicts instead of refusing newcomers when its
+/// table is full, and keys IPv6 clients by /64.
+async fn limiters_evict_and_key_ipv6_by_block(db: Option<String>) {
+    let dir = TempDir::new("master-limiters").unwrap();
+    let m = proxied_master(
+        &dir,
+        db.as_ref(),
+        &[("WAVRY_MASTER_AUTH_RATE_LIMIT_MAX_KEYS", "4")],
+    )
+    .await;
+    let id = IdentityKey::generate().unwrap().id().to_string();
+    for i in 0..12 {
+        let (code, body) = login_from(&m, &format!("203.0.113.{i}"), &id).await;
+        assert_eq!(code, 200, "newcomer {i} refused by a full table: {body}");
     }
     // One IPv6 /64 is one client: its 31st request in a minute is limited (30 per minute).
     let mut codes = Vec::new();
     for i in 0..31 {
         codes.push(
-            login_from(format!("2001:db8:1:2::{:x}", i + 1), vid.clone())
+            login_from(&m, &format!("2001:db8:1:2::{:x}", i + 1), &id)
                 .await
                 .0,
         );
@@ -357,7 +369,7 @@ async fn challenges_and_limiters(db: Option<String>) {
     assert_eq!(codes[..30], [200; 30]);
     assert_eq!(codes[30], 429, "IPv6 clients must be limited per /64");
     assert_eq!(
-        login_from("2001:db8:1:3::1".into(), vid.clone()).await.0,
+        login_from(&m, "2001:db8:1:3::1", &id).await.0,
         200,
         "another /64 is another client"
     );
@@ -374,18 +386,24 @@ async fn sqlite_relay_proofs_cannot_be_replayed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_challenges_and_limiters() {
-    challenges_and_limiters(None).await;
+async fn sqlite_challenges_cannot_be_displaced() {
+    challenges_cannot_be_displaced(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_limiters_evict_and_key_ipv6_by_block() {
+    limiters_evict_and_key_ipv6_by_block(None).await;
 }
 
 /// Fails — never skips — when the Postgres binaries are missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_security() {
     let pg = PgCluster::start().unwrap_or_else(|e| panic!("{e:#}\nThe Postgres suite needs the Debian `postgresql` package: run `cargo xtask test`."));
-    for name in ["probe", "relayv2", "challenges"] {
+    for name in ["probe", "relayv2", "challenges", "limiters"] {
         pg.create_db(name).unwrap();
     }
     leases_only_for_yourself(Some(pg.url("probe"))).await;
     relay_proofs_cannot_be_replayed(Some(pg.url("relayv2"))).await;
-    challenges_and_limiters(Some(pg.url("challenges"))).await;
+    challenges_cannot_be_displaced(Some(pg.url("challenges"))).await;
+    limiters_evict_and_key_ipv6_by_block(Some(pg.url("limiters"))).await;
 }
