@@ -661,9 +661,8 @@ async fn verify_relay_identity(
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
     let Some(sig) = sig else {
         if req.signature.is_some() {
-            return Err(unauthorized(
-                "relay identity proofs must sign the whole request (v2: X-Wavry-Relay-Signature)",
-            ));
+            // The v1 proof is replayable: it proves nothing (the bearer token may still do).
+            tracing::warn!(relay_id = %req.relay_id, "relay sent a v1 identity proof: ignored (sign the whole request, v2)");
         }
         return Ok(None);
     };
