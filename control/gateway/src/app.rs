@@ -24,7 +24,7 @@ use wavry_control_core::{
     env_str, hash_token, unix_now,
 };
 
-use crate::{Cli, admin, auth, bus, metrics::AuthMetrics, totp::TotpKey, ws};
+use crate::{Cli, admin, auth, bus, metrics::AuthMetrics, password, totp::TotpKey, ws};
 
 const MIGRATIONS: &[wavry_control_core::MigrationSource] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
@@ -51,7 +51,7 @@ pub(crate) struct AppState {
     pub(crate) master_token: Option<String>,
     pub(crate) dummy_hash: String,
     /// Bounded argon2 worker pool (19 MiB per hash) so parallel logins cannot exhaust memory.
-    pub(crate) hash_pool: auth::HashPool,
+    pub(crate) hash_pool: password::HashPool,
     pub(crate) ws_max_per_ip: usize,
     pub(crate) ws_max_total: usize,
     /// Login attempts per client address before the backoff starts.
@@ -242,7 +242,7 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
             "WAVRY_GATEWAY_MASTER_TOKEN unset: relay requests cannot be brokered through the master"
         );
     }
-    let hash_pool = auth::HashPool::new(
+    let hash_pool = password::HashPool::new(
         usize::try_from(wavry_control_core::env_u64(
             "WAVRY_ARGON2_THREADS",
             std::thread::available_parallelism().map_or(2, |n| n.get() as u64),
@@ -251,7 +251,7 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
         usize::try_from(wavry_control_core::env_u64("WAVRY_ARGON2_QUEUE", 1024)).unwrap_or(1024),
     )?;
     let dummy_hash = hash_pool
-        .run(|| auth::hash_password("wavry-timing-equaliser-password"))
+        .run(|| password::hash_password("wavry-timing-equaliser-password"))
         .await
         .context("argon2 pool")??;
     let bus_db = db.clone();

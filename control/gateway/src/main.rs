@@ -7,6 +7,7 @@ mod app;
 mod auth;
 mod bus;
 mod metrics;
+mod password;
 mod proof;
 mod throttle;
 mod totp;
