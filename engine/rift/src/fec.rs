@@ -291,11 +291,13 @@ impl FecPolicy {
         lost: u32,
         frame_loss_permille: impl IntoIterator<Item = u32>,
     ) {
-        let total = f64::from(received + lost);
+        // Peer-reported: summed wide, so extreme values cannot overflow.
+        let total = (u64::from(received) + u64::from(lost)) as f64;
         if total > 0.0 {
             // Weight by packet count: about 1000 packets of memory.
             let alpha = (total / 1000.0).min(1.0);
-            self.loss = (1.0 - alpha) * self.loss + alpha * f64::from(lost) / total;
+            self.loss =
+                ((1.0 - alpha) * self.loss + alpha * f64::from(lost) / total).clamp(0.0, 1.0);
         }
         for pm in frame_loss_permille {
             let f = f64::from(pm.min(1000)) / 1000.0;

@@ -57,6 +57,12 @@ impl SecureChannel {
         self.next_packet_id
     }
 
+    /// Moves the send counter forward to `packet_id` (never back, so no packet id, and no
+    /// nonce, is ever sealed twice). Ids skipped are simply never used.
+    pub fn skip_to(&mut self, packet_id: u64) {
+        self.next_packet_id = self.next_packet_id.max(packet_id);
+    }
+
     /// Seals a datagram in place. The plaintext must already sit at
     /// `buf[18..18 + payload_len]`; the header is written to `buf[..18]` and the tag after the
     /// payload. Returns `(packet_id, datagram_len)`.

@@ -61,6 +61,7 @@ impl Session {
                         self.recv.on_packet(now, pid, wire_len);
                         self.period.bytes_received += wire_len as u64;
                         self.on_plaintext(now, opened.payload);
+                        self.check_reliable();
                     }
                     Err(CryptoError::Replay(_)) => self.stats.replayed += 1,
                     Err(_) => self.stats.rejected += 1,
@@ -70,15 +71,49 @@ impl Session {
         }
     }
 
+    /// Closes the session once the reliable queue overflowed (the peer does not acknowledge):
+    /// a Goodbye goes out, best effort.
+    fn check_reliable(&mut self) {
+        if !self.send.reliable_overflow || matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        let bye = proto::Message {
+            content: Some(Content::Control(proto::ControlMessage {
+                content: Some(Ctl::Goodbye(proto::Goodbye {
+                    code: 0,
+                    reason: "reliable queue full".into(),
+                })),
+            })),
+            reliable_seq: 0,
+        };
+        let _ = self.send.queue_message(Class::Control, &bye, None);
+        self.finish(CloseReason::ReliableQueueFull);
+    }
+
     fn on_plaintext(&mut self, now: Instant, plain: &[u8]) {
         let plain = media::unpadded(plain);
-        match media::decode(plain) {
+        let media = media::decode(plain);
+        // Video, parity and audio flow from host to client only.
+        if self.cfg.role == Role::Host
+            && matches!(
+                media,
+                Ok(MediaRef::Video(_) | MediaRef::Fec(_) | MediaRef::Audio(_))
+            )
+        {
+            self.stats.role_refused += 1;
+            return;
+        }
+        match media {
             Ok(MediaRef::Video(c)) => {
                 if !self.recv.on_chunk(now, plain, c, &mut self.events) {
                     self.stats.malformed += 1;
                 }
             }
-            Ok(MediaRef::Fec(p)) => self.recv.on_parity(now, &p, &mut self.events),
+            Ok(MediaRef::Fec(p)) => {
+                if !self.recv.on_parity(now, &p, &mut self.events) {
+                    self.stats.parity_refused += 1;
+                }
+            }
             Ok(MediaRef::Audio(a)) => self.events.push_back(Event::Audio {
                 timestamp_us: a.timestamp_us,
                 data: a.payload.to_vec(),
@@ -161,14 +196,18 @@ impl Session {
 
     fn on_feedback(&mut self, now: Instant, fb: &crate::feedback::FeedbackRef<'_>) {
         if self.files.has_outgoing() {
-            for seq in fb.acked_reliable.iter() {
+            // A receiver lists at most 64; more are a peer's padding, not acknowledgements.
+            for seq in fb.acked_reliable.iter().take(256) {
                 self.files.on_ack(seq);
             }
         }
         let congested = self.cc.state() != crate::cc::DeltaState::Stable;
         let (rtt, delivery) = self.send.on_feedback(now, fb, congested);
-        self.period.peer_received += u64::from(fb.received_packets);
-        self.period.peer_lost += u64::from(fb.lost_packets);
+        let p = &mut self.period;
+        p.peer_received = p
+            .peer_received
+            .saturating_add(u64::from(fb.received_packets));
+        p.peer_lost = p.peer_lost.saturating_add(u64::from(fb.lost_packets));
         self.period.peer_jitter_us = fb.jitter_us;
         if delivery.is_some() {
             self.period.delivery_bps = delivery;
@@ -211,6 +250,7 @@ impl Session {
     ) -> Option<Transmit> {
         self.clock = self.clock.max(now);
         self.produce(now);
+        self.check_reliable();
         let prefix = self.prefix_len();
         let alias = self.alias;
         let relay = self.cfg.relay;
@@ -493,7 +533,9 @@ impl Session {
             reliable_seq: 0,
         };
         if reliable {
-            self.send.queue_reliable(Class::Input, msg, now).map(|_| ())
+            let r = self.send.queue_reliable(Class::Input, msg, now).map(|_| ());
+            self.check_reliable();
+            r
         } else {
             self.send.queue_message(Class::Input, &msg, None)
         }
@@ -508,9 +550,12 @@ impl Session {
             })),
             reliable_seq: 0,
         };
-        self.send
+        let r = self
+            .send
             .queue_reliable(Class::Control, msg, now)
-            .map(|_| ())
+            .map(|_| ());
+        self.check_reliable();
+        r
     }
 
     /// Sends one Opus packet (unreliable, ahead of video).
@@ -549,6 +594,38 @@ impl Session {
     /// Media datagrams waiting for the pacer.
     pub fn media_queued(&self) -> usize {
         self.send.media_queued()
+    }
+
+    /// Seals `plaintext` as this session's next transport datagram into `out`, its packet id
+    /// first moved forward to at least `min_packet_id` (never back: no id is sealed twice).
+    /// Returns `(packet_id, datagram_len)`. For tests and fuzzing of a peer's receive path
+    /// with arbitrary but authentic messages and packet ids.
+    #[doc(hidden)]
+    pub fn seal_for_test(
+        &mut self,
+        min_packet_id: u64,
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Option<(u64, usize)> {
+        let prefix = self.prefix_len();
+        let relay = self.cfg.relay;
+        let alias = self.alias;
+        let ch = self.channel.as_mut()?;
+        let at = prefix + crate::wire::TransportHeader::LEN;
+        out.get_mut(at..at + plaintext.len())?
+            .copy_from_slice(plaintext);
+        if let Some(r) = relay {
+            RelayHeader {
+                kind: RelayType::Forward,
+                flags: 0,
+                session_id: r.session_id,
+            }
+            .encode(out)
+            .ok()?;
+        }
+        ch.skip_to(min_packet_id);
+        let (pid, n) = ch.seal(alias, &mut out[prefix..], plaintext.len()).ok()?;
+        Some((pid, prefix + n))
     }
 
     /// Encodes a message for tests of malformed input.

@@ -47,6 +47,8 @@ pub enum CloseReason {
     HandshakeFailed(String),
     /// The host refused the Hello (e.g. busy with another client).
     Refused,
+    /// The peer left [`crate::session::MAX_UNACKED`] reliable messages unacknowledged.
+    ReliableQueueFull,
 }
 
 /// Events, in the order they happened.

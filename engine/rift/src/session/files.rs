@@ -811,7 +811,14 @@ impl Session {
             o.at += len;
             o.next_chunk += 1;
             o.inflight.push_back((index, seq));
-            self.send.push_reliable_encoded(seq, Class::File, buf, now);
+            if self
+                .send
+                .push_reliable_encoded(seq, Class::File, buf, now)
+                .is_err()
+            {
+                // The reliable queue is full: the session closes (see `check_reliable`).
+                break;
+            }
         }
         for o in &mut self.files.out {
             if o.want_writable && o.staged.len() - o.at <= o.staging_cap() / 2 {

@@ -32,6 +32,8 @@ pub use config::{HostParams, RelayPath, Role, SessionConfig};
 pub use endpoint::{Endpoint, SessionHandle};
 pub use event::{CloseReason, Event, Frame, FrameMeta};
 pub use files::FileProgress;
+pub use recv::{MAX_HELD_PARITY, frame_budget};
+pub use send::MAX_UNACKED;
 pub use stats::{PathStats, SessionStats};
 
 use crate::{
@@ -86,6 +88,10 @@ pub enum SessionError {
     /// Handshake setup failed.
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
+    /// The reliable queue holds its maximum of unacknowledged messages; the session closes
+    /// ([`CloseReason::ReliableQueueFull`]).
+    #[error("reliable queue full: the peer does not acknowledge")]
+    ReliableQueueFull,
 }
 
 /// Where the session is in its life.
@@ -164,6 +170,10 @@ impl Session {
         s.frames_delivered = self.recv.frames_delivered;
         s.frames_dropped = self.recv.frames_dropped;
         s.media_expired = self.send.media_expired;
+        s.frame_budget_refused = self.recv.frame_budget_refused;
+        s.packet_id_jumps = self.recv.packet_id_jumps;
+        s.nacks_ignored = self.send.nacks_ignored;
+        s.feedback_clamped = self.send.feedback_clamped;
         s
     }
 

@@ -18,9 +18,28 @@ use crate::{
 
 const SLOTS: usize = 16;
 const MAX_CHUNKS: usize = 4096;
+/// Missing packet ids tracked for NACKs. A forward jump in packet id larger than this is
+/// counted as lost in one step: only its newest gaps are tracked (a jump to 2^62 costs no
+/// more than one of 512).
 const MAX_MISSING: usize = 512;
 const MAX_ACKS: usize = 64;
+/// Packet ids per NACK message: 64 ids of up to 10 bytes fit any datagram (and a sender
+/// serves no more than 64 per NACK).
+const MAX_NACK_IDS: usize = 64;
 const MAX_FRAME_LOSSES: usize = 32;
+/// FEC groups kept per frame. The sender's groups are balanced, at most 64 chunks and at
+/// least 25 when a frame has more than one (see `fec::groups`), so a frame of
+/// [`MAX_CHUNKS`] chunks has at most 164; more come only from a hostile peer.
+const MAX_GROUPS: usize = 192;
+/// Parity shards kept per frame. The sender gives a group of `n` chunks at most `n` parity
+/// shards (`FecPolicy::parity_for`), so a frame needs at most its chunk count; this caps
+/// frames whose count is not known yet, and the largest ones.
+const MAX_FRAME_PARITY: usize = 1024;
+/// Parity shards kept across every frame under assembly (each at most 2 KiB: about 4 MiB).
+pub const MAX_HELD_PARITY: usize = 2048;
+/// Most `FrameDropped` events for frame ids that never showed up, when the stream skips
+/// ahead: a jump of 2^62 frame ids is reported as this many, then skipped in one step.
+const MAX_SKIPPED_EVENTS: u64 = SLOTS as u64;
 
 #[derive(Debug, Default)]
 struct Parity {
@@ -102,10 +121,15 @@ struct Slot {
 impl Slot {
     /// Writes chunk `idx`'s payload into the frame. False when it contradicts the frame's
     /// geometry (every chunk but the last equally long, the last no longer, the frame within
-    /// `max_frame`): such a chunk is malformed and dropped.
-    fn place(&mut self, idx: usize, payload: &[u8], max_frame: usize) -> bool {
+    /// `max_frame`): such a chunk is malformed and dropped. Also false when the frame buffer
+    /// would have to grow past `cap` bytes (the receiver's frame budget).
+    fn place(&mut self, idx: usize, payload: &[u8], max_frame: usize, cap: usize) -> bool {
         let count = self.count as usize;
         let len = payload.len();
+        let grow = self.growth(idx, len);
+        if grow > 0 && self.frame.capacity().saturating_add(grow) > cap {
+            return false;
+        }
         if idx + 1 < count {
             if self.chunk_len == 0 {
                 if len == 0 || (count - 1).saturating_mul(len) >= max_frame {
@@ -120,11 +144,12 @@ impl Slot {
         }
         let at = idx * self.chunk_len as usize;
         let end = at + len;
+        let whole = self.whole(end);
         let f = &mut self.frame;
-        if f.capacity() < end {
-            // Grow once to the whole frame, not chunk by chunk.
-            let whole = (count * self.chunk_len as usize).max(end);
-            f.reserve(whole - f.len());
+        if f.capacity() < whole {
+            // Grow once to the whole frame, not chunk by chunk (exactly: the receiver's
+            // frame budget counts capacities, see `Receiver::frame_room`).
+            f.reserve_exact(whole - f.len());
         }
         if f.len() == at {
             f.extend_from_slice(payload);
@@ -142,7 +167,7 @@ impl Slot {
 
     /// Moves a last chunk that arrived before `chunk_len` was known into the frame, once it
     /// is known.
-    fn place_early_last(&mut self, pool: &mut BufPool, max_frame: usize) {
+    fn place_early_last(&mut self, pool: &mut BufPool, max_frame: usize, cap: usize) {
         if self.chunk_len == 0 {
             return;
         }
@@ -150,7 +175,7 @@ impl Slot {
             return;
         };
         let last = self.count as usize - 1;
-        if self.place(last, &b[at as usize..(at + len) as usize], max_frame) {
+        if self.place(last, &b[at as usize..(at + len) as usize], max_frame, cap) {
             self.chunks[last].record(&b, (at, len));
         } else {
             // It does not fit the frame after all: as if never received.
@@ -185,6 +210,24 @@ impl Slot {
         out.extend_from_slice(payload);
         out.extend_from_slice(&r.env[pre..pre + post]);
         true
+    }
+
+    /// Capacity the frame grows to when a chunk ending at `end` needs room.
+    fn whole(&self, end: usize) -> usize {
+        (self.count as usize * self.chunk_len as usize).max(end)
+    }
+
+    /// Bytes the frame buffer may still grow by once chunk `idx` of `len` payload bytes is
+    /// in (to the whole frame, as far as its geometry is known; 0: it fits already).
+    fn growth(&self, idx: usize, len: usize) -> usize {
+        let chunk_len = if self.chunk_len == 0 && idx + 1 < self.count as usize {
+            len
+        } else {
+            self.chunk_len as usize
+        };
+        let end = idx.saturating_mul(chunk_len).saturating_add(len);
+        let whole = (self.count as usize).saturating_mul(chunk_len).max(end);
+        whole.saturating_sub(self.frame.capacity())
     }
 
     /// Length of the complete frame.
@@ -232,9 +275,23 @@ pub(crate) struct Receiver {
     jitter_us: f64,
     last_transit_us: Option<i128>,
     max_frame: usize,
+    /// Most bytes of frame buffers (under assembly or pooled) this receiver holds.
+    frame_budget: usize,
+    /// Parity shards held across all slots (at most [`MAX_HELD_PARITY`]).
+    parity_held: usize,
     recovered_total: u64,
     pub(crate) frames_delivered: u64,
     pub(crate) frames_dropped: u64,
+    /// Chunks refused because the frame buffers' byte budget was spent.
+    pub(crate) frame_budget_refused: u64,
+    /// Authenticated packets whose id jumped further ahead than the NACK window.
+    pub(crate) packet_id_jumps: u64,
+}
+
+/// Bytes of frame buffers a receiver may hold (under assembly or pooled) for a largest frame
+/// of `max_frame` bytes: two such frames at once, and 1 MiB for the small ones around them.
+pub fn frame_budget(max_frame: usize) -> usize {
+    max_frame.saturating_mul(2).saturating_add(1 << 20)
 }
 
 /// Offset and length of `payload` (a sub-slice of `msg`) inside `msg`.
@@ -261,7 +318,8 @@ impl Receiver {
             epoch: None,
             frame_interval: Duration::from_secs(1) / cfg.host.fps.max(1),
             slack: cfg.playout_slack,
-            pool: BufPool::new(1500),
+            // Room for the largest parity shard accepted (2 KiB): no buffer grows per packet.
+            pool: BufPool::new(2048),
             frame_pool: Vec::new(),
             fec: FecCodec::default(),
             scratch: Vec::new(),
@@ -269,9 +327,13 @@ impl Receiver {
             jitter_us: 0.0,
             last_transit_us: None,
             max_frame: cfg.max_frame,
+            frame_budget: frame_budget(cfg.max_frame),
+            parity_held: 0,
             recovered_total: 0,
             frames_delivered: 0,
             frames_dropped: 0,
+            frame_budget_refused: 0,
+            packet_id_jumps: 0,
         }
     }
 
@@ -279,9 +341,47 @@ impl Receiver {
     /// so the next frame assembled in it is written over them without zeroing first (they
     /// are never exposed: a frame is delivered only once every byte of it was written).
     pub(crate) fn recycle(&mut self, frame: Vec<u8>) {
-        if self.frame_pool.len() < 32 && frame.capacity() > 0 {
+        if self.frame_pool.len() < 32
+            && frame.capacity() > 0
+            && self.frame_bytes_held().saturating_add(frame.capacity()) <= self.frame_budget
+        {
             self.frame_pool.push(frame);
         }
+    }
+
+    /// Bytes of frame buffers held: in the slots and pooled.
+    fn frame_bytes_held(&self) -> usize {
+        let slots: usize = self.slots.iter().map(|s| s.frame.capacity()).sum();
+        let pooled: usize = self.frame_pool.iter().map(Vec::capacity).sum();
+        slots + pooled
+    }
+
+    /// Capacity slot `i`'s frame buffer may grow to within the budget, given the others.
+    fn slot_cap(&self, i: usize) -> usize {
+        let others = self.frame_bytes_held() - self.slots[i].frame.capacity();
+        self.frame_budget.saturating_sub(others)
+    }
+
+    /// Makes room for slot `i`'s frame buffer to grow by `need` bytes within the budget:
+    /// pooled buffers go first, then idle slots' buffers. False if it still does not fit.
+    fn frame_room(&mut self, i: usize, need: usize) -> bool {
+        if need == 0 {
+            return true;
+        }
+        let mut held = self.frame_bytes_held();
+        while held.saturating_add(need) > self.frame_budget {
+            if let Some(b) = self.frame_pool.pop() {
+                held -= b.capacity();
+                continue;
+            }
+            let Some(j) = (0..self.slots.len())
+                .find(|&j| j != i && !self.slots[j].active && self.slots[j].frame.capacity() > 0)
+            else {
+                return false;
+            };
+            held -= std::mem::take(&mut self.slots[j].frame).capacity();
+        }
+        true
     }
 
     /// Chunks rebuilt from parity so far.
@@ -297,22 +397,35 @@ impl Receiver {
     /// Counts an authenticated datagram for feedback and loss detection.
     pub(crate) fn on_packet(&mut self, now: Instant, pid: u64, wire_len: usize) {
         let a = &mut self.acc;
-        a.received += 1;
-        a.bytes += wire_len as u64;
+        a.received = a.received.saturating_add(1);
+        a.bytes = a.bytes.saturating_add(wire_len as u64);
         a.first_at.get_or_insert(now);
         if pid >= a.highest {
             a.highest = pid;
             a.highest_at = Some(now);
         }
         if pid >= self.expected {
-            for gap in self.expected..pid {
+            let gaps = pid - self.expected;
+            // Only the newest MAX_MISSING gaps fit the NACK list: older ones would be evicted
+            // as soon as they were pushed, so a far jump (a peer's id leaping to 2^62) is one
+            // step, not a walk over every id it skipped.
+            let from = if gaps > MAX_MISSING as u64 {
+                self.packet_id_jumps += 1;
+                self.missing.clear();
+                pid - MAX_MISSING as u64
+            } else {
+                self.expected
+            };
+            for gap in from..pid {
                 if self.missing.len() == MAX_MISSING {
                     self.missing.pop_front();
                 }
                 self.missing.push_back((gap, now, 0));
-                a.lost += 1;
             }
-            self.expected = pid + 1;
+            a.lost = a
+                .lost
+                .saturating_add(u32::try_from(gaps).unwrap_or(u32::MAX));
+            self.expected = pid.saturating_add(1);
         } else if let Some(i) = self.missing.iter().position(|&(m, _, _)| m == pid) {
             // Reordered, not lost.
             self.missing.remove(i);
@@ -395,6 +508,10 @@ impl Receiver {
     ) -> Option<proto::Message> {
         let mut ids = Vec::new();
         for m in &mut self.missing {
+            if ids.len() == MAX_NACK_IDS {
+                // The rest go in the next NACK: one must fit a datagram.
+                break;
+            }
             let wait = if m.2 == 0 { hold } else { retry };
             if now.saturating_duration_since(m.1) >= wait && m.2 < 2 {
                 ids.push(m.0);
@@ -548,6 +665,18 @@ impl Receiver {
         if s.chunks[idx].present {
             return true;
         }
+        let need = s.growth(idx, c.payload.len());
+        if !self.frame_room(i, need) {
+            self.frame_budget_refused += 1;
+            return true;
+        }
+        // Nothing in this call grows the buffer past the whole frame's geometry checked here.
+        let cap = if need == 0 {
+            usize::MAX
+        } else {
+            self.slot_cap(i)
+        };
+        let s = &mut self.slots[i];
         let range = payload_range(raw, c.payload);
         if idx + 1 == s.count as usize && s.count > 1 && s.chunk_len == 0 {
             // The last chunk first: where it goes is known once another chunk arrives.
@@ -557,24 +686,25 @@ impl Receiver {
             let mut b = self.pool.get();
             b.extend_from_slice(raw);
             s.early_last = Some((b, range));
-        } else if !s.place(idx, c.payload, self.max_frame) {
+        } else if !s.place(idx, c.payload, self.max_frame, cap) {
             return false;
         }
         s.chunks[idx].record(raw, range);
         s.have += 1;
-        s.place_early_last(&mut self.pool, self.max_frame);
+        s.place_early_last(&mut self.pool, self.max_frame, cap);
         self.try_repair(i, c.chunk_index);
         self.try_complete(i, now, events);
         true
     }
 
-    /// A parity packet arrived.
+    /// A parity packet arrived. False if it was refused: over a cap (per group, per frame,
+    /// per session) or contradicting its group's geometry.
     pub(crate) fn on_parity(
         &mut self,
         now: Instant,
         p: &FecPacketRef<'_>,
         events: &mut VecDeque<Event>,
-    ) {
+    ) -> bool {
         let n = if p.data_shards > 0 {
             p.data_shards
         } else {
@@ -583,29 +713,58 @@ impl Receiver {
         if n == 0
             || n as usize > GROUP_SHARDS
             || p.shard_count <= n
+            // A group of n chunks carries at most min(n, MAX_PARITY) parity shards.
+            || p.shard_count - n > n.min(crate::fec::MAX_PARITY as u32)
             || p.parity_index < n
             || p.parity_index >= p.shard_count
             || p.payload.len() > 2048
         {
-            return;
+            return false;
         }
         let Some(i) = self.slot_for(p.group_id, now, events) else {
-            return;
+            return true;
         };
+        if self.slots[i].count == 0 && self.slots[i].deadline.is_none() {
+            // Parity before any chunk: the slot expires like an on-time frame would, until a
+            // chunk brings the frame's own deadline.
+            self.slots[i].deadline = Some(now + self.frame_interval + self.slack);
+        }
+        let held = self.parity_held;
         let s = &mut self.slots[i];
         if s.done {
-            return;
+            return true;
         }
         let first = u32::try_from(p.first_chunk).unwrap_or(u32::MAX);
-        if !s.groups.iter().any(|g| g.0 == first) {
-            s.groups
-                .push((first, n, p.shard_count - n, p.payload.len()));
+        let geometry = (n, p.shard_count - n, p.payload.len());
+        match s.groups.iter().find(|g| g.0 == first) {
+            Some(g) if (g.1, g.2, g.3) != geometry => return false,
+            Some(_) => {}
+            None => {
+                let end = u64::from(first) + u64::from(n);
+                let overlaps = s.groups.iter().any(|g| {
+                    u64::from(first) < u64::from(g.0) + u64::from(g.1) && u64::from(g.0) < end
+                });
+                if overlaps
+                    || s.groups.len() >= MAX_GROUPS
+                    || (s.count > 0 && end > u64::from(s.count))
+                {
+                    return false;
+                }
+                s.groups
+                    .push((first, n, p.shard_count - n, p.payload.len()));
+            }
         }
         if s.parity
             .iter()
             .any(|x| x.group_first == first && x.index == p.parity_index)
         {
-            return;
+            return true;
+        }
+        if s.parity.len() >= MAX_FRAME_PARITY
+            || (s.count > 0 && s.parity.len() >= s.count as usize)
+            || held >= MAX_HELD_PARITY
+        {
+            return false;
         }
         let mut b = self.pool.get();
         b.extend_from_slice(p.payload);
@@ -614,18 +773,24 @@ impl Receiver {
             index: p.parity_index,
             buf: b,
         });
+        self.parity_held += 1;
         self.try_repair(i, first);
         self.try_complete(i, now, events);
+        true
     }
 
     /// Rebuilds the missing chunks of the group holding chunk `at` (what just arrived: a
     /// chunk, or a parity shard naming its group's first chunk) if it has enough shards.
     fn try_repair(&mut self, i: usize, at: u32) {
         let max_frame = self.max_frame;
-        let s = &mut self.slots[i];
-        if s.count == 0 || s.done {
+        let s = &self.slots[i];
+        // Without parity there is nothing to repair with (the common case: every chunk of a
+        // group arrives before its parity).
+        if s.count == 0 || s.done || s.parity.is_empty() {
             return;
         }
+        let cap = self.slot_cap(i);
+        let s = &mut self.slots[i];
         for g in 0..s.groups.len() {
             let (first, n, p, sb) = s.groups[g];
             if at < first || at - first >= n {
@@ -697,7 +862,7 @@ impl Receiver {
                         && v.chunk_index as usize == idx
                         && v.chunk_count == s.count
                         && !s.chunks[idx].present
-                        && s.place(idx, v.payload, max_frame)
+                        && s.place(idx, v.payload, max_frame, cap)
                     {
                         let range = payload_range(&b, v.payload);
                         s.chunks[idx].record(&b, range);
@@ -707,7 +872,7 @@ impl Receiver {
                 }
                 pool.put(b);
             }
-            s.place_early_last(pool, max_frame);
+            s.place_early_last(pool, max_frame, cap);
         }
     }
 
@@ -738,6 +903,7 @@ impl Receiver {
         if let Some((b, _)) = s.early_last.take() {
             self.pool.put(b);
         }
+        self.parity_held -= s.parity.len();
         for p in s.parity.drain(..) {
             self.pool.put(p.buf);
         }
@@ -758,7 +924,7 @@ impl Receiver {
         self.frames_dropped += 1;
         events.push_back(Event::FrameDropped { frame_id });
         if self.next_emit.is_none_or(|n| n <= frame_id) {
-            self.next_emit = Some(frame_id + 1);
+            self.next_emit = Some(frame_id.saturating_add(1));
         }
         let _ = now;
     }
@@ -793,8 +959,13 @@ impl Receiver {
                     .min_by_key(|s| s.frame_id);
                 match later {
                     Some(l) if l.deadline.is_some_and(|d| d <= now) || l.done => {
-                        events.push_back(Event::FrameDropped { frame_id: next });
-                        self.next_emit = Some(next + 1);
+                        // Every id up to the later frame is skipped in one step; a far jump
+                        // reports only its first few as dropped.
+                        let to = l.frame_id;
+                        for frame_id in next..to.min(next.saturating_add(MAX_SKIPPED_EVENTS)) {
+                            events.push_back(Event::FrameDropped { frame_id });
+                        }
+                        self.next_emit = Some(to);
                         continue;
                     }
                     _ => return,
@@ -809,7 +980,7 @@ impl Receiver {
                     fec_recovered: s.recovered,
                 }));
                 self.frames_delivered += 1;
-                self.next_emit = Some(next + 1);
+                self.next_emit = Some(next.saturating_add(1));
                 self.release(i);
                 continue;
             }
@@ -941,10 +1112,7 @@ mod tests {
     fn feed(r: &mut Receiver, now: Instant, msg: &[u8], events: &mut VecDeque<Event>) -> bool {
         match media::decode(msg).unwrap() {
             MediaRef::Video(c) => r.on_chunk(now, msg, c, events),
-            MediaRef::Fec(p) => {
-                r.on_parity(now, &p, events);
-                true
-            }
+            MediaRef::Fec(p) => r.on_parity(now, &p, events),
             _ => panic!("not video"),
         }
     }

@@ -40,6 +40,22 @@ pub(crate) enum Class {
 /// oldest outstanding one makes "below the window" always mean "already delivered".
 pub(crate) const RELIABLE_SPAN: u64 = 96;
 
+/// Reliable messages kept awaiting acknowledgement (each in a buffer of at most 2 KiB: about
+/// 2 MiB). A peer that never acknowledges, while its Hellos or refused file offers each
+/// queue a reliable answer, would otherwise grow the queue without bound: past this the
+/// session closes ([`super::CloseReason::ReliableQueueFull`]).
+pub const MAX_UNACKED: usize = 1024;
+
+/// Most acknowledgements taken from one feedback report (a receiver lists at most 64).
+const MAX_ACKS_PER_REPORT: usize = 256;
+
+/// Largest acknowledgement delay believed from feedback: a receiver reports every 5..25 ms,
+/// so more is a lie that would shave the RTT sample towards zero.
+const MAX_ACK_DELAY: Duration = Duration::from_millis(100);
+
+/// Retransmissions one sent packet gets for NACKs: a receiver asks twice at most.
+const MAX_NACK_SERVES: u8 = 2;
+
 /// A chunk message's bytes around its payload (at most 59 bytes for a video chunk),
 /// computed once per chunk when its frame is queued: they serve the parity computation and
 /// every transmission of the chunk.
@@ -314,6 +330,8 @@ struct HistEntry {
     /// What was sent, kept for NACK service (media only).
     body: Option<Body>,
     deadline: Option<Instant>,
+    /// Retransmissions served for NACKs of this packet.
+    served: u8,
 }
 
 #[derive(Debug)]
@@ -379,6 +397,12 @@ pub(crate) struct Sender {
     batch: usize,
     /// Media datagrams discarded unsent because their deadline passed.
     pub(crate) media_expired: u64,
+    /// A reliable message was refused: the queue is at [`MAX_UNACKED`].
+    pub(crate) reliable_overflow: bool,
+    /// NACKed ids not served: unknown, or already retransmitted [`MAX_NACK_SERVES`] times.
+    pub(crate) nacks_ignored: u64,
+    /// Feedback reports with implausible fields that were clamped.
+    pub(crate) feedback_clamped: u64,
 }
 
 /// Pacing rate relative to the target bitrate: frames drain within about 2/3 of an interval.
@@ -411,6 +435,9 @@ impl Sender {
             parity_scratch: Vec::new(),
             spent_xor: Vec::new(),
             media_expired: 0,
+            reliable_overflow: false,
+            nacks_ignored: 0,
+            feedback_clamped: 0,
             next_frame_id: 0,
             chunk_payload: cfg.chunk_payload(),
             srtt: None,
@@ -539,10 +566,14 @@ impl Sender {
         mut msg: proto::Message,
         now: Instant,
     ) -> Result<u64, SessionError> {
+        if self.unacked.len() >= MAX_UNACKED {
+            self.reliable_overflow = true;
+            return Err(SessionError::ReliableQueueFull);
+        }
         let seq = self.alloc_seq();
         msg.reliable_seq = seq;
         let buf = self.encode(&msg)?;
-        self.push_reliable_encoded(seq, class, buf, now);
+        self.push_reliable_encoded(seq, class, buf, now)?;
         Ok(seq)
     }
 
@@ -554,13 +585,19 @@ impl Sender {
     }
 
     /// Queues an encoded reliable message whose `reliable_seq` came from [`Self::alloc_seq`].
+    /// Refused (and the overflow flagged) when [`MAX_UNACKED`] messages already wait.
     pub(crate) fn push_reliable_encoded(
         &mut self,
         seq: u64,
         class: Class,
         buf: Vec<u8>,
         now: Instant,
-    ) {
+    ) -> Result<(), SessionError> {
+        if self.unacked.len() >= MAX_UNACKED {
+            self.reliable_overflow = true;
+            self.pool.put(buf);
+            return Err(SessionError::ReliableQueueFull);
+        }
         self.unacked.push_back(Unacked {
             seq,
             class,
@@ -568,6 +605,12 @@ impl Sender {
             next_send: now,
             sends: 0,
         });
+        Ok(())
+    }
+
+    /// Index of reliable message `seq` in the queue (which is in sequence order).
+    fn unacked_index(&self, seq: u64) -> Option<usize> {
+        self.unacked.binary_search_by_key(&seq, |u| u.seq).ok()
     }
 
     /// Sequence numbers that may still be allocated before first transmissions stall on
@@ -579,7 +622,7 @@ impl Sender {
 
     /// Stops retransmitting `seq` (its transfer was abandoned).
     pub(crate) fn forget_reliable(&mut self, seq: u64) {
-        if let Some(i) = self.unacked.iter().position(|u| u.seq == seq) {
+        if let Some(i) = self.unacked_index(seq) {
             if let Some(u) = self.unacked.remove(i) {
                 self.pool.put(u.buf);
             }
@@ -1103,6 +1146,7 @@ impl Sender {
                 sent_at: Some(now),
                 body: None,
                 deadline,
+                served: 0,
             },
         );
         if let Some(b) = old.body {
@@ -1143,10 +1187,16 @@ impl Sender {
         let mut n = 0;
         for &pid in ids.iter().take(64) {
             let slot = (pid % HISTORY as u64) as usize;
-            let e = &self.history[slot];
-            if e.packet_id != pid || e.deadline.is_none_or(|d| d <= now + half_rtt) {
+            let e = &mut self.history[slot];
+            if e.packet_id != pid
+                || e.served >= MAX_NACK_SERVES
+                || e.deadline.is_none_or(|d| d <= now + half_rtt)
+            {
+                self.nacks_ignored += 1;
                 continue;
             }
+            e.served += 1;
+            let e = &self.history[slot];
             let deadline = e.deadline;
             let p = match &e.body {
                 Some(Body::Buf(src)) => {
@@ -1184,8 +1234,8 @@ impl Sender {
         fb: &crate::feedback::FeedbackRef<'_>,
         congested: bool,
     ) -> (Option<Duration>, Option<u64>) {
-        for seq in fb.acked_reliable.iter() {
-            if let Some(i) = self.unacked.iter().position(|u| u.seq == seq) {
+        for seq in fb.acked_reliable.iter().take(MAX_ACKS_PER_REPORT) {
+            if let Some(i) = self.unacked_index(seq) {
                 if let Some(u) = self.unacked.remove(i) {
                     self.pool.put(u.buf);
                 }
@@ -1195,16 +1245,20 @@ impl Sender {
             self.fec_policy.on_feedback(
                 fb.received_packets,
                 fb.lost_packets,
-                fb.frame_losses.iter().map(|v| v as u32),
+                fb.frame_losses
+                    .iter()
+                    .map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
             );
         }
+        let ack_delay = Duration::from_micros(u64::from(fb.ack_delay_us));
+        let mut clamped = ack_delay > MAX_ACK_DELAY;
         let e = &self.history[(fb.highest_packet_id % HISTORY as u64) as usize];
         let rtt = (e.packet_id == fb.highest_packet_id)
             .then_some(e.sent_at)
             .flatten()
             .map(|t| {
                 now.saturating_duration_since(t)
-                    .saturating_sub(Duration::from_micros(u64::from(fb.ack_delay_us)))
+                    .saturating_sub(ack_delay.min(MAX_ACK_DELAY))
             })
             .filter(|r| !r.is_zero());
         if let Some(r) = rtt {
@@ -1221,23 +1275,36 @@ impl Sender {
             }
         }
         if fb.interval_us > 0 {
+            // A datagram is at most MAX_DATAGRAM_BUF bytes: a report cannot claim more.
+            let most = u64::from(fb.received_packets).saturating_mul(MAX_DATAGRAM_BUF as u64);
+            clamped |= fb.received_bytes > most;
             if self.delivery.len() == 64 {
                 self.delivery.pop_front();
             }
             self.delivery
-                .push_back((now, fb.received_bytes, fb.interval_us));
+                .push_back((now, fb.received_bytes.min(most), fb.interval_us));
         }
         // Delivery rate over the most recent ≥ 100 ms of feedback.
         let mut bytes = 0u64;
         let mut us = 0u64;
         for &(_, b, i) in self.delivery.iter().rev() {
-            bytes += b;
+            bytes = bytes.saturating_add(b);
             us += u64::from(i);
             if us >= 100_000 {
                 break;
             }
         }
-        let rate = (us >= 20_000).then(|| bytes * 8 * 1_000_000 / us);
+        let rate = (us >= 20_000).then(|| {
+            let bps = u128::from(bytes) * 8 * 1_000_000 / u128::from(us);
+            // Nothing arrives faster than this side sends: at most its pacing rate (which
+            // runs ahead of the target), with room for bursts.
+            let most = self.pacer.rate_bps().saturating_mul(2);
+            clamped |= bps > u128::from(most);
+            u64::try_from(bps).unwrap_or(u64::MAX).min(most)
+        });
+        if clamped {
+            self.feedback_clamped += 1;
+        }
         (rtt, rate)
     }
 

@@ -50,6 +50,21 @@ pub struct SessionStats {
     pub file_offers_refused: u64,
     /// Clipboard texts ignored (over the size limit or not UTF-8).
     pub clipboard_ignored: u64,
+    /// Parity shards refused by the receive caps (per group, per frame, per session) or
+    /// because they contradict their group's geometry.
+    pub parity_refused: u64,
+    /// Video chunks refused because the frame buffers' byte budget was spent.
+    pub frame_budget_refused: u64,
+    /// Authenticated packets whose id jumped ahead past the NACK window (their older gaps
+    /// are counted lost in one step, not tracked one by one).
+    pub packet_id_jumps: u64,
+    /// Messages the peer's role may not send, dropped (video, parity or audio to a host).
+    pub role_refused: u64,
+    /// NACKed packet ids not retransmitted: unknown, too late, or already served twice.
+    pub nacks_ignored: u64,
+    /// Feedback reports with implausible values (acknowledgement delay, byte counts,
+    /// delivery rate) that were clamped before use.
+    pub feedback_clamped: u64,
 }
 
 /// Path statistics over one reporting period ([`super::Event::Stats`], every

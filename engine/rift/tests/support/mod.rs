@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod alloc;
+pub mod duo;
 pub mod stream;
 
 use std::{
