@@ -82,6 +82,9 @@ pub(crate) struct Cli {
     /// Verifications per second per source IP.
     #[arg(long, env = "WAVRY_RELAY_VERIFY_RATE_PER_IP", default_value_t = 20)]
     pub(crate) verify_rate_per_ip: u32,
+    /// LEASE_REJECTs per second per source IP (rejects are never larger than the request).
+    #[arg(long, env = "WAVRY_RELAY_REJECT_RATE_PER_IP", default_value_t = 5)]
+    pub(crate) reject_rate_per_ip: u32,
     /// Region label advertised to the master.
     #[arg(long, env = "WAVRY_RELAY_REGION")]
     pub(crate) region: Option<String>,

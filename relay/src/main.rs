@@ -222,6 +222,7 @@ async fn run(
         cfg.ip_rate_pps = f64::from(cli.ip_rate_limit_pps.max(1));
         cfg.verify_global_per_s = f64::from(cli.verify_rate.max(1)) / shards as f64;
         cfg.verify_per_ip_per_s = f64::from(cli.verify_rate_per_ip.max(1));
+        cfg.reject_per_ip_per_s = f64::from(cli.reject_rate_per_ip.max(1));
         let mut core = RelayCore::new(cfg, auth.clone(), st, clock.now().mono_ns);
         let stop = Arc::clone(&stop);
         handles.push(
