@@ -119,6 +119,24 @@ fn bind_shards(cli: &Cli, threads: usize) -> anyhow::Result<Vec<NetSocket>> {
     Ok(sockets)
 }
 
+/// Waits for SIGINT or (on Unix) SIGTERM, which `docker stop` sends.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for ctrl-c")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for ctrl-c")?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -267,9 +285,7 @@ async fn run(
         }
     });
 
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for ctrl-c")?;
+    shutdown_signal().await?;
     tracing::info!("shutting down");
     stop.store(true, Ordering::Relaxed);
     master_task.abort();
