@@ -246,7 +246,16 @@ async fn run(
         handles.push(
             std::thread::Builder::new()
                 .name(format!("relay-shard-{i}"))
-                .spawn(move || run_shard(&mut socket, &mut core, clock, opts, &stop))
+                .spawn(move || {
+                    let r = run_shard(&mut socket, &mut core, clock, opts, &stop);
+                    if let Err(e) = &r {
+                        // A shard that stops receiving would leave its sessions dead while the
+                        // relay looks healthy: exit so the supervisor restarts the whole relay.
+                        tracing::error!(shard = i, error = %e, "shard failed; exiting");
+                        std::process::exit(70);
+                    }
+                    r
+                })
                 .context("spawning a shard thread")?,
         );
     }
