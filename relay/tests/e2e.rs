@@ -529,3 +529,75 @@ async fn master_relay_and_two_peers_end_to_end() {
         Answer::Ack(_)
     ));
 }
+
+/// Runs the relay binary expecting it to refuse to start; returns its stderr.
+fn refused(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let mut cmd = std::process::Command::new(relay_bin());
+    cmd.args(args)
+        .env_remove("WAVRY_RELAY_ALLOW_PUBLIC_BIND")
+        .env_remove("WAVRY_RELAY_ALLOW_HOST_PROD_BIND")
+        .env_remove("WAVRY_ALLOW_INSECURE_RELAY")
+        .env("RUST_LOG", "off")
+        .envs(envs.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success(), "wavry-relay {args:?} started");
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            return err;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("wavry-relay {args:?} did not refuse to start");
+        }
+        // Poll interval of a bounded wait for the process to exit.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn safety_gates_and_the_advertised_address() {
+    let key = "11".repeat(32);
+    let base = [
+        "--master-public-key",
+        key.as_str(),
+        "--health-listen",
+        "127.0.0.1:0",
+        "--master-url",
+        "http://127.0.0.1:9",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        base.iter().chain(extra).map(ToString::to_string).collect()
+    };
+    let args = with(&["--listen", "0.0.0.0:0"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert!(refused(&args, &[]).contains("WAVRY_RELAY_ALLOW_PUBLIC_BIND"));
+    // Outside a container the host-prod gate applies too (inside one, the next check does).
+    let in_container = Path::new("/.dockerenv").exists()
+        || Path::new("/run/.containerenv").exists()
+        || std::env::var_os("container").is_some();
+    let err = refused(&args, &[("WAVRY_RELAY_ALLOW_PUBLIC_BIND", "1")]);
+    if in_container {
+        assert!(err.contains("--public-addr"), "{err}");
+    } else {
+        assert!(err.contains("WAVRY_RELAY_ALLOW_HOST_PROD_BIND"), "{err}");
+    }
+    // Fault 5: listening on an unspecified address without --public-addr is refused rather
+    // than advertising 0.0.0.0 to peers.
+    let err = refused(
+        &args,
+        &[
+            ("WAVRY_RELAY_ALLOW_PUBLIC_BIND", "1"),
+            ("WAVRY_RELAY_ALLOW_HOST_PROD_BIND", "1"),
+        ],
+    );
+    assert!(err.contains("--public-addr"), "{err}");
+    let args = with(&["--listen", "127.0.0.1:0", "--allow-insecure-dev"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert!(refused(&args, &[]).contains("WAVRY_ALLOW_INSECURE_RELAY"));
+}
