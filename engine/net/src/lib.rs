@@ -43,6 +43,9 @@ pub mod sharded;
 mod socket;
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
+pub mod steer;
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
 mod uring;
 
 pub use driver::{

@@ -359,3 +359,10 @@ impl Backend for PortableBackend {
         BackendKind::Portable
     }
 }
+
+#[cfg(unix)]
+impl std::os::fd::AsFd for PortableBackend {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}

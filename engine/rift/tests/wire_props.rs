@@ -10,8 +10,8 @@ use wavry_rift::{
     lease::verify_raw,
     proto,
     wire::{
-        HandshakeHeader, Header, LeaseAck, LeasePresent, PeerRole, RejectReason, RelayHeader,
-        RelayType, TransportHeader,
+        HandshakeHeader, Header, LeaseAck, LeasePresent, PeerRole, PresentBinding, RejectReason,
+        RelayHeader, RelayType, TransportHeader,
     },
 };
 
@@ -57,10 +57,11 @@ proptest! {
     }
 
     #[test]
-    fn relay_payloads_round_trip(server: bool, token in "[ -~]{1,300}", exp: u64, soft: u32, hard: u32, code: u16) {
+    fn relay_payloads_round_trip(server: bool, token in "[ -~]{1,300}", exp: u64, soft: u32, hard: u32, code: u16, bound: Option<(u64, u8)>) {
         let role = if server { PeerRole::Server } else { PeerRole::Client };
-        let p = LeasePresent { role, token: &token };
-        let mut buf = vec![0u8; 3 + token.len()];
+        let binding = bound.map(|(timestamp_ms, b)| PresentBinding { timestamp_ms, signature: [b; 64] });
+        let p = LeasePresent { role, token: &token, binding };
+        let mut buf = vec![0u8; 3 + token.len() + if binding.is_some() { PresentBinding::LEN } else { 0 }];
         p.encode(&mut buf).unwrap();
         prop_assert_eq!(LeasePresent::decode(&buf).unwrap(), p);
         let a = LeaseAck { expires_unix_ms: exp, soft_limit_kbps: soft, hard_limit_kbps: hard };

@@ -751,3 +751,9 @@ impl Backend for UringBackend {
 /// Sanity: the receive buffer layout the kernel writes must fit our buffers.
 const _: () = assert!(BUF_SIZE >= PAYLOAD_OFFSET + MAX_UDP_PAYLOAD);
 const _: () = assert!(PAYLOAD_OFFSET % 64 == 0 && RECV_CONTROL_LEN <= CONTROL_LEN);
+
+impl AsFd for UringBackend {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}

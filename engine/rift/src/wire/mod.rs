@@ -11,6 +11,7 @@ pub use checksum::crc16_kermit;
 pub use error::WireError;
 pub use header::{HandshakeHeader, Header, MAGIC, TransportHeader, VERSION};
 pub use relay::{
-    LeaseAck, LeasePresent, MAX_LEASE_TOKEN, MAX_RELAY_DATAGRAM, PeerRole, RELAY_MAGIC,
-    RELAY_VERSION, RejectReason, RelayHeader, RelayType,
+    BINDING_DOMAIN, BINDING_MESSAGE_MAX, LeaseAck, LeasePresent, MAX_LEASE_TOKEN,
+    MAX_RELAY_DATAGRAM, MAX_RELAY_ID, PeerRole, PresentBinding, RELAY_MAGIC, RELAY_VERSION,
+    RejectReason, RelayHeader, RelayType, binding_message,
 };

@@ -119,13 +119,71 @@ pub enum PeerRole {
     Server = 1,
 }
 
-/// LEASE_PRESENT payload: role, then a length-prefixed UTF-8 PASETO token (borrowed).
+/// Domain label that starts every address-binding message (see [`binding_message`]).
+pub const BINDING_DOMAIN: &[u8] = b"wavry-relay-bind-v1";
+/// Longest relay id a binding message covers (the master accepts ids of at most 64 bytes).
+pub const MAX_RELAY_ID: usize = 64;
+/// Size of the buffer [`binding_message`] writes into.
+pub const BINDING_MESSAGE_MAX: usize = BINDING_DOMAIN.len() + 1 + 16 + 1 + 1 + MAX_RELAY_ID + 8;
+
+/// Proof that the lease holder itself asks for the address a LEASE_PRESENT comes from: an
+/// Ed25519 signature by the holder's identity key (the Wavry ID in the lease) over
+/// [`binding_message`]. The token travels in clear, so without this a captured token could
+/// move a peer's address; the relay accepts a binding's timestamp only within ±30 s of its
+/// clock and strictly above the last one it accepted for that peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresentBinding {
+    /// Sender's wall clock, Unix milliseconds.
+    pub timestamp_ms: u64,
+    /// Ed25519 signature over [`binding_message`].
+    pub signature: [u8; 64],
+}
+
+impl PresentBinding {
+    /// Encoded size in bytes: timestamp u64 ‖ signature.
+    pub const LEN: usize = 8 + 64;
+}
+
+/// Writes the message a [`PresentBinding`] signs into `out` and returns its length:
+/// `"wavry-relay-bind-v1" ‖ 0x00 ‖ session_id (16) ‖ role u8 ‖ relay_id_len u8 ‖ relay_id ‖
+/// timestamp_ms u64` (big-endian). Fails when `relay_id` is empty or longer than
+/// [`MAX_RELAY_ID`].
+pub fn binding_message(
+    session_id: &[u8; 16],
+    role: PeerRole,
+    relay_id: &str,
+    timestamp_ms: u64,
+    out: &mut [u8; BINDING_MESSAGE_MAX],
+) -> Result<usize, WireError> {
+    let rid = relay_id.as_bytes();
+    if rid.is_empty() || rid.len() > MAX_RELAY_ID {
+        return Err(WireError::BadRelayPayload("relay id length out of range"));
+    }
+    let mut n = 0;
+    let mut put = |b: &[u8]| {
+        out[n..n + b.len()].copy_from_slice(b);
+        n += b.len();
+    };
+    put(BINDING_DOMAIN);
+    put(&[0]);
+    put(session_id);
+    put(&[role as u8, rid.len() as u8]);
+    put(rid);
+    put(&timestamp_ms.to_be_bytes());
+    Ok(n)
+}
+
+/// LEASE_PRESENT (and LEASE_RENEW) payload: role, a length-prefixed UTF-8 PASETO token
+/// (borrowed), then optionally a [`PresentBinding`] (timestamp u64 ‖ 64-byte signature).
+/// A payload that ends after the token (the original layout) decodes with `binding: None`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeasePresent<'a> {
     /// Which slot of the relay session the sender claims.
     pub role: PeerRole,
     /// The lease token, as sent.
     pub token: &'a str,
+    /// The holder's signature over this address binding, when present.
+    pub binding: Option<PresentBinding>,
 }
 
 impl<'a> LeasePresent<'a> {
@@ -155,7 +213,29 @@ impl<'a> LeasePresent<'a> {
         })?;
         let token = std::str::from_utf8(bytes)
             .map_err(|_| WireError::BadRelayPayload("lease token is not UTF-8"))?;
-        Ok(Self { role, token })
+        let binding = match &payload[3 + len..] {
+            [] => None,
+            tail if tail.len() == PresentBinding::LEN => {
+                let mut ts = [0u8; 8];
+                ts.copy_from_slice(&tail[..8]);
+                let mut signature = [0u8; 64];
+                signature.copy_from_slice(&tail[8..]);
+                Some(PresentBinding {
+                    timestamp_ms: u64::from_be_bytes(ts),
+                    signature,
+                })
+            }
+            _ => {
+                return Err(WireError::BadRelayPayload(
+                    "bytes after the lease token are not a 72-byte binding",
+                ));
+            }
+        };
+        Ok(Self {
+            role,
+            token,
+            binding,
+        })
     }
 
     /// Writes the payload into `out` and returns its length.
@@ -166,7 +246,12 @@ impl<'a> LeasePresent<'a> {
                 "lease token length out of range",
             ));
         }
-        let need = 3 + len;
+        let tail = if self.binding.is_some() {
+            PresentBinding::LEN
+        } else {
+            0
+        };
+        let need = 3 + len + tail;
         if out.len() < need {
             return Err(WireError::BufferTooSmall {
                 len: out.len(),
@@ -175,7 +260,11 @@ impl<'a> LeasePresent<'a> {
         }
         out[0] = self.role as u8;
         out[1..3].copy_from_slice(&(len as u16).to_be_bytes());
-        out[3..need].copy_from_slice(self.token.as_bytes());
+        out[3..3 + len].copy_from_slice(self.token.as_bytes());
+        if let Some(b) = &self.binding {
+            out[3 + len..3 + len + 8].copy_from_slice(&b.timestamp_ms.to_be_bytes());
+            out[3 + len + 8..need].copy_from_slice(&b.signature);
+        }
         Ok(need)
     }
 }
@@ -334,14 +423,51 @@ mod tests {
         let n = LeasePresent {
             role: PeerRole::Server,
             token: "v4.public.x",
+            binding: None,
         }
         .encode(&mut out)
         .unwrap();
         let p = LeasePresent::decode(&out[..n]).unwrap();
         assert_eq!(p.token, "v4.public.x");
         assert_eq!(p.role, PeerRole::Server);
+        assert_eq!(p.binding, None);
         assert!(LeasePresent::decode(&out[..n - 1]).is_err());
+        // With a binding: 72 more bytes; any other tail length is refused.
+        let mut big = [0u8; 128];
+        let bound = LeasePresent {
+            role: PeerRole::Client,
+            token: "v4.public.x",
+            binding: Some(PresentBinding {
+                timestamp_ms: 0x0102_0304_0506_0708,
+                signature: [9; 64],
+            }),
+        };
+        let m = bound.encode(&mut big).unwrap();
+        assert_eq!(m, n + PresentBinding::LEN);
+        assert_eq!(LeasePresent::decode(&big[..m]).unwrap(), bound);
+        assert!(LeasePresent::decode(&big[..m - 1]).is_err());
+        assert!(LeasePresent::decode(&big[..=n]).is_err());
         assert!(LeasePresent::decode(&[2, 0, 1, b'a']).is_err());
         assert!(LeasePresent::decode(&[0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn binding_message_covers_every_field() {
+        let mut a = [0u8; BINDING_MESSAGE_MAX];
+        let n = binding_message(&[1; 16], PeerRole::Client, "relay-1", 42, &mut a).unwrap();
+        assert!(a[..n].starts_with(BINDING_DOMAIN));
+        let mut b = [0u8; BINDING_MESSAGE_MAX];
+        for (sid, role, rid, ts) in [
+            ([2; 16], PeerRole::Client, "relay-1", 42),
+            ([1; 16], PeerRole::Server, "relay-1", 42),
+            ([1; 16], PeerRole::Client, "relay-2", 42),
+            ([1; 16], PeerRole::Client, "relay-1", 43),
+        ] {
+            let m = binding_message(&sid, role, rid, ts, &mut b).unwrap();
+            assert_ne!(&a[..n], &b[..m]);
+        }
+        assert!(binding_message(&[1; 16], PeerRole::Client, "", 1, &mut b).is_err());
+        let long = "r".repeat(MAX_RELAY_ID + 1);
+        assert!(binding_message(&[1; 16], PeerRole::Client, &long, 1, &mut b).is_err());
     }
 }

@@ -1,0 +1,114 @@
+//! Per-shard counters: one writer (the shard's thread) adds with a relaxed load + store (no
+//! locked read-modify-write on the hot path), any thread reads. The HTTP side sums shards.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A counter with a single writer.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning shard's thread may call this.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
+        /// Counters of one relay shard (spec RELAY §5 plus this relay's own).
+        #[derive(Debug, Default)]
+        pub struct Stats {
+            $($(#[doc = $doc])* pub $name: Counter,)*
+            /// Sessions in this shard's table (a gauge).
+            pub active_sessions: AtomicU64,
+            /// The backend's receive-buffer stalls (a gauge the shell copies).
+            pub recv_buffer_stalls: AtomicU64,
+        }
+
+        impl Stats {
+            /// Every counter as (name without prefix, help, value), in a fixed order.
+            pub fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((stringify!($name), concat!($($doc),*).trim(), self.$name.get()),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    /// Datagrams received.
+    packets_rx,
+    /// Bytes received.
+    bytes_rx,
+    /// Datagrams forwarded to the other peer.
+    packets_forwarded,
+    /// Bytes forwarded to the other peer.
+    bytes_forwarded,
+    /// LEASE_PRESENT datagrams received.
+    lease_present_packets,
+    /// LEASE_RENEW datagrams received.
+    lease_renew_packets,
+    /// Datagrams dropped for any reason.
+    dropped_packets,
+    /// Datagrams dropped by the per-source-IP or per-session rate limit.
+    rate_limited_packets,
+    /// Datagrams that are not relay datagrams or are malformed.
+    invalid_packets,
+    /// Lease presentations refused (any reason).
+    auth_reject_packets,
+    /// FORWARD for a session this shard does not hold.
+    session_not_found_packets,
+    /// FORWARD while the other peer has not presented yet, or a lease has expired.
+    session_not_active_packets,
+    /// FORWARD from an address no peer of the session is bound to.
+    unknown_peer_packets,
+    /// PRESENTs whose binding timestamp was not above the last accepted one (replays).
+    replay_dropped_packets,
+    /// Datagrams the I/O shell could not send (socket full or send error).
+    backpressure_dropped_packets,
+    /// Presentations refused because the relay is full.
+    session_full_rejects,
+    /// Presentations refused because the lease names another relay.
+    wrong_relay_rejects,
+    /// Presentations refused because the lease expired.
+    expired_lease_rejects,
+    /// Sessions removed because every lease in them expired.
+    cleanup_expired_sessions,
+    /// Sessions removed after the idle timeout.
+    cleanup_idle_sessions,
+    /// New sessions refused above the load-shed threshold.
+    overload_shed_packets,
+    /// Peer addresses moved by a signed re-PRESENT (NAT rebinding).
+    nat_rebind_events,
+    /// Presentations that would bind or move an address without a valid holder signature.
+    binding_rejects,
+    /// Presentations dropped because the global or per-source verification budget was spent.
+    verify_budget_dropped,
+    /// Lease verifications performed (Ed25519 + claims).
+    lease_verifications,
+    /// Presentations answered from the verified-lease cache.
+    lease_cache_hits,
+    /// Binding signatures verified.
+    binding_verifications,
+    /// LEASE_REJECTs sent.
+    rejects_sent,
+    /// LEASE_REJECTs withheld by the per-source or global reject rate limit.
+    rejects_suppressed,
+    /// Sessions created.
+    sessions_created,
+}

@@ -1,0 +1,215 @@
+//! `/health`, `/ready` and `/metrics` (Prometheus text via `prometheus-client`) on hyper.
+//! Metrics are the shards' counters summed at scrape time; the only label is `relay_id`
+//! (one value), never a peer address or a session.
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use wavry_relay::core::stats::Stats;
+
+/// State the HTTP surface and the master loop share with the shards.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) relay_id: String,
+    pub(crate) started: Instant,
+    pub(crate) shards: Vec<Arc<Stats>>,
+    pub(crate) registered: AtomicBool,
+    pub(crate) has_master_key: AtomicBool,
+    pub(crate) max_sessions: usize,
+    pub(crate) shed_pct: u8,
+}
+
+impl Shared {
+    /// Sessions across shards.
+    pub(crate) fn sessions(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.active_sessions.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Load reported to the master, 0..100.
+    pub(crate) fn load_pct(&self) -> f64 {
+        (self.sessions() as f64 * 100.0 / self.max_sessions.max(1) as f64).clamp(0.0, 100.0)
+    }
+
+    /// Master key known, last heartbeat good, below the load-shed threshold.
+    pub(crate) fn ready(&self) -> bool {
+        self.has_master_key.load(Ordering::Relaxed)
+            && self.registered.load(Ordering::Relaxed)
+            && self.load_pct() < f64::from(self.shed_pct)
+    }
+
+    /// Counters summed over shards, in a fixed order.
+    pub(crate) fn totals(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut total: Vec<(&'static str, &'static str, u64)> = Vec::new();
+        for s in &self.shards {
+            for (i, (name, help, v)) in s.counters().into_iter().enumerate() {
+                match total.get_mut(i) {
+                    Some(t) => t.2 += v,
+                    None => total.push((name, help, v)),
+                }
+            }
+        }
+        total
+    }
+}
+
+#[derive(Debug)]
+struct RelayCollector(Arc<Shared>);
+
+impl Collector for RelayCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for (name, help, v) in self.0.totals() {
+            let c = ConstCounter::new(v);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        let gauges: [(&str, &str, i64); 4] = [
+            (
+                "active_sessions",
+                "Sessions in the table.",
+                i64::try_from(self.0.sessions()).unwrap_or(i64::MAX),
+            ),
+            (
+                "uptime_seconds",
+                "Seconds since start.",
+                i64::try_from(self.0.started.elapsed().as_secs()).unwrap_or(i64::MAX),
+            ),
+            (
+                "shards",
+                "Forwarding threads.",
+                i64::try_from(self.0.shards.len()).unwrap_or(i64::MAX),
+            ),
+            (
+                "recv_buffer_stalls",
+                "Receives that found the io_uring buffer ring dry (all shards).",
+                self.0
+                    .shards
+                    .iter()
+                    .map(|s| s.recv_buffer_stalls.load(Ordering::Relaxed))
+                    .sum::<u64>()
+                    .try_into()
+                    .unwrap_or(i64::MAX),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let g = ConstGauge::new(v);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The Prometheus registry for `shared`.
+pub(crate) fn registry(shared: &Arc<Shared>) -> Registry {
+    let mut r = Registry::with_prefix_and_labels(
+        "wavry_relay",
+        std::iter::once((
+            Cow::Borrowed("relay_id"),
+            Cow::Owned(shared.relay_id.clone()),
+        )),
+    );
+    r.register_collector(Box::new(RelayCollector(Arc::clone(shared))));
+    r
+}
+
+fn respond(status: StatusCode, content_type: &str, body: String) -> Response<String> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn route(req: &Request<Incoming>, shared: &Shared, registry: &Registry) -> Response<String> {
+    if req.method() != hyper::Method::GET {
+        return respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        );
+    }
+    match req.uri().path() {
+        "/health" => {
+            let metrics: serde_json::Map<String, serde_json::Value> = shared
+                .totals()
+                .into_iter()
+                .map(|(n, _, v)| (n.to_owned(), json!(v)))
+                .collect();
+            let body = json!({
+                "relay_id": shared.relay_id,
+                "status": "ok",
+                "ready": shared.ready(),
+                "has_master_key": shared.has_master_key.load(Ordering::Relaxed),
+                "registered_with_master": shared.registered.load(Ordering::Relaxed),
+                "active_sessions": shared.sessions(),
+                "max_sessions": shared.max_sessions,
+                "uptime_secs": shared.started.elapsed().as_secs(),
+                "metrics": metrics,
+            });
+            respond(StatusCode::OK, "application/json", body.to_string())
+        }
+        "/ready" => {
+            let ready = shared.ready();
+            let body = json!({"relay_id": shared.relay_id, "ready": ready});
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            respond(status, "application/json", body.to_string())
+        }
+        "/metrics" | "/metrics/prometheus" => {
+            let mut text = String::new();
+            if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+                return respond(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    String::new(),
+                );
+            }
+            respond(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                text,
+            )
+        }
+        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+/// Serves the HTTP surface on `listener` until the task is dropped.
+pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let registry = Arc::new(registry(&shared));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        let registry = Arc::clone(&registry);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let r = route(&req, &shared, &registry);
+                async move { Ok::<_, Infallible>(r) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,11 @@
+//! `wavry-relay`: the lease-gated blind UDP forwarder (spec RELAY).
+//!
+//! [`core`] is the sans-IO state machine (no sockets, no clock); [`peer`] builds what peers
+//! send it. The binary `wavry-relay` (src/main.rs) adds the I/O shell on `wavry-net`
+//! backends, the HTTP surface and master registration.
+
+pub mod core;
+pub mod peer;
+pub mod shell;
+
+pub use crate::core::{CoreConfig, LeaseAuth, Now, REPLY_MAX, RelayCore, Verdict};

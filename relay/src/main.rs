@@ -1,0 +1,311 @@
+//! `wavry-relay`: binds the sharded UDP sockets, learns the master's lease key, runs one
+//! forwarding thread per shard, serves /health /ready /metrics, registers and heartbeats.
+
+mod cli;
+mod http;
+mod master;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use wavry_net::{Backend, NetSocket};
+use wavry_relay::core::stats::Stats;
+use wavry_relay::shell::{Clock, ShardOptions, run_shard};
+use wavry_relay::{CoreConfig, LeaseAuth, RelayCore};
+use wavry_rift::identity::IdentityKey;
+use wavry_rift::lease::LeaseVerifier;
+
+use crate::cli::Cli;
+use crate::http::Shared;
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
+}
+
+fn in_container() -> bool {
+    Path::new("/.dockerenv").exists()
+        || Path::new("/run/.containerenv").exists()
+        || std::env::var_os("container").is_some()
+}
+
+/// Spec RELAY §8: non-loopback binds need WAVRY_RELAY_ALLOW_PUBLIC_BIND=1, and outside a
+/// container WAVRY_RELAY_ALLOW_HOST_PROD_BIND=1 as well.
+fn check_bind(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if !env_flag("WAVRY_RELAY_ALLOW_PUBLIC_BIND") {
+        bail!(
+            "refusing to bind {what} on non-loopback {addr}: set WAVRY_RELAY_ALLOW_PUBLIC_BIND=1"
+        );
+    }
+    if !in_container() && !env_flag("WAVRY_RELAY_ALLOW_HOST_PROD_BIND") {
+        bail!(
+            "refusing to bind {what} on non-loopback {addr} outside a container: also set WAVRY_RELAY_ALLOW_HOST_PROD_BIND=1"
+        );
+    }
+    Ok(())
+}
+
+/// Loads the relay key, or creates it (0600) when the file does not exist.
+fn load_or_create_key(path: Option<&Path>) -> anyhow::Result<IdentityKey> {
+    let Some(path) = path else {
+        tracing::warn!("no --key: using an ephemeral relay key (the relay id changes on restart)");
+        return IdentityKey::generate().context("generating a relay key");
+    };
+    if path.exists() {
+        return IdentityKey::load(path).with_context(|| format!("loading {}", path.display()));
+    }
+    let key = IdentityKey::generate().context("generating a relay key")?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut f, key.seed())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(path = %path.display(), id = %key.id(), "created relay key");
+    Ok(key)
+}
+
+/// The relay id: derived from the relay's public key, so the same key means the same id.
+fn relay_id_for(key: &IdentityKey) -> String {
+    format!("wr-{}", hex::encode(&key.id().as_bytes()[..12]))
+}
+
+fn pin_path(key: Option<&Path>) -> Option<PathBuf> {
+    key.map(|k| {
+        let mut s = k.as_os_str().to_owned();
+        s.push(".master-key");
+        PathBuf::from(s)
+    })
+}
+
+/// Binds `threads` sockets and steers the group by session id; falls back to one socket
+/// when steering cannot be attached (both legs of a session must meet on one shard).
+fn bind_shards(cli: &Cli, threads: usize) -> anyhow::Result<Vec<NetSocket>> {
+    let net = wavry_net::Config::default();
+    if threads <= 1 {
+        return Ok(vec![
+            wavry_net::bind(cli.listen, cli.io, &net).context("binding the relay socket")?,
+        ]);
+    }
+    let mut sockets = wavry_net::bind_sharded(cli.listen, threads, cli.io, &net)
+        .context("binding the relay sockets")?;
+    #[cfg(target_os = "linux")]
+    let steered =
+        wavry_net::steer::steer_by_payload_u32(&sockets, wavry_relay::shell::STEER_OFFSET);
+    #[cfg(not(target_os = "linux"))]
+    let steered: std::io::Result<()> = Err(std::io::Error::other("Linux only"));
+    if let Err(e) = steered {
+        tracing::warn!(error = %e, "cannot steer SO_REUSEPORT by session id; forwarding on one thread");
+        sockets.truncate(1);
+    }
+    Ok(sockets)
+}
+
+/// Waits for SIGINT or (on Unix) SIGTERM, which `docker stop` sends.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for ctrl-c")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for ctrl-c")?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    check_bind(cli.listen, "--listen")?;
+    check_bind(cli.health_listen, "--health-listen")?;
+    let insecure = cli.allow_insecure_dev && env_flag("WAVRY_ALLOW_INSECURE_RELAY");
+    if cli.allow_insecure_dev && !insecure {
+        bail!("--allow-insecure-dev also needs WAVRY_ALLOW_INSECURE_RELAY=1");
+    }
+    let key = Arc::new(load_or_create_key(cli.key.as_deref())?);
+    let relay_id = relay_id_for(&key);
+    let threads = cli
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+        .clamp(1, 256);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(run(cli, key, relay_id, threads, insecure))
+}
+
+#[allow(clippy::too_many_lines)]
+async fn run(
+    cli: Cli,
+    key: Arc<IdentityKey>,
+    relay_id: String,
+    threads: usize,
+    insecure: bool,
+) -> anyhow::Result<()> {
+    let mut sockets = bind_shards(&cli, threads)?;
+    let bound = sockets[0].local_addr().context("local_addr")?;
+    let advertised = cli.public_addr.unwrap_or(bound);
+    if advertised.ip().is_unspecified() || advertised.port() == 0 {
+        bail!(
+            "the advertised address {advertised} is not reachable: pass --public-addr when --listen is an unspecified address"
+        );
+    }
+    let shards = sockets.len();
+    let stats: Vec<Arc<Stats>> = (0..shards).map(|_| Arc::new(Stats::default())).collect();
+    let shed_pct = cli.load_shed_threshold_pct.clamp(50, 100);
+    let shared = Arc::new(Shared {
+        relay_id: relay_id.clone(),
+        started: Instant::now(),
+        shards: stats.clone(),
+        registered: AtomicBool::new(false),
+        has_master_key: AtomicBool::new(false),
+        max_sessions: cli.max_sessions,
+        shed_pct,
+    });
+    let listener = tokio::net::TcpListener::bind(cli.health_listen)
+        .await
+        .with_context(|| format!("binding {}", cli.health_listen))?;
+    tracing::info!(
+        relay_id,
+        udp = %bound,
+        advertised = %advertised,
+        http = %listener.local_addr()?,
+        shards,
+        backend = %sockets[0].kind(),
+        "wavry-relay starting"
+    );
+    let http_task = tokio::spawn(http::serve(listener, Arc::clone(&shared)));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("HTTP client")?;
+    let auth = if insecure {
+        tracing::warn!("INSECURE DEV MODE: leases are not verified and addresses are not signed");
+        LeaseAuth::InsecureDev
+    } else {
+        let (pk, kid) = match &cli.master_public_key {
+            Some(hex) => (master::parse_key_hex(hex)?, None),
+            None => {
+                let pin = pin_path(cli.key.as_deref());
+                master::fetch_master_key(&http, &cli.master_url, pin.as_deref()).await?
+            }
+        };
+        LeaseAuth::Verify(LeaseVerifier::new(pk, kid, relay_id.clone()))
+    };
+    shared.has_master_key.store(true, Ordering::Relaxed);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clock = Clock::new();
+    let opts = ShardOptions {
+        cleanup_interval: Duration::from_secs(cli.cleanup_interval_secs.max(1)),
+        poll: Duration::from_millis(100),
+    };
+    let per_shard = cli.max_sessions.div_ceil(shards).max(1);
+    let mut handles = Vec::new();
+    for (i, (mut socket, st)) in sockets.drain(..).zip(stats).enumerate() {
+        let mut cfg = CoreConfig::new(relay_id.clone());
+        cfg.max_sessions = per_shard;
+        cfg.load_shed_pct = shed_pct;
+        cfg.idle_timeout = Duration::from_secs(cli.idle_timeout.max(1));
+        cfg.lease_duration = Duration::from_secs(cli.lease_duration_secs.clamp(60, 3600));
+        cfg.max_bitrate_kbps = cli.max_bitrate_kbps;
+        cfg.ip_rate_pps = f64::from(cli.ip_rate_limit_pps.max(1));
+        cfg.verify_global_per_s = f64::from(cli.verify_rate.max(1)) / shards as f64;
+        cfg.verify_per_ip_per_s = f64::from(cli.verify_rate_per_ip.max(1));
+        cfg.reject_per_ip_per_s = f64::from(cli.reject_rate_per_ip.max(1));
+        let mut core = RelayCore::new(cfg, auth.clone(), st, clock.now().mono_ns);
+        let stop = Arc::clone(&stop);
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("relay-shard-{i}"))
+                .spawn(move || {
+                    let r = run_shard(&mut socket, &mut core, clock, opts, &stop);
+                    if let Err(e) = &r {
+                        // A shard that stops receiving would leave its sessions dead while the
+                        // relay looks healthy: exit so the supervisor restarts the whole relay.
+                        tracing::error!(shard = i, error = %e, "shard failed; exiting");
+                        std::process::exit(70);
+                    }
+                    r
+                })
+                .context("spawning a shard thread")?,
+        );
+    }
+
+    let advert = master::Advert {
+        relay_id: relay_id.clone(),
+        endpoint: advertised.to_string(),
+        region: cli.region.clone(),
+        asn: cli.asn,
+        max_sessions: cli.max_sessions,
+        max_bitrate_kbps: cli.max_bitrate_kbps,
+    };
+    let master_task = tokio::spawn(master::run(
+        http,
+        cli.master_url.clone(),
+        cli.master_token.clone(),
+        Arc::clone(&key),
+        advert,
+        Arc::clone(&shared),
+    ));
+    let log_shared = Arc::clone(&shared);
+    let log_every = Duration::from_secs(cli.stats_log_interval_secs.max(5));
+    let log_task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(log_every).await;
+            let t = log_shared.totals();
+            let get = |n: &str| t.iter().find(|(k, ..)| *k == n).map_or(0, |x| x.2);
+            tracing::info!(
+                sessions = log_shared.sessions(),
+                rx = get("packets_rx"),
+                forwarded = get("packets_forwarded"),
+                dropped = get("dropped_packets"),
+                rejects = get("rejects_sent"),
+                "relay stats"
+            );
+        }
+    });
+
+    shutdown_signal().await?;
+    tracing::info!("shutting down");
+    stop.store(true, Ordering::Relaxed);
+    master_task.abort();
+    log_task.abort();
+    http_task.abort();
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "shard ended with an error"),
+            Err(_) => tracing::warn!("shard panicked"),
+        }
+    }
+    Ok(())
+}
