@@ -27,12 +27,19 @@ pub(crate) struct Advert {
     pub(crate) max_bitrate_kbps: u32,
 }
 
-/// The body of `POST /v1/relays/register`: the advert plus an identity proof, the relay key's
-/// signature over `"wavry-relay-register-v1\n{relay_id}\n{timestamp}"` (today's master
-/// format; kept in this one function so a request-wide signature is a local change).
-pub(crate) fn registration_request(a: &Advert, key: &IdentityKey, unix_secs: i64) -> Value {
-    let msg = format!("wavry-relay-register-v1\n{}\n{unix_secs}", a.relay_id);
-    json!({
+/// Header carrying the relay's identity proof over the registration body (master proof v2).
+const SIGNATURE_HEADER: &str = "x-wavry-relay-signature";
+
+/// The registration request: its exact JSON body and the relay's identity proof, an Ed25519
+/// signature (hex) over `"wavry-relay-register-v2\n"` followed by those body bytes. The body
+/// carries a fresh one-time nonce and a timestamp, so a captured request cannot be replayed
+/// with other endpoints (see control/README.md, "Master HTTP").
+pub(crate) fn registration_request(
+    a: &Advert,
+    key: &IdentityKey,
+    unix_secs: i64,
+) -> (Vec<u8>, String) {
+    let body = json!({
         "relay_id": a.relay_id,
         "endpoints": [a.endpoint],
         "region": a.region,
@@ -42,8 +49,13 @@ pub(crate) fn registration_request(a: &Advert, key: &IdentityKey, unix_secs: i64
         "features": [if a.endpoint.starts_with('[') { "ipv6" } else { "ipv4" }],
         "wavry_id": key.id().to_string(),
         "timestamp": unix_secs,
-        "signature": hex::encode(key.sign(msg.as_bytes())),
-    })
+        "nonce": uuid::Uuid::new_v4().simple().to_string(),
+    });
+    let body = serde_json::to_vec(&body).expect("a JSON value serialises");
+    let mut signed = b"wavry-relay-register-v2\n".to_vec();
+    signed.extend_from_slice(&body);
+    let signature = hex::encode(key.sign(&signed));
+    (body, signature)
 }
 
 fn unix_secs() -> i64 {
@@ -124,8 +136,12 @@ pub(crate) async fn run(
     let base = base.trim_end_matches('/').to_owned();
     let mut backoff = Duration::from_secs(1);
     loop {
-        let body = registration_request(&advert, &key, unix_secs());
-        let mut rb = http.post(format!("{base}/v1/relays/register")).json(&body);
+        let (body, signature) = registration_request(&advert, &key, unix_secs());
+        let mut rb = http
+            .post(format!("{base}/v1/relays/register"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(SIGNATURE_HEADER, signature)
+            .body(body);
         if let Some(b) = &bearer {
             rb = rb.bearer_auth(b);
         }
