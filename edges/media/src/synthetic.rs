@@ -10,6 +10,10 @@ pub struct SyntheticSource {
     format: VideoFormat,
     frame: u32,
     clock: fn() -> u64,
+    /// One row of the moving bands, 256 pixels wider than the frame.
+    band: Vec<u8>,
+    /// One row of the U plane.
+    chroma: Vec<u8>,
 }
 
 impl SyntheticSource {
@@ -34,6 +38,8 @@ impl SyntheticSource {
             format,
             frame: 0,
             clock,
+            band: Vec::new(),
+            chroma: Vec::new(),
         })
     }
 
@@ -66,28 +72,36 @@ impl VideoSource for SyntheticSource {
         };
         let bx = bounce(n as usize * 7, span_x);
         let by = bounce(n as usize * 5, span_y);
+        // Every luma row is a window into one precomputed band row, every U row the same
+        // row, every V row one value: row copies, cheap even in an unoptimised build.
+        let w_us = w as usize;
+        self.band.resize(w_us + 256, 0);
+        for (t, p) in self.band.iter_mut().enumerate() {
+            let t = t & 0xff;
+            // Triangle wave: smooth bands the encoder can follow.
+            let tri = (if t < 128 { t } else { 255 - t }) as u8;
+            *p = 32 + tri + tri / 4;
+        }
+        let hue = (n % 256) as usize;
+        self.chroma.resize(w_us / 2, 0);
+        for (x, p) in self.chroma.iter_mut().enumerate() {
+            *p = (64 + ((x + hue) & 0x7f)) as u8;
+        }
         let [(y_plane, ys), (u_plane, cs), (v_plane, _)] = frame.planes_mut();
         for (row, line) in y_plane.chunks_exact_mut(ys).enumerate() {
-            for (x, p) in line.iter_mut().enumerate() {
-                let t = (x + row / 2 + shift) & 0xff;
-                // Triangle wave: smooth bands the encoder can follow.
-                let tri = if t < 128 { t } else { 255 - t };
-                *p = 32 + (tri as u8) + (tri as u8) / 4;
-            }
+            let off = (row / 2 + shift) & 0xff;
+            line.copy_from_slice(&self.band[off..off + w_us]);
             if (by..by + side).contains(&row) {
                 line[bx..bx + side].fill(235);
             }
         }
-        let hue = (n % 256) as usize;
         for (row, (u, v)) in u_plane
             .chunks_exact_mut(cs)
             .zip(v_plane.chunks_exact_mut(cs))
             .enumerate()
         {
-            for (x, (pu, pv)) in u.iter_mut().zip(v.iter_mut()).enumerate() {
-                *pu = (64 + ((x + hue) & 0x7f)) as u8;
-                *pv = (64 + ((row + hue) & 0x7f)) as u8;
-            }
+            u.copy_from_slice(&self.chroma);
+            v.fill((64 + ((row + hue) & 0x7f)) as u8);
         }
         frame.capture_us = (self.clock)();
         stamp::write(

@@ -394,3 +394,41 @@ fn ping_gets_echoes_from_a_running_server_and_an_unknown_identity_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn ctrl_c_ends_the_client_cleanly_with_its_summary_and_recording() {
+    let dir = TempDir::new("sigint");
+    let (_host, addr, host_id) = server(&dir.0, &[]);
+    let client_key = dir.0.join("client.key");
+    let client_rec = dir.0.join("client-rec");
+    let mut client = Proc::spawn(
+        env!("CARGO_BIN_EXE_wavry-client"),
+        &[
+            "--connect",
+            &addr,
+            "--key",
+            client_key.to_str().unwrap(),
+            "--host-id",
+            &host_id,
+            "--stats",
+            "--record",
+            "--record-dir",
+            client_rec.to_str().unwrap(),
+        ],
+    );
+    // A stats line comes after a second of streaming: frames have been recorded by then.
+    client.line_with("stats: ");
+    client.signal("-INT");
+    let (ok, lines) = client.wait();
+    assert!(ok, "client exit status after SIGINT: {lines:?}");
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("summary "))
+        .unwrap_or_else(|| panic!("no summary in {lines:?}"));
+    assert!(
+        kv(summary, "decoded").parse::<u64>().unwrap() > 0,
+        "{summary}"
+    );
+    assert_eq!(kv(summary, "unreadable"), "0", "{summary}");
+    check_recording(&lines);
+}
