@@ -148,7 +148,7 @@ fn copy_from_frame(src: &frame::Video, dst: &mut RawFrame) {
     }
 }
 
-fn is_again(e: ff::Error) -> bool {
+pub(crate) fn is_again(e: ff::Error) -> bool {
     matches!(e, ff::Error::Other { errno } if errno == ff::util::error::EAGAIN)
         || matches!(e, ff::Error::Eof)
 }

@@ -9,6 +9,8 @@
 //!   them back from decoded pixels and measures glass to glass without trusting metadata;
 //! - [`h264::X264Encoder`] (libx264 through `ffmpeg-next`: ultrafast, zerolatency, no B-frames,
 //!   keyframes on request, bitrate changeable while running) and [`h264::FfmpegDecoder`];
+//! - [`audio::ToneSource`] with Opus through FFmpeg ([`audio::OpusEncoder`],
+//!   [`audio::OpusDecoder`]: 48 kHz, 10 ms packets);
 //! - [`input::LoggingInputSink`], [`present::HeadlessPresenter`];
 //! - [`record::FileRecorder`]: H.264 into MP4 through FFmpeg's muxer, timestamps from
 //!   capture time.
@@ -20,6 +22,7 @@
 
 use std::fmt;
 
+pub mod audio;
 pub mod h264;
 pub mod input;
 pub mod present;

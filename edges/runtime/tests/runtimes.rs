@@ -268,6 +268,13 @@ fn host_streams_synthetic_video_that_the_client_decodes_frame_by_frame() {
     let (first, last) = (n("first_frame"), n("last_frame"));
     assert!(last > first, "{summary}");
     assert!(lines.iter().any(|l| l.starts_with("stats: ")), "{lines:?}");
+    // The default audio source: a tone in 10 ms Opus packets, all decoded.
+    assert!(n("audio_packets") >= 50, "{summary}");
+    assert_eq!(n("audio_errors"), 0, "{summary}");
+    assert!(
+        n("audio_ms") >= 10 * n("audio_packets") * 9 / 10,
+        "{summary}"
+    );
     check_recording(&lines);
 
     // Ctrl-C: the host says Goodbye, finalises its recording and exits 0.

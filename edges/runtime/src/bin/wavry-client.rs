@@ -11,8 +11,12 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use crossbeam_channel::select;
 use wavry_media::{
-    Presenter, RawFrame, Recorder, VideoDecoder, VideoFormat, h264::FfmpegDecoder,
-    present::HeadlessPresenter, record::FileRecorder, stamp,
+    AudioDecoder, Presenter, RawFrame, Recorder, VideoDecoder, VideoFormat,
+    audio::{OPUS_48K_STEREO_10MS, OpusDecoder},
+    h264::FfmpegDecoder,
+    present::HeadlessPresenter,
+    record::FileRecorder,
+    stamp,
 };
 use wavry_net::{ClientDriver, DriverConfig, IoMode};
 use wavry_rift::crypto::PeerPolicy;
@@ -146,6 +150,10 @@ struct Tally {
     g2g: Latencies,
     decode: Latencies,
     bytes: u64,
+    audio_packets: u64,
+    audio_errors: u64,
+    /// Decoded audio, samples per channel.
+    audio_samples: u64,
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -273,6 +281,9 @@ fn stream(
     mut recorder: Option<&mut FileRecorder>,
 ) -> anyhow::Result<()> {
     let mut decoder = FfmpegDecoder::h264()?;
+    let mut audio = OpusDecoder::new(OPUS_48K_STEREO_10MS)?;
+    // Room for the longest Opus packet (120 ms) of 48 kHz stereo.
+    let mut pcm = vec![0i16; 5760 * 2];
     let mut presenter = HeadlessPresenter::default();
     let mut picture = RawFrame::new(2, 2);
     let deadline = args
@@ -321,6 +332,16 @@ fn stream(
                         }
                     }
                     client.recycle(f)?;
+                }
+                Event::Audio { data, .. } => {
+                    tally.audio_packets += 1;
+                    match audio.decode(&data, &mut pcm) {
+                        Ok(n) => tally.audio_samples += n as u64,
+                        Err(e) => {
+                            tracing::debug!("audio decode: {e}");
+                            tally.audio_errors += 1;
+                        }
+                    }
                 }
                 Event::FrameDropped { .. } => {
                     // The session asked the host for a keyframe; frames until then would
@@ -389,7 +410,8 @@ fn print_summary(t: &Tally) {
     println!(
         "summary received={} decoded={} unreadable={} mismatched={} out_of_order={} \
          decode_errors={} dropped={} skipped_until_keyframe={} first_frame={} last_frame={} \
-         g2g_p50_ms={} g2g_p99_ms={} decode_p50_ms={} mbytes={:.2}",
+         g2g_p50_ms={} g2g_p99_ms={} decode_p50_ms={} mbytes={:.2} audio_packets={} \
+         audio_errors={} audio_ms={}",
         t.received,
         t.decoded,
         t.unreadable,
@@ -404,5 +426,8 @@ fn print_summary(t: &Tally) {
         fmt_ms(t.g2g.ms(0.99)),
         fmt_ms(t.decode.ms(0.5)),
         t.bytes as f64 / 1e6,
+        t.audio_packets,
+        t.audio_errors,
+        t.audio_samples / 48,
     );
 }

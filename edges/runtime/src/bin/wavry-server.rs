@@ -13,7 +13,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use crossbeam_channel::select;
 use wavry_media::{
-    InputSink, RawFrame, Recorder, VideoEncoder, VideoFormat, VideoSource,
+    AudioEncoder, AudioSource, InputSink, RawFrame, Recorder, VideoEncoder, VideoFormat,
+    VideoSource,
+    audio::{OPUS_48K_STEREO_10MS, OpusEncoder, ToneSource},
     h264::{self, EncoderConfig, X264Encoder},
     input::LoggingInputSink,
     record::FileRecorder,
@@ -102,8 +104,8 @@ struct Args {
     /// Packet I/O backend: auto, uring or portable.
     #[arg(long, env = "WAVRY_IO", default_value = "auto")]
     io: IoMode,
-    /// Audio to capture: system, microphone, app:<name> or disabled.
-    #[arg(long, env = "WAVRY_AUDIO_SOURCE", default_value = "disabled")]
+    /// Audio to send: tone (a 440 Hz test tone), system, microphone, app:<name> or disabled.
+    #[arg(long, env = "WAVRY_AUDIO_SOURCE", default_value = "tone")]
     audio_source: String,
     /// Record the stream this host sends.
     #[arg(long, env = "WAVRY_RECORD")]
@@ -188,12 +190,12 @@ fn check_flags(args: &Args) -> anyhow::Result<()> {
     if args.display_id.is_some() {
         eprintln!("wavry-server: --display-id ignored: the synthetic source has one display");
     }
-    if args.audio_source != "disabled" {
-        eprintln!(
-            "wavry-server: --audio-source {}: audio capture is not in this build yet; \
-             streaming video only",
-            args.audio_source
-        );
+    match args.audio_source.as_str() {
+        "tone" | "disabled" => {}
+        other => eprintln!(
+            "wavry-server: --audio-source {other}: audio capture is not in this build yet; \
+             sending no audio (--audio-source tone sends a test tone)"
+        ),
     }
     if !args.send_file.is_empty() {
         eprintln!(
@@ -354,12 +356,17 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::default());
     let result = std::thread::scope(|s| {
         let media = s.spawn(|| media_loop(&host, &shared, source, encoder, recorder));
+        let audio = (args.audio_source == "tone").then(|| s.spawn(|| audio_loop(&host, &shared)));
         let r = event_loop(args, &host, &shared, &stop_rx);
         shared.stop.store(true, Ordering::Release);
         let rec = media
             .join()
             .map_err(|_| anyhow::anyhow!("media thread panicked"))?;
-        r.and(rec)
+        let aud = audio.map_or(Ok(()), |a| {
+            a.join()
+                .map_err(|_| anyhow::anyhow!("audio thread panicked"))?
+        });
+        r.and(rec).and(aud)
     });
     let stats = host.shutdown()?;
     println!(
@@ -579,6 +586,41 @@ fn queue(
             // reference it.
             shared.frames_skipped.fetch_add(1, Ordering::Relaxed);
             shared.keyframe.store(true, Ordering::Release);
+        }
+    }
+    Ok(())
+}
+
+/// Sends a 440 Hz tone as 10 ms Opus packets to every connected session.
+fn audio_loop(host: &HostDriver, shared: &Shared) -> anyhow::Result<()> {
+    let fmt = OPUS_48K_STEREO_10MS;
+    let mut source = ToneSource::new(fmt, 440.0);
+    let mut encoder = OpusEncoder::new(fmt, 64_000)?;
+    let interval = Duration::from_micros(
+        u64::from(fmt.frame_samples) * 1_000_000 / u64::from(fmt.sample_rate),
+    );
+    let mut pcm = vec![0i16; fmt.frame_samples as usize * usize::from(fmt.channels)];
+    let mut packet = Vec::new();
+    let mut targets = Vec::with_capacity(MAX_CLIENTS);
+    let mut next = Instant::now();
+    while !shared.stop.load(Ordering::Acquire) {
+        if let Some(d) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        next += interval;
+        if next < Instant::now() {
+            next = Instant::now() + interval;
+        }
+        targets.clear();
+        targets.extend(lock(&shared.sessions).iter().copied());
+        if targets.is_empty() {
+            continue;
+        }
+        let captured = source.read(&mut pcm)?;
+        encoder.encode(&pcm, &mut packet)?;
+        for &h in &targets {
+            // The driver command owns its bytes: one small copy per packet and session.
+            let _ = host.send_audio(h, captured, packet.clone());
         }
     }
     Ok(())
