@@ -145,6 +145,13 @@ impl OpusEncoder {
     }
 }
 
+impl OpusEncoder {
+    /// The opened codec context (its parameters describe the stream, OpusHead included).
+    pub fn context(&self) -> &codec::Context {
+        &self.enc
+    }
+}
+
 impl AudioEncoder for OpusEncoder {
     fn encode(&mut self, pcm: &[i16], out: &mut Vec<u8>) -> Result<(), MediaError> {
         let n = self.format.frame_samples as usize * usize::from(self.format.channels);

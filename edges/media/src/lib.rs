@@ -379,6 +379,9 @@ pub trait Recorder: Send {
         keyframe: bool,
         capture_us: u64,
     ) -> Result<(), MediaError>;
+    /// Appends one encoded audio packet captured at `capture_us` (ignored by a recorder
+    /// without an audio track, and before the first video keyframe).
+    fn write_audio(&mut self, data: &[u8], capture_us: u64) -> Result<(), MediaError>;
     /// Writes the trailer and closes the file; returns what was written.
     fn finish(&mut self) -> Result<RecordingSummary, MediaError>;
 }
@@ -390,6 +393,8 @@ pub struct RecordingSummary {
     pub path: std::path::PathBuf,
     /// Video frames written.
     pub frames: u64,
+    /// Audio packets written.
+    pub audio_packets: u64,
     /// From the first frame's capture time to the last frame's end, seconds.
     pub duration_s: f64,
 }

@@ -8,12 +8,16 @@
 //! frame is held until the next one arrives so its duration is the real capture interval; the
 //! last one gets the nominal interval. Writing copies each access unit into an FFmpeg packet
 //! (one allocation per frame, off the transport's path).
+//!
+//! An Opus audio track ([`FileRecorder::with_opus`]) is described by a local libopus encoder
+//! opened with the stream's parameters, whose OpusHead is the one the peer's identical encoder
+//! produced; its packets are stamped from their capture time on the same clock as the video.
 
 use std::path::{Path, PathBuf};
 
 use ffmpeg_next::{self as ff, codec, format::Pixel};
 
-use crate::{MediaError, Recorder, RecordingSummary, VideoFormat};
+use crate::{AudioFormat, MediaError, Recorder, RecordingSummary, VideoFormat};
 
 /// Time base of the timestamps handed to the muxer: microseconds.
 const US: ff::Rational = ff::Rational(1, 1_000_000);
@@ -30,6 +34,10 @@ pub struct FileRecorder {
     held: Option<(ff::Packet, i64)>,
     frames: u64,
     end_us: i64,
+    /// Stream index and packet duration (µs) of the audio track, if any.
+    audio: Option<(usize, i64)>,
+    audio_packets: u64,
+    last_audio_pts: Option<i64>,
 }
 
 impl std::fmt::Debug for FileRecorder {
@@ -92,7 +100,31 @@ impl FileRecorder {
             held: None,
             frames: 0,
             end_us: 0,
+            audio: None,
+            audio_packets: 0,
+            last_audio_pts: None,
         })
+    }
+
+    /// Like [`Self::create`], plus an Opus track for packets of `audio` (the format the peer's
+    /// encoder uses: 48 kHz, 1 or 2 channels).
+    pub fn with_opus(
+        path: &Path,
+        format: VideoFormat,
+        audio: AudioFormat,
+    ) -> Result<Self, MediaError> {
+        let mut rec = Self::create(path, format)?;
+        // Opened only for its parameters: libopus writes the OpusHead the muxer needs.
+        let reference = crate::audio::OpusEncoder::new(audio, 64_000)?;
+        let mut stream = rec
+            .octx
+            .add_stream_with(reference.context())
+            .map_err(MediaError::ff("adding the audio stream"))?;
+        stream.set_time_base(US);
+        let index = stream.index();
+        let duration = i64::from(audio.frame_samples) * 1_000_000 / i64::from(audio.sample_rate);
+        rec.audio = Some((index, duration));
+        Ok(rec)
     }
 
     /// The file being written.
@@ -163,6 +195,35 @@ impl Recorder for FileRecorder {
         Ok(())
     }
 
+    fn write_audio(&mut self, data: &[u8], capture_us: u64) -> Result<(), MediaError> {
+        let Some((index, duration)) = self.audio else {
+            return Ok(());
+        };
+        if !self.started || self.finished || capture_us < self.first_us {
+            return Ok(());
+        }
+        let mut pts = i64::try_from(capture_us - self.first_us).unwrap_or(i64::MAX / 2);
+        if let Some(last) = self.last_audio_pts {
+            pts = pts.max(last + 1);
+        }
+        self.last_audio_pts = Some(pts);
+        let tb = self
+            .octx
+            .stream(index)
+            .map(|s| s.time_base())
+            .ok_or_else(|| MediaError::invalid("recording", "audio stream vanished"))?;
+        let mut pkt = ff::Packet::copy(data);
+        pkt.set_pts(Some(pts));
+        pkt.set_dts(Some(pts));
+        pkt.set_duration(duration);
+        pkt.rescale_ts(US, tb);
+        pkt.set_stream(index);
+        pkt.write_interleaved(&mut self.octx)
+            .map_err(MediaError::ff("writing a recorded audio packet"))?;
+        self.audio_packets += 1;
+        Ok(())
+    }
+
     fn finish(&mut self) -> Result<RecordingSummary, MediaError> {
         if !self.finished {
             self.finished = true;
@@ -177,6 +238,7 @@ impl Recorder for FileRecorder {
         Ok(RecordingSummary {
             path: self.path.clone(),
             frames: self.frames,
+            audio_packets: self.audio_packets,
             duration_s: self.end_us as f64 / 1e6,
         })
     }

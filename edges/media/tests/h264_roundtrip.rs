@@ -1,11 +1,14 @@
 //! Real libx264 and FFmpeg decoding: synthetic frames survive encoding with their pixel codes,
-//! keyframes come on request, bitrate changes take effect, MP4 recordings pass ffprobe.
+//! keyframes come on request, bitrate changes take effect, MP4 recordings with an Opus track
+//! pass ffprobe.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use wavry_media::{
-    RawFrame, Recorder, VideoDecoder, VideoEncoder, VideoFormat, VideoSource,
+    AudioEncoder, AudioSource, RawFrame, Recorder, VideoDecoder, VideoEncoder, VideoFormat,
+    VideoSource,
+    audio::{OPUS_48K_STEREO_10MS, OpusEncoder, ToneSource},
     h264::{EncoderConfig, FfmpegDecoder, X264Encoder},
     record::FileRecorder,
     stamp,
@@ -165,7 +168,12 @@ fn record(ext: &str, tick: fn() -> u64) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("take.{ext}"));
-    let mut rec = FileRecorder::create(&path, FMT).unwrap();
+    let mut rec = FileRecorder::with_opus(&path, FMT, OPUS_48K_STEREO_10MS).unwrap();
+    let mut tone = ToneSource::new(OPUS_48K_STEREO_10MS, 440.0);
+    let mut opus = OpusEncoder::new(OPUS_48K_STEREO_10MS, 64_000).unwrap();
+    let (mut pcm, mut packet) = (vec![0i16; 960], Vec::new());
+    // Audio captured on the video's clock, 10 ms apart, from the first recorded frame on.
+    let mut audio_us: Option<u64> = None;
     let mut src = SyntheticSource::with_clock(FMT, tick).unwrap();
     let mut enc = encoder(800_000, 1000);
     let mut raw = RawFrame::new(2, 2);
@@ -186,9 +194,35 @@ fn record(ext: &str, tick: fn() -> u64) {
         let info = enc.encode(&raw, &mut au).unwrap().unwrap();
         rec.write_video(&au, info.keyframe, info.capture_us)
             .unwrap();
+        let a = audio_us.get_or_insert(info.capture_us);
+        while *a < info.capture_us + 33_333 {
+            tone.read(&mut pcm).unwrap();
+            opus.encode(&pcm, &mut packet).unwrap();
+            rec.write_audio(&packet, *a).unwrap();
+            *a += 10_000;
+        }
     }
     let summary = rec.finish().unwrap();
     assert_eq!(summary.frames, 90);
+    assert_eq!(summary.audio_packets, 300);
+    let audio = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "stream=codec_name,sample_rate,channels",
+            "-of",
+            "default=noprint_wrappers=1",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let audio = String::from_utf8(audio.stdout).unwrap();
+    assert_eq!(field(&audio, "codec_name"), "opus", "{audio}");
+    assert_eq!(field(&audio, "sample_rate"), "48000", "{audio}");
+    assert_eq!(field(&audio, "channels"), "2", "{audio}");
     let probe = ffprobe(&path);
     assert_eq!(field(&probe, "codec_name"), "h264");
     assert_eq!(field(&probe, "width"), "320");

@@ -184,6 +184,25 @@ fn recorded(lines: &[String]) -> (f64, PathBuf) {
 fn check_recording(lines: &[String]) {
     let (claimed, path) = recorded(lines);
     let (codec, w, h, duration) = ffprobe(&path);
+    let audio = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "stream=codec_name",
+        ])
+        .args(["-of", "default=noprint_wrappers=1"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&audio.stdout).trim(),
+        "codec_name=opus",
+        "{}: the tone's Opus track",
+        path.display()
+    );
     assert_eq!((codec.as_str(), w, h), ("h264", 320, 240));
     assert!(claimed > 0.5, "recording of {claimed} s");
     assert!(

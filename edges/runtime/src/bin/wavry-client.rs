@@ -239,7 +239,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
             wavry_media::wall_clock_us() / 1_000_000
         ));
         eprintln!("wavry-client: recording to {}", path.display());
-        Some(FileRecorder::create(&path, format)?)
+        Some(FileRecorder::with_opus(
+            &path,
+            format,
+            OPUS_48K_STEREO_10MS,
+        )?)
     } else {
         None
     };
@@ -252,8 +256,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if let Some(r) = recorder.as_mut() {
         let s = r.finish()?;
         println!(
-            "wavry-client: recorded {} frames ({:.2} s) to {}",
+            "wavry-client: recorded {} frames and {} audio packets ({:.2} s) to {}",
             s.frames,
+            s.audio_packets,
             s.duration_s,
             s.path.display()
         );
@@ -333,8 +338,11 @@ fn stream(
                     }
                     client.recycle(f)?;
                 }
-                Event::Audio { data, .. } => {
+                Event::Audio { timestamp_us, data } => {
                     tally.audio_packets += 1;
+                    if let Some(r) = recorder.as_deref_mut() {
+                        r.write_audio(&data, timestamp_us)?;
+                    }
                     match audio.decode(&data, &mut pcm) {
                         Ok(n) => tally.audio_samples += n as u64,
                         Err(e) => {

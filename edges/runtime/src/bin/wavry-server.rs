@@ -314,10 +314,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
             wavry_media::wall_clock_us() / 1_000_000
         ));
         eprintln!("wavry-server: recording to {}", path.display());
-        Some(FileRecorder::create(&path, format)?)
+        Some(if args.audio_source == "tone" {
+            FileRecorder::with_opus(&path, format, OPUS_48K_STEREO_10MS)?
+        } else {
+            FileRecorder::create(&path, format)?
+        })
     } else {
         None
     };
+    // The media and audio threads both write to it.
+    let recorder = Mutex::new(recorder);
 
     let mut cfg = SessionConfig::new(Role::Host, policy);
     cfg.host = HostParams {
@@ -355,8 +361,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
     let shared = Arc::new(Shared::default());
     let result = std::thread::scope(|s| {
-        let media = s.spawn(|| media_loop(&host, &shared, source, encoder, recorder));
-        let audio = (args.audio_source == "tone").then(|| s.spawn(|| audio_loop(&host, &shared)));
+        let media = s.spawn(|| media_loop(&host, &shared, source, encoder, &recorder));
+        let audio = (args.audio_source == "tone")
+            .then(|| s.spawn(|| audio_loop(&host, &shared, &recorder)));
         let r = event_loop(args, &host, &shared, &stop_rx);
         shared.stop.store(true, Ordering::Release);
         let rec = media
@@ -368,6 +375,19 @@ fn run(args: &Args) -> anyhow::Result<()> {
         });
         r.and(rec).and(aud)
     });
+    if let Some(mut r) = recorder
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        let s = r.finish()?;
+        println!(
+            "wavry-server: recorded {} frames and {} audio packets ({:.2} s) to {}",
+            s.frames,
+            s.audio_packets,
+            s.duration_s,
+            s.path.display()
+        );
+    }
     let stats = host.shutdown()?;
     println!(
         "wavry-server: sent {} frames ({} skipped behind a full queue), {} datagrams",
@@ -475,7 +495,7 @@ fn media_loop(
     shared: &Shared,
     mut source: SyntheticSource,
     mut encoder: X264Encoder,
-    mut recorder: Option<FileRecorder>,
+    recorder: &Mutex<Option<FileRecorder>>,
 ) -> anyhow::Result<()> {
     let fps = source.format().fps;
     let interval = Duration::from_secs_f64(1.0 / f64::from(fps));
@@ -494,7 +514,7 @@ fn media_loop(
         }
         targets.clear();
         targets.extend(lock(&shared.sessions).iter().copied());
-        if targets.is_empty() && recorder.is_none() {
+        if targets.is_empty() && lock(recorder).is_none() {
             continue;
         }
         if let Err(e) = send_one(
@@ -502,7 +522,7 @@ fn media_loop(
             shared,
             &mut source,
             &mut encoder,
-            recorder.as_mut(),
+            recorder,
             &mut raw,
             &targets,
             interval,
@@ -510,15 +530,6 @@ fn media_loop(
             result = Err(e);
             break;
         }
-    }
-    if let Some(mut r) = recorder {
-        let s = r.finish()?;
-        println!(
-            "wavry-server: recorded {} frames ({:.2} s) to {}",
-            s.frames,
-            s.duration_s,
-            s.path.display()
-        );
     }
     result
 }
@@ -529,7 +540,7 @@ fn send_one(
     shared: &Shared,
     source: &mut SyntheticSource,
     encoder: &mut X264Encoder,
-    recorder: Option<&mut FileRecorder>,
+    recorder: &Mutex<Option<FileRecorder>>,
     raw: &mut RawFrame,
     targets: &[wavry_rift::session::SessionHandle],
     interval: Duration,
@@ -549,7 +560,7 @@ fn send_one(
         return Ok(());
     };
     let t2 = Instant::now();
-    if let Some(r) = recorder {
+    if let Some(r) = lock(recorder).as_mut() {
         r.write_video(&buf, info.keyframe, info.capture_us)?;
     }
     let meta = FrameMeta {
@@ -591,8 +602,12 @@ fn queue(
     Ok(())
 }
 
-/// Sends a 440 Hz tone as 10 ms Opus packets to every connected session.
-fn audio_loop(host: &HostDriver, shared: &Shared) -> anyhow::Result<()> {
+/// Sends a 440 Hz tone as 10 ms Opus packets to every connected session (and the recording).
+fn audio_loop(
+    host: &HostDriver,
+    shared: &Shared,
+    recorder: &Mutex<Option<FileRecorder>>,
+) -> anyhow::Result<()> {
     let fmt = OPUS_48K_STEREO_10MS;
     let mut source = ToneSource::new(fmt, 440.0);
     let mut encoder = OpusEncoder::new(fmt, 64_000)?;
@@ -613,11 +628,15 @@ fn audio_loop(host: &HostDriver, shared: &Shared) -> anyhow::Result<()> {
         }
         targets.clear();
         targets.extend(lock(&shared.sessions).iter().copied());
-        if targets.is_empty() {
+        let recording = lock(recorder).is_some();
+        if targets.is_empty() && !recording {
             continue;
         }
         let captured = source.read(&mut pcm)?;
         encoder.encode(&pcm, &mut packet)?;
+        if let Some(r) = lock(recorder).as_mut() {
+            r.write_audio(&packet, captured)?;
+        }
         for &h in &targets {
             // The driver command owns its bytes: one small copy per packet and session.
             let _ = host.send_audio(h, captured, packet.clone());
