@@ -12,6 +12,7 @@
 //! - [`audio::ToneSource`] with Opus through FFmpeg ([`audio::OpusEncoder`],
 //!   [`audio::OpusDecoder`]: 48 kHz, 10 ms packets);
 //! - [`input::LoggingInputSink`], [`present::HeadlessPresenter`];
+//! - X11 ([`x11::X11Source`] capture of a display, [`x11::XTestSink`] input through XTEST);
 //! - [`record::FileRecorder`]: H.264 into MP4 through FFmpeg's muxer, timestamps from
 //!   capture time.
 //!
@@ -29,6 +30,7 @@ pub mod present;
 pub mod record;
 pub mod stamp;
 pub mod synthetic;
+pub mod x11;
 
 /// Errors of the media edges.
 #[derive(Debug, thiserror::Error)]
