@@ -458,3 +458,80 @@ fn ctrl_c_ends_the_client_cleanly_with_its_summary_and_recording() {
     assert_eq!(kv(summary, "unreadable"), "0", "{summary}");
     check_recording(&lines);
 }
+
+/// An Xvfb on a free display (reported through -displayfd), killed on drop.
+struct Xvfb {
+    child: Child,
+    display: u32,
+}
+
+impl Xvfb {
+    fn start() -> Self {
+        let mut child = Command::new("Xvfb")
+            .args(["-displayfd", "1", "-screen", "0", "320x240x24", "-noreset"])
+            .args(["-nolisten", "tcp"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb is installed (cargo xtask test installs xvfb)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // Written once the server accepts connections.
+        let display = line.trim().parse().expect("display number from Xvfb");
+        Self { child, display }
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn host_streams_an_xvfb_display_and_a_client_key_press_reaches_its_xtest_sink() {
+    let x = Xvfb::start();
+    let display = x.display.to_string();
+    let dir = TempDir::new("x11");
+    let (host, addr, host_id) = server(&dir.0, &["--source", "x11", "--display-id", &display]);
+    let client_key = dir.0.join("client.key");
+    let client = Proc::spawn(
+        env!("CARGO_BIN_EXE_wavry-client"),
+        &[
+            "--connect",
+            &addr,
+            "--key",
+            client_key.to_str().unwrap(),
+            "--host-id",
+            &host_id,
+            "--seconds",
+            "2",
+            "--input-test-key",
+            "30",
+        ],
+    );
+    let (ok, lines) = client.wait();
+    assert!(ok, "client failed: {lines:?}");
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("summary "))
+        .unwrap_or_else(|| panic!("no summary in {lines:?}"));
+    assert!(
+        kv(summary, "pictures").parse::<u64>().unwrap() >= 10,
+        "{summary}"
+    );
+    assert_eq!(kv(summary, "decode_errors"), "0", "{summary}");
+    host.signal("-INT");
+    let (ok, host_lines) = host.wait();
+    assert!(ok, "{host_lines:?}");
+    assert!(
+        host_lines
+            .iter()
+            .any(|l| l.contains("injected 2 input events through xtest")),
+        "{host_lines:?}"
+    );
+    check_recording(&host_lines);
+}

@@ -21,6 +21,7 @@ use wavry_media::{
 use wavry_net::{ClientDriver, DriverConfig, IoMode};
 use wavry_rift::crypto::PeerPolicy;
 use wavry_rift::identity::WavryId;
+use wavry_rift::proto::{self, input_message};
 use wavry_rift::session::{CloseReason, Event, Role, SessionConfig};
 use wavry_runtime::{Latencies, fmt_ms};
 
@@ -81,6 +82,10 @@ struct Args {
     /// Stop after this many seconds (default: until Ctrl-C or the host ends the session).
     #[arg(long)]
     seconds: Option<u64>,
+    /// Once connected, press and release this key (evdev code) on the host: checks the input
+    /// path end to end while there is no window to type into.
+    #[arg(long, value_name = "EVDEV_CODE")]
+    input_test_key: Option<u32>,
     /// Give up connecting after this many seconds.
     #[arg(long, default_value_t = 10)]
     connect_timeout: u64,
@@ -136,6 +141,9 @@ fn check_flags(args: &Args) -> anyhow::Result<SocketAddr> {
 #[derive(Debug, Default)]
 struct Tally {
     received: u64,
+    /// Pictures the decoder produced.
+    pictures: u64,
+    /// Pictures whose pixel code was read (synthetic source).
     decoded: u64,
     unreadable: u64,
     /// Pixel timestamp differs from the frame's metadata: a picture from the wrong frame.
@@ -247,6 +255,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
     } else {
         None
     };
+    if let Some(code) = args.input_test_key {
+        for pressed in [true, false] {
+            client.send_input(proto::InputMessage {
+                timestamp_us: wavry_media::wall_clock_us(),
+                event: Some(input_message::Event::Key(proto::Key {
+                    keycode: code,
+                    pressed,
+                })),
+            })?;
+        }
+        println!("wavry-client: sent a press and release of key {code}");
+    }
     let mut tally = Tally::default();
     let outcome = stream(args, &client, &stop_rx, &mut tally, recorder.as_mut());
     if outcome.is_ok() {
@@ -325,6 +345,7 @@ fn stream(
                         match decoder.decode(&f.data, f.meta.timestamp_us, &mut picture) {
                             Ok(true) => {
                                 tally.decode.record_us(t0.elapsed().as_micros() as u64);
+                                tally.pictures += 1;
                                 check_picture(tally, &picture, f.meta.timestamp_us);
                                 presenter.present(&picture)?;
                             }
@@ -416,11 +437,12 @@ fn check_picture(tally: &mut Tally, picture: &RawFrame, meta_capture_us: u64) {
 fn print_summary(t: &Tally) {
     // One key=value line for scripts and tests.
     println!(
-        "summary received={} decoded={} unreadable={} mismatched={} out_of_order={} \
+        "summary received={} pictures={} decoded={} unreadable={} mismatched={} out_of_order={} \
          decode_errors={} dropped={} skipped_until_keyframe={} first_frame={} last_frame={} \
          g2g_p50_ms={} g2g_p99_ms={} decode_p50_ms={} mbytes={:.2} audio_packets={} \
          audio_errors={} audio_ms={}",
         t.received,
+        t.pictures,
         t.decoded,
         t.unreadable,
         t.mismatched,

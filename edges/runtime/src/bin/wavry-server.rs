@@ -20,6 +20,7 @@ use wavry_media::{
     input::LoggingInputSink,
     record::FileRecorder,
     synthetic::SyntheticSource,
+    x11::{X11Source, XTestSink},
 };
 use wavry_net::{DriverConfig, HostDriver, IoMode};
 use wavry_rift::crypto::PeerPolicy;
@@ -35,7 +36,7 @@ const MAX_CLIENTS: usize = 4;
 enum Source {
     /// Moving test pattern carrying frame number and capture time in its pixels.
     Synthetic,
-    /// An X11 display (not in this build yet).
+    /// The root window of an X display (--display-id N, else $DISPLAY).
     X11,
     /// A PipeWire screen-cast stream (not in this build yet).
     Pipewire,
@@ -51,6 +52,16 @@ enum EncoderChoice {
     H264Vaapi,
     /// NVENC H.264 (needs an NVIDIA GPU with NVENC).
     H264Nvenc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum InputChoice {
+    /// XTEST when capturing an X display, else the log.
+    Auto,
+    /// Inject into the X display through XTEST.
+    Xtest,
+    /// Log and count events.
+    Log,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -101,6 +112,9 @@ struct Args {
     /// Which encoder.
     #[arg(long, value_enum, default_value_t = EncoderChoice::Auto)]
     encoder: EncoderChoice,
+    /// Where client input goes: auto (XTEST with --source x11, else a log), xtest or log.
+    #[arg(long, value_enum, default_value_t = InputChoice::Auto)]
+    input: InputChoice,
     /// Packet I/O backend: auto, uring or portable.
     #[arg(long, env = "WAVRY_IO", default_value = "auto")]
     io: IoMode,
@@ -172,13 +186,11 @@ fn check_flags(args: &Args) -> anyhow::Result<()> {
              run without it to serve Wavry clients"
         );
     }
-    match args.source {
-        Source::Synthetic => {}
-        Source::X11 | Source::Pipewire => bail!(
-            "--source {:?}: screen capture backends are not in this build yet; \
-             use --source synthetic",
-            args.source
-        ),
+    if args.source == Source::Pipewire {
+        bail!(
+            "--source pipewire: PipeWire capture is not in this build yet; \
+             use --source x11 (an X display) or synthetic"
+        );
     }
     if args.gateway_url.is_some() || args.session_token.is_some() {
         eprintln!(
@@ -187,7 +199,7 @@ fn check_flags(args: &Args) -> anyhow::Result<()> {
              connections on --listen only"
         );
     }
-    if args.display_id.is_some() {
+    if args.display_id.is_some() && args.source == Source::Synthetic {
         eprintln!("wavry-server: --display-id ignored: the synthetic source has one display");
     }
     match args.audio_source.as_str() {
@@ -294,13 +306,26 @@ fn run(args: &Args) -> anyhow::Result<()> {
              restarts; make one with `wavry keygen`)"
         );
     }
-    let format = VideoFormat {
-        width: args.width & !1,
-        height: args.height & !1,
-        fps: args.fps,
+    let display = args.display_id.map(|n| format!(":{n}"));
+    let source: Box<dyn VideoSource> = match args.source {
+        Source::X11 => {
+            let s = X11Source::open(display.as_deref(), args.fps)?;
+            eprintln!(
+                "wavry-server: capturing X display {} at {}x{} (--width/--height follow the screen)",
+                display.as_deref().unwrap_or("$DISPLAY"),
+                s.format().width,
+                s.format().height
+            );
+            Box::new(s)
+        }
+        Source::Synthetic | Source::Pipewire => Box::new(SyntheticSource::new(VideoFormat {
+            width: args.width & !1,
+            height: args.height & !1,
+            fps: args.fps,
+        })?),
     };
+    let format = source.format();
     pick_encoder(args.encoder)?;
-    let source = SyntheticSource::new(format)?;
     let encoder = X264Encoder::new(EncoderConfig {
         format,
         bitrate_bps: u64::from(args.bitrate_kbps) * 1000,
@@ -404,8 +429,15 @@ fn event_loop(
     shared: &Shared,
     stop_rx: &crossbeam_channel::Receiver<()>,
 ) -> anyhow::Result<()> {
-    let mut sink = LoggingInputSink::default();
+    let mut sink: Box<dyn InputSink> = match (args.input, args.source) {
+        (InputChoice::Xtest, _) | (InputChoice::Auto, Source::X11) => {
+            let display = args.display_id.map(|n| format!(":{n}"));
+            Box::new(XTestSink::open(display.as_deref())?)
+        }
+        _ => Box::new(LoggingInputSink::default()),
+    };
     eprintln!("wavry-server: input sink {}", sink.name());
+    let mut injected = 0u64;
     let deadline = args
         .seconds
         .map(|s| Instant::now() + Duration::from_secs(s));
@@ -415,12 +447,12 @@ fn event_loop(
             d.saturating_duration_since(Instant::now())
         });
         if left.is_zero() {
-            return Ok(());
+            break;
         }
         select! {
             recv(stop_rx) -> _ => {
                 eprintln!("wavry-server: stopping (Goodbye to every client)");
-                return Ok(());
+                break;
             }
             recv(host.events()) -> ev => {
                 let (h, ev) = ev.context("host driver stopped")?;
@@ -447,6 +479,7 @@ fn event_loop(
                     Event::Input(msg) => {
                         if let Some(e) = wavry_runtime::input_event(&msg) {
                             sink.inject(&e)?;
+                            injected += 1;
                         }
                     }
                     Event::Control(msg) if probe::seq(&msg).is_some() => {
@@ -478,6 +511,11 @@ fn event_loop(
             default(left) => {}
         }
     }
+    println!(
+        "wavry-server: injected {injected} input events through {}",
+        sink.name()
+    );
+    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -493,7 +531,7 @@ fn publish_target(shared: &Shared, targets: &HashMap<wavry_rift::session::Sessio
 fn media_loop(
     host: &HostDriver,
     shared: &Shared,
-    mut source: SyntheticSource,
+    mut source: Box<dyn VideoSource>,
     mut encoder: X264Encoder,
     recorder: &Mutex<Option<FileRecorder>>,
 ) -> anyhow::Result<()> {
@@ -520,7 +558,7 @@ fn media_loop(
         if let Err(e) = send_one(
             host,
             shared,
-            &mut source,
+            source.as_mut(),
             &mut encoder,
             recorder,
             &mut raw,
@@ -538,7 +576,7 @@ fn media_loop(
 fn send_one(
     host: &HostDriver,
     shared: &Shared,
-    source: &mut SyntheticSource,
+    source: &mut dyn VideoSource,
     encoder: &mut X264Encoder,
     recorder: &Mutex<Option<FileRecorder>>,
     raw: &mut RawFrame,
