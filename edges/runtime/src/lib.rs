@@ -14,6 +14,7 @@ use wavry_media::InputEvent;
 use wavry_rift::identity::{IdentityError, IdentityKey};
 use wavry_rift::proto::{self, control_message::Content as Ctl, input_message};
 
+pub mod files;
 pub mod ping;
 
 /// Errors while setting a runtime up.

@@ -535,3 +535,44 @@ fn host_streams_an_xvfb_display_and_a_client_key_press_reaches_its_xtest_sink() 
     );
     check_recording(&host_lines);
 }
+
+#[test]
+fn a_file_sent_from_the_client_arrives_whole_at_the_host_during_the_stream() {
+    let dir = TempDir::new("file");
+    let out = dir.0.join("received");
+    let (host, addr, host_id) = server(&dir.0, &["--file-out-dir", out.to_str().unwrap()]);
+    let src = dir.0.join("notes.bin");
+    // 96 KiB: well within 2 s even at the 256 kbit/s floor of the transfer budget.
+    let bytes: Vec<u8> = (0..96 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&src, &bytes).unwrap();
+    let client_key = dir.0.join("client.key");
+    let mut client = Proc::spawn(
+        env!("CARGO_BIN_EXE_wavry-client"),
+        &[
+            "--connect",
+            &addr,
+            "--key",
+            client_key.to_str().unwrap(),
+            "--host-id",
+            &host_id,
+            "--send-file",
+            src.to_str().unwrap(),
+        ],
+    );
+    client.line_with("sent notes.bin (98304 bytes, SHA-256 verified by the host)");
+    client.signal("-INT");
+    let (ok, lines) = client.wait();
+    assert!(ok, "{lines:?}");
+    host.signal("-INT");
+    let (ok, host_lines) = host.wait();
+    assert!(ok, "{host_lines:?}");
+    assert!(
+        host_lines
+            .iter()
+            .any(|l| l.contains("received") && l.contains("notes.bin")),
+        "{host_lines:?}"
+    );
+    assert_eq!(std::fs::read(out.join("notes.bin")).unwrap(), bytes);
+}

@@ -124,10 +124,10 @@ fn check_flags(args: &Args) -> anyhow::Result<SocketAddr> {
     if args.window {
         bail!("--window: no window backend in this build yet; run headless (the default)");
     }
-    if !args.send_file.is_empty() || args.file_control_stdin {
+    if args.file_control_stdin {
         eprintln!(
-            "wavry-client: --send-file/--file-control-stdin: command-line file transfer is \
-             not in this build yet; no files will be sent"
+            "wavry-client: --file-control-stdin: pause/resume/cancel from stdin is not in \
+             this build yet; transfers run to completion"
         );
     }
     let Some(addr) = args.connect else {
@@ -315,6 +315,14 @@ fn stream(
         .seconds
         .map(|s| Instant::now() + Duration::from_secs(s));
     let mut need_keyframe = true;
+    let mut downloads = wavry_runtime::files::Downloads::new(args.file_out_dir.clone());
+    let mut uploads = Vec::new();
+    for path in &args.send_file {
+        let u = wavry_runtime::files::Upload::start(client, path)?;
+        let (name, size) = u.describe();
+        println!("wavry-client: offering {name} ({size} bytes) to the host");
+        uploads.push(u);
+    }
     let (mut sec_frames, mut sec_bytes) = (0u64, 0u64);
     loop {
         let left = deadline.map_or(Duration::from_secs(3600), |d| {
@@ -394,9 +402,45 @@ fn stream(
                 }
                 Event::FileOffered(offer) => {
                     let id = offer.file_id;
-                    let _ = client.call(Duration::from_secs(1), move |s, now| {
-                        s.refuse_file(now, id, "this client does not accept files yet")
-                    });
+                    let resume = downloads.offered(id, &offer)?;
+                    client.call(Duration::from_secs(5), move |s, now| {
+                        s.accept_file(now, id, resume)
+                    })??;
+                }
+                Event::FileData { file_id, offset, data } => {
+                    downloads.data(&file_id, offset, &data)?;
+                }
+                Event::FileAccepted { file_id, offset } => {
+                    if let Some(u) = uploads.iter_mut().find(|u| u.id == file_id) {
+                        u.accepted(offset);
+                        u.feed(client)?;
+                    }
+                }
+                Event::FileWritable { file_id } => {
+                    if let Some(u) = uploads.iter_mut().find(|u| u.id == file_id) {
+                        u.feed(client)?;
+                    }
+                }
+                Event::FileDone { file_id, sending: true, result } => {
+                    if let Some(u) = uploads.iter().find(|u| u.id == file_id) {
+                        let (name, size) = u.describe();
+                        match result {
+                            Ok(()) => println!(
+                                "wavry-client: sent {name} ({size} bytes, SHA-256 verified by the host)"
+                            ),
+                            Err(e) => eprintln!("wavry-client: sending {name} failed: {e}"),
+                        }
+                    }
+                }
+                Event::FileDone { file_id, sending: false, result } => {
+                    match downloads.done(&file_id, result) {
+                        Some(Ok(path)) => println!(
+                            "wavry-client: received {} (SHA-256 verified)",
+                            path.display()
+                        ),
+                        Some(Err(e)) => eprintln!("wavry-client: file transfer failed: {e}"),
+                        None => {}
+                    }
                 }
                 Event::Closed(r) => {
                     return match r {

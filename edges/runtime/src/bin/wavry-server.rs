@@ -438,6 +438,7 @@ fn event_loop(
     };
     eprintln!("wavry-server: input sink {}", sink.name());
     let mut injected = 0u64;
+    let mut downloads = wavry_runtime::files::Downloads::new(args.file_out_dir.clone());
     let deadline = args
         .seconds
         .map(|s| Instant::now() + Duration::from_secs(s));
@@ -489,9 +490,32 @@ fn event_loop(
                     }
                     Event::FileOffered(offer) => {
                         let id = offer.file_id;
-                        let _ = host.call(h, Duration::from_secs(1), move |s, now| {
-                            s.refuse_file(now, id, "this host does not accept files yet")
-                        });
+                        match downloads.offered((h, id), &offer) {
+                            Ok(resume) => {
+                                host.call(h, Duration::from_secs(5), move |s, now| {
+                                    s.accept_file(now, id, resume)
+                                })??;
+                            }
+                            Err(e) => {
+                                eprintln!("wavry-server: cannot receive {}: {e}", offer.name);
+                                host.call(h, Duration::from_secs(5), move |s, now| {
+                                    s.refuse_file(now, id, "the host cannot store it")
+                                })??;
+                            }
+                        }
+                    }
+                    Event::FileData { file_id, offset, data } => {
+                        downloads.data(&(h, file_id), offset, &data)?;
+                    }
+                    Event::FileDone { file_id, sending: false, result } => {
+                        match downloads.done(&(h, file_id), result) {
+                            Some(Ok(path)) => println!(
+                                "wavry-server: received {} (SHA-256 verified)",
+                                path.display()
+                            ),
+                            Some(Err(e)) => eprintln!("wavry-server: file transfer failed: {e}"),
+                            None => {}
+                        }
                     }
                     Event::Frame(f) => {
                         let _ = host.recycle(h, f);
