@@ -52,7 +52,7 @@ enum Command {
         #[arg(short, long, value_name = "PATH")]
         key: Option<PathBuf>,
         /// The host's Wavry ID: fail unless the host proves exactly this identity.
-        #[arg(long, value_name = "WAVRY_ID")]
+        #[arg(long, value_name = "WAVRY_ID", allow_hyphen_values = true)]
         host_id: Option<WavryId>,
         /// Probes to send.
         #[arg(short, long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]

@@ -7,8 +7,9 @@ use std::hash::Hash;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use wavry_net::ClientDriver;
 use wavry_net::files::{IncomingFile, OutgoingFile};
+use wavry_net::{ClientDriver, DriverError, HostDriver};
+use wavry_rift::session::{Session, SessionHandle};
 use wavry_rift::transfer::{FileError, FileOffer, Resume};
 
 const CALL: Duration = Duration::from_secs(5);
@@ -28,7 +29,39 @@ pub enum TransferError {
     Session(#[from] wavry_rift::session::SessionError),
 }
 
-/// A file this client sends to its host.
+/// Runs a closure with one session on its driver thread: a client's session, or one session
+/// of a host.
+pub trait SessionCaller {
+    /// Runs `f` with the session and the driver's `now`; returns its result.
+    fn call_session<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Session, std::time::Instant) -> R + Send + 'static,
+    ) -> Result<R, DriverError>;
+}
+
+impl SessionCaller for ClientDriver {
+    fn call_session<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Session, std::time::Instant) -> R + Send + 'static,
+    ) -> Result<R, DriverError> {
+        self.call(CALL, f)
+    }
+}
+
+/// One session of a host driver.
+#[derive(Debug, Clone, Copy)]
+pub struct HostSession<'a>(pub &'a HostDriver, pub SessionHandle);
+
+impl SessionCaller for HostSession<'_> {
+    fn call_session<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Session, std::time::Instant) -> R + Send + 'static,
+    ) -> Result<R, DriverError> {
+        self.0.call(self.1, CALL, f)
+    }
+}
+
+/// A file this side sends to its peer.
 #[derive(Debug)]
 pub struct Upload {
     source: OutgoingFile,
@@ -41,10 +74,10 @@ pub struct Upload {
 
 impl Upload {
     /// Hashes `path` and offers it to the host.
-    pub fn start(client: &ClientDriver, path: &Path) -> Result<Self, TransferError> {
+    pub fn start(peer: &impl SessionCaller, path: &Path) -> Result<Self, TransferError> {
         let source = OutgoingFile::open(path).map_err(|e| TransferError::Io(path.into(), e))?;
         let (name, size, sha) = (source.name.clone(), source.size, source.sha256);
-        let id = client.call(CALL, move |s, now| s.send_file(now, &name, size, sha))??;
+        let id = peer.call_session(move |s, now| s.send_file(now, &name, size, sha))??;
         Ok(Self {
             source,
             path: path.to_owned(),
@@ -61,7 +94,7 @@ impl Upload {
 
     /// Hands the session bytes until its transfer window is full (called again on
     /// `FileWritable`). The chunk is copied into the driver command.
-    pub fn feed(&mut self, client: &ClientDriver) -> Result<(), TransferError> {
+    pub fn feed(&mut self, peer: &impl SessionCaller) -> Result<(), TransferError> {
         loop {
             let n = self
                 .source
@@ -72,7 +105,7 @@ impl Upload {
             }
             let bytes = self.block[..n].to_vec();
             let id = self.id;
-            let took = client.call(CALL, move |s, now| s.write_file(now, id, &bytes))??;
+            let took = peer.call_session(move |s, now| s.write_file(now, id, &bytes))??;
             self.pos += took as u64;
             if took < n {
                 return Ok(());

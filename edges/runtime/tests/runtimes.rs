@@ -576,3 +576,76 @@ fn a_file_sent_from_the_client_arrives_whole_at_the_host_during_the_stream() {
     );
     assert_eq!(std::fs::read(out.join("notes.bin")).unwrap(), bytes);
 }
+
+#[test]
+fn a_file_sent_by_the_host_arrives_whole_at_the_client() {
+    let dir = TempDir::new("hostfile");
+    let src = dir.0.join("from-host.bin");
+    let bytes: Vec<u8> = (0..40_000u32)
+        .map(|i| (i.wrapping_mul(40_503) >> 8) as u8)
+        .collect();
+    std::fs::write(&src, &bytes).unwrap();
+    let (_host, addr, host_id) = server(&dir.0, &["--send-file", src.to_str().unwrap()]);
+    let out = dir.0.join("client-received");
+    let client_key = dir.0.join("client.key");
+    let mut client = Proc::spawn(
+        env!("CARGO_BIN_EXE_wavry-client"),
+        &[
+            "--connect",
+            &addr,
+            "--key",
+            client_key.to_str().unwrap(),
+            "--host-id",
+            &host_id,
+            "--file-out-dir",
+            out.to_str().unwrap(),
+        ],
+    );
+    client.line_with("received");
+    client.signal("-INT");
+    let (ok, lines) = client.wait();
+    assert!(ok, "{lines:?}");
+    assert_eq!(std::fs::read(out.join("from-host.bin")).unwrap(), bytes);
+}
+
+/// A Wavry ID starting with '-' (base64url has it): found by walking seeds, deterministically.
+fn dash_id() -> String {
+    (0u8..=255)
+        .map(|b| IdentityKey::from_seed([b; 32]).unwrap().id().to_string())
+        .find(|id| id.starts_with('-'))
+        .expect("one of 256 seeds gives an ID starting with '-'")
+}
+
+#[test]
+fn wavry_ids_starting_with_a_hyphen_are_accepted_as_values() {
+    let id = dash_id();
+    let out = run(
+        env!("CARGO_BIN_EXE_wavry-server"),
+        &[
+            "--allow",
+            &id,
+            "--seconds",
+            "1",
+            "--audio-source",
+            "disabled",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let out = run(
+        env!("CARGO_BIN_EXE_wavry-client"),
+        &[
+            "--connect",
+            "127.0.0.1:9",
+            "--host-id",
+            &id,
+            "--connect-timeout",
+            "1",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("unexpected argument"), "{err}");
+    assert!(err.contains("127.0.0.1:9"), "it tried to connect: {err}");
+}

@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     key: Option<PathBuf>,
     /// The host's Wavry ID: connect only if the host proves it (recommended).
-    #[arg(long, value_name = "WAVRY_ID")]
+    #[arg(long, value_name = "WAVRY_ID", allow_hyphen_values = true)]
     host_id: Option<WavryId>,
     /// Ask for an unencrypted session (refused unless WAVRY_ALLOW_INSECURE_NO_ENCRYPT=1).
     #[arg(long)]

@@ -27,6 +27,7 @@ use wavry_rift::crypto::PeerPolicy;
 use wavry_rift::identity::WavryId;
 use wavry_rift::proto::control_message::Content as Ctl;
 use wavry_rift::session::{Endpoint, Event, FrameMeta, HostParams, Role, SessionConfig};
+use wavry_runtime::files::{HostSession, Upload};
 use wavry_runtime::probe;
 
 /// Sessions one host serves at once (each gets the same encoded stream).
@@ -83,7 +84,7 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     key: Option<PathBuf>,
     /// Accept this client Wavry ID (repeatable).
-    #[arg(long = "allow", value_name = "WAVRY_ID")]
+    #[arg(long = "allow", value_name = "WAVRY_ID", allow_hyphen_values = true)]
     allow: Vec<WavryId>,
     /// Accept any client that proves its identity (it is still logged).
     #[arg(long, conflicts_with = "allow")]
@@ -208,12 +209,6 @@ fn check_flags(args: &Args) -> anyhow::Result<()> {
             "wavry-server: --audio-source {other}: audio capture is not in this build yet; \
              sending no audio (--audio-source tone sends a test tone)"
         ),
-    }
-    if !args.send_file.is_empty() {
-        eprintln!(
-            "wavry-server: --send-file: command-line file transfer is not in this build yet; \
-             no files will be sent"
-        );
     }
     if args.file_transfer_min_kbps > args.file_transfer_max_kbps {
         bail!("--file-transfer-min-kbps must not exceed --file-transfer-max-kbps");
@@ -439,6 +434,7 @@ fn event_loop(
     eprintln!("wavry-server: input sink {}", sink.name());
     let mut injected = 0u64;
     let mut downloads = wavry_runtime::files::Downloads::new(args.file_out_dir.clone());
+    let mut uploads: Vec<(wavry_rift::session::SessionHandle, Upload)> = Vec::new();
     let deadline = args
         .seconds
         .map(|s| Instant::now() + Duration::from_secs(s));
@@ -460,11 +456,18 @@ fn event_loop(
                 match ev {
                     Event::Connected { peer, .. } => {
                         println!("wavry-server: client {peer} connected");
+                        for path in &args.send_file {
+                            let u = Upload::start(&HostSession(host, h), path)?;
+                            let (name, size) = u.describe();
+                            println!("wavry-server: offering {name} ({size} bytes) to {peer}");
+                            uploads.push((h, u));
+                        }
                         lock(&shared.sessions).push(h);
                         shared.keyframe.store(true, Ordering::Release);
                     }
                     Event::Closed(reason) => {
                         lock(&shared.sessions).retain(|&s| s != h);
+                        uploads.retain(|(s, _)| *s != h);
                         if targets.remove(&h).is_some() {
                             publish_target(shared, &targets);
                         }
@@ -506,6 +509,33 @@ fn event_loop(
                     }
                     Event::FileData { file_id, offset, data } => {
                         downloads.data(&(h, file_id), offset, &data)?;
+                    }
+                    Event::FileAccepted { file_id, offset } => {
+                        if let Some((_, u)) =
+                            uploads.iter_mut().find(|(s, u)| *s == h && u.id == file_id)
+                        {
+                            u.accepted(offset);
+                            u.feed(&HostSession(host, h))?;
+                        }
+                    }
+                    Event::FileWritable { file_id } => {
+                        if let Some((_, u)) =
+                            uploads.iter_mut().find(|(s, u)| *s == h && u.id == file_id)
+                        {
+                            u.feed(&HostSession(host, h))?;
+                        }
+                    }
+                    Event::FileDone { file_id, sending: true, result } => {
+                        if let Some(i) = uploads.iter().position(|(s, u)| *s == h && u.id == file_id) {
+                            let (_, u) = uploads.swap_remove(i);
+                            let (name, size) = u.describe();
+                            match result {
+                                Ok(()) => println!(
+                                    "wavry-server: sent {name} ({size} bytes, SHA-256 verified by the client)"
+                                ),
+                                Err(e) => eprintln!("wavry-server: sending {name} failed: {e}"),
+                            }
+                        }
                     }
                     Event::FileDone { file_id, sending: false, result } => {
                         match downloads.done(&(h, file_id), result) {
