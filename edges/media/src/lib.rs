@@ -30,6 +30,7 @@ pub mod present;
 pub mod record;
 pub mod stamp;
 pub mod synthetic;
+pub mod window;
 pub mod x11;
 
 /// Errors of the media edges.
@@ -401,8 +402,9 @@ pub struct RecordingSummary {
     pub duration_s: f64,
 }
 
-/// Shows decoded frames (a window) or stands in for it (headless).
-pub trait Presenter: Send {
+/// Shows decoded frames (a window) or stands in for it (headless). Not `Send`: a window
+/// stays on the thread that opened it.
+pub trait Presenter {
     /// Backend name for logs.
     fn name(&self) -> &'static str;
     /// Shows `frame`. Returns `false` once the user closed the window.

@@ -39,8 +39,13 @@ struct Proc {
 
 impl Proc {
     fn spawn(bin: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(bin)
-            .args(args)
+        let mut c = Command::new(bin);
+        c.args(args);
+        Self::spawn_cmd(c)
+    }
+
+    fn spawn_cmd(mut c: Command) -> Self {
+        let mut child = c
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -466,9 +471,9 @@ struct Xvfb {
 }
 
 impl Xvfb {
-    fn start() -> Self {
+    fn start(size: &str) -> Self {
         let mut child = Command::new("Xvfb")
-            .args(["-displayfd", "1", "-screen", "0", "320x240x24", "-noreset"])
+            .args(["-displayfd", "1", "-screen", "0", size, "-noreset"])
             .args(["-nolisten", "tcp"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -493,7 +498,7 @@ impl Drop for Xvfb {
 
 #[test]
 fn host_streams_an_xvfb_display_and_a_client_key_press_reaches_its_xtest_sink() {
-    let x = Xvfb::start();
+    let x = Xvfb::start("320x240x24");
     let display = x.display.to_string();
     let dir = TempDir::new("x11");
     let (host, addr, host_id) = server(&dir.0, &["--source", "x11", "--display-id", &display]);
@@ -648,4 +653,41 @@ fn wavry_ids_starting_with_a_hyphen_are_accepted_as_values() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("unexpected argument"), "{err}");
     assert!(err.contains("127.0.0.1:9"), "it tried to connect: {err}");
+}
+
+#[test]
+fn the_window_under_xvfb_shows_decoded_frames() {
+    use wavry_media::{RawFrame, VideoSource, stamp, x11::X11Source};
+    let x = Xvfb::start("640x480x24");
+    let display = format!(":{}", x.display);
+    let dir = TempDir::new("window");
+    let (_host, addr, host_id) = server(&dir.0, &[]);
+    let client_key = dir.0.join("client.key");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wavry-client"));
+    c.args(["--connect", &addr, "--key", client_key.to_str().unwrap()])
+        .args(["--host-id", &host_id, "--window", "--stats"])
+        .env("DISPLAY", &display);
+    let mut client = Proc::spawn_cmd(c);
+    // A stats line comes after a second of frames presented.
+    client.line_with("stats: ");
+    // Screenshot the display; the window sits at the top-left, the stream is 320x240.
+    let mut shot = RawFrame::new(2, 2);
+    X11Source::open(Some(&display), 30)
+        .unwrap()
+        .capture(&mut shot)
+        .unwrap();
+    let mut crop = RawFrame::new(320, 240);
+    for row in 0..240 {
+        let src = &shot.y()[row * 640..row * 640 + 320];
+        crop.y_mut()[row * 320..(row + 1) * 320].copy_from_slice(src);
+    }
+    let s = stamp::read(&crop).expect("the window shows a frame whose pixel code reads back");
+    assert!(s.capture_us > 0);
+    client.signal("-INT");
+    let (ok, lines) = client.wait();
+    assert!(ok, "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("presenter window")),
+        "{lines:?}"
+    );
 }

@@ -17,6 +17,7 @@ use wavry_media::{
     present::HeadlessPresenter,
     record::FileRecorder,
     stamp,
+    window::WindowPresenter,
 };
 use wavry_net::{ClientDriver, DriverConfig, IoMode};
 use wavry_rift::crypto::PeerPolicy;
@@ -49,7 +50,7 @@ struct Args {
     /// Stream to a VR headset (not in this build).
     #[arg(long)]
     vr: bool,
-    /// Show the stream in a window (not in this build yet; the default is headless).
+    /// Show the stream in a window on $DISPLAY (X11; the default is headless).
     #[arg(long, conflicts_with = "headless")]
     window: bool,
     /// Decode and measure without showing anything (the default).
@@ -121,8 +122,8 @@ fn check_flags(args: &Args) -> anyhow::Result<SocketAddr> {
             );
         }
     }
-    if args.window {
-        bail!("--window: no window backend in this build yet; run headless (the default)");
+    if args.window && std::env::var_os("DISPLAY").is_none() {
+        bail!("--window: no display ($DISPLAY is not set); run headless (the default)");
     }
     if args.file_control_stdin {
         eprintln!(
@@ -236,8 +237,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
         fps: params.fps.max(1),
     };
     println!(
-        "wavry-client: stream {}x{} @ {} fps, H.264, decoder ffmpeg-h264, presenter headless",
-        format.width, format.height, format.fps
+        "wavry-client: stream {}x{} @ {} fps, H.264, decoder ffmpeg-h264, presenter {}",
+        format.width,
+        format.height,
+        format.fps,
+        if args.window { "window" } else { "headless" }
     );
     let mut recorder = if args.record {
         std::fs::create_dir_all(&args.record_dir)
@@ -268,7 +272,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
         println!("wavry-client: sent a press and release of key {code}");
     }
     let mut tally = Tally::default();
-    let outcome = stream(args, &client, &stop_rx, &mut tally, recorder.as_mut());
+    let outcome = stream(
+        args,
+        &client,
+        &stop_rx,
+        &mut tally,
+        recorder.as_mut(),
+        (format.width, format.height),
+    );
     if outcome.is_ok() {
         let _ = client.close("client finished");
     }
@@ -304,12 +315,21 @@ fn stream(
     stop_rx: &crossbeam_channel::Receiver<()>,
     tally: &mut Tally,
     mut recorder: Option<&mut FileRecorder>,
+    picture_size: (u32, u32),
 ) -> anyhow::Result<()> {
     let mut decoder = FfmpegDecoder::h264()?;
     let mut audio = OpusDecoder::new(OPUS_48K_STEREO_10MS)?;
     // Room for the longest Opus packet (120 ms) of 48 kHz stereo.
     let mut pcm = vec![0i16; 5760 * 2];
-    let mut presenter = HeadlessPresenter::default();
+    let mut presenter: Box<dyn Presenter> = if args.window {
+        Box::new(WindowPresenter::open(
+            "Wavry",
+            picture_size.0,
+            picture_size.1,
+        )?)
+    } else {
+        Box::new(HeadlessPresenter::default())
+    };
     let mut picture = RawFrame::new(2, 2);
     let deadline = args
         .seconds
@@ -355,7 +375,10 @@ fn stream(
                                 tally.decode.record_us(t0.elapsed().as_micros() as u64);
                                 tally.pictures += 1;
                                 check_picture(tally, &picture, f.meta.timestamp_us);
-                                presenter.present(&picture)?;
+                                if !presenter.present(&picture)? {
+                                    println!("wavry-client: window closed");
+                                    return Ok(());
+                                }
                             }
                             Ok(false) => {}
                             Err(e) => {
