@@ -16,7 +16,8 @@ use clap::{Parser, Subcommand};
 
 /// Debian packages the whole test suite needs (ring and libfuzzer build C/C++ code; the
 /// control-plane suite starts throwaway PostgreSQL clusters; the media edges link FFmpeg through
-/// `ffmpeg-next`, whose bindgen needs clang, and their tests check recordings with `ffprobe`).
+/// `ffmpeg-next`, whose bindgen needs clang, and their tests check recordings with `ffprobe`
+/// and run X11 capture, XTEST and a window under Xvfb).
 const APT_TEST: &[&str] = &[
     "build-essential",
     "pkg-config",
@@ -32,6 +33,9 @@ const APT_TEST: &[&str] = &[
     "ffmpeg",
     "libopus-dev",
     "xvfb",
+    // The client's window (minifb) loads these at run time.
+    "libx11-6",
+    "libxcursor1",
 ];
 /// Debian packages the demo needs (the media runtimes link FFmpeg).
 const APT_DEMO: &[&str] = &[
