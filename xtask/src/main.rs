@@ -15,10 +15,43 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 /// Debian packages the whole test suite needs (ring and libfuzzer build C/C++ code; the
-/// control-plane suite starts throwaway PostgreSQL clusters).
-const APT_TEST: &[&str] = &["build-essential", "pkg-config", "postgresql"];
-/// Debian packages the demo needs.
-const APT_DEMO: &[&str] = &["build-essential", "pkg-config"];
+/// control-plane suite starts throwaway PostgreSQL clusters; the media edges link FFmpeg through
+/// `ffmpeg-next`, whose bindgen needs clang, and their tests check recordings with `ffprobe`
+/// and run X11 capture, XTEST and a window under Xvfb).
+const APT_TEST: &[&str] = &[
+    "build-essential",
+    "pkg-config",
+    "postgresql",
+    "clang",
+    "libavcodec-dev",
+    "libavformat-dev",
+    "libavutil-dev",
+    "libswscale-dev",
+    "libswresample-dev",
+    "libavfilter-dev",
+    "libavdevice-dev",
+    "ffmpeg",
+    "libopus-dev",
+    "xvfb",
+    // The client's window (minifb) loads these at run time.
+    "libx11-6",
+    "libxcursor1",
+];
+/// Debian packages the demo needs (the media runtimes link FFmpeg).
+const APT_DEMO: &[&str] = &[
+    "build-essential",
+    "pkg-config",
+    "clang",
+    "libavcodec-dev",
+    "libavformat-dev",
+    "libavutil-dev",
+    "libswscale-dev",
+    "libswresample-dev",
+    "libavfilter-dev",
+    "libavdevice-dev",
+    "ffmpeg",
+    "libopus-dev",
+];
 
 #[derive(Parser, Debug)]
 #[command(name = "cargo xtask", about = "Wavry project commands")]

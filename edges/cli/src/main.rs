@@ -1,6 +1,8 @@
-//! `wavry`: identity keys and Wavry IDs, build information.
+//! `wavry`: identity keys and Wavry IDs, a ping to a host, build information.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -13,7 +15,7 @@ use wavry_rift::{
 #[command(
     name = "wavry",
     version,
-    about = "Wavry command-line tools: identity keys, Wavry IDs, build info"
+    about = "Wavry command-line tools: identity keys, Wavry IDs, ping, build info"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,6 +39,33 @@ enum Command {
         /// Path of a .pub file (raw 32-byte Ed25519 public key) or a .key file.
         #[arg(short, long, value_name = "PATH")]
         key: PathBuf,
+    },
+    /// Handshake with a host (encrypted, both identities verified), then time echo probes:
+    /// RTT min/avg/p99. Exits non-zero when nothing answers, the host refuses this identity or
+    /// proves another one than --host-id, or no probe is answered.
+    Ping {
+        /// The host's address (as printed by wavry-server).
+        #[arg(short, long, value_name = "HOST:PORT")]
+        server: SocketAddr,
+        /// This side's identity (.key); an ephemeral one when absent (the host must then
+        /// run with --allow-any).
+        #[arg(short, long, value_name = "PATH")]
+        key: Option<PathBuf>,
+        /// The host's Wavry ID: fail unless the host proves exactly this identity.
+        #[arg(long, value_name = "WAVRY_ID", allow_hyphen_values = true)]
+        host_id: Option<WavryId>,
+        /// Probes to send.
+        #[arg(short, long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        count: u32,
+        /// Milliseconds between probes.
+        #[arg(long, default_value_t = 200)]
+        interval_ms: u64,
+        /// Seconds to wait for the handshake and for each reply.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=60))]
+        timeout: u64,
+        /// Packet I/O backend: auto, uring or portable.
+        #[arg(long, env = "WAVRY_IO", default_value = "auto")]
+        io: wavry_net::IoMode,
     },
     /// Print version, git commit and the protocols and backends compiled in.
     Version,
@@ -69,6 +98,23 @@ fn main() -> anyhow::Result<()> {
             })?;
             println!("{id}");
         }
+        Command::Ping {
+            server,
+            key,
+            host_id,
+            count,
+            interval_ms,
+            timeout,
+            io,
+        } => ping(&wavry_runtime::ping::PingOptions {
+            server,
+            key,
+            host_id,
+            count,
+            interval: Duration::from_millis(interval_ms),
+            timeout: Duration::from_secs(timeout),
+            io,
+        })?,
         Command::Version => {
             println!("wavry {}", env!("CARGO_PKG_VERSION"));
             println!("commit: {}", env!("WAVRY_GIT_HASH"));
@@ -82,5 +128,31 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn ping(opts: &wavry_runtime::ping::PingOptions) -> anyhow::Result<()> {
+    let report = wavry_runtime::ping::ping(opts, |seq, rtt| {
+        println!(
+            "reply from {}: seq={seq} time={:.3} ms",
+            opts.server,
+            rtt.as_secs_f64() * 1e3
+        );
+    })
+    .with_context(|| format!("ping {}", opts.server))?;
+    let answered = report.rtts.len();
+    println!(
+        "--- {} ({}) ping: handshake {:.3} ms, {} probes, {} answered, {:.1} % lost",
+        opts.server,
+        report.peer,
+        report.connect.as_secs_f64() * 1e3,
+        report.sent,
+        answered,
+        100.0 * f64::from(report.sent - answered as u32) / f64::from(report.sent.max(1))
+    );
+    let Some((min, avg, p99)) = report.summary_ms() else {
+        anyhow::bail!("ping {}: no probe was answered", opts.server);
+    };
+    println!("rtt min/avg/p99 = {min:.3}/{avg:.3}/{p99:.3} ms");
     Ok(())
 }

@@ -1,0 +1,530 @@
+//! `wavry-client`: the client runtime. Connects to a `wavry-server` over a mutually
+//! authenticated, encrypted RIFT session, decodes the H.264 stream, reads each frame's number
+//! and capture time back from its pixels (glass-to-glass from the image itself), presents it
+//! (headless here), optionally records the stream, and prints live stats and a summary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use crossbeam_channel::select;
+use wavry_media::{
+    AudioDecoder, Presenter, RawFrame, Recorder, VideoDecoder, VideoFormat,
+    audio::{OPUS_48K_STEREO_10MS, OpusDecoder},
+    h264::FfmpegDecoder,
+    present::HeadlessPresenter,
+    record::FileRecorder,
+    stamp,
+    window::WindowPresenter,
+};
+use wavry_net::{ClientDriver, DriverConfig, IoMode};
+use wavry_rift::crypto::PeerPolicy;
+use wavry_rift::identity::WavryId;
+use wavry_rift::proto::{self, input_message};
+use wavry_rift::session::{CloseReason, Event, Role, SessionConfig};
+use wavry_runtime::{Latencies, fmt_ms};
+
+/// Wavry client: watch (and record) a Wavry host's stream.
+#[derive(Parser, Debug)]
+#[command(name = "wavry-client", version)]
+#[allow(clippy::struct_excessive_bools)]
+struct Args {
+    /// Host to connect to (host:port as printed by wavry-server). Non-loopback needs
+    /// WAVRY_CLIENT_ALLOW_PUBLIC_CONNECT=1.
+    #[arg(long, value_name = "HOST:PORT")]
+    connect: Option<SocketAddr>,
+    /// Name shown to the host.
+    #[arg(long, default_value = "wavry-client")]
+    name: String,
+    /// This client's identity (.key file from `wavry keygen`); ephemeral when absent.
+    #[arg(long, value_name = "PATH")]
+    key: Option<PathBuf>,
+    /// The host's Wavry ID: connect only if the host proves it (recommended).
+    #[arg(long, value_name = "WAVRY_ID", allow_hyphen_values = true)]
+    host_id: Option<WavryId>,
+    /// Ask for an unencrypted session (refused unless WAVRY_ALLOW_INSECURE_NO_ENCRYPT=1).
+    #[arg(long)]
+    no_encrypt: bool,
+    /// Stream to a VR headset (not in this build).
+    #[arg(long)]
+    vr: bool,
+    /// Show the stream in a window on $DISPLAY (X11; the default is headless).
+    #[arg(long, conflicts_with = "headless")]
+    window: bool,
+    /// Decode and measure without showing anything (the default).
+    #[arg(long)]
+    headless: bool,
+    /// Record the received stream.
+    #[arg(long, env = "WAVRY_RECORD")]
+    record: bool,
+    /// Where recordings go.
+    #[arg(long, env = "WAVRY_RECORD_DIR", default_value = "recordings")]
+    record_dir: PathBuf,
+    /// Send this file to the host (repeatable).
+    #[arg(long, value_name = "PATH")]
+    send_file: Vec<PathBuf>,
+    /// Where received files go.
+    #[arg(long, env = "WAVRY_FILE_OUT_DIR", default_value = "received-files")]
+    file_out_dir: PathBuf,
+    /// Largest file accepted from the host, bytes.
+    #[arg(long, env = "WAVRY_FILE_MAX_BYTES", default_value_t = 1 << 30)]
+    file_max_bytes: u64,
+    /// Read `<file_id> pause|resume|cancel|retry` lines from stdin.
+    #[arg(long)]
+    file_control_stdin: bool,
+    /// Packet I/O backend: auto, uring or portable.
+    #[arg(long, env = "WAVRY_IO", default_value = "auto")]
+    io: IoMode,
+    /// Print a stats line per second.
+    #[arg(long)]
+    stats: bool,
+    /// Stop after this many seconds (default: until Ctrl-C or the host ends the session).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Once connected, press and release this key (evdev code) on the host: checks the input
+    /// path end to end while there is no window to type into.
+    #[arg(long, value_name = "EVDEV_CODE")]
+    input_test_key: Option<u32>,
+    /// Give up connecting after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    connect_timeout: u64,
+}
+
+fn main() -> std::process::ExitCode {
+    wavry_runtime::init_tracing();
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wavry-client: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_flags(args: &Args) -> anyhow::Result<SocketAddr> {
+    if args.vr {
+        bail!("--vr: VR streaming is not in this build");
+    }
+    if args.no_encrypt {
+        if std::env::var("WAVRY_ALLOW_INSECURE_NO_ENCRYPT").is_ok_and(|v| v == "1") {
+            eprintln!(
+                "wavry-client: --no-encrypt allowed by WAVRY_ALLOW_INSECURE_NO_ENCRYPT=1, but \
+                 RIFT in this build has no plaintext mode: the session stays encrypted and \
+                 mutually authenticated, so the flag changes nothing"
+            );
+        } else {
+            bail!(
+                "--no-encrypt refused: it would send the stream and your input in clear; set \
+                 WAVRY_ALLOW_INSECURE_NO_ENCRYPT=1 to acknowledge (this build encrypts anyway)"
+            );
+        }
+    }
+    if args.window && std::env::var_os("DISPLAY").is_none() {
+        bail!("--window: no display ($DISPLAY is not set); run headless (the default)");
+    }
+    if args.file_control_stdin {
+        eprintln!(
+            "wavry-client: --file-control-stdin: pause/resume/cancel from stdin is not in \
+             this build yet; transfers run to completion"
+        );
+    }
+    let Some(addr) = args.connect else {
+        bail!("--connect <host:port> is required (LAN discovery is not in this build yet)");
+    };
+    wavry_runtime::check_bind(addr, "WAVRY_CLIENT_ALLOW_PUBLIC_CONNECT")?;
+    Ok(addr)
+}
+
+/// What the client saw.
+#[derive(Debug, Default)]
+struct Tally {
+    received: u64,
+    /// Pictures the decoder produced.
+    pictures: u64,
+    /// Pictures whose pixel code was read (synthetic source).
+    decoded: u64,
+    unreadable: u64,
+    /// Pixel timestamp differs from the frame's metadata: a picture from the wrong frame.
+    mismatched: u64,
+    /// Pixel frame number not above the previous one.
+    out_of_order: u64,
+    decode_errors: u64,
+    dropped: u64,
+    skipped_until_keyframe: u64,
+    first: Option<u32>,
+    last: Option<u32>,
+    g2g: Latencies,
+    decode: Latencies,
+    bytes: u64,
+    audio_packets: u64,
+    audio_errors: u64,
+    /// Decoded audio, samples per channel.
+    audio_samples: u64,
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let addr = check_flags(args)?;
+    let (key, ephemeral) = wavry_runtime::load_identity(args.key.as_deref())?;
+    if ephemeral {
+        eprintln!(
+            "wavry-client: no --key: using an ephemeral identity {}",
+            key.id()
+        );
+    }
+    let policy = match args.host_id {
+        Some(id) => PeerPolicy::Pinned(id),
+        None => {
+            eprintln!(
+                "wavry-client: no --host-id: accepting any host that proves an identity \
+                 (pin it with --host-id for protection against impostors)"
+            );
+            PeerPolicy::AnyAuthenticated
+        }
+    };
+    let mut cfg = SessionConfig::new(Role::Client, policy);
+    cfg.hello.client_name.clone_from(&args.name);
+    cfg.files.max_file_bytes = args.file_max_bytes;
+    cfg.handshake_timeout = Duration::from_secs(args.connect_timeout.max(1));
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let bind = if addr.ip().is_loopback() {
+        SocketAddr::new(addr.ip(), 0)
+    } else {
+        bind
+    };
+    let socket = wavry_net::bind(bind, args.io, &wavry_net::Config::default())?;
+    let client = ClientDriver::connect(
+        socket,
+        cfg,
+        key,
+        addr,
+        DriverConfig {
+            thread_name: "wavry-client-io".into(),
+            ..DriverConfig::default()
+        },
+    )?;
+    let stop_rx = wavry_runtime::stop_signal()?;
+    let connect_deadline = Instant::now() + Duration::from_secs(args.connect_timeout.max(1));
+    let params = loop {
+        select! {
+            recv(client.events()) -> ev => match ev.context("client driver stopped")? {
+                Event::Connected { peer, params } => {
+                    println!("wavry-client: connected to {peer} at {addr}");
+                    break params;
+                }
+                Event::Closed(r) => bail!("could not connect to {addr}: {}", describe(&r)),
+                _ => {}
+            },
+            recv(stop_rx) -> _ => {
+                let _ = client.shutdown();
+                return Ok(());
+            }
+            default(connect_deadline.saturating_duration_since(Instant::now())) => {
+                bail!("no answer from {addr} within {} s", args.connect_timeout);
+            }
+        }
+    };
+    let res = params.stream_resolution.unwrap_or_default();
+    let format = VideoFormat {
+        width: res.width,
+        height: res.height,
+        fps: params.fps.max(1),
+    };
+    println!(
+        "wavry-client: stream {}x{} @ {} fps, H.264, decoder ffmpeg-h264, presenter {}",
+        format.width,
+        format.height,
+        format.fps,
+        if args.window { "window" } else { "headless" }
+    );
+    let mut recorder = if args.record {
+        std::fs::create_dir_all(&args.record_dir)
+            .with_context(|| format!("creating {}", args.record_dir.display()))?;
+        let path = args.record_dir.join(format!(
+            "wavry-client-{}.mp4",
+            wavry_media::wall_clock_us() / 1_000_000
+        ));
+        eprintln!("wavry-client: recording to {}", path.display());
+        Some(FileRecorder::with_opus(
+            &path,
+            format,
+            OPUS_48K_STEREO_10MS,
+        )?)
+    } else {
+        None
+    };
+    if let Some(code) = args.input_test_key {
+        for pressed in [true, false] {
+            client.send_input(proto::InputMessage {
+                timestamp_us: wavry_media::wall_clock_us(),
+                event: Some(input_message::Event::Key(proto::Key {
+                    keycode: code,
+                    pressed,
+                })),
+            })?;
+        }
+        println!("wavry-client: sent a press and release of key {code}");
+    }
+    let mut tally = Tally::default();
+    let outcome = stream(
+        args,
+        &client,
+        &stop_rx,
+        &mut tally,
+        recorder.as_mut(),
+        (format.width, format.height),
+    );
+    if outcome.is_ok() {
+        let _ = client.close("client finished");
+    }
+    let _ = client.shutdown();
+    if let Some(r) = recorder.as_mut() {
+        let s = r.finish()?;
+        println!(
+            "wavry-client: recorded {} frames and {} audio packets ({:.2} s) to {}",
+            s.frames,
+            s.audio_packets,
+            s.duration_s,
+            s.path.display()
+        );
+    }
+    print_summary(&tally);
+    outcome
+}
+
+fn describe(r: &CloseReason) -> String {
+    match r {
+        CloseReason::HandshakeFailed(why) => format!("handshake failed: {why}"),
+        CloseReason::HandshakeTimeout => "no handshake answer (is a host listening?)".into(),
+        CloseReason::Refused => "the host refused the session (busy)".into(),
+        CloseReason::Remote(why) => format!("the host ended the session: {why}"),
+        CloseReason::IdleTimeout => "the host went silent".into(),
+        CloseReason::Local => "closed locally".into(),
+    }
+}
+
+fn stream(
+    args: &Args,
+    client: &ClientDriver,
+    stop_rx: &crossbeam_channel::Receiver<()>,
+    tally: &mut Tally,
+    mut recorder: Option<&mut FileRecorder>,
+    picture_size: (u32, u32),
+) -> anyhow::Result<()> {
+    let mut decoder = FfmpegDecoder::h264()?;
+    let mut audio = OpusDecoder::new(OPUS_48K_STEREO_10MS)?;
+    // Room for the longest Opus packet (120 ms) of 48 kHz stereo.
+    let mut pcm = vec![0i16; 5760 * 2];
+    let mut presenter: Box<dyn Presenter> = if args.window {
+        Box::new(WindowPresenter::open(
+            "Wavry",
+            picture_size.0,
+            picture_size.1,
+        )?)
+    } else {
+        Box::new(HeadlessPresenter::default())
+    };
+    let mut picture = RawFrame::new(2, 2);
+    let deadline = args
+        .seconds
+        .map(|s| Instant::now() + Duration::from_secs(s));
+    let mut need_keyframe = true;
+    let mut downloads = wavry_runtime::files::Downloads::new(args.file_out_dir.clone());
+    let mut uploads = Vec::new();
+    for path in &args.send_file {
+        let u = wavry_runtime::files::Upload::start(client, path)?;
+        let (name, size) = u.describe();
+        println!("wavry-client: offering {name} ({size} bytes) to the host");
+        uploads.push(u);
+    }
+    let (mut sec_frames, mut sec_bytes) = (0u64, 0u64);
+    loop {
+        let left = deadline.map_or(Duration::from_secs(3600), |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        if left.is_zero() {
+            return Ok(());
+        }
+        select! {
+            recv(stop_rx) -> _ => {
+                eprintln!("wavry-client: stopping (Goodbye to the host)");
+                return Ok(());
+            }
+            recv(client.events()) -> ev => match ev.context("client driver stopped")? {
+                Event::Frame(f) => {
+                    tally.received += 1;
+                    sec_frames += 1;
+                    sec_bytes += f.data.len() as u64;
+                    tally.bytes += f.data.len() as u64;
+                    if need_keyframe && !f.meta.keyframe {
+                        tally.skipped_until_keyframe += 1;
+                    } else {
+                        need_keyframe = false;
+                        if let Some(r) = recorder.as_deref_mut() {
+                            r.write_video(&f.data, f.meta.keyframe, f.meta.timestamp_us)?;
+                        }
+                        let t0 = Instant::now();
+                        match decoder.decode(&f.data, f.meta.timestamp_us, &mut picture) {
+                            Ok(true) => {
+                                tally.decode.record_us(t0.elapsed().as_micros() as u64);
+                                tally.pictures += 1;
+                                check_picture(tally, &picture, f.meta.timestamp_us);
+                                if !presenter.present(&picture)? {
+                                    println!("wavry-client: window closed");
+                                    return Ok(());
+                                }
+                            }
+                            Ok(false) => {}
+                            Err(e) => {
+                                tracing::debug!("decode: {e}");
+                                tally.decode_errors += 1;
+                                need_keyframe = true;
+                            }
+                        }
+                    }
+                    client.recycle(f)?;
+                }
+                Event::Audio { timestamp_us, data } => {
+                    tally.audio_packets += 1;
+                    if let Some(r) = recorder.as_deref_mut() {
+                        r.write_audio(&data, timestamp_us)?;
+                    }
+                    match audio.decode(&data, &mut pcm) {
+                        Ok(n) => tally.audio_samples += n as u64,
+                        Err(e) => {
+                            tracing::debug!("audio decode: {e}");
+                            tally.audio_errors += 1;
+                        }
+                    }
+                }
+                Event::FrameDropped { .. } => {
+                    // The session asked the host for a keyframe; frames until then would
+                    // reference the lost one.
+                    tally.dropped += 1;
+                    need_keyframe = true;
+                }
+                Event::Stats(p) if args.stats => {
+                    println!(
+                        "stats: {sec_frames} fps, {:.2} Mbit/s, rtt {} ms, loss {:.2} %, \
+                         fec repairs {}, drops {}, glass-to-glass p50 {} ms p99 {} ms",
+                        sec_bytes as f64 * 8.0 / p.period.as_secs_f64().max(1e-3) / 1e6,
+                        fmt_ms(p.rtt.map(|r| r.as_secs_f64() * 1e3)),
+                        p.loss * 100.0,
+                        p.fec_recovered,
+                        p.frames_dropped,
+                        fmt_ms(tally.g2g.ms(0.5)),
+                        fmt_ms(tally.g2g.ms(0.99)),
+                    );
+                    (sec_frames, sec_bytes) = (0, 0);
+                }
+                Event::FileOffered(offer) => {
+                    let id = offer.file_id;
+                    let resume = downloads.offered(id, &offer)?;
+                    client.call(Duration::from_secs(5), move |s, now| {
+                        s.accept_file(now, id, resume)
+                    })??;
+                }
+                Event::FileData { file_id, offset, data } => {
+                    downloads.data(&file_id, offset, &data)?;
+                }
+                Event::FileAccepted { file_id, offset } => {
+                    if let Some(u) = uploads.iter_mut().find(|u| u.id == file_id) {
+                        u.accepted(offset);
+                        u.feed(client)?;
+                    }
+                }
+                Event::FileWritable { file_id } => {
+                    if let Some(u) = uploads.iter_mut().find(|u| u.id == file_id) {
+                        u.feed(client)?;
+                    }
+                }
+                Event::FileDone { file_id, sending: true, result } => {
+                    if let Some(u) = uploads.iter().find(|u| u.id == file_id) {
+                        let (name, size) = u.describe();
+                        match result {
+                            Ok(()) => println!(
+                                "wavry-client: sent {name} ({size} bytes, SHA-256 verified by the host)"
+                            ),
+                            Err(e) => eprintln!("wavry-client: sending {name} failed: {e}"),
+                        }
+                    }
+                }
+                Event::FileDone { file_id, sending: false, result } => {
+                    match downloads.done(&file_id, result) {
+                        Some(Ok(path)) => println!(
+                            "wavry-client: received {} (SHA-256 verified)",
+                            path.display()
+                        ),
+                        Some(Err(e)) => eprintln!("wavry-client: file transfer failed: {e}"),
+                        None => {}
+                    }
+                }
+                Event::Closed(r) => {
+                    return match r {
+                        CloseReason::Remote(why) => {
+                            println!("wavry-client: the host ended the session: {why}");
+                            Ok(())
+                        }
+                        other => Err(anyhow::anyhow!("session ended: {}", describe(&other))),
+                    };
+                }
+                _ => {}
+            },
+            default(left) => {}
+        }
+    }
+}
+
+/// Reads the pixel code of a decoded picture and checks it against the frame's metadata.
+fn check_picture(tally: &mut Tally, picture: &RawFrame, meta_capture_us: u64) {
+    let Some(s) = stamp::read(picture) else {
+        tally.unreadable += 1;
+        return;
+    };
+    tally.decoded += 1;
+    if s.capture_us != meta_capture_us {
+        tally.mismatched += 1;
+    }
+    if tally.last.is_some_and(|l| s.frame <= l) {
+        tally.out_of_order += 1;
+    }
+    tally.first.get_or_insert(s.frame);
+    tally.last = Some(s.frame);
+    // Same clock on the same machine; across machines this needs synchronised clocks.
+    let g2g = wavry_media::wall_clock_us().saturating_sub(s.capture_us);
+    tally.g2g.record_us(g2g);
+}
+
+fn print_summary(t: &Tally) {
+    // One key=value line for scripts and tests.
+    println!(
+        "summary received={} pictures={} decoded={} unreadable={} mismatched={} out_of_order={} \
+         decode_errors={} dropped={} skipped_until_keyframe={} first_frame={} last_frame={} \
+         g2g_p50_ms={} g2g_p99_ms={} decode_p50_ms={} mbytes={:.2} audio_packets={} \
+         audio_errors={} audio_ms={}",
+        t.received,
+        t.pictures,
+        t.decoded,
+        t.unreadable,
+        t.mismatched,
+        t.out_of_order,
+        t.decode_errors,
+        t.dropped,
+        t.skipped_until_keyframe,
+        t.first.map_or_else(|| "-".into(), |f| f.to_string()),
+        t.last.map_or_else(|| "-".into(), |f| f.to_string()),
+        fmt_ms(t.g2g.ms(0.5)),
+        fmt_ms(t.g2g.ms(0.99)),
+        fmt_ms(t.decode.ms(0.5)),
+        t.bytes as f64 / 1e6,
+        t.audio_packets,
+        t.audio_errors,
+        t.audio_samples / 48,
+    );
+}

@@ -1,0 +1,738 @@
+//! `wavry-server`: the host runtime. Captures (a synthetic test pattern by default), encodes
+//! H.264 with libx264 and streams it over a mutually authenticated, encrypted RIFT session to
+//! each allowed client; applies their input to an input sink; optionally records what it sends.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use crossbeam_channel::select;
+use wavry_media::{
+    AudioEncoder, AudioSource, InputSink, RawFrame, Recorder, VideoEncoder, VideoFormat,
+    VideoSource,
+    audio::{OPUS_48K_STEREO_10MS, OpusEncoder, ToneSource},
+    h264::{self, EncoderConfig, X264Encoder},
+    input::LoggingInputSink,
+    record::FileRecorder,
+    synthetic::SyntheticSource,
+    x11::{X11Source, XTestSink},
+};
+use wavry_net::{DriverConfig, HostDriver, IoMode};
+use wavry_rift::crypto::PeerPolicy;
+use wavry_rift::identity::WavryId;
+use wavry_rift::proto::control_message::Content as Ctl;
+use wavry_rift::session::{Endpoint, Event, FrameMeta, HostParams, Role, SessionConfig};
+use wavry_runtime::files::{HostSession, Upload};
+use wavry_runtime::probe;
+
+/// Sessions one host serves at once (each gets the same encoded stream).
+const MAX_CLIENTS: usize = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Source {
+    /// Moving test pattern carrying frame number and capture time in its pixels.
+    Synthetic,
+    /// The root window of an X display (--display-id N, else $DISPLAY).
+    X11,
+    /// A PipeWire screen-cast stream (not in this build yet).
+    Pipewire,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EncoderChoice {
+    /// The best available: hardware where usable, else libx264.
+    Auto,
+    /// Software H.264 (libx264, ultrafast, zerolatency).
+    Libx264,
+    /// VAAPI H.264 (needs /dev/dri).
+    H264Vaapi,
+    /// NVENC H.264 (needs an NVIDIA GPU with NVENC).
+    H264Nvenc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum InputChoice {
+    /// XTEST when capturing an X display, else the log.
+    Auto,
+    /// Inject into the X display through XTEST.
+    Xtest,
+    /// Log and count events.
+    Log,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RecordQuality {
+    High,
+    Standard,
+    Low,
+}
+
+/// Wavry host: share this machine's screen (or a synthetic test pattern) with Wavry clients.
+#[derive(Parser, Debug)]
+#[command(name = "wavry-server", version)]
+#[allow(clippy::struct_excessive_bools)]
+struct Args {
+    /// UDP address to listen on. Non-loopback needs WAVRY_SERVER_ALLOW_PUBLIC_BIND=1.
+    #[arg(long, env = "WAVRY_LISTEN_ADDR", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// This host's identity (.key file from `wavry keygen`); ephemeral when absent.
+    #[arg(long, value_name = "PATH")]
+    key: Option<PathBuf>,
+    /// Accept this client Wavry ID (repeatable).
+    #[arg(long = "allow", value_name = "WAVRY_ID", allow_hyphen_values = true)]
+    allow: Vec<WavryId>,
+    /// Accept any client that proves its identity (it is still logged).
+    #[arg(long, conflicts_with = "allow")]
+    allow_any: bool,
+    /// Stream width in pixels.
+    #[arg(long, default_value_t = 1280, value_parser = clap::value_parser!(u32).range(320..=8192))]
+    width: u32,
+    /// Stream height in pixels.
+    #[arg(long, default_value_t = 720, value_parser = clap::value_parser!(u32).range(240..=8192))]
+    height: u32,
+    /// Frames per second.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=240))]
+    fps: u32,
+    /// Starting video bitrate, kbit/s (DELTA's target takes over once measured).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(100..=500_000))]
+    bitrate_kbps: u32,
+    /// Longest time between keyframes, ms.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(100..=10_000))]
+    keyframe_interval_ms: u32,
+    /// Display to capture.
+    #[arg(long, env = "WAVRY_DISPLAY_ID")]
+    display_id: Option<u32>,
+    /// What to capture.
+    #[arg(long, value_enum, default_value_t = Source::Synthetic)]
+    source: Source,
+    /// Which encoder.
+    #[arg(long, value_enum, default_value_t = EncoderChoice::Auto)]
+    encoder: EncoderChoice,
+    /// Where client input goes: auto (XTEST with --source x11, else a log), xtest or log.
+    #[arg(long, value_enum, default_value_t = InputChoice::Auto)]
+    input: InputChoice,
+    /// Packet I/O backend: auto, uring or portable.
+    #[arg(long, env = "WAVRY_IO", default_value = "auto")]
+    io: IoMode,
+    /// Audio to send: tone (a 440 Hz test tone), system, microphone, app:<name> or disabled.
+    #[arg(long, env = "WAVRY_AUDIO_SOURCE", default_value = "tone")]
+    audio_source: String,
+    /// Record the stream this host sends.
+    #[arg(long, env = "WAVRY_RECORD")]
+    record: bool,
+    /// Where recordings go.
+    #[arg(long, env = "WAVRY_RECORD_DIR", default_value = "recordings")]
+    record_dir: PathBuf,
+    /// Recording quality.
+    #[arg(long, value_enum, env = "WAVRY_RECORD_QUALITY", default_value_t = RecordQuality::Standard)]
+    record_quality: RecordQuality,
+    /// Send this file to each client (repeatable).
+    #[arg(long, value_name = "PATH")]
+    send_file: Vec<PathBuf>,
+    /// Where received files go.
+    #[arg(long, env = "WAVRY_FILE_OUT_DIR", default_value = "received-files")]
+    file_out_dir: PathBuf,
+    /// Largest file accepted from a client, bytes.
+    #[arg(long, env = "WAVRY_FILE_MAX_BYTES", default_value_t = 1 << 30)]
+    file_max_bytes: u64,
+    /// Share of the video bitrate file transfers may use, percent.
+    #[arg(long, env = "WAVRY_FILE_TRANSFER_SHARE_PERCENT", default_value_t = 15, value_parser = clap::value_parser!(u8).range(1..=100))]
+    file_transfer_share_percent: u8,
+    /// Floor of the file-transfer budget, kbit/s.
+    #[arg(long, env = "WAVRY_FILE_TRANSFER_MIN_KBPS", default_value_t = 256)]
+    file_transfer_min_kbps: u32,
+    /// Ceiling of the file-transfer budget, kbit/s.
+    #[arg(long, env = "WAVRY_FILE_TRANSFER_MAX_KBPS", default_value_t = 4096)]
+    file_transfer_max_kbps: u32,
+    /// Signalling gateway (connection paths through the gateway are not in this build yet).
+    #[arg(long, env = "WAVRY_GATEWAY_URL")]
+    gateway_url: Option<String>,
+    /// Gateway session token (never logged).
+    #[arg(long, env = "WAVRY_SESSION_TOKEN", hide_env_values = true)]
+    session_token: Option<String>,
+    /// Serve browsers over WebRTC (not in this build).
+    #[arg(long, env = "WAVRY_ENABLE_WEBRTC")]
+    enable_webrtc: bool,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Print a stats line per second.
+    #[arg(long)]
+    stats: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    wavry_runtime::init_tracing();
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wavry-server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Says what the flags not yet backed by this build do, and refuses the ones that would
+/// silently change what the user asked for.
+fn check_flags(args: &Args) -> anyhow::Result<()> {
+    if args.enable_webrtc {
+        bail!(
+            "--enable-webrtc: the WebRTC bridge for browsers is not in this build; \
+             run without it to serve Wavry clients"
+        );
+    }
+    if args.source == Source::Pipewire {
+        bail!(
+            "--source pipewire: PipeWire capture is not in this build yet; \
+             use --source x11 (an X display) or synthetic"
+        );
+    }
+    if args.gateway_url.is_some() || args.session_token.is_some() {
+        eprintln!(
+            "wavry-server: --gateway-url/--session-token accepted; connecting through the \
+             gateway arrives with the connection-paths work, so this host serves direct \
+             connections on --listen only"
+        );
+    }
+    if args.display_id.is_some() && args.source == Source::Synthetic {
+        eprintln!("wavry-server: --display-id ignored: the synthetic source has one display");
+    }
+    match args.audio_source.as_str() {
+        "tone" | "disabled" => {}
+        other => eprintln!(
+            "wavry-server: --audio-source {other}: audio capture is not in this build yet; \
+             sending no audio (--audio-source tone sends a test tone)"
+        ),
+    }
+    if args.file_transfer_min_kbps > args.file_transfer_max_kbps {
+        bail!("--file-transfer-min-kbps must not exceed --file-transfer-max-kbps");
+    }
+    if args.record {
+        eprintln!(
+            "wavry-server: recording passes the encoded stream through (no re-encode), so \
+             --record-quality {:?} does not change it",
+            args.record_quality
+        );
+    }
+    Ok(())
+}
+
+fn pick_encoder(choice: EncoderChoice) -> anyhow::Result<()> {
+    let probed = h264::probe_hardware_encoders();
+    let why = |name: &str| {
+        probed
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or_else(|| Err("unknown".to_owned()), |(_, r)| r.clone())
+    };
+    match choice {
+        EncoderChoice::Libx264 => Ok(()),
+        EncoderChoice::Auto => {
+            for (name, r) in &probed {
+                if let Err(e) = r {
+                    tracing::info!("encoder {name} unavailable: {e}");
+                }
+            }
+            let hw: Vec<_> = ["h264_vaapi", "h264_nvenc"]
+                .into_iter()
+                .filter_map(|n| why(n).err().map(|e| format!("{n}: {e}")))
+                .collect();
+            eprintln!(
+                "wavry-server: encoder libx264 (software; hardware H.264 unavailable: {})",
+                hw.join("; ")
+            );
+            Ok(())
+        }
+        EncoderChoice::H264Vaapi | EncoderChoice::H264Nvenc => {
+            let name = if choice == EncoderChoice::H264Vaapi {
+                "h264_vaapi"
+            } else {
+                "h264_nvenc"
+            };
+            match why(name) {
+                Err(e) => bail!("--encoder {name}: unavailable here: {e}"),
+                Ok(()) => bail!(
+                    "--encoder {name}: the device is present but this build drives only \
+                     libx264 so far"
+                ),
+            }
+        }
+    }
+}
+
+/// What the event loop and the media thread share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Connected sessions the stream goes to.
+    sessions: Mutex<Vec<wavry_rift::session::SessionHandle>>,
+    /// A keyframe is due (new client, lost frame, recording start).
+    keyframe: AtomicBool,
+    /// Lowest DELTA target across sessions, bit/s (0: none yet).
+    target_bps: AtomicU64,
+    /// Set when the runtime is ending.
+    stop: AtomicBool,
+    frames_sent: AtomicU64,
+    frames_skipped: AtomicU64,
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    check_flags(args)?;
+    wavry_runtime::check_bind(args.listen, "WAVRY_SERVER_ALLOW_PUBLIC_BIND")?;
+    let policy = if args.allow_any {
+        PeerPolicy::AnyAuthenticated
+    } else if args.allow.is_empty() {
+        bail!(
+            "no client is allowed: pass --allow <wavry-id> for each client \
+             (`wavry show-id --key client.pub`), or --allow-any"
+        );
+    } else {
+        PeerPolicy::AllowList(args.allow.clone())
+    };
+    let (key, ephemeral) = wavry_runtime::load_identity(args.key.as_deref())?;
+    if ephemeral {
+        eprintln!(
+            "wavry-server: no --key: using an ephemeral identity (clients cannot pin it across \
+             restarts; make one with `wavry keygen`)"
+        );
+    }
+    let display = args.display_id.map(|n| format!(":{n}"));
+    let source: Box<dyn VideoSource> = match args.source {
+        Source::X11 => {
+            let s = X11Source::open(display.as_deref(), args.fps)?;
+            eprintln!(
+                "wavry-server: capturing X display {} at {}x{} (--width/--height follow the screen)",
+                display.as_deref().unwrap_or("$DISPLAY"),
+                s.format().width,
+                s.format().height
+            );
+            Box::new(s)
+        }
+        Source::Synthetic | Source::Pipewire => Box::new(SyntheticSource::new(VideoFormat {
+            width: args.width & !1,
+            height: args.height & !1,
+            fps: args.fps,
+        })?),
+    };
+    let format = source.format();
+    pick_encoder(args.encoder)?;
+    let encoder = X264Encoder::new(EncoderConfig {
+        format,
+        bitrate_bps: u64::from(args.bitrate_kbps) * 1000,
+        keyframe_interval_ms: args.keyframe_interval_ms,
+    })?;
+    let recorder = if args.record {
+        std::fs::create_dir_all(&args.record_dir)
+            .with_context(|| format!("creating {}", args.record_dir.display()))?;
+        let path = args.record_dir.join(format!(
+            "wavry-host-{}.mp4",
+            wavry_media::wall_clock_us() / 1_000_000
+        ));
+        eprintln!("wavry-server: recording to {}", path.display());
+        Some(if args.audio_source == "tone" {
+            FileRecorder::with_opus(&path, format, OPUS_48K_STEREO_10MS)?
+        } else {
+            FileRecorder::create(&path, format)?
+        })
+    } else {
+        None
+    };
+    // The media and audio threads both write to it.
+    let recorder = Mutex::new(recorder);
+
+    let mut cfg = SessionConfig::new(Role::Host, policy);
+    cfg.host = HostParams {
+        resolution: (format.width, format.height),
+        fps: format.fps,
+        initial_bitrate_kbps: args.bitrate_kbps,
+        keyframe_interval_ms: args.keyframe_interval_ms,
+        ..HostParams::default()
+    };
+    cfg.files.share_percent = args.file_transfer_share_percent;
+    cfg.files.min_kbps = args.file_transfer_min_kbps;
+    cfg.files.max_kbps = args.file_transfer_max_kbps;
+    cfg.files.max_file_bytes = args.file_max_bytes;
+    let socket = wavry_net::bind(args.listen, args.io, &wavry_net::Config::default())
+        .with_context(|| format!("binding {}", args.listen))?;
+    let host = HostDriver::spawn(
+        socket,
+        Endpoint::new(cfg, key.clone(), MAX_CLIENTS),
+        DriverConfig {
+            thread_name: "wavry-host-io".into(),
+            ..DriverConfig::default()
+        },
+    )?;
+    let stop_rx = wavry_runtime::stop_signal()?;
+    // Tests and scripts read this line for the port and the identity to pin.
+    println!(
+        "wavry-server listening on {} as {} ({}x{} @ {} fps, {} backend)",
+        host.local_addr(),
+        key.id(),
+        format.width,
+        format.height,
+        format.fps,
+        host.backend()
+    );
+
+    let shared = Arc::new(Shared::default());
+    let result = std::thread::scope(|s| {
+        let media = s.spawn(|| media_loop(&host, &shared, source, encoder, &recorder));
+        let audio = (args.audio_source == "tone")
+            .then(|| s.spawn(|| audio_loop(&host, &shared, &recorder)));
+        let r = event_loop(args, &host, &shared, &stop_rx);
+        shared.stop.store(true, Ordering::Release);
+        let rec = media
+            .join()
+            .map_err(|_| anyhow::anyhow!("media thread panicked"))?;
+        let aud = audio.map_or(Ok(()), |a| {
+            a.join()
+                .map_err(|_| anyhow::anyhow!("audio thread panicked"))?
+        });
+        r.and(rec).and(aud)
+    });
+    if let Some(mut r) = recorder
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        let s = r.finish()?;
+        println!(
+            "wavry-server: recorded {} frames and {} audio packets ({:.2} s) to {}",
+            s.frames,
+            s.audio_packets,
+            s.duration_s,
+            s.path.display()
+        );
+    }
+    let stats = host.shutdown()?;
+    println!(
+        "wavry-server: sent {} frames ({} skipped behind a full queue), {} datagrams",
+        shared.frames_sent.load(Ordering::Relaxed),
+        shared.frames_skipped.load(Ordering::Relaxed),
+        stats.datagrams_sent
+    );
+    result
+}
+
+fn event_loop(
+    args: &Args,
+    host: &HostDriver,
+    shared: &Shared,
+    stop_rx: &crossbeam_channel::Receiver<()>,
+) -> anyhow::Result<()> {
+    let mut sink: Box<dyn InputSink> = match (args.input, args.source) {
+        (InputChoice::Xtest, _) | (InputChoice::Auto, Source::X11) => {
+            let display = args.display_id.map(|n| format!(":{n}"));
+            Box::new(XTestSink::open(display.as_deref())?)
+        }
+        _ => Box::new(LoggingInputSink::default()),
+    };
+    eprintln!("wavry-server: input sink {}", sink.name());
+    let mut injected = 0u64;
+    let mut downloads = wavry_runtime::files::Downloads::new(args.file_out_dir.clone());
+    let mut uploads: Vec<(wavry_rift::session::SessionHandle, Upload)> = Vec::new();
+    let deadline = args
+        .seconds
+        .map(|s| Instant::now() + Duration::from_secs(s));
+    let mut targets: HashMap<wavry_rift::session::SessionHandle, u64> = HashMap::new();
+    loop {
+        let left = deadline.map_or(Duration::from_secs(3600), |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        if left.is_zero() {
+            break;
+        }
+        select! {
+            recv(stop_rx) -> _ => {
+                eprintln!("wavry-server: stopping (Goodbye to every client)");
+                break;
+            }
+            recv(host.events()) -> ev => {
+                let (h, ev) = ev.context("host driver stopped")?;
+                match ev {
+                    Event::Connected { peer, .. } => {
+                        println!("wavry-server: client {peer} connected");
+                        for path in &args.send_file {
+                            let u = Upload::start(&HostSession(host, h), path)?;
+                            let (name, size) = u.describe();
+                            println!("wavry-server: offering {name} ({size} bytes) to {peer}");
+                            uploads.push((h, u));
+                        }
+                        lock(&shared.sessions).push(h);
+                        shared.keyframe.store(true, Ordering::Release);
+                    }
+                    Event::Closed(reason) => {
+                        lock(&shared.sessions).retain(|&s| s != h);
+                        uploads.retain(|(s, _)| *s != h);
+                        if targets.remove(&h).is_some() {
+                            publish_target(shared, &targets);
+                        }
+                        println!("wavry-server: session closed: {reason:?}");
+                    }
+                    Event::KeyframeRequested { .. } => {
+                        shared.keyframe.store(true, Ordering::Release);
+                    }
+                    Event::TargetBitrate { bps, .. } => {
+                        targets.insert(h, bps);
+                        publish_target(shared, &targets);
+                    }
+                    Event::Input(msg) => {
+                        if let Some(e) = wavry_runtime::input_event(&msg) {
+                            sink.inject(&e)?;
+                            injected += 1;
+                        }
+                    }
+                    Event::Control(msg) if probe::seq(&msg).is_some() => {
+                        if let Some(Ctl::Latency(l)) = msg.content {
+                            let _ = host.send_control(h, Ctl::Latency(l));
+                        }
+                    }
+                    Event::FileOffered(offer) => {
+                        let id = offer.file_id;
+                        match downloads.offered((h, id), &offer) {
+                            Ok(resume) => {
+                                host.call(h, Duration::from_secs(5), move |s, now| {
+                                    s.accept_file(now, id, resume)
+                                })??;
+                            }
+                            Err(e) => {
+                                eprintln!("wavry-server: cannot receive {}: {e}", offer.name);
+                                host.call(h, Duration::from_secs(5), move |s, now| {
+                                    s.refuse_file(now, id, "the host cannot store it")
+                                })??;
+                            }
+                        }
+                    }
+                    Event::FileData { file_id, offset, data } => {
+                        downloads.data(&(h, file_id), offset, &data)?;
+                    }
+                    Event::FileAccepted { file_id, offset } => {
+                        if let Some((_, u)) =
+                            uploads.iter_mut().find(|(s, u)| *s == h && u.id == file_id)
+                        {
+                            u.accepted(offset);
+                            u.feed(&HostSession(host, h))?;
+                        }
+                    }
+                    Event::FileWritable { file_id } => {
+                        if let Some((_, u)) =
+                            uploads.iter_mut().find(|(s, u)| *s == h && u.id == file_id)
+                        {
+                            u.feed(&HostSession(host, h))?;
+                        }
+                    }
+                    Event::FileDone { file_id, sending: true, result } => {
+                        if let Some(i) = uploads.iter().position(|(s, u)| *s == h && u.id == file_id) {
+                            let (_, u) = uploads.swap_remove(i);
+                            let (name, size) = u.describe();
+                            match result {
+                                Ok(()) => println!(
+                                    "wavry-server: sent {name} ({size} bytes, SHA-256 verified by the client)"
+                                ),
+                                Err(e) => eprintln!("wavry-server: sending {name} failed: {e}"),
+                            }
+                        }
+                    }
+                    Event::FileDone { file_id, sending: false, result } => {
+                        match downloads.done(&(h, file_id), result) {
+                            Some(Ok(path)) => println!(
+                                "wavry-server: received {} (SHA-256 verified)",
+                                path.display()
+                            ),
+                            Some(Err(e)) => eprintln!("wavry-server: file transfer failed: {e}"),
+                            None => {}
+                        }
+                    }
+                    Event::Frame(f) => {
+                        let _ = host.recycle(h, f);
+                    }
+                    Event::Stats(p) if args.stats => {
+                        println!(
+                            "stats: rtt {} ms, loss {:.2} %, target {:.2} Mbit/s, sent {:.2} Mbit/s",
+                            wavry_runtime::fmt_ms(p.rtt.map(|r| r.as_secs_f64() * 1e3)),
+                            p.loss * 100.0,
+                            p.target_bps as f64 / 1e6,
+                            p.send_bps as f64 / 1e6,
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            default(left) => {}
+        }
+    }
+    println!(
+        "wavry-server: injected {injected} input events through {}",
+        sink.name()
+    );
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn publish_target(shared: &Shared, targets: &HashMap<wavry_rift::session::SessionHandle, u64>) {
+    let min = targets.values().copied().min().unwrap_or(0);
+    shared.target_bps.store(min, Ordering::Release);
+}
+
+/// Captures, encodes and queues a frame per 1/fps for every connected session; records.
+fn media_loop(
+    host: &HostDriver,
+    shared: &Shared,
+    mut source: Box<dyn VideoSource>,
+    mut encoder: X264Encoder,
+    recorder: &Mutex<Option<FileRecorder>>,
+) -> anyhow::Result<()> {
+    let fps = source.format().fps;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(fps));
+    let mut raw = RawFrame::new(source.format().width, source.format().height);
+    let mut targets = Vec::with_capacity(MAX_CLIENTS);
+    let mut next = Instant::now();
+    let mut result = Ok(());
+    while !shared.stop.load(Ordering::Acquire) {
+        if let Some(d) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        next += interval;
+        if next < Instant::now() {
+            // Fell behind by more than a frame: restart the clock rather than burst.
+            next = Instant::now() + interval;
+        }
+        targets.clear();
+        targets.extend(lock(&shared.sessions).iter().copied());
+        if targets.is_empty() && lock(recorder).is_none() {
+            continue;
+        }
+        if let Err(e) = send_one(
+            host,
+            shared,
+            source.as_mut(),
+            &mut encoder,
+            recorder,
+            &mut raw,
+            &targets,
+            interval,
+        ) {
+            result = Err(e);
+            break;
+        }
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_one(
+    host: &HostDriver,
+    shared: &Shared,
+    source: &mut dyn VideoSource,
+    encoder: &mut X264Encoder,
+    recorder: &Mutex<Option<FileRecorder>>,
+    raw: &mut RawFrame,
+    targets: &[wavry_rift::session::SessionHandle],
+    interval: Duration,
+) -> anyhow::Result<()> {
+    if shared.keyframe.swap(false, Ordering::AcqRel) {
+        encoder.request_keyframe();
+    }
+    let bps = shared.target_bps.load(Ordering::Acquire);
+    if bps > 0 && bps != encoder.bitrate() {
+        encoder.set_bitrate(bps);
+    }
+    let t0 = Instant::now();
+    source.capture(raw)?;
+    let t1 = Instant::now();
+    let mut buf = host.take_buffer();
+    let Some(info) = encoder.encode(raw, &mut buf)? else {
+        return Ok(());
+    };
+    let t2 = Instant::now();
+    if let Some(r) = lock(recorder).as_mut() {
+        r.write_video(&buf, info.keyframe, info.capture_us)?;
+    }
+    let meta = FrameMeta {
+        timestamp_us: info.capture_us,
+        keyframe: info.keyframe,
+        capture_us: (t1 - t0).as_micros() as u32,
+        encode_us: (t2 - t1).as_micros() as u32,
+    };
+    let Some((&last, rest)) = targets.split_last() else {
+        return Ok(());
+    };
+    for &h in rest {
+        let mut copy = host.take_buffer();
+        copy.extend_from_slice(&buf);
+        queue(host, shared, h, copy, meta, interval)?;
+    }
+    queue(host, shared, last, buf, meta, interval)
+}
+
+fn queue(
+    host: &HostDriver,
+    shared: &Shared,
+    h: wavry_rift::session::SessionHandle,
+    data: Vec<u8>,
+    meta: FrameMeta,
+    interval: Duration,
+) -> anyhow::Result<()> {
+    match host.try_send_frame(h, data, meta, interval)? {
+        None => {
+            shared.frames_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(_) => {
+            // The queue is full: this frame is lost to the stream, so the next one must not
+            // reference it.
+            shared.frames_skipped.fetch_add(1, Ordering::Relaxed);
+            shared.keyframe.store(true, Ordering::Release);
+        }
+    }
+    Ok(())
+}
+
+/// Sends a 440 Hz tone as 10 ms Opus packets to every connected session (and the recording).
+fn audio_loop(
+    host: &HostDriver,
+    shared: &Shared,
+    recorder: &Mutex<Option<FileRecorder>>,
+) -> anyhow::Result<()> {
+    let fmt = OPUS_48K_STEREO_10MS;
+    let mut source = ToneSource::new(fmt, 440.0);
+    let mut encoder = OpusEncoder::new(fmt, 64_000)?;
+    let interval = Duration::from_micros(
+        u64::from(fmt.frame_samples) * 1_000_000 / u64::from(fmt.sample_rate),
+    );
+    let mut pcm = vec![0i16; fmt.frame_samples as usize * usize::from(fmt.channels)];
+    let mut packet = Vec::new();
+    let mut targets = Vec::with_capacity(MAX_CLIENTS);
+    let mut next = Instant::now();
+    while !shared.stop.load(Ordering::Acquire) {
+        if let Some(d) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        next += interval;
+        if next < Instant::now() {
+            next = Instant::now() + interval;
+        }
+        targets.clear();
+        targets.extend(lock(&shared.sessions).iter().copied());
+        let recording = lock(recorder).is_some();
+        if targets.is_empty() && !recording {
+            continue;
+        }
+        let captured = source.read(&mut pcm)?;
+        encoder.encode(&pcm, &mut packet)?;
+        if let Some(r) = lock(recorder).as_mut() {
+            r.write_audio(&packet, captured)?;
+        }
+        for &h in &targets {
+            // The driver command owns its bytes: one small copy per packet and session.
+            let _ = host.send_audio(h, captured, packet.clone());
+        }
+    }
+    Ok(())
+}

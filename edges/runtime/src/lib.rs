@@ -1,0 +1,259 @@
+//! `wavry-runtime`: what the `wavry-server` and `wavry-client` binaries share — identity keys
+//! and peer policy, Ctrl-C handling, the application-level echo probe, input conversion and
+//! latency percentiles. The binaries drive `wavry-net`'s host and client drivers and the
+//! `wavry-media` edges; nothing here touches packets.
+
+#![warn(missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use wavry_media::InputEvent;
+use wavry_rift::identity::{IdentityError, IdentityKey};
+use wavry_rift::proto::{self, control_message::Content as Ctl, input_message};
+
+pub mod files;
+pub mod ping;
+
+/// Errors while setting a runtime up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// A key file could not be read.
+    #[error("{path}: {source} (expected a .key file made by `wavry keygen`)")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: IdentityError,
+    },
+    /// No key could be generated.
+    #[error("generating an identity key: {0}")]
+    Generate(#[source] IdentityError),
+    /// The Ctrl-C handler could not be installed.
+    #[error("installing the Ctrl-C handler: {0}")]
+    Signal(#[from] ctrlc::Error),
+    /// A non-loopback address without the opt-in.
+    #[error(
+        "{addr} is not a loopback address: set {env}=1 to accept connections from other \
+         machines (traffic is always encrypted and both sides authenticated)"
+    )]
+    PublicBind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The environment variable that allows it.
+        env: &'static str,
+    },
+}
+
+/// Loads the identity at `path` (a `.key` from `wavry keygen`), or makes an ephemeral one
+/// when no path is given; the flag says which.
+pub fn load_identity(path: Option<&Path>) -> Result<(Arc<IdentityKey>, bool), SetupError> {
+    match path {
+        Some(p) => IdentityKey::load(p)
+            .map(|k| (Arc::new(k), false))
+            .map_err(|source| SetupError::Key {
+                path: p.to_owned(),
+                source,
+            }),
+        None => IdentityKey::generate()
+            .map(|k| (Arc::new(k), true))
+            .map_err(SetupError::Generate),
+    }
+}
+
+/// Refuses a non-loopback `addr` unless the environment variable `env` is `1`.
+pub fn check_bind(addr: SocketAddr, env: &'static str) -> Result<(), SetupError> {
+    if addr.ip().is_loopback() || std::env::var(env).is_ok_and(|v| v == "1") {
+        Ok(())
+    } else {
+        Err(SetupError::PublicBind { addr, env })
+    }
+}
+
+/// Installs the Ctrl-C / SIGTERM handler: the returned channel yields once per signal.
+pub fn stop_signal() -> Result<Receiver<()>, SetupError> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    ctrlc::set_handler(move || {
+        let _ = tx.try_send(());
+    })?;
+    Ok(rx)
+}
+
+/// Logs to stderr at `warn` unless `RUST_LOG` says otherwise.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The echo probe: a `LatencyStats` control message whose timing fields are all zero and whose
+/// `frame_id` carries a probe sequence number. `wavry-server` sends such a message straight
+/// back; `wavry ping` times the round trip. (RIFT's own Ping/Pong are answered and consumed
+/// inside the session, so the application never sees them.)
+pub mod probe {
+    use super::{Ctl, proto};
+
+    /// A probe with sequence number `seq`.
+    pub fn new(seq: u64) -> Ctl {
+        Ctl::Latency(proto::LatencyStats {
+            frame_id: seq,
+            ..proto::LatencyStats::default()
+        })
+    }
+
+    /// The probe's sequence number, if `msg` is a probe.
+    pub fn seq(msg: &proto::ControlMessage) -> Option<u64> {
+        match &msg.content {
+            Some(Ctl::Latency(l))
+                if l.capture_us == 0
+                    && l.encode_us == 0
+                    && l.network_us == 0
+                    && l.decode_us == 0
+                    && l.render_us == 0
+                    && l.total_us == 0 =>
+            {
+                Some(l.frame_id)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Converts a client's input message into the sinks' event; `None` for an empty message.
+pub fn input_event(msg: &proto::InputMessage) -> Option<InputEvent> {
+    Some(match msg.event.as_ref()? {
+        input_message::Event::Key(k) => InputEvent::Key {
+            code: k.keycode,
+            pressed: k.pressed,
+        },
+        input_message::Event::MouseMove(m) => InputEvent::MouseMove { x: m.x, y: m.y },
+        input_message::Event::MouseButton(b) => InputEvent::MouseButton {
+            button: b.button,
+            pressed: b.pressed,
+        },
+        input_message::Event::Scroll(s) => InputEvent::Scroll { dx: s.dx, dy: s.dy },
+        input_message::Event::Gamepad(g) => {
+            let pad = g.gamepad_id;
+            if let Some(a) = g.axes.first() {
+                InputEvent::GamepadAxis {
+                    pad,
+                    axis: a.axis,
+                    value: a.value,
+                }
+            } else {
+                let b = g.buttons.first()?;
+                InputEvent::GamepadButton {
+                    pad,
+                    button: b.button,
+                    pressed: b.pressed,
+                }
+            }
+        }
+    })
+}
+
+/// Latency samples in microseconds with percentiles in milliseconds.
+#[derive(Debug)]
+pub struct Latencies(hdrhistogram::Histogram<u64>);
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self(
+            hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3)
+                .expect("constant histogram bounds are valid"),
+        )
+    }
+}
+
+impl Latencies {
+    /// Adds one sample (clamped into the histogram's range).
+    pub fn record_us(&mut self, us: u64) {
+        self.0.saturating_record(us.max(1));
+    }
+
+    /// Samples so far.
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// The `q` quantile (0..=1) in milliseconds; `None` without samples.
+    pub fn ms(&self, q: f64) -> Option<f64> {
+        (!self.0.is_empty()).then(|| self.0.value_at_quantile(q) as f64 / 1e3)
+    }
+
+    /// Smallest sample in milliseconds.
+    pub fn min_ms(&self) -> Option<f64> {
+        (!self.0.is_empty()).then(|| self.0.min() as f64 / 1e3)
+    }
+
+    /// Mean in milliseconds.
+    pub fn mean_ms(&self) -> Option<f64> {
+        (!self.0.is_empty()).then(|| self.0.mean() / 1e3)
+    }
+}
+
+/// Formats an optional millisecond figure for a stats line.
+pub fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.2}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_are_recognised_and_latency_reports_are_not() {
+        let p = proto::ControlMessage {
+            content: Some(probe::new(7)),
+        };
+        assert_eq!(probe::seq(&p), Some(7));
+        let report = proto::ControlMessage {
+            content: Some(Ctl::Latency(proto::LatencyStats {
+                frame_id: 7,
+                total_us: 900,
+                ..Default::default()
+            })),
+        };
+        assert_eq!(probe::seq(&report), None);
+    }
+
+    #[test]
+    fn public_bind_needs_the_opt_in() {
+        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        assert!(check_bind(lo, "WAVRY_TEST_NEVER_SET_ALLOW").is_ok());
+        assert!(check_bind(any, "WAVRY_TEST_NEVER_SET_ALLOW").is_err());
+    }
+
+    #[test]
+    fn key_input_converts() {
+        let m = proto::InputMessage {
+            timestamp_us: 1,
+            event: Some(input_message::Event::Key(proto::Key {
+                keycode: 57,
+                pressed: true,
+            })),
+        };
+        assert_eq!(
+            input_event(&m),
+            Some(InputEvent::Key {
+                code: 57,
+                pressed: true
+            })
+        );
+        assert_eq!(
+            input_event(&proto::InputMessage {
+                timestamp_us: 1,
+                event: None
+            }),
+            None
+        );
+    }
+}

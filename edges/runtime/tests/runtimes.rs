@@ -1,0 +1,693 @@
+//! The real `wavry-server` and `wavry-client` processes on loopback: the host streams its
+//! synthetic source over an authenticated, encrypted session; the client decodes it and reads
+//! the right frame numbers back from the pixels; both record; Ctrl-C ends the host cleanly;
+//! impostors and unsupported flags are refused.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use wavry_rift::identity::IdentityKey;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("wavry-runtime-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills the process on drop unless it was waited for (a failing test leaves nothing behind).
+struct Proc {
+    child: Option<Child>,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(bin: &str, args: &[&str]) -> Self {
+        let mut c = Command::new(bin);
+        c.args(args);
+        Self::spawn_cmd(c)
+    }
+
+    fn spawn_cmd(mut c: Command) -> Self {
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child: Some(child),
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stdout line containing `needle` and returns it.
+    fn line_with(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(LIMIT) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(e) => panic!("no line with {needle:?} ({e:?}); saw {:?}", self.seen),
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// Waits (bounded) for exit; returns success and every stdout line.
+    fn wait(mut self) -> (bool, Vec<String>) {
+        let mut child = self.child.take().unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let pid = child.id();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = match rx.recv_timeout(LIMIT) {
+            Ok(s) => s.unwrap(),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                panic!(
+                    "process {pid} did not exit in {LIMIT:?}; saw {:?}",
+                    self.seen
+                );
+            }
+        };
+        // The reader thread ends at EOF once the process is gone.
+        while let Ok(l) = self.lines.recv_timeout(LIMIT) {
+            self.seen.push(l);
+        }
+        (status.success(), std::mem::take(&mut self.seen))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn keys(dir: &Path, name: &str) -> (String, String) {
+    let k = IdentityKey::generate().unwrap();
+    let (path, _) = k.write_files(&dir.join(name), false).unwrap();
+    (path.to_str().unwrap().to_owned(), k.id().to_string())
+}
+
+fn kv(line: &str, key: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} missing in {line}"))
+        .to_owned()
+}
+
+fn ffprobe(path: &Path) -> (String, u32, u32, f64) {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,width,height:format=duration",
+            "-of",
+            "default=noprint_wrappers=1",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = String::from_utf8(out.stdout).unwrap();
+    let f = |k: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} missing in {s}"))
+            .to_owned()
+    };
+    (
+        f("codec_name"),
+        f("width").parse().unwrap(),
+        f("height").parse().unwrap(),
+        f("duration").parse().unwrap(),
+    )
+}
+
+/// "recorded N frames (D s) to PATH" → (D, PATH)
+fn recorded(lines: &[String]) -> (f64, PathBuf) {
+    let l = lines
+        .iter()
+        .find(|l| l.contains(" recorded "))
+        .unwrap_or_else(|| panic!("no recording line in {lines:?}"));
+    let d = l.split('(').nth(1).unwrap().split(' ').next().unwrap();
+    let path = l.rsplit(" to ").next().unwrap();
+    (d.parse().unwrap(), PathBuf::from(path))
+}
+
+fn check_recording(lines: &[String]) {
+    let (claimed, path) = recorded(lines);
+    let (codec, w, h, duration) = ffprobe(&path);
+    let audio = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "stream=codec_name",
+        ])
+        .args(["-of", "default=noprint_wrappers=1"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&audio.stdout).trim(),
+        "codec_name=opus",
+        "{}: the tone's Opus track",
+        path.display()
+    );
+    assert_eq!((codec.as_str(), w, h), ("h264", 320, 240));
+    assert!(claimed > 0.5, "recording of {claimed} s");
+    assert!(
+        (duration - claimed).abs() <= claimed * 0.05,
+        "ffprobe says {duration} s, the recorder wrote {claimed} s"
+    );
+}
+
+fn server(dir: &Path, extra: &[&str]) -> (Proc, String, String) {
+    let (host_key, _) = keys(dir, "host");
+    let (_, client_id) = keys(dir, "client");
+    let rec = dir.join("host-rec");
+    let mut args = vec![
+        "--key",
+        &host_key,
+        "--allow",
+        &client_id,
+        "--listen",
+        "127.0.0.1:0",
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--fps",
+        "30",
+        "--bitrate-kbps",
+        "1000",
+        "--record",
+        "--record-dir",
+        rec.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let mut p = Proc::spawn(env!("CARGO_BIN_EXE_wavry-server"), &args);
+    let line = p.line_with("listening on");
+    let mut words = line.split_whitespace().skip_while(|w| *w != "on").skip(1);
+    let addr = words.next().unwrap().to_owned();
+    let id = words.nth(1).unwrap().to_owned();
+    (p, addr, id)
+}
+
+#[test]
+fn host_streams_synthetic_video_that_the_client_decodes_frame_by_frame() {
+    let dir = TempDir::new("stream");
+    let (mut host, addr, host_id) = server(&dir.0, &[]);
+    let client_key = dir.0.join("client.key");
+    let client_rec = dir.0.join("client-rec");
+    let client = Proc::spawn(
+        env!("CARGO_BIN_EXE_wavry-client"),
+        &[
+            "--connect",
+            &addr,
+            "--key",
+            client_key.to_str().unwrap(),
+            "--host-id",
+            &host_id,
+            "--seconds",
+            "3",
+            "--stats",
+            "--record",
+            "--record-dir",
+            client_rec.to_str().unwrap(),
+        ],
+    );
+    let (ok, lines) = client.wait();
+    assert!(ok, "client failed: {lines:?}");
+    host.line_with("connected");
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("summary "))
+        .unwrap_or_else(|| panic!("no summary in {lines:?}"));
+    let n = |k: &str| kv(summary, k).parse::<u64>().unwrap();
+    // ~80 frames in 3 s at 30 fps; the bound leaves room for a loaded CI machine.
+    assert!(n("decoded") >= 30, "{summary}");
+    assert_eq!(n("unreadable"), 0, "{summary}");
+    assert_eq!(
+        n("mismatched"),
+        0,
+        "pixel timestamps match metadata: {summary}"
+    );
+    assert_eq!(n("out_of_order"), 0, "{summary}");
+    assert_eq!(n("decode_errors"), 0, "{summary}");
+    let (first, last) = (n("first_frame"), n("last_frame"));
+    assert!(last > first, "{summary}");
+    assert!(lines.iter().any(|l| l.starts_with("stats: ")), "{lines:?}");
+    // The default audio source: a tone in 10 ms Opus packets, all decoded.
+    assert!(n("audio_packets") >= 50, "{summary}");
+    assert_eq!(n("audio_errors"), 0, "{summary}");
+    assert!(
+        n("audio_ms") >= 10 * n("audio_packets") * 9 / 10,
+        "{summary}"
+    );
+    check_recording(&lines);
+
+    // Ctrl-C: the host says Goodbye, finalises its recording and exits 0.
+    host.signal("-INT");
+    let (ok, host_lines) = host.wait();
+    assert!(ok, "host exit status after SIGINT: {host_lines:?}");
+    check_recording(&host_lines);
+}
+
+#[test]
+fn client_pinning_another_host_id_is_refused() {
+    let dir = TempDir::new("pin");
+    let (_host, addr, _) = server(&dir.0, &[]);
+    let client_key = dir.0.join("client.key");
+    let impostor = IdentityKey::generate().unwrap().id().to_string();
+    let client = Proc::spawn(
+        env!("CARGO_BIN_EXE_wavry-client"),
+        &[
+            "--connect",
+            &addr,
+            "--key",
+            client_key.to_str().unwrap(),
+            "--host-id",
+            &impostor,
+            "--connect-timeout",
+            "5",
+        ],
+    );
+    let (ok, lines) = client.wait();
+    assert!(
+        !ok,
+        "client must fail against the wrong host identity: {lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("connected to")),
+        "{lines:?}"
+    );
+}
+
+fn run(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(bin);
+    c.args(args).env_remove("WAVRY_ALLOW_INSECURE_NO_ENCRYPT");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn unsupported_and_unsafe_flags_are_refused_with_a_reason() {
+    let client = env!("CARGO_BIN_EXE_wavry-client");
+    let server = env!("CARGO_BIN_EXE_wavry-server");
+    let cases: [(&str, &[&str], &str); 5] = [
+        (client, &["--connect", "127.0.0.1:9", "--vr"], "VR"),
+        (
+            client,
+            &["--connect", "127.0.0.1:9", "--no-encrypt"],
+            "WAVRY_ALLOW_INSECURE_NO_ENCRYPT",
+        ),
+        (server, &["--allow-any", "--enable-webrtc"], "WebRTC"),
+        (server, &[], "--allow"),
+        (
+            server,
+            &["--allow-any", "--listen", "0.0.0.0:0"],
+            "WAVRY_SERVER_ALLOW_PUBLIC_BIND",
+        ),
+    ];
+    for (bin, args, reason) in cases {
+        let out = run(bin, args, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert!(err.contains(reason), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn no_encrypt_with_the_opt_in_says_it_changes_nothing() {
+    let out = run(
+        env!("CARGO_BIN_EXE_wavry-client"),
+        // Nothing listens on port 9 of loopback: the connection itself fails quickly.
+        &[
+            "--connect",
+            "127.0.0.1:9",
+            "--no-encrypt",
+            "--connect-timeout",
+            "1",
+        ],
+        &[("WAVRY_ALLOW_INSECURE_NO_ENCRYPT", "1")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("changes nothing"), "{err}");
+    assert!(
+        !out.status.success(),
+        "nothing answered, so the client fails: {err}"
+    );
+}
+
+#[test]
+fn ping_gets_echoes_from_a_running_server_and_an_unknown_identity_is_refused() {
+    use wavry_runtime::ping::{PingError, PingOptions, ping};
+    let dir = TempDir::new("ping");
+    let (_host, addr, host_id) = server(&dir.0, &[]);
+    let mut opts = PingOptions {
+        server: addr.parse().unwrap(),
+        key: Some(dir.0.join("client.key")),
+        host_id: Some(host_id.parse().unwrap()),
+        count: 5,
+        interval: Duration::from_millis(10),
+        timeout: Duration::from_secs(5),
+        io: wavry_net::IoMode::Auto,
+    };
+    let mut seqs = Vec::new();
+    let report = ping(&opts, |seq, _| seqs.push(seq)).unwrap();
+    assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
+    assert_eq!(report.peer.to_string(), host_id);
+    assert!(report.summary_ms().is_some());
+
+    // An identity the host does not allow: the handshake fails, no probe is answered.
+    opts.key = None;
+    opts.timeout = Duration::from_secs(2);
+    let err = ping(&opts, |_, _| panic!("no reply expected")).unwrap_err();
+    assert!(
+        matches!(err, PingError::Refused(..) | PingError::NoAnswer(..)),
+        "{err}"
+    );
+}
+
+#[test]
+fn ctrl_c_ends_the_client_cleanly_with_its_summary_and_recording() {
+    let dir = TempDir::new("sigint");
+    let (_host, addr, host_id) = server(&dir.0, &[]);
+    let client_key = dir.0.join("client.key");
+    let client_rec = dir.0.join("client-rec");
+    let mut client = Proc::spawn(
+        env!("CARGO_BIN_EXE_wavry-client"),
+        &[
+            "--connect",
+            &addr,
+            "--key",
+            client_key.to_str().unwrap(),
+            "--host-id",
+            &host_id,
+            "--stats",
+            "--record",
+            "--record-dir",
+            client_rec.to_str().unwrap(),
+        ],
+    );
+    // A stats line comes after a second of streaming: frames have been recorded by then.
+    client.line_with("stats: ");
+    client.signal("-INT");
+    let (ok, lines) = client.wait();
+    assert!(ok, "client exit status after SIGINT: {lines:?}");
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("summary "))
+        .unwrap_or_else(|| panic!("no summary in {lines:?}"));
+    assert!(
+        kv(summary, "decoded").parse::<u64>().unwrap() > 0,
+        "{summary}"
+    );
+    assert_eq!(kv(summary, "unreadable"), "0", "{summary}");
+    check_recording(&lines);
+}
+
+/// An Xvfb on a free display (reported through -displayfd), killed on drop.
+struct Xvfb {
+    child: Child,
+    display: u32,
+}
+
+impl Xvfb {
+    fn start(size: &str) -> Self {
+        let mut child = Command::new("Xvfb")
+            .args(["-displayfd", "1", "-screen", "0", size, "-noreset"])
+            .args(["-nolisten", "tcp"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb is installed (cargo xtask test installs xvfb)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // Written once the server accepts connections.
+        let display = line.trim().parse().expect("display number from Xvfb");
+        Self { child, display }
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn host_streams_an_xvfb_display_and_a_client_key_press_reaches_its_xtest_sink() {
+    let x = Xvfb::start("320x240x24");
+    let display = x.display.to_string();
+    let dir = TempDir::new("x11");
+    let (host, addr, host_id) = server(&dir.0, &["--source", "x11", "--display-id", &display]);
+    let client_key = dir.0.join("client.key");
+    let client = Proc::spawn(
+        env!("CARGO_BIN_EXE_wavry-client"),
+        &[
+            "--connect",
+            &addr,
+            "--key",
+            client_key.to_str().unwrap(),
+            "--host-id",
+            &host_id,
+            "--seconds",
+            "2",
+            "--input-test-key",
+            "30",
+        ],
+    );
+    let (ok, lines) = client.wait();
+    assert!(ok, "client failed: {lines:?}");
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("summary "))
+        .unwrap_or_else(|| panic!("no summary in {lines:?}"));
+    assert!(
+        kv(summary, "pictures").parse::<u64>().unwrap() >= 10,
+        "{summary}"
+    );
+    assert_eq!(kv(summary, "decode_errors"), "0", "{summary}");
+    host.signal("-INT");
+    let (ok, host_lines) = host.wait();
+    assert!(ok, "{host_lines:?}");
+    assert!(
+        host_lines
+            .iter()
+            .any(|l| l.contains("injected 2 input events through xtest")),
+        "{host_lines:?}"
+    );
+    check_recording(&host_lines);
+}
+
+#[test]
+fn a_file_sent_from_the_client_arrives_whole_at_the_host_during_the_stream() {
+    let dir = TempDir::new("file");
+    let out = dir.0.join("received");
+    let (host, addr, host_id) = server(&dir.0, &["--file-out-dir", out.to_str().unwrap()]);
+    let src = dir.0.join("notes.bin");
+    // 96 KiB: well within 2 s even at the 256 kbit/s floor of the transfer budget.
+    let bytes: Vec<u8> = (0..96 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&src, &bytes).unwrap();
+    let client_key = dir.0.join("client.key");
+    let mut client = Proc::spawn(
+        env!("CARGO_BIN_EXE_wavry-client"),
+        &[
+            "--connect",
+            &addr,
+            "--key",
+            client_key.to_str().unwrap(),
+            "--host-id",
+            &host_id,
+            "--send-file",
+            src.to_str().unwrap(),
+        ],
+    );
+    client.line_with("sent notes.bin (98304 bytes, SHA-256 verified by the host)");
+    client.signal("-INT");
+    let (ok, lines) = client.wait();
+    assert!(ok, "{lines:?}");
+    host.signal("-INT");
+    let (ok, host_lines) = host.wait();
+    assert!(ok, "{host_lines:?}");
+    assert!(
+        host_lines
+            .iter()
+            .any(|l| l.contains("received") && l.contains("notes.bin")),
+        "{host_lines:?}"
+    );
+    assert_eq!(std::fs::read(out.join("notes.bin")).unwrap(), bytes);
+}
+
+#[test]
+fn a_file_sent_by_the_host_arrives_whole_at_the_client() {
+    let dir = TempDir::new("hostfile");
+    let src = dir.0.join("from-host.bin");
+    let bytes: Vec<u8> = (0..40_000u32)
+        .map(|i| (i.wrapping_mul(40_503) >> 8) as u8)
+        .collect();
+    std::fs::write(&src, &bytes).unwrap();
+    let (_host, addr, host_id) = server(&dir.0, &["--send-file", src.to_str().unwrap()]);
+    let out = dir.0.join("client-received");
+    let client_key = dir.0.join("client.key");
+    let mut client = Proc::spawn(
+        env!("CARGO_BIN_EXE_wavry-client"),
+        &[
+            "--connect",
+            &addr,
+            "--key",
+            client_key.to_str().unwrap(),
+            "--host-id",
+            &host_id,
+            "--file-out-dir",
+            out.to_str().unwrap(),
+        ],
+    );
+    client.line_with("received");
+    client.signal("-INT");
+    let (ok, lines) = client.wait();
+    assert!(ok, "{lines:?}");
+    assert_eq!(std::fs::read(out.join("from-host.bin")).unwrap(), bytes);
+}
+
+/// A Wavry ID starting with '-' (base64url has it): found by walking seeds, deterministically.
+fn dash_id() -> String {
+    (0u8..=255)
+        .map(|b| IdentityKey::from_seed([b; 32]).unwrap().id().to_string())
+        .find(|id| id.starts_with('-'))
+        .expect("one of 256 seeds gives an ID starting with '-'")
+}
+
+#[test]
+fn wavry_ids_starting_with_a_hyphen_are_accepted_as_values() {
+    let id = dash_id();
+    let out = run(
+        env!("CARGO_BIN_EXE_wavry-server"),
+        &[
+            "--allow",
+            &id,
+            "--seconds",
+            "1",
+            "--audio-source",
+            "disabled",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let out = run(
+        env!("CARGO_BIN_EXE_wavry-client"),
+        &[
+            "--connect",
+            "127.0.0.1:9",
+            "--host-id",
+            &id,
+            "--connect-timeout",
+            "1",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("unexpected argument"), "{err}");
+    assert!(err.contains("127.0.0.1:9"), "it tried to connect: {err}");
+}
+
+#[test]
+fn the_window_under_xvfb_shows_decoded_frames() {
+    use wavry_media::{RawFrame, VideoSource, stamp, x11::X11Source};
+    let x = Xvfb::start("640x480x24");
+    let display = format!(":{}", x.display);
+    let dir = TempDir::new("window");
+    let (_host, addr, host_id) = server(&dir.0, &[]);
+    let client_key = dir.0.join("client.key");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wavry-client"));
+    c.args(["--connect", &addr, "--key", client_key.to_str().unwrap()])
+        .args(["--host-id", &host_id, "--window", "--stats"])
+        .env("DISPLAY", &display);
+    let mut client = Proc::spawn_cmd(c);
+    // A stats line comes after a second of frames presented.
+    client.line_with("stats: ");
+    // Screenshot the display; the window sits at the top-left, the stream is 320x240.
+    let mut shot = RawFrame::new(2, 2);
+    X11Source::open(Some(&display), 30)
+        .unwrap()
+        .capture(&mut shot)
+        .unwrap();
+    let mut crop = RawFrame::new(320, 240);
+    for row in 0..240 {
+        let src = &shot.y()[row * 640..row * 640 + 320];
+        crop.y_mut()[row * 320..(row + 1) * 320].copy_from_slice(src);
+    }
+    let s = stamp::read(&crop).expect("the window shows a frame whose pixel code reads back");
+    assert!(s.capture_us > 0);
+    client.signal("-INT");
+    let (ok, lines) = client.wait();
+    assert!(ok, "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("presenter window")),
+        "{lines:?}"
+    );
+}
