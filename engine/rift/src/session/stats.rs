@@ -50,6 +50,10 @@ pub struct SessionStats {
     pub file_offers_refused: u64,
     /// Clipboard texts ignored (over the size limit or not UTF-8).
     pub clipboard_ignored: u64,
+    /// Client: cookie replies acted on (the host was under load).
+    pub cookie_replies: u64,
+    /// Handshake messages from the peer's address that did not decrypt (forged), dropped.
+    pub handshake_forged: u64,
 }
 
 /// Path statistics over one reporting period ([`super::Event::Stats`], every

@@ -4,6 +4,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod alloc;
+pub mod endpoint;
+pub mod spoof;
 pub mod stream;
 
 use std::{
