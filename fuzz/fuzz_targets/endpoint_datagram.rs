@@ -16,21 +16,26 @@ use wavry_rift::{
 
 fn key() -> Arc<IdentityKey> {
     static KEY: OnceLock<Arc<IdentityKey>> = OnceLock::new();
-    KEY.get_or_init(|| Arc::new(IdentityKey::from_seed([3; 32]).expect("seed"))).clone()
+    KEY.get_or_init(|| Arc::new(IdentityKey::from_seed([3; 32]).expect("seed")))
+        .clone()
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut ep = Endpoint::new(SessionConfig::new(Role::Host, PeerPolicy::AnyAuthenticated), key(), 4);
+    let mut ep = Endpoint::new(
+        SessionConfig::new(Role::Host, PeerPolicy::AnyAuthenticated),
+        key(),
+        4,
+    );
     let from: SocketAddr = "10.0.0.1:1000".parse().expect("addr");
     let now = Instant::now();
     // Feed the input, then the same bytes split in two datagrams.
     let mut a = data.to_vec();
-    ep.handle_datagram(now, from, &mut a);
+    ep.handle_datagram(now, from, None, None, &mut a);
     let mid = data.len() / 2;
     let mut b = data[..mid].to_vec();
     let mut c = data[mid..].to_vec();
-    ep.handle_datagram(now, from, &mut b);
-    ep.handle_datagram(now, from, &mut c);
+    ep.handle_datagram(now, from, None, None, &mut b);
+    ep.handle_datagram(now, from, None, None, &mut c);
     let mut out = vec![0u8; 4096];
     while ep.poll_transmit(now, &mut out, 4).is_some() {}
     ep.handle_timeout(now);

@@ -37,11 +37,13 @@ use crossbeam_channel::{
 use wavry_rift::identity::{IdentityKey, WavryId};
 use wavry_rift::proto::{InputMessage, control_message::Content as ControlContent};
 use wavry_rift::session::{
-    Endpoint, Event, Frame, FrameMeta, Session, SessionConfig, SessionError, SessionHandle,
-    SessionStats,
+    Endpoint, EndpointStats, Event, Frame, FrameMeta, Session, SessionConfig, SessionError,
+    SessionHandle, SessionStats,
 };
 
-use crate::{Backend, BackendKind, MAX_UDP_PAYLOAD, NetError, NetSocket, Transmit};
+use wavry_rift::session::Ecn as RiftEcn;
+
+use crate::{Backend, BackendKind, Ecn, MAX_UDP_PAYLOAD, NetError, NetSocket, RecvMeta, Transmit};
 
 /// Bytes per receive or transmit slot: any UDP payload, GRO/GSO batches included.
 const SLOT: usize = 1 << 16;
@@ -55,7 +57,7 @@ const SPARES: usize = 64;
 /// (sleeps and timed waits overshoot by about this much anyway).
 const SPIN: Duration = Duration::from_micros(50);
 /// The handle a [`ClientDriver`] uses for its single session.
-const CLIENT: SessionHandle = SessionHandle(0);
+const CLIENT: SessionHandle = SessionHandle::SINGLE;
 
 /// Tunables of a driver thread.
 #[derive(Debug, Clone)]
@@ -200,6 +202,9 @@ pub struct DriverStats {
     pub commands: u64,
     /// Commands the session refused (not connected, frame too large, unknown session, ...).
     pub commands_rejected: u64,
+    /// A host's endpoint defences (cookies, half-open handshakes, amplification limit, forged
+    /// handshake messages); all zero for a client.
+    pub endpoint: EndpointStats,
 }
 
 /// A session's state as seen from its driver thread.
@@ -260,7 +265,7 @@ trait Core: Send + 'static {
     /// The event type handed to the application.
     type Out: Send + 'static;
     fn wrap(h: SessionHandle, e: Event) -> Self::Out;
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]);
+    fn handle_datagram(&mut self, now: Instant, meta: &RecvMeta, buf: &mut [u8]);
     fn poll_transmit(
         &mut self,
         now: Instant,
@@ -270,8 +275,11 @@ trait Core: Send + 'static {
     fn poll_event(&mut self) -> Option<(SessionHandle, Event)>;
     fn poll_timeout(&mut self) -> Option<Instant>;
     fn handle_timeout(&mut self, now: Instant);
-    fn session(&mut self, h: SessionHandle) -> Option<&mut Session>;
+    fn session(&mut self, h: SessionHandle) -> Result<&mut Session, SessionError>;
     fn close_all(&mut self, now: Instant, reason: &str);
+    fn endpoint_stats(&self) -> EndpointStats {
+        EndpointStats::default()
+    }
 }
 
 impl Core for Endpoint {
@@ -279,8 +287,13 @@ impl Core for Endpoint {
     fn wrap(h: SessionHandle, e: Event) -> Self::Out {
         (h, e)
     }
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) {
-        Endpoint::handle_datagram(self, now, from, buf);
+    fn handle_datagram(&mut self, now: Instant, meta: &RecvMeta, buf: &mut [u8]) {
+        let ecn = meta.ecn.map(|e| match e {
+            Ecn::Ect0 => RiftEcn::Ect0,
+            Ecn::Ect1 => RiftEcn::Ect1,
+            Ecn::Ce => RiftEcn::Ce,
+        });
+        Endpoint::handle_datagram(self, now, meta.src, meta.dst_ip, ecn, buf);
     }
     fn poll_transmit(
         &mut self,
@@ -288,7 +301,7 @@ impl Core for Endpoint {
         buf: &mut [u8],
         max: usize,
     ) -> Option<wavry_rift::session::Transmit> {
-        Endpoint::poll_transmit(self, now, buf, max).map(|(_, t)| t)
+        Endpoint::poll_transmit(self, now, buf, max)
     }
     fn poll_event(&mut self) -> Option<(SessionHandle, Event)> {
         Endpoint::poll_event(self)
@@ -299,13 +312,16 @@ impl Core for Endpoint {
     fn handle_timeout(&mut self, now: Instant) {
         Endpoint::handle_timeout(self, now);
     }
-    fn session(&mut self, h: SessionHandle) -> Option<&mut Session> {
+    fn session(&mut self, h: SessionHandle) -> Result<&mut Session, SessionError> {
         self.session_mut(h)
+    }
+    fn endpoint_stats(&self) -> EndpointStats {
+        self.stats()
     }
     fn close_all(&mut self, now: Instant, reason: &str) {
         let handles: Vec<SessionHandle> = self.handles().collect();
         for h in handles {
-            if let Some(s) = self.session_mut(h) {
+            if let Ok(s) = self.session_mut(h) {
                 s.close(now, reason);
             }
         }
@@ -317,8 +333,8 @@ impl Core for Session {
     fn wrap(_h: SessionHandle, e: Event) -> Self::Out {
         e
     }
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) {
-        Session::handle_datagram(self, now, from, buf);
+    fn handle_datagram(&mut self, now: Instant, meta: &RecvMeta, buf: &mut [u8]) {
+        Session::handle_datagram(self, now, meta.src, buf);
     }
     fn poll_transmit(
         &mut self,
@@ -339,8 +355,8 @@ impl Core for Session {
             Session::handle_timeout(self, now);
         }
     }
-    fn session(&mut self, _h: SessionHandle) -> Option<&mut Session> {
-        Some(self)
+    fn session(&mut self, _h: SessionHandle) -> Result<&mut Session, SessionError> {
+        Ok(self)
     }
     fn close_all(&mut self, now: Instant, reason: &str) {
         self.close(now, reason);
@@ -356,7 +372,7 @@ struct Worker<C: Core> {
     spares: Sender<Vec<u8>>,
     cfg: DriverConfig,
     tx: Vec<u8>,
-    tx_meta: [(SocketAddr, usize, Option<usize>); TX_SLOTS],
+    tx_meta: [(SocketAddr, usize, Option<usize>, Option<Ecn>); TX_SLOTS],
     /// A frame waiting for its session's media queue to drain below the high-water mark.
     held: Option<Command>,
     max_segments: usize,
@@ -481,7 +497,7 @@ impl<C: Core> Worker<C> {
             for d in bytes.chunks_mut(m.stride.max(1)) {
                 stats.datagrams_received += 1;
                 stats.bytes_received += d.len() as u64;
-                core.handle_datagram(now, m.src, d);
+                core.handle_datagram(now, m, d);
             }
         });
         let n = match r {
@@ -500,6 +516,7 @@ impl<C: Core> Worker<C> {
             self.stats.recv_batches += 1;
         }
         self.stats.recv_buffer_stalls = self.socket.recv_buffer_stalls();
+        self.stats.endpoint = self.core.endpoint_stats();
         Ok(n)
     }
 
@@ -513,7 +530,7 @@ impl<C: Core> Worker<C> {
         };
         self.core
             .session(*session)
-            .is_some_and(|s| s.is_connected() && s.media_queued() >= hw)
+            .is_ok_and(|s| s.is_connected() && s.media_queued() >= hw)
     }
 
     fn apply_commands(&mut self, now: Instant) {
@@ -556,16 +573,16 @@ impl<C: Core> Worker<C> {
                 // full spare queue simply frees them).
                 let spares = &self.spares;
                 let r = match self.core.session(session) {
-                    Some(s) => {
+                    Ok(s) => {
                         let r = s.send_frame_buf(now, data, meta, interval).map(|_| ());
                         while let Some(b) = s.take_spent_frame() {
                             let _ = spares.try_send(b);
                         }
                         r
                     }
-                    None => {
+                    Err(e) => {
                         let _ = spares.try_send(data);
-                        Err(SessionError::NotConnected)
+                        Err(e)
                     }
                 };
                 ("frame", session, r)
@@ -590,7 +607,7 @@ impl<C: Core> Worker<C> {
                 self.with(session, |s| s.send_audio(now, timestamp_us, &data)),
             ),
             Command::Recycle { session, frame } => {
-                if let Some(s) = self.core.session(session) {
+                if let Ok(s) = self.core.session(session) {
                     s.recycle(frame);
                 }
                 return;
@@ -605,7 +622,7 @@ impl<C: Core> Worker<C> {
             ),
             Command::Snapshot { session, reply } => {
                 let driver = self.stats;
-                let snap = self.core.session(session).map(|s| SessionSnapshot {
+                let snap = self.core.session(session).ok().map(|s| SessionSnapshot {
                     connected: s.is_connected(),
                     peer: s.peer(),
                     remote: s.remote(),
@@ -620,7 +637,7 @@ impl<C: Core> Worker<C> {
                 return;
             }
             Command::Call { session, call } => {
-                if let Some(s) = self.core.session(session) {
+                if let Ok(s) = self.core.session(session) {
                     (call.0)(s, now);
                 } else {
                     self.stats.commands_rejected += 1;
@@ -634,7 +651,7 @@ impl<C: Core> Worker<C> {
         };
         if let Err(e) = result {
             self.stats.commands_rejected += 1;
-            tracing::debug!(command = what, session = session.0, error = %e, "command refused");
+            tracing::debug!(command = what, %session, error = %e, "command refused");
         }
     }
 
@@ -643,9 +660,7 @@ impl<C: Core> Worker<C> {
         h: SessionHandle,
         f: impl FnOnce(&mut Session) -> Result<(), SessionError>,
     ) -> Result<(), SessionError> {
-        self.core
-            .session(h)
-            .map_or(Err(SessionError::NotConnected), f)
+        self.core.session(h).and_then(f)
     }
 
     /// Drains `poll_transmit` into batches of up to `TX_SLOTS` transmits per send call.
@@ -657,7 +672,14 @@ impl<C: Core> Worker<C> {
                 let Some(t) = self.core.poll_transmit(now, slot, self.max_segments) else {
                     break;
                 };
-                self.tx_meta[count] = (t.destination, t.len, t.segment_size);
+                // The backend sends from the socket's address; `t.src_ip` (the address the
+                // peer wrote to) matters on a multi-homed host bound to a wildcard address.
+                let ecn = t.ecn.map(|e| match e {
+                    RiftEcn::Ect0 => Ecn::Ect0,
+                    RiftEcn::Ect1 => Ecn::Ect1,
+                    RiftEcn::Ce => Ecn::Ce,
+                });
+                self.tx_meta[count] = (t.destination, t.len, t.segment_size, ecn);
                 count += 1;
             }
             if count == 0 {
@@ -671,7 +693,7 @@ impl<C: Core> Worker<C> {
             };
             let mut batch = [empty; TX_SLOTS];
             let (mut datagrams, mut bytes) = (0, 0);
-            for ((t, slot), &(dst, len, seg)) in batch
+            for ((t, slot), &(dst, len, seg, ecn)) in batch
                 .iter_mut()
                 .zip(self.tx.chunks(SLOT))
                 .zip(&self.tx_meta[..count])
@@ -682,7 +704,7 @@ impl<C: Core> Worker<C> {
                 *t = Transmit {
                     dst,
                     segment_size: seg,
-                    ecn: None,
+                    ecn,
                     contents: &slot[..len],
                 };
             }
@@ -708,10 +730,10 @@ impl<C: Core> Worker<C> {
         while let Some((h, e)) = self.core.poll_event() {
             match &e {
                 Event::Connected { peer, .. } => {
-                    tracing::info!(session = h.0, %peer, "session connected");
+                    tracing::info!(session = %h, %peer, "session connected");
                 }
                 Event::Closed(reason) => {
-                    tracing::info!(session = h.0, ?reason, "session closed");
+                    tracing::info!(session = %h, ?reason, "session closed");
                 }
                 _ => {}
             }
@@ -815,7 +837,7 @@ impl<Out: Send + 'static> Handle<Out> {
             spares: sp_tx,
             cfg,
             tx: vec![0; SLOT * TX_SLOTS],
-            tx_meta: [(local, 0, None); TX_SLOTS],
+            tx_meta: [(local, 0, None, None); TX_SLOTS],
             held: None,
             max_segments,
             stats: DriverStats::default(),

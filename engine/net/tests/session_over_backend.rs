@@ -398,7 +398,7 @@ fn host_close_reaches_client_and_unknown_sessions_are_refused() {
     let deadline = Instant::now() + WAIT;
     let p = pair(IoMode::Portable);
     let session = connect(&p, deadline);
-    let stranger = SessionHandle(session.0 + 7);
+    let stranger = SessionHandle::new(session.index() + 7, session.generation());
     p.host
         .send_frame(
             stranger,

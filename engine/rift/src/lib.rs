@@ -7,6 +7,7 @@
 //! - [`replay`]: the 128-packet anti-replay window.
 //! - [`identity`]: Ed25519 keys and Wavry IDs.
 //! - [`lease`]: PASETO v4.public relay leases.
+//! - [`rng`]: OS or seeded randomness (reproducible simulations).
 //! - [`session`]: the sans-IO session and endpoint; [`transfer`]: its file/clipboard rules.
 
 pub mod cc;
@@ -19,6 +20,7 @@ pub mod media;
 pub mod pacer;
 pub mod proto;
 pub mod replay;
+pub mod rng;
 pub mod session;
 pub mod transfer;
 pub mod wire;

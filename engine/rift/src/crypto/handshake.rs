@@ -13,7 +13,10 @@
 use std::sync::Arc;
 
 use super::{AUTH_PAYLOAD_LEN, AuthPayload, CryptoError, PacketKey, SecureChannel};
-use crate::identity::{IdentityKey, WavryId};
+use crate::{
+    identity::{IdentityKey, WavryId},
+    rng::{NoiseResolver, Rng},
+};
 
 /// The Noise protocol name.
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
@@ -104,7 +107,24 @@ impl Handshake {
         identity: Arc<IdentityKey>,
         policy: PeerPolicy,
     ) -> Result<Self, CryptoError> {
-        let builder = noise_builder();
+        Self::with_rng(role, identity, policy, Rng::Os)
+    }
+
+    /// [`Self::new`] with the static and ephemeral keys drawn from `rng` (through snow's
+    /// resolver), so a seeded run produces the same handshake bytes every time.
+    pub fn with_rng(
+        role: HandshakeRole,
+        identity: Arc<IdentityKey>,
+        policy: PeerPolicy,
+        rng: Rng,
+    ) -> Result<Self, CryptoError> {
+        let builder = match rng {
+            Rng::Os => noise_builder(),
+            seeded @ Rng::Seeded(_) => snow::Builder::with_resolver(
+                NOISE_PARAMS.parse().unwrap_or_else(|_| unreachable!()),
+                Box::new(NoiseResolver::new(seeded)),
+            ),
+        };
         let keypair = builder.generate_keypair()?;
         let builder = builder
             .local_private_key(&keypair.private)?
@@ -183,7 +203,8 @@ impl Handshake {
             return Err(CryptoError::OutOfOrder("read_message when it is our turn"));
         }
         if msg.len() > MAX_HANDSHAKE_MSG {
-            return Err(CryptoError::BadAuthPayload("handshake message too large"));
+            // Unauthenticated input, like a message that does not decrypt.
+            return Err(CryptoError::Noise("handshake message too large".into()));
         }
         let mut payload = [0u8; MAX_HANDSHAKE_MSG];
         let n = self.noise.read_message(msg, &mut payload)?;

@@ -54,6 +54,15 @@ pub enum CryptoError {
     OutOfOrder(&'static str),
 }
 
+impl CryptoError {
+    /// True for a handshake message that failed before anything in it authenticated (it does
+    /// not decrypt, is truncated or oversized): anyone who knows the handshake id and address
+    /// can send one, so it is dropped and counted rather than ending the handshake.
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(self, Self::Noise(_))
+    }
+}
+
 impl From<snow::Error> for CryptoError {
     fn from(e: snow::Error) -> Self {
         Self::Noise(e.to_string())

@@ -85,6 +85,10 @@ pub struct SessionConfig {
     pub stats_interval: Duration,
     /// File transfer and clipboard limits and bitrate share.
     pub files: crate::transfer::TransferConfig,
+    /// Seed for every random number (handshake ids, ephemeral keys, cookie secrets, ids in
+    /// messages): `None` (default) uses the OS generator; tests and netsim runs set it so a
+    /// run is byte-for-byte reproducible. Never set it in production.
+    pub rng_seed: Option<u64>,
 }
 
 impl SessionConfig {
@@ -117,6 +121,7 @@ impl SessionConfig {
             busy: false,
             stats_interval: Duration::from_secs(1),
             files: crate::transfer::TransferConfig::default(),
+            rng_seed: None,
         }
     }
 

@@ -283,6 +283,8 @@ impl Session {
         self.last_tx = Some(now);
         Some(Transmit {
             destination: self.remote,
+            src_ip: self.local_ip,
+            ecn: None,
             len: sealed.len,
             segment_size: sealed.segment,
         })

@@ -243,9 +243,9 @@ impl Session {
         max_message.saturating_sub(CHUNK_FRAMING).max(1) as u32
     }
 
-    fn new_file_id(&self) -> u64 {
+    fn new_file_id(&mut self) -> u64 {
         loop {
-            let id = u64::from_le_bytes(super::establish::random_bytes::<8>());
+            let id = u64::from_le_bytes(self.rng.bytes::<8>());
             if id != 0 && self.files.out_at(id).is_none() && self.files.inc_at(id).is_none() {
                 return id;
             }

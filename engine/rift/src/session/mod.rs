@@ -26,10 +26,13 @@ mod recv;
 mod send;
 mod stats;
 
-use std::{net::SocketAddr, time::Instant};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Instant,
+};
 
 pub use config::{HostParams, RelayPath, Role, SessionConfig};
-pub use endpoint::{Endpoint, SessionHandle};
+pub use endpoint::{Endpoint, EndpointConfig, EndpointStats, SessionHandle};
 pub use event::{CloseReason, Event, Frame, FrameMeta};
 pub use files::FileProgress;
 pub use recv::{MAX_HELD_PARITY, frame_budget};
@@ -43,11 +46,27 @@ use crate::{
     wire::RelayHeader,
 };
 
+/// Explicit Congestion Notification codepoint of a datagram (as quinn's `EcnCodepoint`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ecn {
+    /// ECT(0).
+    Ect0,
+    /// ECT(1).
+    Ect1,
+    /// Congestion experienced.
+    Ce,
+}
+
 /// Datagrams written into the caller's buffer by [`Session::poll_transmit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
     /// Where to send.
     pub destination: SocketAddr,
+    /// Local IP to send from (the address the peer's datagrams arrived at), so a multi-homed
+    /// host answers from the right address; `None`: the socket's choice.
+    pub src_ip: Option<IpAddr>,
+    /// ECN codepoint to mark the datagrams with; `None`: not ECN-capable.
+    pub ecn: Option<Ecn>,
     /// Total bytes written at the start of the buffer.
     pub len: usize,
     /// When several datagrams were written back to back: the size of each (the last may be
@@ -85,6 +104,9 @@ pub enum SessionError {
     /// A file offer or resume point is unusable.
     #[error("invalid file transfer: {0}")]
     InvalidFile(&'static str),
+    /// The handle names a session that is closed and gone (its slot may hold a newer one).
+    #[error("no such session: the handle is stale")]
+    StaleHandle,
     /// Handshake setup failed.
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
@@ -130,6 +152,10 @@ pub struct Session {
     /// The current statistics period and when it ends.
     period: stats::Period,
     next_stats: Option<Instant>,
+    /// Randomness (ids in messages): the OS, or seeded for reproducible simulations.
+    rng: crate::rng::Rng,
+    /// Local IP the peer's datagrams arrive at (set by an endpoint), used as the source.
+    local_ip: Option<IpAddr>,
 }
 
 impl Session {

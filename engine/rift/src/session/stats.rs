@@ -65,6 +65,10 @@ pub struct SessionStats {
     /// Feedback reports with implausible values (acknowledgement delay, byte counts,
     /// delivery rate) that were clamped before use.
     pub feedback_clamped: u64,
+    /// Client: cookie replies acted on (the host was under load).
+    pub cookie_replies: u64,
+    /// Handshake messages from the peer's address that did not decrypt (forged), dropped.
+    pub handshake_forged: u64,
 }
 
 /// Path statistics over one reporting period ([`super::Event::Stats`], every

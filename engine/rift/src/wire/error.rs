@@ -30,6 +30,9 @@ pub enum WireError {
     /// A relay control payload is malformed (length field, role byte, UTF-8).
     #[error("malformed relay payload: {0}")]
     BadRelayPayload(&'static str),
+    /// A handshake message is malformed for Wavry's handshake extension (kind, padding, size).
+    #[error("malformed handshake message: {0}")]
+    BadHandshake(&'static str),
     /// The caller's output buffer cannot hold the encoded bytes.
     #[error("output buffer too small: {len} bytes, need {need}")]
     BufferTooSmall { len: usize, need: usize },

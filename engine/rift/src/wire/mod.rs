@@ -1,13 +1,19 @@
-//! Wire layouts, one file each: RIFT physical headers, the relay header and its control
+//! Wire layouts, one file each: RIFT physical headers, the handshake extension (padding,
+//! cookies), the relay header and its control
 //! payloads, the header checksum. Decoders borrow from the datagram and return typed errors;
 //! encoders write into caller buffers. No allocation anywhere in this module.
 
 mod checksum;
+mod cookie;
 mod error;
 mod header;
 mod relay;
 
 pub use checksum::crc16_kermit;
+pub use cookie::{
+    COOKIE_REPLY_LEN, Cookie, FirstMessage, HandshakeKind, MSG1_MIN_LEN, NOISE_MSG1_LEN,
+    decode_cookie_reply, encode_cookie_reply,
+};
 pub use error::WireError;
 pub use header::{HandshakeHeader, Header, MAGIC, TransportHeader, VERSION};
 pub use relay::{

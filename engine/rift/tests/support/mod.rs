@@ -5,6 +5,8 @@
 
 pub mod alloc;
 pub mod duo;
+pub mod endpoint;
+pub mod spoof;
 pub mod stream;
 
 use std::{

@@ -1,0 +1,68 @@
+//! A spoofed first-message flood (100 000 per second from random sources, 1.5 s) while four
+//! real clients connect: the host switches to stateless cookie replies, all four clients connect
+//! within 1 s of virtual time, the host sends spoofed sources fewer bytes than it received from
+//! them, and spoofed first messages carrying made-up cookies create no state.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{endpoint::EndpointNet, spoof};
+use wavry_netsim::LinkConfig;
+use wavry_rift::{rng::Rng, session::EndpointConfig};
+
+#[test]
+fn four_clients_connect_through_a_spoofed_first_message_flood() {
+    let link = LinkConfig::default().with_delay(Duration::from_millis(20));
+    let limits = EndpointConfig::new(8);
+    let mut n = EndpointNet::new(7, 4, &link, limits.clone(), Some(99));
+    let mut rng = Rng::new(Some(5));
+    let mut with_cookie = 0u64;
+    for k in 0..150_000u64 {
+        // Once the host is surely in cookie mode, every fourth spoof repeats "msg1" with a
+        // made-up cookie, as an attacker who cannot receive cookie replies would.
+        let cookie = k >= 1_000 && k % 4 == 3;
+        with_cookie += u64::from(cookie);
+        let (from, d) = spoof::first_message(&mut rng, cookie);
+        n.injections
+            .push_back((n.start + Duration::from_micros(10 * k), from, d));
+    }
+    n.run_for(Duration::from_secs(2));
+
+    for k in 0..4 {
+        let at = n
+            .connected_at(k)
+            .unwrap_or_else(|| panic!("client {k} did not connect"));
+        assert!(
+            at - n.start <= Duration::from_secs(1),
+            "client {k}: {:?}",
+            at - n.start
+        );
+        assert_eq!(
+            n.clients[k].1.stats().cookie_replies,
+            1,
+            "client {k} got a cookie"
+        );
+    }
+    assert_eq!(n.host_connected().len(), 4);
+    assert_eq!(n.ep.len(), 4);
+
+    let spoofed_in: u64 = n.spoofed_in.values().sum();
+    let spoofed_out: u64 = n.spoofed_out.values().sum();
+    assert_eq!(spoofed_in, 150_000 * 256);
+    assert!(spoofed_out <= spoofed_in, "{spoofed_out} > {spoofed_in}");
+
+    let st = n.ep.stats();
+    // State was created only before the load was detected (and for the four real clients).
+    assert!(
+        st.half_open_created <= limits.cookie_half_open as u64 + 4,
+        "{st:?}"
+    );
+    assert_eq!(st.cookies_invalid, with_cookie, "{st:?}");
+    assert!(st.cookies_sent >= 149_000 - with_cookie, "{st:?}");
+    assert_eq!(st.handshakes_completed, 4);
+    println!(
+        "flood: in {spoofed_in} B, out {spoofed_out} B ({:.3}x); {st:?}",
+        spoofed_out as f64 / spoofed_in as f64
+    );
+}
