@@ -130,8 +130,11 @@ impl Master {
             .post(
                 "/v1/leases",
                 json!({
-                    "requester": {"sub": client.id(), "wavry_id": client.id()},
-                    "target": {"sub": server.id(), "wavry_id": server.id()},
+                    // The service token names gateway subjects (usernames) in `sub`; the
+                    // holder's Wavry ID, which the relay checks bindings against, rides in
+                    // `wavry_id`.
+                    "requester": {"sub": "e2e-client", "wavry_id": client.id()},
+                    "target": {"sub": "e2e-server", "wavry_id": server.id()},
                     "exclude": [exclude],
                 }),
                 SERVICE,
