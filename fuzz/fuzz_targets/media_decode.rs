@@ -11,6 +11,7 @@ use wavry_media::{
 };
 
 fuzz_target!(|data: &[u8]| {
+    wavry_media::init_quiet().expect("FFmpeg initialises");
     let Some((&which, body)) = data.split_first() else {
         return;
     };

@@ -81,6 +81,14 @@ impl MediaError {
     }
 }
 
+/// Initialises FFmpeg and silences its log entirely: for callers that feed it corrupt input on
+/// purpose (fuzzing), where every error line would be noise.
+pub fn init_quiet() -> Result<(), MediaError> {
+    init()?;
+    ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Quiet);
+    Ok(())
+}
+
 /// Initialises FFmpeg once per process (idempotent) and keeps its log quiet unless asked.
 pub fn init() -> Result<(), MediaError> {
     static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
