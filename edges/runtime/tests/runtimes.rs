@@ -248,21 +248,32 @@ fn server(dir: &Path, extra: &[&str]) -> (Proc, String, String) {
     (p, addr, id)
 }
 
+/// Starts `wavry-client` with the key [`server`] allowed, connecting to `addr` and pinning
+/// `host_id`, plus `extra` flags.
+fn client(dir: &Path, addr: &str, host_id: &str, extra: &[&str]) -> Proc {
+    let key = dir.join("client.key");
+    let mut args = vec![
+        "--connect",
+        addr,
+        "--key",
+        key.to_str().unwrap(),
+        "--host-id",
+        host_id,
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn(env!("CARGO_BIN_EXE_wavry-client"), &args)
+}
+
 #[test]
 fn host_streams_synthetic_video_that_the_client_decodes_frame_by_frame() {
     let dir = TempDir::new("stream");
     let (mut host, addr, host_id) = server(&dir.0, &[]);
-    let client_key = dir.0.join("client.key");
     let client_rec = dir.0.join("client-rec");
-    let client = Proc::spawn(
-        env!("CARGO_BIN_EXE_wavry-client"),
+    let client = client(
+        &dir.0,
+        &addr,
+        &host_id,
         &[
-            "--connect",
-            &addr,
-            "--key",
-            client_key.to_str().unwrap(),
-            "--host-id",
-            &host_id,
             "--seconds",
             "3",
             "--stats",
@@ -312,21 +323,8 @@ fn host_streams_synthetic_video_that_the_client_decodes_frame_by_frame() {
 fn client_pinning_another_host_id_is_refused() {
     let dir = TempDir::new("pin");
     let (_host, addr, _) = server(&dir.0, &[]);
-    let client_key = dir.0.join("client.key");
     let impostor = IdentityKey::generate().unwrap().id().to_string();
-    let client = Proc::spawn(
-        env!("CARGO_BIN_EXE_wavry-client"),
-        &[
-            "--connect",
-            &addr,
-            "--key",
-            client_key.to_str().unwrap(),
-            "--host-id",
-            &impostor,
-            "--connect-timeout",
-            "5",
-        ],
-    );
+    let client = client(&dir.0, &addr, &impostor, &["--connect-timeout", "5"]);
     let (ok, lines) = client.wait();
     assert!(
         !ok,
@@ -430,17 +428,12 @@ fn ping_gets_echoes_from_a_running_server_and_an_unknown_identity_is_refused() {
 fn ctrl_c_ends_the_client_cleanly_with_its_summary_and_recording() {
     let dir = TempDir::new("sigint");
     let (_host, addr, host_id) = server(&dir.0, &[]);
-    let client_key = dir.0.join("client.key");
     let client_rec = dir.0.join("client-rec");
-    let mut client = Proc::spawn(
-        env!("CARGO_BIN_EXE_wavry-client"),
+    let mut client = client(
+        &dir.0,
+        &addr,
+        &host_id,
         &[
-            "--connect",
-            &addr,
-            "--key",
-            client_key.to_str().unwrap(),
-            "--host-id",
-            &host_id,
             "--stats",
             "--record",
             "--record-dir",
@@ -502,21 +495,11 @@ fn host_streams_an_xvfb_display_and_a_client_key_press_reaches_its_xtest_sink() 
     let display = x.display.to_string();
     let dir = TempDir::new("x11");
     let (host, addr, host_id) = server(&dir.0, &["--source", "x11", "--display-id", &display]);
-    let client_key = dir.0.join("client.key");
-    let client = Proc::spawn(
-        env!("CARGO_BIN_EXE_wavry-client"),
-        &[
-            "--connect",
-            &addr,
-            "--key",
-            client_key.to_str().unwrap(),
-            "--host-id",
-            &host_id,
-            "--seconds",
-            "2",
-            "--input-test-key",
-            "30",
-        ],
+    let client = client(
+        &dir.0,
+        &addr,
+        &host_id,
+        &["--seconds", "2", "--input-test-key", "30"],
     );
     let (ok, lines) = client.wait();
     assert!(ok, "client failed: {lines:?}");
@@ -552,19 +535,11 @@ fn a_file_sent_from_the_client_arrives_whole_at_the_host_during_the_stream() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
     std::fs::write(&src, &bytes).unwrap();
-    let client_key = dir.0.join("client.key");
-    let mut client = Proc::spawn(
-        env!("CARGO_BIN_EXE_wavry-client"),
-        &[
-            "--connect",
-            &addr,
-            "--key",
-            client_key.to_str().unwrap(),
-            "--host-id",
-            &host_id,
-            "--send-file",
-            src.to_str().unwrap(),
-        ],
+    let mut client = client(
+        &dir.0,
+        &addr,
+        &host_id,
+        &["--send-file", src.to_str().unwrap()],
     );
     client.line_with("sent notes.bin (98304 bytes, SHA-256 verified by the host)");
     client.signal("-INT");
@@ -592,19 +567,11 @@ fn a_file_sent_by_the_host_arrives_whole_at_the_client() {
     std::fs::write(&src, &bytes).unwrap();
     let (_host, addr, host_id) = server(&dir.0, &["--send-file", src.to_str().unwrap()]);
     let out = dir.0.join("client-received");
-    let client_key = dir.0.join("client.key");
-    let mut client = Proc::spawn(
-        env!("CARGO_BIN_EXE_wavry-client"),
-        &[
-            "--connect",
-            &addr,
-            "--key",
-            client_key.to_str().unwrap(),
-            "--host-id",
-            &host_id,
-            "--file-out-dir",
-            out.to_str().unwrap(),
-        ],
+    let mut client = client(
+        &dir.0,
+        &addr,
+        &host_id,
+        &["--file-out-dir", out.to_str().unwrap()],
     );
     client.line_with("received");
     client.signal("-INT");
