@@ -70,6 +70,8 @@ pub struct Upload {
     pub id: u64,
     pos: u64,
     block: Vec<u8>,
+    /// How the transfer ended: `Some(true)` delivered, `Some(false)` failed or cancelled.
+    outcome: Option<bool>,
 }
 
 impl Upload {
@@ -84,6 +86,7 @@ impl Upload {
             id,
             pos: 0,
             block: vec![0; 64 * 1024],
+            outcome: None,
         })
     }
 
@@ -111,6 +114,17 @@ impl Upload {
                 return Ok(());
             }
         }
+    }
+
+    /// Records how the transfer ended (`FileDone`).
+    pub fn ended(&mut self, ok: bool) {
+        self.outcome = Some(ok);
+    }
+
+    /// Offers the same file again after it failed or was cancelled, under a new transfer id;
+    /// the receiver resumes from the part file it kept. `None` if it has not failed.
+    pub fn retry(&self, peer: &impl SessionCaller) -> Option<Result<Self, TransferError>> {
+        (self.outcome == Some(false)).then(|| Self::start(peer, &self.path))
     }
 
     /// The file's name and size.
@@ -168,5 +182,88 @@ impl<K: Hash + Eq> Downloads<K> {
                 Err(e.to_string())
             }
         })
+    }
+}
+
+/// What a `--file-control-stdin` line asks of a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileControl {
+    /// Stop sending or receiving chunks until `Resume`.
+    Pause,
+    /// Continue after `Pause`.
+    Resume,
+    /// Abandon the transfer (the receiver keeps its part file for a retry).
+    Cancel,
+    /// Offer a failed or cancelled upload again; the receiver resumes from its part file.
+    Retry,
+}
+
+impl FileControl {
+    /// What was done, for a confirmation line: "paused", "resumed", "cancelled", "retried".
+    pub fn done(self) -> &'static str {
+        match self {
+            Self::Pause => "paused",
+            Self::Resume => "resumed",
+            Self::Cancel => "cancelled",
+            Self::Retry => "retried",
+        }
+    }
+}
+
+/// Parses one `--file-control-stdin` line: `<file_id> pause|resume|cancel|retry`.
+///
+/// # Errors
+/// A message for the person typing: what was wrong and what the line should look like.
+pub fn parse_control(line: &str) -> Result<(u64, FileControl), String> {
+    const USAGE: &str = "expected `<file_id> pause|resume|cancel|retry`";
+    let mut words = line.split_whitespace();
+    let (Some(id), Some(cmd), None) = (words.next(), words.next(), words.next()) else {
+        return Err(format!("{line:?}: {USAGE}"));
+    };
+    let id = id
+        .parse()
+        .map_err(|_| format!("{id:?} is not a file id: {USAGE}"))?;
+    let cmd = match cmd.to_ascii_lowercase().as_str() {
+        "pause" => FileControl::Pause,
+        "resume" => FileControl::Resume,
+        "cancel" => FileControl::Cancel,
+        "retry" => FileControl::Retry,
+        _ => return Err(format!("{cmd:?} is not a command: {USAGE}")),
+    };
+    Ok((id, cmd))
+}
+
+/// Lines of standard input, read on their own thread; the channel closes at end of input.
+pub fn stdin_lines() -> crossbeam_channel::Receiver<String> {
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    std::thread::Builder::new()
+        .name("wavry-stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_or_else(|_| crossbeam_channel::never(), |_| rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FileControl, parse_control};
+
+    #[test]
+    fn control_lines_parse_and_bad_ones_say_why() {
+        assert_eq!(parse_control("7 pause"), Ok((7, FileControl::Pause)));
+        assert_eq!(
+            parse_control("  12\tRESUME "),
+            Ok((12, FileControl::Resume))
+        );
+        assert_eq!(parse_control("1 cancel"), Ok((1, FileControl::Cancel)));
+        assert_eq!(parse_control("1 retry"), Ok((1, FileControl::Retry)));
+        for bad in ["", "pause", "x pause", "1 stop", "1 pause now", "-1 pause"] {
+            let e = parse_control(bad).unwrap_err();
+            assert!(e.contains("expected `<file_id>"), "{bad:?}: {e}");
+        }
     }
 }

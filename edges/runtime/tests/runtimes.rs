@@ -3,7 +3,7 @@
 //! the right frame numbers back from the pixels; both record; Ctrl-C ends the host cleanly;
 //! impostors and unsupported flags are refused.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -555,6 +555,58 @@ fn a_file_sent_from_the_client_arrives_whole_at_the_host_during_the_stream() {
         "{host_lines:?}"
     );
     assert_eq!(std::fs::read(out.join("notes.bin")).unwrap(), bytes);
+}
+
+#[test]
+fn file_control_on_stdin_pauses_resumes_cancels_and_retries_an_upload() {
+    let dir = TempDir::new("filectl");
+    let out = dir.0.join("received");
+    let (host, addr, host_id) = server(&dir.0, &["--file-out-dir", out.to_str().unwrap()]);
+    let src = dir.0.join("big.bin");
+    // 1 MiB: at the 4 Mbit/s ceiling of the transfer budget the upload takes over 2 s, far
+    // longer than the pause that follows its offer needs to arrive.
+    let bytes: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 23) as u8)
+        .collect();
+    std::fs::write(&src, &bytes).unwrap();
+    let key = dir.0.join("client.key");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wavry-client"));
+    cmd.args([
+        "--connect",
+        &addr,
+        "--key",
+        key.to_str().unwrap(),
+        "--host-id",
+        &host_id,
+        "--send-file",
+        src.to_str().unwrap(),
+        "--file-control-stdin",
+    ])
+    .stdin(Stdio::piped());
+    let mut client = Proc::spawn_cmd(cmd);
+    let mut stdin = client.child.as_mut().unwrap().stdin.take().unwrap();
+    let offer = client.line_with("offering big.bin (1048576 bytes) to the host as file");
+    let id = offer.split_whitespace().last().unwrap().to_owned();
+    let mut say = |line: &str| writeln!(stdin, "{line}").unwrap();
+    say(&format!("{id} pause"));
+    client.line_with(&format!("file {id}: paused"));
+    // A bad line is reported (on stderr) and changes nothing.
+    say("pause everything");
+    say(&format!("{id} resume"));
+    client.line_with(&format!("file {id}: resumed"));
+    say(&format!("{id} cancel"));
+    client.line_with(&format!("file {id}: cancelled"));
+    say(&format!("{id} retry"));
+    client.line_with(&format!("(retry of file {id})"));
+    client.line_with("sent big.bin (1048576 bytes, SHA-256 verified by the host)");
+    drop(stdin);
+    client.signal("-INT");
+    let (ok, lines) = client.wait();
+    assert!(ok, "{lines:?}");
+    host.signal("-INT");
+    let (ok, host_lines) = host.wait();
+    assert!(ok, "{host_lines:?}");
+    assert_eq!(std::fs::read(out.join("big.bin")).unwrap(), bytes);
 }
 
 #[test]

@@ -125,12 +125,6 @@ fn check_flags(args: &Args) -> anyhow::Result<SocketAddr> {
     if args.window && std::env::var_os("DISPLAY").is_none() {
         bail!("--window: no display ($DISPLAY is not set); run headless (the default)");
     }
-    if args.file_control_stdin {
-        eprintln!(
-            "wavry-client: --file-control-stdin: pause/resume/cancel from stdin is not in \
-             this build yet; transfers run to completion"
-        );
-    }
     let Some(addr) = args.connect else {
         bail!("--connect <host:port> is required (LAN discovery is not in this build yet)");
     };
@@ -343,9 +337,17 @@ fn stream(
     for path in &args.send_file {
         let u = wavry_runtime::files::Upload::start(client, path)?;
         let (name, size) = u.describe();
-        println!("wavry-client: offering {name} ({size} bytes) to the host");
+        println!(
+            "wavry-client: offering {name} ({size} bytes) to the host as file {}",
+            u.id
+        );
         uploads.push(u);
     }
+    let mut controls = if args.file_control_stdin {
+        wavry_runtime::files::stdin_lines()
+    } else {
+        crossbeam_channel::never()
+    };
     let (mut sec_frames, mut sec_bytes) = (0u64, 0u64);
     loop {
         let left = deadline.map_or(Duration::from_secs(3600), |d| {
@@ -359,6 +361,11 @@ fn stream(
                 eprintln!("wavry-client: stopping (Goodbye to the host)");
                 return Ok(());
             }
+            recv(controls) -> line => match line {
+                Ok(line) => file_control(client, &mut uploads, &line)?,
+                // End of input: no more commands, the stream goes on.
+                Err(_) => controls = crossbeam_channel::never(),
+            },
             recv(client.events()) -> ev => match ev.context("client driver stopped")? {
                 Event::Frame(f) => {
                     tally.received += 1;
@@ -438,6 +445,11 @@ fn stream(
                 }
                 Event::FileAccepted { file_id, offset } => {
                     if let Some(u) = uploads.iter_mut().find(|u| u.id == file_id) {
+                        if offset > 0 {
+                            println!(
+                                "wavry-client: the host resumes file {file_id} at byte {offset}"
+                            );
+                        }
                         u.accepted(offset);
                         u.feed(client)?;
                     }
@@ -448,7 +460,8 @@ fn stream(
                     }
                 }
                 Event::FileDone { file_id, sending: true, result } => {
-                    if let Some(u) = uploads.iter().find(|u| u.id == file_id) {
+                    if let Some(u) = uploads.iter_mut().find(|u| u.id == file_id) {
+                        u.ended(result.is_ok());
                         let (name, size) = u.describe();
                         match result {
                             Ok(()) => println!(
@@ -482,6 +495,80 @@ fn stream(
             default(left) => {}
         }
     }
+}
+
+/// Applies one `--file-control-stdin` line. A bad line or a refused command is reported and
+/// the stream goes on; only a driver failure ends it.
+fn file_control(
+    client: &ClientDriver,
+    uploads: &mut [wavry_runtime::files::Upload],
+    line: &str,
+) -> anyhow::Result<()> {
+    use wavry_runtime::files::{FileControl, parse_control};
+    if line.trim().is_empty() {
+        return Ok(());
+    }
+    let (id, cmd) = match parse_control(line) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wavry-client: file control: {e}");
+            return Ok(());
+        }
+    };
+    let done = match cmd {
+        FileControl::Pause => {
+            client.call(Duration::from_secs(5), move |s, now| s.pause_file(now, id))?
+        }
+        FileControl::Resume => {
+            client.call(Duration::from_secs(5), move |s, now| s.resume_file(now, id))?
+        }
+        FileControl::Cancel => {
+            let r = client.call(Duration::from_secs(5), move |s, now| s.cancel_file(now, id))?;
+            if r.is_ok() {
+                // Ended here and now: a retry may follow before `FileDone` is read.
+                if let Some(u) = uploads.iter_mut().find(|u| u.id == id) {
+                    u.ended(false);
+                }
+            }
+            r
+        }
+        FileControl::Retry => {
+            let Some(u) = uploads.iter_mut().find(|u| u.id == id) else {
+                eprintln!(
+                    "wavry-client: file control: no file {id} was sent from here (retry \
+                     applies to files this side sends)"
+                );
+                return Ok(());
+            };
+            match u.retry(client) {
+                None => {
+                    eprintln!(
+                        "wavry-client: file control: file {id} has not failed; nothing to retry"
+                    );
+                    return Ok(());
+                }
+                Some(Err(e)) => {
+                    eprintln!("wavry-client: file control: retrying file {id}: {e}");
+                    return Ok(());
+                }
+                Some(Ok(again)) => {
+                    let (name, size) = again.describe();
+                    println!(
+                        "wavry-client: offering {name} ({size} bytes) to the host as file {} \
+                         (retry of file {id})",
+                        again.id
+                    );
+                    *u = again;
+                    return Ok(());
+                }
+            }
+        }
+    };
+    match done {
+        Ok(()) => println!("wavry-client: file {id}: {}", cmd.done()),
+        Err(e) => eprintln!("wavry-client: file control: file {id}: {e}"),
+    }
+    Ok(())
 }
 
 /// Reads the pixel code of a decoded picture and checks it against the frame's metadata.

@@ -78,9 +78,11 @@ fn answer_hello(
     proto::HelloAck {
         accepted: true,
         selected_codec: codec as i32,
+        // Spec RIFT §4 clamps both axes to 320..8192, which made a 320×240 host announce
+        // 320×320; the floor here is the host's own smallest mode (320×240).
         stream_resolution: Some(proto::Resolution {
             width: w.clamp(320, 8192),
-            height: h.clamp(320, 8192),
+            height: h.clamp(240, 8192),
         }),
         fps: if hello.max_fps == 0 {
             host.fps
@@ -520,6 +522,16 @@ mod tests {
         assert_eq!(
             answer_hello(&cfg, &hello, 7, &mut rng).selected_codec,
             proto::Codec::H264 as i32
+        );
+        // A 320×240 host announces what it streams.
+        cfg.host.resolution = (320, 240);
+        hello.max_resolution = None;
+        assert_eq!(
+            answer_hello(&cfg, &hello, 7, &mut rng).stream_resolution,
+            Some(proto::Resolution {
+                width: 320,
+                height: 240
+            })
         );
     }
 }
