@@ -457,6 +457,48 @@ fn ctrl_c_ends_the_client_cleanly_with_its_summary_and_recording() {
     check_recording(&lines);
 }
 
+/// The video stream's bitrate in a recording, bit/s, as ffprobe reads it.
+fn video_bit_rate(path: &Path) -> f64 {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=bit_rate", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    s.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("bit_rate of {}: {s:?}", path.display()))
+}
+
+#[test]
+fn record_quality_low_and_high_reencode_at_their_own_bitrates() {
+    let dir = TempDir::new("recq");
+    let mut rates = Vec::new();
+    for quality in ["low", "high"] {
+        let sub = dir.0.join(quality);
+        std::fs::create_dir_all(&sub).unwrap();
+        // --bitrate-kbps 1000: low records at 250 kbit/s, high at 2000 kbit/s.
+        let (host, addr, host_id) = server(&sub, &["--record-quality", quality]);
+        let mut c = client(&sub, &addr, &host_id, &["--stats"]);
+        // Two stats lines: two seconds of stream, so the recording is long enough to measure.
+        c.line_with("stats: ");
+        c.line_with("stats: ");
+        c.signal("-INT");
+        let (ok, lines) = c.wait();
+        assert!(ok, "{lines:?}");
+        host.signal("-INT");
+        let (ok, lines) = host.wait();
+        assert!(ok, "{lines:?}");
+        check_recording(&lines);
+        rates.push(video_bit_rate(&recorded(&lines).1));
+    }
+    assert!(
+        rates[0] * 3.0 < rates[1],
+        "low and high recordings at {rates:?} bit/s"
+    );
+}
+
 /// An Xvfb on a free display (reported through -displayfd), killed on drop.
 struct Xvfb {
     child: Child,

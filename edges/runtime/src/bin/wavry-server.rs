@@ -65,10 +65,16 @@ enum InputChoice {
     Log,
 }
 
+/// What `--record` writes: the stream as sent, or a re-encode of every captured frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum RecordQuality {
+    /// Re-encoded from the captured frames at twice the stream's starting bitrate (a second
+    /// x264 encode per frame on the capture thread).
     High,
+    /// The stream as sent, passed through without re-encoding (follows the congestion
+    /// controller's bitrate; no extra CPU).
     Standard,
+    /// Re-encoded from the captured frames at a quarter of the stream's starting bitrate.
     Low,
 }
 
@@ -128,7 +134,8 @@ struct Args {
     /// Where recordings go.
     #[arg(long, env = "WAVRY_RECORD_DIR", default_value = "recordings")]
     record_dir: PathBuf,
-    /// Recording quality.
+    /// Recording quality: `standard` passes the stream through; `high` and `low` re-encode
+    /// every captured frame at 2× or ¼ of --bitrate-kbps.
     #[arg(long, value_enum, env = "WAVRY_RECORD_QUALITY", default_value_t = RecordQuality::Standard)]
     record_quality: RecordQuality,
     /// Send this file to each client (repeatable).
@@ -213,14 +220,19 @@ fn check_flags(args: &Args) -> anyhow::Result<()> {
     if args.file_transfer_min_kbps > args.file_transfer_max_kbps {
         bail!("--file-transfer-min-kbps must not exceed --file-transfer-max-kbps");
     }
-    if args.record {
-        eprintln!(
-            "wavry-server: recording passes the encoded stream through (no re-encode), so \
-             --record-quality {:?} does not change it",
-            args.record_quality
-        );
-    }
     Ok(())
+}
+
+impl RecordQuality {
+    /// Bitrate of the recording's own encoder, bit/s; `None` passes the stream through.
+    fn reencode_bps(self, stream_kbps: u32) -> Option<u64> {
+        let stream = u64::from(stream_kbps) * 1000;
+        match self {
+            Self::Standard => None,
+            Self::High => Some(stream * 2),
+            Self::Low => Some((stream / 4).max(100_000)),
+        }
+    }
 }
 
 fn pick_encoder(choice: EncoderChoice) -> anyhow::Result<()> {
@@ -333,7 +345,19 @@ fn run(args: &Args) -> anyhow::Result<()> {
             "wavry-host-{}.mp4",
             wavry_media::wall_clock_us() / 1_000_000
         ));
-        eprintln!("wavry-server: recording to {}", path.display());
+        match args.record_quality.reencode_bps(args.bitrate_kbps) {
+            None => eprintln!(
+                "wavry-server: recording the stream as sent (no re-encode) to {}",
+                path.display()
+            ),
+            Some(bps) => eprintln!(
+                "wavry-server: recording every captured frame re-encoded at {} kbit/s \
+                 (--record-quality {}) to {}",
+                bps / 1000,
+                format!("{:?}", args.record_quality).to_lowercase(),
+                path.display()
+            ),
+        }
         Some(if args.audio_source == "tone" {
             FileRecorder::with_opus(&path, format, OPUS_48K_STEREO_10MS)?
         } else {
@@ -344,6 +368,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
     };
     // The media and audio threads both write to it.
     let recorder = Mutex::new(recorder);
+    let rec_encoder = match args.record_quality.reencode_bps(args.bitrate_kbps) {
+        Some(bps) if args.record => Some(X264Encoder::new(EncoderConfig {
+            format,
+            bitrate_bps: bps,
+            keyframe_interval_ms: args.keyframe_interval_ms,
+        })?),
+        _ => None,
+    };
 
     let mut cfg = SessionConfig::new(Role::Host, policy);
     cfg.host = HostParams {
@@ -381,7 +413,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
     let shared = Arc::new(Shared::default());
     let result = std::thread::scope(|s| {
-        let media = s.spawn(|| media_loop(&host, &shared, source, encoder, &recorder));
+        let media = s.spawn(|| media_loop(&host, &shared, source, encoder, rec_encoder, &recorder));
         let audio = (args.audio_source == "tone")
             .then(|| s.spawn(|| audio_loop(&host, &shared, &recorder)));
         let r = event_loop(args, &host, &shared, &stop_rx);
@@ -587,8 +619,10 @@ fn media_loop(
     shared: &Shared,
     mut source: Box<dyn VideoSource>,
     mut encoder: X264Encoder,
+    mut rec_encoder: Option<X264Encoder>,
     recorder: &Mutex<Option<FileRecorder>>,
 ) -> anyhow::Result<()> {
+    let mut rec_buf = Vec::new();
     let fps = source.format().fps;
     let interval = Duration::from_secs_f64(1.0 / f64::from(fps));
     let mut raw = RawFrame::new(source.format().width, source.format().height);
@@ -614,7 +648,10 @@ fn media_loop(
             shared,
             source.as_mut(),
             &mut encoder,
-            recorder,
+            Recording {
+                file: recorder,
+                reencode: rec_encoder.as_mut().map(|e| (e, &mut rec_buf)),
+            },
             &mut raw,
             &targets,
             interval,
@@ -632,7 +669,7 @@ fn send_one(
     shared: &Shared,
     source: &mut dyn VideoSource,
     encoder: &mut X264Encoder,
-    recorder: &Mutex<Option<FileRecorder>>,
+    recording: Recording<'_>,
     raw: &mut RawFrame,
     targets: &[wavry_rift::session::SessionHandle],
     interval: Duration,
@@ -648,12 +685,23 @@ fn send_one(
     source.capture(raw)?;
     let t1 = Instant::now();
     let mut buf = host.take_buffer();
-    let Some(info) = encoder.encode(raw, &mut buf)? else {
+    let encoded = encoder.encode(raw, &mut buf)?;
+    let t2 = Instant::now();
+    let passes_through = recording.passes_through();
+    if let Some((rec_encoder, rec_buf)) = recording.reencode {
+        if let Some(info) = rec_encoder.encode(raw, rec_buf)? {
+            if let Some(r) = lock(recording.file).as_mut() {
+                r.write_video(rec_buf, info.keyframe, info.capture_us)?;
+            }
+        }
+    }
+    let Some(info) = encoded else {
         return Ok(());
     };
-    let t2 = Instant::now();
-    if let Some(r) = lock(recorder).as_mut() {
-        r.write_video(&buf, info.keyframe, info.capture_us)?;
+    if passes_through {
+        if let Some(r) = lock(recording.file).as_mut() {
+            r.write_video(&buf, info.keyframe, info.capture_us)?;
+        }
     }
     let meta = FrameMeta {
         timestamp_us: info.capture_us,
@@ -670,6 +718,20 @@ fn send_one(
         queue(host, shared, h, copy, meta, interval)?;
     }
     queue(host, shared, last, buf, meta, interval)
+}
+
+/// Where a captured frame goes besides the stream.
+struct Recording<'a> {
+    /// The recording, if `--record`.
+    file: &'a Mutex<Option<FileRecorder>>,
+    /// The recording's own encoder and its output buffer (`--record-quality high|low`).
+    reencode: Option<(&'a mut X264Encoder, &'a mut Vec<u8>)>,
+}
+
+impl Recording<'_> {
+    fn passes_through(&self) -> bool {
+        self.reencode.is_none()
+    }
 }
 
 fn queue(
