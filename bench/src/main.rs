@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod control;
+mod e2e;
 mod net;
 
 #[derive(Parser, Debug)]
@@ -23,11 +24,15 @@ enum Command {
     Net(net::Args),
     /// Control plane: logins/s, lease issuances/s, WebSocket fan-out.
     Control(control::Args),
+    /// Glass to glass through wavry-server and wavry-client on loopback, against the same
+    /// pipeline over an in-process channel.
+    E2e(e2e::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Net(a) => net::run(&a),
         Command::Control(a) => control::run(&a),
+        Command::E2e(a) => e2e::run(&a),
     }
 }

@@ -199,6 +199,22 @@ impl Latencies {
     }
 }
 
+/// CPU time (user + system, all threads) a process has used, seconds, from `/proc/<pid>/stat`
+/// (`"self"` for this process); `None` where there is no procfs or the process is gone.
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses: utime and stime
+    // are the 14th and 15th fields of the line, the 12th and 13th after ')'.
+    let mut rest = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .skip(11);
+    let utime: u64 = rest.next()?.parse().ok()?;
+    let stime: u64 = rest.next()?.parse().ok()?;
+    // USER_HZ: 100 on every Linux ABI.
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// Formats an optional millisecond figure for a stats line.
 pub fn fmt_ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.2}"))
@@ -207,6 +223,18 @@ pub fn fmt_ms(v: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_process_has_used_some_cpu() {
+        let before = cpu_seconds("self").unwrap();
+        // Work worth many 10 ms ticks, even in an optimised build.
+        let mut x = 0u64;
+        for i in 0..200_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        assert!(cpu_seconds("self").unwrap() > before);
+        assert_eq!(cpu_seconds("0"), None);
+    }
 
     #[test]
     fn probes_are_recognised_and_latency_reports_are_not() {

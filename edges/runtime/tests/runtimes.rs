@@ -277,6 +277,8 @@ fn host_streams_synthetic_video_that_the_client_decodes_frame_by_frame() {
             "--seconds",
             "3",
             "--stats",
+            "--input-probe-hz",
+            "20",
             "--record",
             "--record-dir",
             client_rec.to_str().unwrap(),
@@ -311,12 +313,33 @@ fn host_streams_synthetic_video_that_the_client_decodes_frame_by_frame() {
         "{summary}"
     );
     check_recording(&lines);
+    // The parts of glass to glass are measured (a number, not "-").
+    for k in [
+        "g2g_p999_ms",
+        "encode_p50_ms",
+        "transport_p99_ms",
+        "decode_p99_ms",
+        "cpu_s",
+    ] {
+        assert!(kv(summary, k).parse::<f64>().is_ok(), "{k}: {summary}");
+    }
 
     // Ctrl-C: the host says Goodbye, finalises its recording and exits 0.
     host.signal("-INT");
     let (ok, host_lines) = host.wait();
     assert!(ok, "host exit status after SIGINT: {host_lines:?}");
     check_recording(&host_lines);
+    // Every input probe the client sent reached the sink, with its latency measured.
+    let probes = n("input_probes");
+    assert!(probes >= 20, "{summary}");
+    let injected = host_lines
+        .iter()
+        .find(|l| l.contains("one-way latency p50 "))
+        .unwrap_or_else(|| panic!("no input line in {host_lines:?}"));
+    assert!(
+        injected.contains(&format!("injected {probes} input events")),
+        "{injected} / {summary}"
+    );
 }
 
 #[test]

@@ -87,6 +87,10 @@ struct Args {
     /// path end to end while there is no window to type into.
     #[arg(long, value_name = "EVDEV_CODE")]
     input_test_key: Option<u32>,
+    /// Send this many zero scroll events per second (each stamped with the send time): the
+    /// host reports their one-way latency when it ends. For measurements (`wavry-bench e2e`).
+    #[arg(long, value_name = "HZ", default_value_t = 0)]
+    input_probe_hz: u32,
     /// Give up connecting after this many seconds.
     #[arg(long, default_value_t = 10)]
     connect_timeout: u64,
@@ -151,10 +155,19 @@ struct Tally {
     first: Option<u32>,
     last: Option<u32>,
     g2g: Latencies,
+    /// Host encode time per frame (from the frame's metadata).
+    encode: Latencies,
+    /// Capture timestamp + encode time → frame complete here: the host's queue, pacing and
+    /// the transport.
+    transport: Latencies,
     decode: Latencies,
+    /// Handing a picture to the window (or the headless presenter).
+    present: Latencies,
     bytes: u64,
     audio_packets: u64,
     audio_errors: u64,
+    /// Input probes sent (`--input-probe-hz`).
+    input_probes: u64,
     /// Decoded audio, samples per channel.
     audio_samples: u64,
 }
@@ -349,6 +362,13 @@ fn stream(
         crossbeam_channel::never()
     };
     let (mut sec_frames, mut sec_bytes) = (0u64, 0u64);
+    let probes = if args.input_probe_hz > 0 {
+        crossbeam_channel::tick(Duration::from_secs_f64(
+            1.0 / f64::from(args.input_probe_hz),
+        ))
+    } else {
+        crossbeam_channel::never()
+    };
     loop {
         let left = deadline.map_or(Duration::from_secs(3600), |d| {
             d.saturating_duration_since(Instant::now())
@@ -361,6 +381,13 @@ fn stream(
                 eprintln!("wavry-client: stopping (Goodbye to the host)");
                 return Ok(());
             }
+            recv(probes) -> _ => {
+                client.send_input(proto::InputMessage {
+                    timestamp_us: wavry_media::wall_clock_us(),
+                    event: Some(input_message::Event::Scroll(proto::Scroll { dx: 0.0, dy: 0.0 })),
+                })?;
+                tally.input_probes += 1;
+            }
             recv(controls) -> line => match line {
                 Ok(line) => file_control(client, &mut uploads, &line)?,
                 // End of input: no more commands, the stream goes on.
@@ -368,6 +395,11 @@ fn stream(
             },
             recv(client.events()) -> ev => match ev.context("client driver stopped")? {
                 Event::Frame(f) => {
+                    let arrival = wavry_media::wall_clock_us();
+                    tally.encode.record_us(u64::from(f.meta.encode_us));
+                    tally.transport.record_us(arrival.saturating_sub(
+                        f.meta.timestamp_us + u64::from(f.meta.encode_us),
+                    ));
                     tally.received += 1;
                     sec_frames += 1;
                     sec_bytes += f.data.len() as u64;
@@ -385,7 +417,10 @@ fn stream(
                                 tally.decode.record_us(t0.elapsed().as_micros() as u64);
                                 tally.pictures += 1;
                                 check_picture(tally, &picture, f.meta.timestamp_us);
-                                if !presenter.present(&picture)? {
+                                let t1 = Instant::now();
+                                let shown = presenter.present(&picture)?;
+                                tally.present.record_us(t1.elapsed().as_micros() as u64);
+                                if !shown {
                                     println!("wavry-client: window closed");
                                     return Ok(());
                                 }
@@ -596,8 +631,10 @@ fn print_summary(t: &Tally) {
     println!(
         "summary received={} pictures={} decoded={} unreadable={} mismatched={} out_of_order={} \
          decode_errors={} dropped={} skipped_until_keyframe={} first_frame={} last_frame={} \
-         g2g_p50_ms={} g2g_p99_ms={} decode_p50_ms={} mbytes={:.2} audio_packets={} \
-         audio_errors={} audio_ms={}",
+         g2g_p50_ms={} g2g_p99_ms={} g2g_p999_ms={} encode_p50_ms={} encode_p99_ms={} \
+         transport_p50_ms={} transport_p99_ms={} transport_p999_ms={} decode_p50_ms={} \
+         decode_p99_ms={} present_p99_ms={} mbytes={:.2} audio_packets={} audio_errors={} \
+         audio_ms={} input_probes={} cpu_s={}",
         t.received,
         t.pictures,
         t.decoded,
@@ -611,10 +648,20 @@ fn print_summary(t: &Tally) {
         t.last.map_or_else(|| "-".into(), |f| f.to_string()),
         fmt_ms(t.g2g.ms(0.5)),
         fmt_ms(t.g2g.ms(0.99)),
+        fmt_ms(t.g2g.ms(0.999)),
+        fmt_ms(t.encode.ms(0.5)),
+        fmt_ms(t.encode.ms(0.99)),
+        fmt_ms(t.transport.ms(0.5)),
+        fmt_ms(t.transport.ms(0.99)),
+        fmt_ms(t.transport.ms(0.999)),
         fmt_ms(t.decode.ms(0.5)),
+        fmt_ms(t.decode.ms(0.99)),
+        fmt_ms(t.present.ms(0.99)),
         t.bytes as f64 / 1e6,
         t.audio_packets,
         t.audio_errors,
         t.audio_samples / 48,
+        t.input_probes,
+        wavry_runtime::cpu_seconds("self").map_or_else(|| "-".into(), |c| format!("{c:.2}")),
     );
 }

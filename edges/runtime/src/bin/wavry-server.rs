@@ -465,6 +465,8 @@ fn event_loop(
     };
     eprintln!("wavry-server: input sink {}", sink.name());
     let mut injected = 0u64;
+    // Client send time (its wall clock; the same clock on one machine) → handed to the sink.
+    let mut input_latency = wavry_runtime::Latencies::default();
     let mut downloads = wavry_runtime::files::Downloads::new(args.file_out_dir.clone());
     let mut uploads: Vec<(wavry_rift::session::SessionHandle, Upload)> = Vec::new();
     let deadline = args
@@ -516,6 +518,11 @@ fn event_loop(
                         if let Some(e) = wavry_runtime::input_event(&msg) {
                             sink.inject(&e)?;
                             injected += 1;
+                            if msg.timestamp_us > 0 {
+                                input_latency.record_us(
+                                    wavry_media::wall_clock_us().saturating_sub(msg.timestamp_us),
+                                );
+                            }
                         }
                     }
                     Event::Control(msg) if probe::seq(&msg).is_some() => {
@@ -598,8 +605,13 @@ fn event_loop(
         }
     }
     println!(
-        "wavry-server: injected {injected} input events through {}",
-        sink.name()
+        "wavry-server: injected {injected} input events through {}; one-way latency \
+         p50 {} ms p99 {} ms p999 {} ms; cpu_s={}",
+        sink.name(),
+        wavry_runtime::fmt_ms(input_latency.ms(0.5)),
+        wavry_runtime::fmt_ms(input_latency.ms(0.99)),
+        wavry_runtime::fmt_ms(input_latency.ms(0.999)),
+        wavry_runtime::cpu_seconds("self").map_or_else(|| "-".into(), |c| format!("{c:.2}")),
     );
     Ok(())
 }
