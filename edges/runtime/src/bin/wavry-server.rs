@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -287,6 +287,8 @@ struct Shared {
     keyframe: AtomicBool,
     /// Lowest DELTA target across sessions, bit/s (0: none yet).
     target_bps: AtomicU64,
+    /// Lowest DELTA frame rate across sessions (0: none yet).
+    target_fps: AtomicU32,
     /// Set when the runtime is ending.
     stop: AtomicBool,
     frames_sent: AtomicU64,
@@ -472,7 +474,7 @@ fn event_loop(
     let deadline = args
         .seconds
         .map(|s| Instant::now() + Duration::from_secs(s));
-    let mut targets: HashMap<wavry_rift::session::SessionHandle, u64> = HashMap::new();
+    let mut targets: HashMap<wavry_rift::session::SessionHandle, (u64, u32)> = HashMap::new();
     loop {
         let left = deadline.map_or(Duration::from_secs(3600), |d| {
             d.saturating_duration_since(Instant::now())
@@ -510,8 +512,8 @@ fn event_loop(
                     Event::KeyframeRequested { .. } => {
                         shared.keyframe.store(true, Ordering::Release);
                     }
-                    Event::TargetBitrate { bps, .. } => {
-                        targets.insert(h, bps);
+                    Event::TargetBitrate { bps, fps } => {
+                        targets.insert(h, (bps, fps));
                         publish_target(shared, &targets);
                     }
                     Event::Input(msg) => {
@@ -620,9 +622,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn publish_target(shared: &Shared, targets: &HashMap<wavry_rift::session::SessionHandle, u64>) {
-    let min = targets.values().copied().min().unwrap_or(0);
-    shared.target_bps.store(min, Ordering::Release);
+fn publish_target(
+    shared: &Shared,
+    targets: &HashMap<wavry_rift::session::SessionHandle, (u64, u32)>,
+) {
+    let bps = targets.values().map(|t| t.0).min().unwrap_or(0);
+    let fps = targets.values().map(|t| t.1).min().unwrap_or(0);
+    shared.target_bps.store(bps, Ordering::Release);
+    shared.target_fps.store(fps, Ordering::Release);
+}
+
+/// Frames per second to capture: the source's rate, or DELTA's lower step for the slowest
+/// session (`target` 0: no target yet).
+fn stream_fps(source: u32, target: u32) -> u32 {
+    if target == 0 {
+        source
+    } else {
+        target.clamp(1, source.max(1))
+    }
 }
 
 /// Captures, encodes and queues a frame per 1/fps for every connected session; records.
@@ -635,13 +652,21 @@ fn media_loop(
     recorder: &Mutex<Option<FileRecorder>>,
 ) -> anyhow::Result<()> {
     let mut rec_buf = Vec::new();
-    let fps = source.format().fps;
-    let interval = Duration::from_secs_f64(1.0 / f64::from(fps));
+    let source_fps = source.format().fps;
+    let mut fps = source_fps;
+    let mut interval = Duration::from_secs_f64(1.0 / f64::from(fps));
     let mut raw = RawFrame::new(source.format().width, source.format().height);
     let mut targets = Vec::with_capacity(MAX_CLIENTS);
     let mut next = Instant::now();
     let mut result = Ok(());
     while !shared.stop.load(Ordering::Acquire) {
+        let want = stream_fps(source_fps, shared.target_fps.load(Ordering::Acquire));
+        if want != fps {
+            println!("wavry-server: frame rate {fps} -> {want} fps (congestion control)");
+            next += Duration::from_secs_f64(1.0 / f64::from(want)).saturating_sub(interval);
+            fps = want;
+            interval = Duration::from_secs_f64(1.0 / f64::from(fps));
+        }
         if let Some(d) = next.checked_duration_since(Instant::now()) {
             std::thread::sleep(d);
         }
@@ -809,4 +834,25 @@ fn audio_loop(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RecordQuality, stream_fps};
+
+    #[test]
+    fn the_frame_rate_follows_the_slowest_sessions_step_never_above_the_source() {
+        assert_eq!(stream_fps(60, 0), 60);
+        assert_eq!(stream_fps(60, 45), 45);
+        assert_eq!(stream_fps(60, 90), 60);
+        assert_eq!(stream_fps(30, 1), 1);
+    }
+
+    #[test]
+    fn record_quality_bitrates() {
+        assert_eq!(RecordQuality::Standard.reencode_bps(8000), None);
+        assert_eq!(RecordQuality::High.reencode_bps(8000), Some(16_000_000));
+        assert_eq!(RecordQuality::Low.reencode_bps(8000), Some(2_000_000));
+        assert_eq!(RecordQuality::Low.reencode_bps(200), Some(100_000));
+    }
 }
