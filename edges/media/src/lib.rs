@@ -417,4 +417,7 @@ pub trait Presenter {
     fn name(&self) -> &'static str;
     /// Shows `frame`. Returns `false` once the user closed the window.
     fn present(&mut self, frame: &RawFrame) -> Result<bool, MediaError>;
+    /// Appends the input the user gave the window since the last call (keys as Linux evdev
+    /// codes, the pointer normalised to the picture, buttons, wheel). Headless: nothing.
+    fn input(&mut self, _out: &mut Vec<InputEvent>) {}
 }

@@ -126,6 +126,40 @@ pub mod probe {
     }
 }
 
+/// The wire form of an input event, stamped with the sender's wall clock (µs).
+pub fn input_message(event: &InputEvent, timestamp_us: u64) -> proto::InputMessage {
+    use input_message::Event as E;
+    let event = match *event {
+        InputEvent::Key { code, pressed } => E::Key(proto::Key {
+            keycode: code,
+            pressed,
+        }),
+        InputEvent::MouseMove { x, y } => E::MouseMove(proto::MouseMove { x, y }),
+        InputEvent::MouseButton { button, pressed } => {
+            E::MouseButton(proto::MouseButton { button, pressed })
+        }
+        InputEvent::Scroll { dx, dy } => E::Scroll(proto::Scroll { dx, dy }),
+        InputEvent::GamepadAxis { pad, axis, value } => E::Gamepad(proto::GamepadMessage {
+            gamepad_id: pad,
+            axes: vec![proto::GamepadAxis { axis, value }],
+            ..proto::GamepadMessage::default()
+        }),
+        InputEvent::GamepadButton {
+            pad,
+            button,
+            pressed,
+        } => E::Gamepad(proto::GamepadMessage {
+            gamepad_id: pad,
+            buttons: vec![proto::GamepadButton { button, pressed }],
+            ..proto::GamepadMessage::default()
+        }),
+    };
+    proto::InputMessage {
+        timestamp_us,
+        event: Some(event),
+    }
+}
+
 /// Converts a client's input message into the sinks' event; `None` for an empty message.
 pub fn input_event(msg: &proto::InputMessage) -> Option<InputEvent> {
     Some(match msg.event.as_ref()? {
@@ -223,6 +257,37 @@ pub fn fmt_ms(v: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn input_events_survive_the_wire_form() {
+        let events = [
+            InputEvent::Key {
+                code: 30,
+                pressed: true,
+            },
+            InputEvent::MouseMove { x: 0.25, y: 0.75 },
+            InputEvent::MouseButton {
+                button: 3,
+                pressed: false,
+            },
+            InputEvent::Scroll { dx: 0.0, dy: -2.0 },
+            InputEvent::GamepadAxis {
+                pad: 1,
+                axis: 2,
+                value: -0.5,
+            },
+            InputEvent::GamepadButton {
+                pad: 0,
+                button: 4,
+                pressed: true,
+            },
+        ];
+        for e in events {
+            let m = input_message(&e, 99);
+            assert_eq!(m.timestamp_us, 99);
+            assert_eq!(input_event(&m), Some(e));
+        }
+    }
 
     #[test]
     fn this_process_has_used_some_cpu() {

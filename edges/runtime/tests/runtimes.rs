@@ -741,11 +741,11 @@ fn wavry_ids_starting_with_a_hyphen_are_accepted_as_values() {
 
 #[test]
 fn the_window_under_xvfb_shows_decoded_frames() {
-    use wavry_media::{RawFrame, VideoSource, stamp, x11::X11Source};
+    use wavry_media::{InputEvent, InputSink, RawFrame, VideoSource, stamp, x11::X11Source};
     let x = Xvfb::start("640x480x24");
     let display = format!(":{}", x.display);
     let dir = TempDir::new("window");
-    let (_host, addr, host_id) = server(&dir.0, &[]);
+    let (host, addr, host_id) = server(&dir.0, &[]);
     let client_key = dir.0.join("client.key");
     let mut c = Command::new(env!("CARGO_BIN_EXE_wavry-client"));
     c.args(["--connect", &addr, "--key", client_key.to_str().unwrap()])
@@ -767,9 +767,38 @@ fn the_window_under_xvfb_shows_decoded_frames() {
     }
     let s = stamp::read(&crop).expect("the window shows a frame whose pixel code reads back");
     assert!(s.capture_us > 0);
+    // Type into the window as a person would: pointer over it (no window manager: focus
+    // follows the pointer), then press and release A. The client sends both to the host.
+    let mut keyboard = wavry_media::x11::XTestSink::open(Some(&display)).unwrap();
+    keyboard
+        .inject(&InputEvent::MouseMove { x: 0.1, y: 0.1 })
+        .unwrap();
+    for pressed in [true, false] {
+        keyboard
+            .inject(&InputEvent::Key { code: 30, pressed })
+            .unwrap();
+    }
+    // Frames keep coming; the window's events are read as each is shown.
+    client.line_with("stats: ");
+    client.line_with("stats: ");
     client.signal("-INT");
     let (ok, lines) = client.wait();
     assert!(ok, "{lines:?}");
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("summary "))
+        .unwrap_or_else(|| panic!("no summary in {lines:?}"));
+    assert_eq!(kv(summary, "window_keys"), "2", "{summary}");
+    host.signal("-INT");
+    let (ok, host_lines) = host.wait();
+    assert!(ok, "{host_lines:?}");
+    let sent: u64 = kv(summary, "window_input").parse().unwrap();
+    assert!(
+        host_lines
+            .iter()
+            .any(|l| l.contains(&format!("injected {sent} input events"))),
+        "client sent {sent}: {host_lines:?}"
+    );
     assert!(
         lines.iter().any(|l| l.contains("presenter window")),
         "{lines:?}"

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use crossbeam_channel::select;
 use wavry_media::{
-    AudioDecoder, Presenter, RawFrame, Recorder, VideoDecoder, VideoFormat,
+    AudioDecoder, InputEvent, Presenter, RawFrame, Recorder, VideoDecoder, VideoFormat,
     audio::{OPUS_48K_STEREO_10MS, OpusDecoder},
     h264::FfmpegDecoder,
     present::HeadlessPresenter,
@@ -168,6 +168,9 @@ struct Tally {
     audio_errors: u64,
     /// Input probes sent (`--input-probe-hz`).
     input_probes: u64,
+    /// Input events the window gave and the client sent, and how many were keys.
+    window_input: u64,
+    window_keys: u64,
     /// Decoded audio, samples per channel.
     audio_samples: u64,
 }
@@ -341,6 +344,7 @@ fn stream(
         Box::new(HeadlessPresenter::default())
     };
     let mut picture = RawFrame::new(2, 2);
+    let mut window_input = Vec::new();
     let deadline = args
         .seconds
         .map(|s| Instant::now() + Duration::from_secs(s));
@@ -420,6 +424,17 @@ fn stream(
                                 let t1 = Instant::now();
                                 let shown = presenter.present(&picture)?;
                                 tally.present.record_us(t1.elapsed().as_micros() as u64);
+                                presenter.input(&mut window_input);
+                                for e in window_input.drain(..) {
+                                    tally.window_input += 1;
+                                    if matches!(e, InputEvent::Key { .. }) {
+                                        tally.window_keys += 1;
+                                    }
+                                    client.send_input(wavry_runtime::input_message(
+                                        &e,
+                                        wavry_media::wall_clock_us(),
+                                    ))?;
+                                }
                                 if !shown {
                                     println!("wavry-client: window closed");
                                     return Ok(());
@@ -634,7 +649,7 @@ fn print_summary(t: &Tally) {
          g2g_p50_ms={} g2g_p99_ms={} g2g_p999_ms={} encode_p50_ms={} encode_p99_ms={} \
          transport_p50_ms={} transport_p99_ms={} transport_p999_ms={} decode_p50_ms={} \
          decode_p99_ms={} present_p99_ms={} mbytes={:.2} audio_packets={} audio_errors={} \
-         audio_ms={} input_probes={} cpu_s={}",
+         audio_ms={} input_probes={} window_input={} window_keys={} cpu_s={}",
         t.received,
         t.pictures,
         t.decoded,
@@ -662,6 +677,8 @@ fn print_summary(t: &Tally) {
         t.audio_errors,
         t.audio_samples / 48,
         t.input_probes,
+        t.window_input,
+        t.window_keys,
         wavry_runtime::cpu_seconds("self").map_or_else(|| "-".into(), |c| format!("{c:.2}")),
     );
 }
