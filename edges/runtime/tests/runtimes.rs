@@ -127,6 +127,17 @@ impl Drop for Proc {
     }
 }
 
+/// Ctrl-C to the client, then to the host; both must exit 0. Returns their stdout lines.
+fn stop_both(client: Proc, host: Proc) -> (Vec<String>, Vec<String>) {
+    client.signal("-INT");
+    let (ok, client_lines) = client.wait();
+    assert!(ok, "client: {client_lines:?}");
+    host.signal("-INT");
+    let (ok, host_lines) = host.wait();
+    assert!(ok, "host: {host_lines:?}");
+    (client_lines, host_lines)
+}
+
 fn keys(dir: &Path, name: &str) -> (String, String) {
     let k = IdentityKey::generate().unwrap();
     let (path, _) = k.write_files(&dir.join(name), false).unwrap();
@@ -507,12 +518,7 @@ fn record_quality_low_and_high_reencode_at_their_own_bitrates() {
         // Two stats lines: two seconds of stream, so the recording is long enough to measure.
         c.line_with("stats: ");
         c.line_with("stats: ");
-        c.signal("-INT");
-        let (ok, lines) = c.wait();
-        assert!(ok, "{lines:?}");
-        host.signal("-INT");
-        let (ok, lines) = host.wait();
-        assert!(ok, "{lines:?}");
+        let (_, lines) = stop_both(c, host);
         check_recording(&lines);
         rates.push(video_bit_rate(&recorded(&lines).1));
     }
@@ -607,12 +613,7 @@ fn a_file_sent_from_the_client_arrives_whole_at_the_host_during_the_stream() {
         &["--send-file", src.to_str().unwrap()],
     );
     client.line_with("sent notes.bin (98304 bytes, SHA-256 verified by the host)");
-    client.signal("-INT");
-    let (ok, lines) = client.wait();
-    assert!(ok, "{lines:?}");
-    host.signal("-INT");
-    let (ok, host_lines) = host.wait();
-    assert!(ok, "{host_lines:?}");
+    let (_, host_lines) = stop_both(client, host);
     assert!(
         host_lines
             .iter()
@@ -665,12 +666,7 @@ fn file_control_on_stdin_pauses_resumes_cancels_and_retries_an_upload() {
     client.line_with(&format!("(retry of file {id})"));
     client.line_with("sent big.bin (1048576 bytes, SHA-256 verified by the host)");
     drop(stdin);
-    client.signal("-INT");
-    let (ok, lines) = client.wait();
-    assert!(ok, "{lines:?}");
-    host.signal("-INT");
-    let (ok, host_lines) = host.wait();
-    assert!(ok, "{host_lines:?}");
+    stop_both(client, host);
     assert_eq!(std::fs::read(out.join("big.bin")).unwrap(), bytes);
 }
 
