@@ -390,7 +390,14 @@ impl Endpoint {
         if local_ip.is_some() {
             s.local_ip = local_ip;
         }
+        let before = s.remote();
         s.handle_datagram(now, from, buf);
+        if s.remote() != before {
+            // The session moved to a validated new address (roaming): re-key the map.
+            let hs = s.handshake_id();
+            self.by_handshake.remove(&(before, hs));
+            self.by_handshake.insert((s.remote(), hs), idx);
+        }
         self.touch(idx);
         Some(self.handle_of(idx))
     }
