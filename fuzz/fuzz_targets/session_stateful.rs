@@ -3,7 +3,10 @@
 //! program of operations: correctly sealed messages of every kind (video chunks, parity,
 //! audio, feedback, NACKs, reliable control, file messages, raw bytes) in either direction,
 //! packet-id jumps, replays of earlier datagrams, time passing, real traffic exchanged and
-//! application calls. Nothing may panic, and the receive and reliable bounds must hold.
+//! application calls; rekeys (the host rekeys every few packets and milliseconds, and forged
+//! Rekey/RekeyAck messages arrive), path messages, and the client's datagrams from a second
+//! address (roaming back and forth). Nothing may panic, and the receive and reliable bounds
+//! must hold.
 //! (The existing targets stop at decryption; this one reaches what lies behind it.)
 #![no_main]
 use std::{
@@ -82,6 +85,9 @@ struct Rig {
     host: Session,
     ca: SocketAddr,
     ha: SocketAddr,
+    /// The client's second address and whether its datagrams come from it now.
+    alt: SocketAddr,
+    roamed: bool,
     buf: Vec<u8>,
     /// Sealed datagrams kept for replays: (to_host, bytes).
     captured: Vec<(bool, Vec<u8>)>,
@@ -108,21 +114,19 @@ impl Rig {
         let Ok(Header::Handshake(h)) = Header::decode(&buf[..t.len]) else {
             return None;
         };
-        let host = Session::accept(
-            now,
-            SessionConfig::new(Role::Host, PeerPolicy::AnyAuthenticated),
-            hk.clone(),
-            ca,
-            h,
-            &buf[30..t.len],
-        )
-        .ok()?;
+        let mut host_cfg = SessionConfig::new(Role::Host, PeerPolicy::AnyAuthenticated);
+        host_cfg.rekey_interval = Duration::from_millis(40);
+        host_cfg.rekey_after_packets = 48;
+        host_cfg.rekey_grace = Duration::from_millis(30);
+        let host = Session::accept(now, host_cfg, hk.clone(), ca, h, &buf[30..t.len]).ok()?;
         let mut r = Self {
             now,
             client,
             host,
             ca,
             ha,
+            alt: "10.0.0.3:7".parse().ok()?,
+            roamed: false,
             buf,
             captured: Vec::new(),
             jump: 0,
@@ -153,10 +157,11 @@ impl Rig {
             }
             if let Some(t) = self.client.poll_transmit(self.now, &mut self.buf, 4) {
                 let seg = t.segment_size.unwrap_or(t.len).max(1);
+                let from = self.client_addr();
                 for at in (0..t.len).step_by(seg) {
                     let end = (at + seg).min(t.len);
                     self.host
-                        .handle_datagram(self.now, self.ca, &mut self.buf[at..end]);
+                        .handle_datagram(self.now, from, &mut self.buf[at..end]);
                 }
                 moved = true;
             }
@@ -165,6 +170,10 @@ impl Rig {
             }
         }
         self.drain();
+    }
+
+    fn client_addr(&self) -> SocketAddr {
+        if self.roamed { self.alt } else { self.ca }
     }
 
     fn advance(&mut self, d: Duration) {
@@ -196,8 +205,9 @@ impl Rig {
 
     /// Seals `plain` on one side and delivers it to the other (and keeps a copy).
     fn inject(&mut self, to_host: bool, plain: &[u8]) {
+        let client_addr = self.client_addr();
         let (sender, receiver, from) = if to_host {
-            (&mut self.client, &mut self.host, self.ca)
+            (&mut self.client, &mut self.host, client_addr)
         } else {
             (&mut self.host, &mut self.client, self.ha)
         };
@@ -230,7 +240,7 @@ fn step(r: &mut Rig, inp: &mut Input<'_>) {
     let op = inp.u8();
     let to_host = op & 0x80 != 0;
     let mut out = Vec::new();
-    match op % 13 {
+    match op % 14 {
         0 => {
             let frame_id = inp.id();
             let chunk_index = u32::from(inp.u16());
@@ -298,7 +308,7 @@ fn step(r: &mut Rig, inp: &mut Input<'_>) {
         }
         5 => {
             let seq = inp.id();
-            let c = match inp.u8() % 8 {
+            let c = match inp.u8() % 13 {
                 0 => Ctl::Hello(proto::Hello {
                     protocol_version: 1,
                     supported_codecs: vec![i32::from(inp.u8())],
@@ -330,6 +340,16 @@ fn step(r: &mut Rig, inp: &mut Input<'_>) {
                 6 => Ctl::Clipboard(proto::ClipboardMessage {
                     text: String::from_utf8_lossy(inp.bytes(1_100)).into_owned(),
                 }),
+                8 => Ctl::Rekey(proto::Rekey {
+                    generation: inp.id(),
+                    public_key: inp.bytes(40).to_vec(),
+                }),
+                9 => Ctl::RekeyAck(proto::RekeyAck {
+                    generation: inp.id(),
+                    public_key: inp.bytes(40).to_vec(),
+                }),
+                10 => Ctl::PathChallenge(proto::PathChallenge { data: inp.u64() }),
+                11 => Ctl::PathResponse(proto::PathResponse { data: inp.u64() }),
                 _ => Ctl::Goodbye(proto::Goodbye {
                     code: 0,
                     reason: String::new(),
@@ -362,8 +382,10 @@ fn step(r: &mut Rig, inp: &mut Input<'_>) {
             let i = usize::from(inp.u8());
             if let Some((h, d)) = r.captured.get(i % r.captured.len().max(1)).cloned() {
                 let mut d = d;
+                // Replayed from the client's address or from another one.
+                let client_from = if inp.u8() & 1 == 1 { r.alt } else { r.ca };
                 let (s, from) = if h {
-                    (&mut r.host, r.ca)
+                    (&mut r.host, client_from)
                 } else {
                     (&mut r.client, r.ha)
                 };
@@ -379,6 +401,11 @@ fn step(r: &mut Rig, inp: &mut Input<'_>) {
         }
         11 => {
             r.pump(usize::from(inp.u8()) + 1);
+            return;
+        }
+        12 => {
+            // NAT rebinding: the client's datagrams come from the other address from now on.
+            r.roamed = !r.roamed;
             return;
         }
         _ => {

@@ -43,6 +43,7 @@ fn headers(c: &mut Criterion) {
     let h = TransportHeader {
         alias: 0x1234_5678,
         packet_id: 42,
+        key_phase: false,
     };
     g.bench_function("transport_encode", |b| {
         b.iter(|| black_box(&h).encode(&mut buf).unwrap());

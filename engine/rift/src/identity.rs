@@ -111,6 +111,12 @@ pub struct IdentityKey {
     pair: Ed25519KeyPair,
 }
 
+impl Drop for IdentityKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.seed);
+    }
+}
+
 impl fmt::Debug for IdentityKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdentityKey")

@@ -66,3 +66,72 @@ fn four_clients_connect_through_a_spoofed_first_message_flood() {
         spoofed_out as f64 / spoofed_in as f64
     );
 }
+
+/// The same flood while a connected client receives a 60 fps stream and four more clients
+/// connect: every frame of the established stream arrives (none dropped), and the four
+/// connect within 1 s.
+#[test]
+fn an_established_stream_loses_no_frame_during_the_flood() {
+    use wavry_rift::session::{Event, FrameMeta};
+    let link = LinkConfig::default().with_delay(Duration::from_millis(20));
+    let mut n = EndpointNet::new(8, 1, &link, EndpointConfig::new(8), Some(98));
+    n.run_for(Duration::from_millis(500));
+    let streamer = *n
+        .host_connected()
+        .first()
+        .expect("the streaming client connected");
+    let flood_start = n.now;
+    let mut rng = Rng::new(Some(6));
+    for k in 0..150_000u64 {
+        let (from, d) = spoof::first_message(&mut rng, false);
+        n.injections
+            .push_back((flood_start + Duration::from_micros(10 * k), from, d));
+    }
+    for _ in 0..4 {
+        n.add_client();
+    }
+    let interval = Duration::from_secs(1) / 60;
+    let frame = vec![5u8; 20_000];
+    let mut sent = 0u64;
+    let mut next = flood_start;
+    let end = flood_start + Duration::from_millis(1_500);
+    n.run_until(end + Duration::from_millis(300), |n| {
+        while n.now >= next && next < end {
+            n.ep.session_mut(streamer)
+                .unwrap()
+                .send_frame(
+                    n.now,
+                    &frame,
+                    FrameMeta {
+                        timestamp_us: sent * interval.as_micros() as u64,
+                        ..FrameMeta::default()
+                    },
+                    interval,
+                )
+                .unwrap();
+            sent += 1;
+            next += interval;
+        }
+    });
+    let frames = n.client_events[0]
+        .iter()
+        .filter(|(at, e)| *at >= flood_start && matches!(e, Event::Frame(_)))
+        .count() as u64;
+    let dropped = n.client_events[0]
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::FrameDropped { .. }))
+        .count();
+    assert!(sent >= 85, "{sent} frames sent");
+    assert_eq!((frames, dropped), (sent, 0), "frames lost during the flood");
+    for k in 1..5 {
+        let at = n
+            .connected_at(k)
+            .unwrap_or_else(|| panic!("client {k} did not connect"));
+        assert!(at - flood_start <= Duration::from_secs(1), "client {k}");
+    }
+    assert_eq!(n.ep.len(), 5);
+    println!(
+        "flood with a stream: {frames}/{sent} frames, {:?}",
+        n.ep.stats()
+    );
+}

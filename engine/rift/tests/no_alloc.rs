@@ -41,6 +41,7 @@ fn per_packet_paths_do_not_allocate() {
             let h = TransportHeader {
                 alias: 7,
                 packet_id: i,
+                key_phase: false,
             };
             h.encode(&mut buf).unwrap();
             assert_eq!(Header::decode(&buf).unwrap(), Header::Transport(h));

@@ -32,7 +32,10 @@ fn a_packet_id_of_2_pow_62_is_one_step_and_the_stream_goes_on() {
     assert_eq!(after.datagrams_received, before.datagrams_received + 1);
     assert_eq!(after.packet_id_jumps, 1, "the jump is counted once");
     // Another jump, to the last id a sender may seal.
-    d.inject_to_client(u64::MAX - 1, &ping(2));
+    d.inject_to_client(
+        wavry_rift::wire::TransportHeader::MAX_PACKET_ID - 1,
+        &ping(2),
+    );
     assert_eq!(d.client.stats().packet_id_jumps, 2);
 
     // The NACKs the jump provokes name only ids the host never sent: ignored, counted.
@@ -41,7 +44,7 @@ fn a_packet_id_of_2_pow_62_is_one_step_and_the_stream_goes_on() {
     assert!(d.client.is_connected() && d.host.is_connected());
 
     // The host's counter is past the jump, so its next datagrams would need ids past
-    // u64::MAX - 1: it cannot send any more; a fresh jump on a fresh pair shows delivery
+    // 2^63 - 2: it cannot send any more; a fresh jump on a fresh pair shows delivery
     // resumes after a jump.
     let mut d = Duo::connected();
     d.inject_to_client(1 << 62, &ping(3));

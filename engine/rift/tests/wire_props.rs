@@ -39,8 +39,8 @@ proptest! {
     }
 
     #[test]
-    fn transport_header_round_trips(alias in 1u32.., pid: u64, tail in proptest::collection::vec(any::<u8>(), 0..64)) {
-        let h = TransportHeader { alias, packet_id: pid };
+    fn transport_header_round_trips(alias in 1u32.., pid in 0..=TransportHeader::MAX_PACKET_ID, key_phase: bool, tail in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let h = TransportHeader { alias, packet_id: pid, key_phase };
         let mut buf = vec![0u8; 18 + tail.len()];
         prop_assert_eq!(h.encode(&mut buf).unwrap(), 18);
         buf[18..].copy_from_slice(&tail);

@@ -2,8 +2,15 @@
 //! opens incoming ones with header check → replay check → AEAD → replay update, all in place.
 //! The 18-byte RIFT transport header is the AEAD's associated data, so alias, version and
 //! packet id are authenticated (the original left them unauthenticated).
+//!
+//! Rekeying (see `session/rekey.rs`): each direction has a key phase bit in the header. The
+//! receiver selects the key by the bit: the current key, or, for the other bit, the next
+//! generation's key once installed (the first packet that opens under it makes it current and,
+//! on the side that has not switched yet, moves sending to the new generation) or the previous
+//! key, kept for reordered packets until the session erases it. Packet ids (the nonces) keep
+//! counting across generations, so one replay window covers all of them.
 
-use super::{CryptoError, PacketKey, TAG_LEN};
+use super::{ChainKey, CryptoError, PacketKey, TAG_LEN};
 use crate::{identity::WavryId, replay::ReplayWindow, wire::TransportHeader};
 
 /// Bytes a sealed datagram adds around the plaintext: header in front, tag behind.
@@ -22,7 +29,20 @@ pub struct Opened<'a> {
 #[derive(Debug)]
 pub struct SecureChannel {
     tx: PacketKey,
+    tx_phase: bool,
     rx: PacketKey,
+    rx_phase: bool,
+    /// The next generation's receive key (phase `!rx_phase`), once derived.
+    rx_next: Option<PacketKey>,
+    /// The send key to switch to when `rx_next` first opens a packet (the rekey responder).
+    tx_on_next: Option<PacketKey>,
+    /// The previous generation's receive key (phase `!rx_phase`), until erased.
+    rx_prev: Option<PacketKey>,
+    rotated: bool,
+    /// Secret linking this key generation to the next (zeroized on drop and on replacement).
+    chain: ChainKey,
+    sealed_under_key: u64,
+    opened_under_key: u64,
     next_packet_id: u64,
     replay: ReplayWindow,
     peer: WavryId,
@@ -34,12 +54,81 @@ impl SecureChannel {
     pub fn new(tx: PacketKey, rx: PacketKey, peer: WavryId, handshake_hash: [u8; 32]) -> Self {
         Self {
             tx,
+            tx_phase: false,
             rx,
+            rx_phase: false,
+            rx_next: None,
+            tx_on_next: None,
+            rx_prev: None,
+            rotated: false,
+            chain: ChainKey::new([0; 32]),
+            sealed_under_key: 0,
+            opened_under_key: 0,
             next_packet_id: 1,
             replay: ReplayWindow::new(),
             peer,
             handshake_hash,
         }
+    }
+
+    /// Sets the chain key the next rekey derives from (the handshake's initial one, then each
+    /// generation's); the old one is zeroized.
+    pub fn set_chain(&mut self, chain: ChainKey) {
+        self.chain = chain;
+    }
+
+    /// The current chain key.
+    pub fn chain(&self) -> &[u8; 32] {
+        &self.chain
+    }
+
+    /// Installs the next generation's receive key; `tx_on_switch`, if given, becomes the send
+    /// key when the first packet opens under the new receive key (the peer has switched, so it
+    /// can open ours). A previous key still kept is erased (it shares the phase bit).
+    pub fn install_next(&mut self, rx: PacketKey, tx_on_switch: Option<PacketKey>) {
+        self.rx_prev = None;
+        self.rx_next = Some(rx);
+        self.tx_on_next = tx_on_switch;
+    }
+
+    /// Seals from now on under `tx`, the next generation's send key (the phase bit flips).
+    pub fn switch_tx(&mut self, tx: PacketKey) {
+        self.tx = tx;
+        self.tx_phase = !self.tx_phase;
+        self.sealed_under_key = 0;
+    }
+
+    /// Erases the previous generation's receive key (the grace period for reordered packets
+    /// is over): packets sealed under it no longer open.
+    pub fn drop_previous(&mut self) {
+        self.rx_prev = None;
+    }
+
+    /// True while the previous generation's receive key is kept.
+    pub fn has_previous(&self) -> bool {
+        self.rx_prev.is_some()
+    }
+
+    /// True while a next generation's key is installed but no packet has opened under it.
+    pub fn has_next(&self) -> bool {
+        self.rx_next.is_some() || self.tx_on_next.is_some()
+    }
+
+    /// True once since the last call if a packet opened under the next receive key (which then
+    /// became the current one).
+    pub fn take_rotated(&mut self) -> bool {
+        std::mem::take(&mut self.rotated)
+    }
+
+    /// Packets sealed or opened under the current keys (whichever is more), for the
+    /// packet-count rekey trigger.
+    pub fn key_use(&self) -> u64 {
+        self.sealed_under_key.max(self.opened_under_key)
+    }
+
+    /// The send and receive key phase bits.
+    pub fn phases(&self) -> (bool, bool) {
+        (self.tx_phase, self.rx_phase)
     }
 
     /// The peer's authenticated identity.
@@ -50,6 +139,11 @@ impl SecureChannel {
     /// The Noise handshake hash (channel binding; equal on both sides).
     pub fn handshake_hash(&self) -> &[u8; 32] {
         &self.handshake_hash
+    }
+
+    /// The highest packet id received and authenticated so far (0: none).
+    pub fn highest_received(&self) -> u64 {
+        self.replay.highest()
     }
 
     /// The packet id the next `seal` will use.
@@ -80,13 +174,19 @@ impl SecureChannel {
             });
         }
         let packet_id = self.next_packet_id;
-        if packet_id == u64::MAX {
+        if packet_id >= TransportHeader::MAX_PACKET_ID {
             return Err(CryptoError::PacketIdExhausted);
         }
         let (head, body) = buf.split_at_mut(TransportHeader::LEN);
-        TransportHeader { alias, packet_id }.encode(head)?;
+        TransportHeader {
+            alias,
+            packet_id,
+            key_phase: self.tx_phase,
+        }
+        .encode(head)?;
         let n = self.tx.seal(packet_id, head, body, payload_len)?;
         self.next_packet_id += 1;
+        self.sealed_under_key += 1;
         Ok((packet_id, TransportHeader::LEN + n))
     }
 
@@ -111,12 +211,40 @@ impl SecureChannel {
         }
         self.replay.check(header.packet_id)?;
         let (head, body) = buf.split_at_mut(TransportHeader::LEN);
-        let n = self.rx.open(header.packet_id, head, body)?;
+        let n = if header.key_phase == self.rx_phase {
+            let n = self.rx.open(header.packet_id, head, body)?;
+            self.opened_under_key += 1;
+            n
+        } else if let Some(next) = &self.rx_next {
+            let n = next.open(header.packet_id, head, body)?;
+            self.promote_next();
+            n
+        } else if let Some(prev) = &self.rx_prev {
+            prev.open(header.packet_id, head, body)?
+        } else {
+            return Err(CryptoError::KeyPhase);
+        };
         self.replay.update(header.packet_id);
         Ok(Opened {
             header,
             payload: &mut body[..n],
         })
+    }
+}
+
+impl SecureChannel {
+    /// The next receive key opened a packet: it becomes current, the current one previous,
+    /// and a pending send key takes over.
+    fn promote_next(&mut self) {
+        if let Some(next) = self.rx_next.take() {
+            self.rx_prev = Some(std::mem::replace(&mut self.rx, next));
+            self.rx_phase = !self.rx_phase;
+            self.opened_under_key = 1;
+            self.rotated = true;
+        }
+        if let Some(tx) = self.tx_on_next.take() {
+            self.switch_tx(tx);
+        }
     }
 }
 
@@ -170,6 +298,7 @@ mod tests {
         TransportHeader {
             alias: 10,
             packet_id: 1,
+            key_phase: false,
         }
         .encode(&mut d)
         .unwrap();
@@ -195,6 +324,46 @@ mod tests {
             b.open(&mut short[..10]),
             Err(CryptoError::Wire(WireError::TooShort { len: 10, need: 18 }))
         );
+    }
+
+    #[test]
+    fn key_phases_switch_without_a_gap_and_old_keys_end_at_erasure() {
+        let (mut a, mut b) = pair();
+        let mut d = [0u8; 64];
+        let (_, n) = a.seal(9, &mut d, 4).unwrap();
+        // b (the rekey initiator) has the new keys first: it sends under them at once and
+        // expects a's new-phase packets; a installs the next receive key and switches when
+        // the first packet opens under it.
+        b.switch_tx(PacketKey::new(&[4; 32]));
+        b.install_next(PacketKey::new(&[5; 32]), None);
+        a.install_next(PacketKey::new(&[4; 32]), Some(PacketKey::new(&[5; 32])));
+        // a's old-phase packet still opens at b (current key).
+        b.open(&mut d[..n]).unwrap();
+        let (_, m) = b.seal(9, &mut d, 4).unwrap();
+        assert!(a.open(&mut d[..m]).is_ok());
+        assert!(a.take_rotated());
+        assert_eq!(a.phases(), (true, true));
+        // a now seals under the new phase; b promotes its next key too.
+        let (_, k) = a.seal(9, &mut d, 4).unwrap();
+        b.open(&mut d[..k]).unwrap();
+        assert!(b.take_rotated() && b.has_previous());
+        // A reordered old-phase packet (sealed before the switch) opens with the previous key.
+        let (_, r) = {
+            let (mut a2, _) = pair();
+            a2.skip_to(50);
+            a2.seal(9, &mut d, 4).unwrap()
+        };
+        let reordered = d;
+        let mut t = reordered;
+        assert!(b.open(&mut t[..r]).is_ok());
+        // After erasure, old-phase packets are refused by phase.
+        b.drop_previous();
+        let (_, r2) = {
+            let (mut a3, _) = pair();
+            a3.skip_to(60);
+            a3.seal(9, &mut d, 4).unwrap()
+        };
+        assert_eq!(b.open(&mut d[..r2]), Err(CryptoError::KeyPhase));
     }
 
     #[test]

@@ -12,6 +12,8 @@
 
 use std::sync::Arc;
 
+use zeroize::{Zeroize, Zeroizing};
+
 use super::{AUTH_PAYLOAD_LEN, AuthPayload, CryptoError, PacketKey, SecureChannel};
 use crate::{
     identity::{IdentityKey, WavryId},
@@ -125,14 +127,17 @@ impl Handshake {
                 Box::new(NoiseResolver::new(seeded)),
             ),
         };
-        let keypair = builder.generate_keypair()?;
-        let builder = builder
-            .local_private_key(&keypair.private)?
-            .prologue(PROLOGUE)?;
-        let noise = match role {
-            HandshakeRole::Initiator => builder.build_initiator()?,
-            HandshakeRole::Responder => builder.build_responder()?,
-        };
+        let mut keypair = builder.generate_keypair()?;
+        let noise = builder
+            .local_private_key(&keypair.private)
+            .and_then(|b| b.prologue(PROLOGUE))
+            .and_then(|b| match role {
+                HandshakeRole::Initiator => b.build_initiator(),
+                HandshakeRole::Responder => b.build_responder(),
+            });
+        // The static private key now lives only inside snow's state (which zeroizes it).
+        keypair.private.zeroize();
+        let noise = noise?;
         let mut local_static = [0u8; 32];
         local_static.copy_from_slice(&keypair.public);
         Ok(Self {
@@ -271,16 +276,14 @@ impl Handshake {
             .ok_or(CryptoError::OutOfOrder("peer not authenticated"))?;
         let hash = self.hash();
         let (i2r, r2i) = self.noise.dangerously_get_raw_split();
+        let (i2r, r2i) = (Zeroizing::new(i2r), Zeroizing::new(r2i));
         let (tx, rx) = match self.role {
-            HandshakeRole::Initiator => (i2r, r2i),
-            HandshakeRole::Responder => (r2i, i2r),
+            HandshakeRole::Initiator => (&i2r, &r2i),
+            HandshakeRole::Responder => (&r2i, &i2r),
         };
-        Ok(SecureChannel::new(
-            PacketKey::new(&tx),
-            PacketKey::new(&rx),
-            peer,
-            hash,
-        ))
+        let mut ch = SecureChannel::new(PacketKey::new(tx), PacketKey::new(rx), peer, hash);
+        ch.set_chain(super::initial_chain(&i2r, &r2i, &hash));
+        Ok(ch)
     }
 }
 

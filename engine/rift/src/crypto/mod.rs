@@ -6,12 +6,16 @@ mod aead;
 mod auth;
 mod channel;
 mod handshake;
+mod rekey;
 
 pub use aead::{KEY_LEN, PacketKey, TAG_LEN};
 pub use auth::{AUTH_PAYLOAD_LEN, AuthPayload};
 pub use channel::{OVERHEAD, Opened, SecureChannel};
 pub use handshake::{
     Handshake, HandshakeRole, HandshakeStep, MAX_HANDSHAKE_MSG, NOISE_PARAMS, PROLOGUE, PeerPolicy,
+};
+pub use rekey::{
+    ChainKey, Ephemeral, NextKeys, REKEY_PUBLIC_LEN, derive as derive_rekey, initial_chain,
 };
 
 use crate::{identity::WavryId, replay::ReplayError, wire::WireError};
@@ -49,6 +53,13 @@ pub enum CryptoError {
     /// The peer proved an identity that the local policy does not accept.
     #[error("peer identity {0} is not allowed by the local policy")]
     PeerRejected(WavryId),
+    /// A rekey message carried an unusable public key.
+    #[error("rekey refused: {0}")]
+    BadRekey(&'static str),
+    /// A transport packet names a key phase whose keys are gone (erased after a rekey's grace
+    /// period) or not yet installed.
+    #[error("no keys for this packet's key phase")]
+    KeyPhase,
     /// A handshake method was called out of order.
     #[error("handshake called out of order: {0}")]
     OutOfOrder(&'static str),

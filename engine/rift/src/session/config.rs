@@ -89,6 +89,15 @@ pub struct SessionConfig {
     /// messages): `None` (default) uses the OS generator; tests and netsim runs set it so a
     /// run is byte-for-byte reproducible. Never set it in production.
     pub rng_seed: Option<u64>,
+    /// Host: start a rekey (fresh ephemeral Diffie-Hellman) this long after the last one
+    /// (default 2 minutes; zero: only the packet-count trigger).
+    pub rekey_interval: std::time::Duration,
+    /// Host: start a rekey once this many packets were sealed or opened under one key
+    /// (default 2^32).
+    pub rekey_after_packets: u64,
+    /// How long the previous key generation still opens reordered packets after a rekey,
+    /// before it is erased (default 3 s).
+    pub rekey_grace: std::time::Duration,
 }
 
 impl SessionConfig {
@@ -122,6 +131,9 @@ impl SessionConfig {
             stats_interval: Duration::from_secs(1),
             files: crate::transfer::TransferConfig::default(),
             rng_seed: None,
+            rekey_interval: Duration::from_secs(120),
+            rekey_after_packets: 1 << 32,
+            rekey_grace: Duration::from_secs(3),
         }
     }
 

@@ -44,18 +44,31 @@ impl Session {
                 self.on_handshake(now, from, h, msg);
             }
             Ok(Header::Transport(t)) => {
-                if t.alias != self.alias || from != self.remote {
+                // Only a host roams to a client's new address, and not through a relay.
+                let new_path = from != self.remote;
+                if t.alias != self.alias
+                    || (new_path && (self.cfg.role != Role::Host || self.cfg.relay.is_some()))
+                {
                     self.stats.rejected += 1;
                     return;
                 }
+                self.rekey_tick(now);
                 let Some(ch) = self.channel.as_mut() else {
                     self.stats.rejected += 1;
                     return;
                 };
+                let newest = t.packet_id > ch.highest_received();
                 let wire_len = buf.len();
                 match ch.open_decoded(t, buf) {
                     Ok(opened) => {
                         let pid = opened.header.packet_id;
+                        if ch.take_rotated() {
+                            self.on_rotated(now);
+                        }
+                        if new_path {
+                            self.on_new_path(now, from, newest, wire_len);
+                        }
+                        self.path.from = Some(from);
                         self.stats.datagrams_received += 1;
                         self.last_rx = Some(now);
                         self.recv.on_packet(now, pid, wire_len);
@@ -64,6 +77,7 @@ impl Session {
                         self.check_reliable();
                     }
                     Err(CryptoError::Replay(_)) => self.stats.replayed += 1,
+                    Err(CryptoError::KeyPhase) => self.stats.stale_key_phase += 1,
                     Err(_) => self.stats.rejected += 1,
                 }
             }
@@ -73,7 +87,7 @@ impl Session {
 
     /// Closes the session once the reliable queue overflowed (the peer does not acknowledge):
     /// a Goodbye goes out, best effort.
-    fn check_reliable(&mut self) {
+    pub(super) fn check_reliable(&mut self) {
         if !self.send.reliable_overflow || matches!(self.phase, Phase::Closed) {
             return;
         }
@@ -173,6 +187,15 @@ impl Session {
                     let _ = self.send.queue_message(Class::Control, &pong, None);
                 }
                 Some(Ctl::Pong(_)) => {}
+                Some(Ctl::Rekey(r)) => self.on_rekey(now, &r),
+                Some(Ctl::RekeyAck(a)) => self.on_rekey_ack(&a),
+                Some(Ctl::PathChallenge(c)) if self.cfg.role == Role::Client => {
+                    self.on_path_challenge(c);
+                }
+                Some(Ctl::PathResponse(r)) if self.cfg.role == Role::Host => {
+                    self.on_path_response(r);
+                }
+                Some(Ctl::PathChallenge(_) | Ctl::PathResponse(_)) => self.stats.role_refused += 1,
                 // Feedback takes the allocation-free path in `on_plaintext`; one that reaches
                 // here was malformed for that decoder.
                 Some(Ctl::Feedback(_)) => self.stats.malformed += 1,
@@ -251,6 +274,9 @@ impl Session {
         self.clock = self.clock.max(now);
         self.produce(now);
         self.check_reliable();
+        if let Some(t) = self.poll_path_challenge(now, buf) {
+            return Some(t);
+        }
         let prefix = self.prefix_len();
         let alias = self.alias;
         let relay = self.cfg.relay;
@@ -295,6 +321,7 @@ impl Session {
         if self.channel.is_none() || matches!(self.phase, Phase::Closed) {
             return;
         }
+        self.rekey_tick(now);
         let srtt = self.send.srtt().unwrap_or(Duration::from_millis(50));
         let interval = (srtt / 4).clamp(Duration::from_millis(5), Duration::from_millis(25));
         if let Some(fb) = self.recv.poll_feedback(now, interval) {
@@ -349,6 +376,8 @@ impl Session {
         if self.next_stats.is_some_and(|t| t <= now) {
             self.report_stats(now);
         }
+        self.rekey_tick(now);
+        self.path_timeout(now);
         let gap = self.send.srtt().unwrap_or(Duration::from_millis(50));
         if let Some(last_valid) = self.recv.on_timeout(now, gap, &mut self.events) {
             let rfi = proto::Message {
@@ -396,6 +425,8 @@ impl Session {
             self.send.next_send_time(self.clock),
             self.files
                 .next_wakeup(self.cc.target_bps(), self.send.reliable_room()),
+            self.rekey_next_timeout(),
+            self.path_next_timeout(),
         ]
         .into_iter()
         .flatten()

@@ -142,6 +142,9 @@ pub struct EndpointStats {
     pub forged_handshake_dropped: u64,
     /// Datagrams that arrived marked congestion-experienced.
     pub ecn_ce_received: u64,
+    /// Session timers run by `handle_timeout` (only due sessions run: a wake pops the timer
+    /// heap, it does not scan every session).
+    pub session_timers_run: u64,
 }
 
 /// `in_tx`, `in_ev` and `dirty` are independent memberships (ready queues, timer refresh).
@@ -390,7 +393,14 @@ impl Endpoint {
         if local_ip.is_some() {
             s.local_ip = local_ip;
         }
+        let before = s.remote();
         s.handle_datagram(now, from, buf);
+        if s.remote() != before {
+            // The session moved to a validated new address (roaming): re-key the map.
+            let hs = s.handshake_id();
+            self.by_handshake.remove(&(before, hs));
+            self.by_handshake.insert((s.remote(), hs), idx);
+        }
         self.touch(idx);
         Some(self.handle_of(idx))
     }
@@ -587,6 +597,7 @@ impl Endpoint {
                     slot.timer = None;
                     if let Some(s) = slot.session.as_mut() {
                         s.handle_timeout(now);
+                        self.stats.session_timers_run += 1;
                     }
                     self.touch(i);
                 }

@@ -137,6 +137,8 @@ impl Session {
             next_stats: None,
             rng,
             local_ip: None,
+            rekey: super::rekey::RekeyState::new(now),
+            path: super::path::PathState::default(),
         }
     }
 

@@ -21,8 +21,10 @@ mod endpoint;
 mod establish;
 mod event;
 mod files;
+mod path;
 mod pool;
 mod recv;
+mod rekey;
 mod send;
 mod stats;
 
@@ -35,6 +37,7 @@ pub use config::{HostParams, RelayPath, Role, SessionConfig};
 pub use endpoint::{Endpoint, EndpointConfig, EndpointStats, SessionHandle};
 pub use event::{CloseReason, Event, Frame, FrameMeta};
 pub use files::FileProgress;
+pub use path::MAX_CHALLENGES;
 pub use recv::{MAX_HELD_PARITY, frame_budget};
 pub use send::MAX_UNACKED;
 pub use stats::{PathStats, SessionStats};
@@ -156,6 +159,10 @@ pub struct Session {
     rng: crate::rng::Rng,
     /// Local IP the peer's datagrams arrive at (set by an endpoint), used as the source.
     local_ip: Option<IpAddr>,
+    /// Rekeying with forward secrecy.
+    rekey: rekey::RekeyState,
+    /// Roaming: the path check in progress.
+    path: path::PathState,
 }
 
 impl Session {

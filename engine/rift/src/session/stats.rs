@@ -69,6 +69,22 @@ pub struct SessionStats {
     pub cookie_replies: u64,
     /// Handshake messages from the peer's address that did not decrypt (forged), dropped.
     pub handshake_forged: u64,
+    /// Rekeys started (host: Rekey sent; client: Rekey answered).
+    pub rekeys_started: u64,
+    /// Rekeys completed (the first packet under the new keys arrived; both directions use
+    /// them from then on).
+    pub rekeys_completed: u64,
+    /// Rekey messages refused (unexpected generation or role, unusable public key).
+    pub rekeys_failed: u64,
+    /// Transport packets refused because the keys of their key phase are gone (sealed under
+    /// keys erased after a rekey).
+    pub stale_key_phase: u64,
+    /// Path checks started (an authenticated, newest packet from a new address).
+    pub path_checks_started: u64,
+    /// Path checks that failed (no answer from the new address in time).
+    pub path_checks_failed: u64,
+    /// Times the session moved to a validated new address.
+    pub migrations: u64,
 }
 
 /// Path statistics over one reporting period ([`super::Event::Stats`], every

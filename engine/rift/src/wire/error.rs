@@ -18,6 +18,9 @@ pub enum WireError {
     /// A transport header carried the reserved alias 0.
     #[error("session alias 0 is reserved for handshake packets")]
     ZeroAlias,
+    /// A transport packet id does not fit the 63 bits beside the key phase bit.
+    #[error("transport packet id must be below 2^63")]
+    PacketIdTooLarge,
     /// A handshake session id does not fit the 96 bits that header detection allows.
     #[error("handshake session id must be below 2^96")]
     SessionIdTooLarge,

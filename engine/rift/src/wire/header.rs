@@ -96,18 +96,25 @@ impl HandshakeHeader {
     }
 }
 
-/// Transport header: magic, version, non-zero session alias, packet id, CRC (18 bytes).
+/// Transport header: magic, version, non-zero session alias, key phase and packet id, CRC
+/// (18 bytes). Wavry extension: the top bit of the 64-bit packet id field is the key phase
+/// (which key generation sealed the packet, alternating 0/1 at each rekey); packet ids are
+/// 63-bit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TransportHeader {
     /// Compact session id for demultiplexing; 0 is reserved.
     pub alias: u32,
-    /// Per-sender, per-session packet counter; also the AEAD nonce.
+    /// Per-sender, per-session packet counter; also the AEAD nonce. At most [`Self::MAX_PACKET_ID`].
     pub packet_id: u64,
+    /// Key phase bit: selects the receive key (current, next or previous generation).
+    pub key_phase: bool,
 }
 
 impl TransportHeader {
     /// Encoded size in bytes.
     pub const LEN: usize = 18;
+    /// Largest packet id (the top bit of the field is the key phase).
+    pub const MAX_PACKET_ID: u64 = (1 << 63) - 1;
 
     /// Parses a transport header from the start of `buf`, verifying magic, version, CRC and alias.
     pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
@@ -119,9 +126,11 @@ impl TransportHeader {
         }
         let mut pid = [0u8; 8];
         pid.copy_from_slice(&buf[8..16]);
+        let raw = u64::from_be_bytes(pid);
         Ok(Self {
             alias,
-            packet_id: u64::from_be_bytes(pid),
+            packet_id: raw & Self::MAX_PACKET_ID,
+            key_phase: raw >> 63 == 1,
         })
     }
 
@@ -130,11 +139,15 @@ impl TransportHeader {
         if self.alias == 0 {
             return Err(WireError::ZeroAlias);
         }
+        if self.packet_id > Self::MAX_PACKET_ID {
+            return Err(WireError::PacketIdTooLarge);
+        }
         check_room(out, Self::LEN)?;
         out[0..2].copy_from_slice(&MAGIC);
         out[2..4].copy_from_slice(&VERSION.to_be_bytes());
         out[4..8].copy_from_slice(&self.alias.to_be_bytes());
-        out[8..16].copy_from_slice(&self.packet_id.to_be_bytes());
+        let raw = self.packet_id | (u64::from(self.key_phase) << 63);
+        out[8..16].copy_from_slice(&raw.to_be_bytes());
         let crc = crc16_kermit(&out[..16]);
         out[16..18].copy_from_slice(&crc.to_be_bytes());
         Ok(Self::LEN)
@@ -210,6 +223,7 @@ mod tests {
         TransportHeader {
             alias: 0x1234_5678,
             packet_id: 999,
+            key_phase: false,
         }
         .encode(&mut out)
         .unwrap();
@@ -260,6 +274,25 @@ mod tests {
             }[..29],
         );
         assert!(Header::decode(&t).is_err());
+    }
+
+    #[test]
+    fn key_phase_is_the_top_bit_of_the_packet_id_field() {
+        let mut out = [0u8; 18];
+        let h = TransportHeader {
+            alias: 5,
+            packet_id: 999,
+            key_phase: true,
+        };
+        h.encode(&mut out).unwrap();
+        assert_eq!(out[8], 0x80);
+        assert_eq!(&out[14..16], &[0x03, 0xE7]);
+        assert_eq!(TransportHeader::decode(&out), Ok(h));
+        let big = TransportHeader {
+            packet_id: 1 << 63,
+            ..h
+        };
+        assert_eq!(big.encode(&mut out), Err(WireError::PacketIdTooLarge));
     }
 
     #[test]

@@ -29,10 +29,15 @@ pub struct Duo {
 impl Duo {
     /// Connects a pair (identities from seeds 2 and 1); panics if it does not connect.
     pub fn connected() -> Self {
+        Self::connected_with(|_| {})
+    }
+
+    /// [`Duo::connected`] with `tune` applied to the host's configuration.
+    pub fn connected_with(tune: impl FnOnce(&mut wavry_rift::session::SessionConfig)) -> Self {
         let (ca, ha): (SocketAddr, SocketAddr) =
             ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap());
         let now = Instant::now();
-        let (client, host) = super::direct_pair(now, (2, 1), (ca, ha), |_| {});
+        let (client, host) = super::direct_pair(now, (2, 1), (ca, ha), tune);
         let mut d = Self {
             start: now,
             now,

@@ -57,6 +57,14 @@ pub struct Pair {
     /// An application wake-up (e.g. the next frame's capture time): `run_until` steps to it
     /// even when no session timer or delivery falls there.
     pub wake_at: Option<Instant>,
+    /// Link configurations, for the links a rebound client address needs.
+    pub up_cfg: LinkConfig,
+    pub down_cfg: LinkConfig,
+    /// When the client first sent from each address, and when each address first received.
+    pub first_send_from: std::collections::HashMap<SocketAddr, Instant>,
+    pub first_delivery_to: std::collections::HashMap<SocketAddr, Instant>,
+    /// Datagrams that arrived at an address nobody listens on any more (after a rebind).
+    pub lost_to_old_address: u64,
     buf: Vec<u8>,
 }
 
@@ -98,8 +106,8 @@ impl Pair {
         let client_addr: SocketAddr = "10.0.0.1:5000".parse().unwrap();
         let host_addr: SocketAddr = "10.0.0.2:4000".parse().unwrap();
         let mut net = Netsim::new(seed, now);
-        net.add_link(client_addr, host_addr, up).unwrap();
-        net.add_link(host_addr, client_addr, down).unwrap();
+        net.add_link(client_addr, host_addr, up.clone()).unwrap();
+        net.add_link(host_addr, client_addr, down.clone()).unwrap();
         let client = Session::client(now, client_cfg, client_key.clone(), host_addr).unwrap();
         Self {
             now,
@@ -117,6 +125,11 @@ impl Pair {
             max_datagram_seen: 0,
             filter: None,
             wake_at: None,
+            up_cfg: up,
+            down_cfg: down,
+            first_send_from: std::collections::HashMap::new(),
+            first_delivery_to: std::collections::HashMap::new(),
+            lost_to_old_address: 0,
             buf: vec![0u8; 64 * 1024],
         }
     }
@@ -128,6 +141,7 @@ impl Pair {
         } else {
             (self.host_addr, self.client_addr)
         };
+        self.first_send_from.entry(from).or_insert(self.now);
         for d in data.chunks(seg) {
             self.max_datagram_seen = self.max_datagram_seen.max(d.len());
             if let Some(f) = self.filter.as_mut() {
@@ -167,10 +181,27 @@ impl Pair {
         }
     }
 
-    fn deliver(&mut self, to: SocketAddr, data: &mut [u8]) {
+    /// NAT rebinding: from now on the client's datagrams come from `new`, and what the host
+    /// still sends to the old address is lost.
+    pub fn rebind_client(&mut self, new: SocketAddr) {
+        self.net
+            .add_link(new, self.host_addr, self.up_cfg.clone())
+            .unwrap();
+        self.net
+            .add_link(self.host_addr, new, self.down_cfg.clone())
+            .unwrap();
+        self.client_addr = new;
+    }
+
+    fn deliver(&mut self, to: SocketAddr, from: SocketAddr, data: &mut [u8]) {
+        self.first_delivery_to.entry(to).or_insert(self.now);
+        if to != self.host_addr && to != self.client_addr {
+            self.lost_to_old_address += 1;
+            return;
+        }
         if to == self.host_addr {
             match self.host.as_mut() {
-                Some(h) => h.handle_datagram(self.now, self.client_addr, data),
+                Some(h) => h.handle_datagram(self.now, from, data),
                 None => {
                     // The endpoint's job: a handshake msg1 creates the host session.
                     let off = if self.host_cfg.relay.is_some() { 20 } else { 0 };
@@ -233,7 +264,7 @@ impl Pair {
             }
             self.now = next;
             while let Some(mut d) = self.net.poll_delivery(self.now) {
-                self.deliver(d.to, &mut d.data);
+                self.deliver(d.to, d.from, &mut d.data);
                 self.net.recycle(d);
             }
             if self.client.poll_timeout().is_some_and(|t| t <= self.now) {
