@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 
 mod control;
 mod net;
+#[cfg(target_os = "linux")]
+mod relay;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,11 +25,16 @@ enum Command {
     Net(net::Args),
     /// Control plane: logins/s, lease issuances/s, WebSocket fan-out.
     Control(control::Args),
+    /// Relay: wavry-relay vs a naive forwarder vs the raw forward ceiling, same run.
+    #[cfg(target_os = "linux")]
+    Relay(relay::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Net(a) => net::run(&a),
         Command::Control(a) => control::run(&a),
+        #[cfg(target_os = "linux")]
+        Command::Relay(a) => relay::run(&a),
     }
 }
