@@ -5,8 +5,9 @@
 //! through the ceiling, the naive forwarder and the relay (forwarded pps, Gbit/s, forwarder
 //! CPU-seconds from /proc, packets per forwarder CPU-second, loss); then, at half the relay's
 //! saturation rate of that round, one-way latency through the relay and on the direct path
-//! (added latency = the difference). Then a junk flood beside valid traffic at half the
-//! relay's single-datagram saturation rate (valid loss). After the rounds: a session-count
+//! (added latency = the difference). Then a junk flood at the relay's GSO saturation rate
+//! beside valid single datagrams at half the relay's single-datagram saturation rate (valid
+//! loss). After the rounds: a session-count
 //! run (N concurrent sessions admitted with real leases; relay RSS). Headline ratios are the
 //! median of same-round ratios of packets per CPU-second, with min and max beside them.
 
@@ -56,6 +57,10 @@ pub(crate) struct Args {
     /// The wavry-relay binary (default: beside this one).
     #[arg(long)]
     relay_bin: Option<PathBuf>,
+    /// Junk datagrams per second in the junk-flood run (default: the relay's saturation rate
+    /// with GSO input measured in the same round; junk goes out mostly in GSO batches).
+    #[arg(long)]
+    junk_rate: Option<f64>,
     /// Skip the junk-flood run.
     #[arg(long)]
     no_junk: bool,
@@ -93,6 +98,7 @@ struct Figures {
     p99_us: f64,
     p999_us: f64,
     junk_sent: u64,
+    junk_pps: f64,
 }
 
 impl Figures {
@@ -121,6 +127,7 @@ impl Figures {
             p99_us: q(0.99),
             p999_us: q(0.999),
             junk_sent: o.junk_sent,
+            junk_pps: o.junk_sent as f64 / o.secs,
         }
     }
 }
@@ -239,7 +246,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         seconds,
         size: args.size,
         segments: args.gso_segments.max(1),
-        junk: false,
+        junk: None,
     };
     let direct = flows.receiver.local_addr()?;
     let targets = [
@@ -272,7 +279,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             latency: Vec::new(),
             junk: None,
         };
-        let mut single_sat = 0.0;
+        let (mut single_sat, mut gso_sat) = (0.0, 0.0);
         for shape in [Shape::Single, Shape::Gso] {
             let load = Load { shape, ..base };
             let mut relay_pps = 0.0;
@@ -285,8 +292,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
                 }
                 round.saturation.push(f);
             }
-            if shape == Shape::Single {
-                single_sat = relay_pps;
+            match shape {
+                Shape::Single => single_sat = relay_pps,
+                Shape::Gso => gso_sat = relay_pps,
             }
             let half = Load {
                 rate: Some((relay_pps / 2.0).max(1000.0)),
@@ -305,7 +313,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         if !args.no_junk {
             let load = Load {
                 rate: Some((single_sat / 2.0).max(1000.0)),
-                junk: true,
+                junk: Some(args.junk_rate.unwrap_or(gso_sat).max(1000.0)),
                 ..base
             };
             let o = load::measure(
@@ -579,10 +587,10 @@ fn print_report(rep: &Report) {
     let junk: Vec<&Figures> = rep.rounds.iter().filter_map(|r| r.junk.as_ref()).collect();
     if let (Some(l), Some(j)) = (
         Spread::of(junk.iter().map(|f| f.loss_pct)),
-        Spread::of(junk.iter().map(|f| f.junk_sent as f64 / 1e3)),
+        Spread::of(junk.iter().map(|f| f.junk_pps / 1e3)),
     ) {
         println!(
-            "\njunk flood beside valid single datagrams at half saturation: valid loss % {}, junk sent (k) {}",
+            "\njunk flood (at the gso saturation rate) beside valid single datagrams at half saturation: valid loss % {}, junk kpps {}",
             l.show(2),
             j.show(0)
         );

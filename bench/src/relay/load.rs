@@ -88,8 +88,8 @@ pub(crate) struct Load {
     pub(crate) size: usize,
     /// Datagrams per GSO batch.
     pub(crate) segments: usize,
-    /// Run the junk flood beside the valid traffic.
-    pub(crate) junk: bool,
+    /// Run the junk flood beside the valid traffic at this many datagrams per second.
+    pub(crate) junk: Option<f64>,
 }
 
 /// What one measurement saw.
@@ -149,9 +149,9 @@ pub(crate) fn measure(
     let junk_count = AtomicU64::new(0);
     let (sent, recv) = std::thread::scope(|s| -> anyhow::Result<_> {
         let rx = s.spawn(|| receive(&flows.receiver, origin, load.size, &done));
-        let jh = junk.filter(|_| load.junk).map(|j| {
+        let jh = junk.zip(load.junk).map(|(j, rate)| {
             let (done, count) = (&done, &junk_count);
-            s.spawn(move || j.flood(target, done, count))
+            s.spawn(move || j.flood(target, rate, origin, done, count))
         });
         let sent = send(flows, target, origin, load);
         done.store(true, Ordering::Relaxed);
@@ -213,7 +213,8 @@ fn send(flows: &Flows, target: SocketAddr, origin: Instant, load: Load) -> anyho
         if let Some(iv) = interval_ns {
             let due = (sends as f64 * iv) as u64;
             if now < due {
-                std::hint::spin_loop();
+                // Pacing: give the core to the forwarder rather than spin on it.
+                std::thread::yield_now();
                 continue;
             }
         }
@@ -357,17 +358,26 @@ impl Junk {
         })
     }
 
+    /// Sends junk at `rate` datagrams per second (paced per round of four sends) until
+    /// `done`.
     fn flood(
         &self,
         target: SocketAddr,
+        rate: f64,
+        origin: Instant,
         done: &AtomicBool,
         count: &AtomicU64,
     ) -> anyhow::Result<()> {
         let to = SockAddr::from(target);
         let seg = u16::try_from(self.size)?;
         let per_batch = (self.random.len() / self.size) as u64;
+        let per_round_ns = (2 * per_batch + 2) as f64 * 1e9 / rate.max(1.0);
         let mut i = 0usize;
         while !done.load(Ordering::Relaxed) {
+            if ns_since(origin) < (i as f64 * per_round_ns) as u64 {
+                std::thread::yield_now();
+                continue;
+            }
             let s = &self.socks[i % self.socks.len()];
             let mut n = 0;
             if raw::send_gso(s, &to, &self.random, seg).is_ok() {
