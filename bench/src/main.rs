@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 mod control;
 mod e2e;
 mod net;
+#[cfg(target_os = "linux")]
+mod relay;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -27,6 +29,9 @@ enum Command {
     /// Glass to glass through wavry-server and wavry-client on loopback, against the same
     /// pipeline over an in-process channel.
     E2e(e2e::Args),
+    /// Relay: wavry-relay vs a naive forwarder vs the raw forward ceiling, same run.
+    #[cfg(target_os = "linux")]
+    Relay(relay::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +39,7 @@ fn main() -> anyhow::Result<()> {
         Command::Net(a) => net::run(&a),
         Command::Control(a) => control::run(&a),
         Command::E2e(a) => e2e::run(&a),
+        #[cfg(target_os = "linux")]
+        Command::Relay(a) => relay::run(&a),
     }
 }

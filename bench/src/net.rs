@@ -66,7 +66,7 @@ pub(crate) struct Args {
 
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-mod raw;
+pub(crate) mod raw;
 
 #[cfg(target_os = "linux")]
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {

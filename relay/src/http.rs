@@ -1,6 +1,7 @@
 //! `/health`, `/ready` and `/metrics` (Prometheus text via `prometheus-client`) on hyper.
-//! Metrics are the shards' counters summed at scrape time; the only label is `relay_id`
-//! (one value), never a peer address or a session.
+//! Metrics are the shards' counters and histograms summed at scrape time; the only label is
+//! `relay_id` (one value; histograms add their fixed `le` bounds), never a peer address or a
+//! session.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -12,12 +13,13 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use wavry_relay::core::stats::Stats;
+use wavry_relay::core::stats::{FixedHistogram, Stats};
 
 /// State the HTTP surface and the master loop share with the shards.
 #[derive(Debug)]
@@ -76,7 +78,35 @@ impl Collector for RelayCollector {
             let c = ConstCounter::new(v);
             c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
-        let gauges: [(&str, &str, i64); 4] = [
+        let stalls = ConstCounter::new(
+            self.0
+                .shards
+                .iter()
+                .map(|s| s.recv_buffer_stalls.load(Ordering::Relaxed))
+                .sum::<u64>(),
+        );
+        stalls.encode(encoder.encode_descriptor(
+            "recv_buffer_stalls",
+            "Receives that found the io_uring buffer ring dry (all shards).",
+            None,
+            stalls.metric_type(),
+        )?)?;
+        let batch = SummedHistogram::of(&self.0.shards, |s| &s.histograms.batch_datagrams, 1.0);
+        batch.encode(encoder.encode_descriptor(
+            "batch_datagrams",
+            "Datagrams handled per receive batch (one receive call, then one send submission).",
+            None,
+            batch.metric_type(),
+        )?)?;
+        let latency =
+            SummedHistogram::of(&self.0.shards, |s| &s.histograms.forward_latency_ns, 1e9);
+        latency.encode(encoder.encode_descriptor(
+            "forward_latency_seconds",
+            "Per batch: from the receipt of its first datagram to the end of its send submission.",
+            None,
+            latency.metric_type(),
+        )?)?;
+        let gauges: [(&str, &str, i64); 3] = [
             (
                 "active_sessions",
                 "Sessions in the table.",
@@ -92,23 +122,60 @@ impl Collector for RelayCollector {
                 "Forwarding threads.",
                 i64::try_from(self.0.shards.len()).unwrap_or(i64::MAX),
             ),
-            (
-                "recv_buffer_stalls",
-                "Receives that found the io_uring buffer ring dry (all shards).",
-                self.0
-                    .shards
-                    .iter()
-                    .map(|s| s.recv_buffer_stalls.load(Ordering::Relaxed))
-                    .sum::<u64>()
-                    .try_into()
-                    .unwrap_or(i64::MAX),
-            ),
         ];
         for (name, help, v) in gauges {
             let g = ConstGauge::new(v);
             g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
         }
         Ok(())
+    }
+}
+
+/// Shards' histograms summed at scrape time, in the exposition's units.
+#[derive(Debug)]
+struct SummedHistogram {
+    sum: f64,
+    count: u64,
+    /// (upper bound, non-cumulative count); the last bound is +Inf (f64::MAX).
+    buckets: Vec<(f64, u64)>,
+}
+
+impl SummedHistogram {
+    /// Sums `pick` over `shards`, dividing values by `unit` (1e9: nanoseconds to seconds).
+    fn of(shards: &[Arc<Stats>], pick: fn(&Stats) -> &FixedHistogram, unit: f64) -> Self {
+        let mut buckets: Vec<(f64, u64)> = Vec::new();
+        let mut sum = 0u64;
+        for s in shards {
+            let h = pick(s);
+            sum = sum.saturating_add(h.sum());
+            let bounds = h
+                .bounds()
+                .iter()
+                .map(|&b| b as f64 / unit)
+                // prometheus-client writes the f64::MAX bound as +Inf.
+                .chain(std::iter::once(f64::MAX));
+            for (i, (bound, n)) in bounds.zip(h.counts()).enumerate() {
+                match buckets.get_mut(i) {
+                    Some(b) => b.1 += n,
+                    None => buckets.push((bound, n)),
+                }
+            }
+        }
+        Self {
+            sum: sum as f64 / unit,
+            count: buckets.iter().map(|b| b.1).sum(),
+            buckets,
+        }
+    }
+}
+
+impl EncodeMetric for SummedHistogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
@@ -211,5 +278,67 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared_with(shards: Vec<Arc<Stats>>) -> Arc<Shared> {
+        Arc::new(Shared {
+            relay_id: "wr-test".into(),
+            started: Instant::now(),
+            shards,
+            registered: AtomicBool::new(false),
+            has_master_key: AtomicBool::new(false),
+            max_sessions: 10,
+            shed_pct: 95,
+        })
+    }
+
+    /// The sample line of `name` (followed by its labels) that contains `with`.
+    fn line<'a>(text: &'a str, name: &str, with: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(with))
+            .unwrap_or_else(|| panic!("no {name} line with {with} in\n{text}"))
+    }
+
+    #[test]
+    fn histograms_are_summed_over_shards_and_exposed_cumulatively() {
+        let (a, b) = (Arc::new(Stats::default()), Arc::new(Stats::default()));
+        a.histograms.batch_datagrams.observe(1);
+        a.histograms.batch_datagrams.observe(3);
+        b.histograms.batch_datagrams.observe(64);
+        b.histograms.batch_datagrams.observe(100_000);
+        a.histograms.forward_latency_ns.observe(1_500);
+        b.recv_buffer_stalls.store(7, Ordering::Relaxed);
+        let shared = shared_with(vec![a, b]);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry(&shared)).unwrap();
+        assert!(
+            text.contains("# TYPE wavry_relay_batch_datagrams histogram"),
+            "{text}"
+        );
+        // Cumulative buckets: <=1: 1, <=4: 2, <=64: 3, +Inf: 4.
+        for (le, n) in [("1.0", 1), ("4.0", 2), ("64.0", 3), ("+Inf", 4)] {
+            let l = line(
+                &text,
+                "wavry_relay_batch_datagrams_bucket",
+                &format!("le=\"{le}\""),
+            );
+            assert!(l.ends_with(&format!(" {n}")), "{l}");
+        }
+        assert!(line(&text, "wavry_relay_batch_datagrams_count", "wr-test").ends_with(" 4"));
+        assert!(line(&text, "wavry_relay_batch_datagrams_sum", "wr-test").ends_with(" 100068.0"));
+        let l = line(
+            &text,
+            "wavry_relay_forward_latency_seconds_bucket",
+            "le=\"0.000002\"",
+        );
+        assert!(l.ends_with(" 1"), "{l}");
+        let l = line(&text, "wavry_relay_recv_buffer_stalls_total", "wr-test");
+        assert!(l.ends_with(" 7"), "{l}");
+        assert!(text.ends_with("# EOF\n"));
     }
 }

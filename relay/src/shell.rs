@@ -4,7 +4,9 @@
 //! datagram goes through the core; forwarded datagrams and replies are copied once into the
 //! shard's send arena, where consecutive datagrams to the same destination with the same size
 //! (the last may be shorter) form one GSO run; after the batch, runs go out in one `send` of
-//! up to [`SEND_CHUNK`] transmits. Nothing on this path allocates.
+//! up to [`SEND_CHUNK`] transmits. Nothing on this path allocates. Per batch (not per
+//! datagram) the shell records its size and the time from the receipt of its first datagram
+//! to the end of its send submission in the shard's histograms.
 //!
 //! Shards: sockets share the port with `SO_REUSEPORT`, and a reuseport BPF program
 //! ([`wavry_net::steer::steer_by_payload_u32`]) picks the socket from bytes 16..20 of the relay
@@ -189,22 +191,27 @@ pub fn run_shard(
     let cleanup_ns = u64::try_from(opts.cleanup_interval.as_nanos()).unwrap_or(u64::MAX);
     let mut next_cleanup = clock.now().mono_ns.saturating_add(cleanup_ns);
     let stats = Arc::clone(core.stats());
+    let hist = &stats.histograms;
     while !stop.load(Ordering::Relaxed) {
         let now = clock.now();
         if now.mono_ns >= next_cleanup {
             core.cleanup(now);
-            stats
-                .recv_buffer_stalls
-                .store(socket.recv_buffer_stalls(), Ordering::Relaxed);
             next_cleanup = now.mono_ns.saturating_add(cleanup_ns);
         }
+        // Receipt of the batch's first datagram (one clock read per batch, not per datagram).
+        let mut first: Option<Instant> = None;
+        let mut datagrams = 0u64;
         socket.recv_with(Some(opts.poll), &mut |meta, buf| {
+            if first.is_none() {
+                first = Some(Instant::now());
+            }
             let len = meta.len.min(buf.len());
             let stride = if meta.stride == 0 { len } else { meta.stride };
             if stride == 0 {
                 return;
             }
             for d in buf[..len].chunks(stride) {
+                datagrams += 1;
                 let queued = match core.on_datagram(now, meta.src, d, &mut reply) {
                     Verdict::Drop => true,
                     Verdict::Forward(dst) => out.push(dst, d),
@@ -218,6 +225,14 @@ pub fn run_shard(
         let failed = out.flush(socket);
         if failed > 0 {
             stats.backpressure_dropped_packets.add(failed);
+        }
+        if let Some(t) = first {
+            hist.batch_datagrams.observe(datagrams);
+            hist.forward_latency_ns
+                .observe(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            stats
+                .recv_buffer_stalls
+                .store(socket.recv_buffer_stalls(), Ordering::Relaxed);
         }
     }
     Ok(())

@@ -443,6 +443,9 @@ async fn master_relay_and_two_peers_end_to_end() {
     assert_eq!(metric(&text, "wavry_relay_wrong_relay_rejects_total"), 1);
     assert_eq!(metric(&text, "wavry_relay_expired_lease_rejects_total"), 1);
     assert_eq!(metric(&text, "wavry_relay_shards"), 2);
+    // Every forwarded datagram went through a receive batch the histograms saw.
+    assert!(metric(&text, "wavry_relay_batch_datagrams_count") >= 1);
+    assert!(metric(&text, "wavry_relay_forward_latency_seconds_count") >= 1);
 
     // Restart: same key, same id; then idle cleanup and --max-sessions on one shard. (A new
     // UDP port: the kernel tears an io_uring down asynchronously, so the old port may still be

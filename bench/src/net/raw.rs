@@ -72,13 +72,34 @@ pub(crate) fn process_cpu_time() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// Clock ticks per second of /proc's utime/stime.
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1)
+}
+
+/// Splits a `/proc/…/stat` line into (comm, utime + stime in ticks).
+fn stat_ticks(stat: &str) -> Option<(&str, u64)> {
+    // "tid (comm) state ppid …": comm may hold spaces, so split at the last ')'.
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let comm = &stat[open + 1..close];
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `fields` starts at field 3.
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Some((comm, get(11) + get(12)))
+}
+
 /// CPU time (user + system) of this process's threads whose name starts with one of
 /// `prefixes`, from `/proc/self/task/*/stat` (clock-tick resolution).
 pub(crate) fn threads_cpu_time(prefixes: &[&str]) -> Duration {
-    // SAFETY: sysconf has no preconditions.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-        .unwrap_or(100)
-        .max(1);
+    let hz = clock_ticks();
     let mut ticks = 0u64;
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Duration::ZERO;
@@ -87,25 +108,20 @@ pub(crate) fn threads_cpu_time(prefixes: &[&str]) -> Duration {
         let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
             continue;
         };
-        // "tid (comm) state ppid …": comm may hold spaces, so split at the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = &stat[open + 1..close];
-        if !prefixes.iter().any(|p| comm.starts_with(p)) {
-            continue;
+        if let Some((comm, n)) = stat_ticks(&stat) {
+            if prefixes.iter().any(|p| comm.starts_with(p)) {
+                ticks += n;
+            }
         }
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of stat(5); `fields` starts at field 3.
-        let get = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        ticks += get(11) + get(12);
     }
     Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+/// CPU time (user + system, all threads) of process `pid`, from `/proc/<pid>/stat`.
+pub(crate) fn pid_cpu_time(pid: u32) -> io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let (_, ticks) = stat_ticks(&stat).ok_or_else(|| io::Error::other("bad /proc stat"))?;
+    Ok(Duration::from_micros(ticks * 1_000_000 / clock_ticks()))
 }
 
 /// Sends `n` (≤ [`MMSG_BATCH`]) copies of `payload` to `dst` with one `sendmmsg`; returns how
@@ -208,6 +224,13 @@ pub(crate) fn send_gso(
 
 /// One blocking `recvmsg` into `buf` on a UDP_GRO socket; returns (bytes, datagrams).
 pub(crate) fn recv_gro(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, usize)> {
+    let (len, stride) = recv_gro_stride(sock, buf)?;
+    Ok((len, len.div_ceil(stride)))
+}
+
+/// One blocking `recvmsg` into `buf` on a UDP_GRO socket; returns (bytes, segment size): the
+/// datagrams are `buf[..bytes]` cut every `segment size` bytes (the last may be shorter).
+pub(crate) fn recv_gro_stride(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, usize)> {
     let mut ctrl = ControlBuf::default();
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -227,5 +250,5 @@ pub(crate) fn recv_gro(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, u
     let len = rc as usize;
     let used = (hdr.msg_controllen as usize).min(CONTROL_LEN);
     let stride = cmsg::decode(&ctrl.0[..used]).gro_size.unwrap_or(len).max(1);
-    Ok((len, len.div_ceil(stride)))
+    Ok((len, stride))
 }

@@ -37,8 +37,11 @@ macro_rules! counters {
             $($(#[doc = $doc])* pub $name: Counter,)*
             /// Sessions in this shard's table (a gauge).
             pub active_sessions: AtomicU64,
-            /// The backend's receive-buffer stalls (a gauge the shell copies).
+            /// The backend's receive-buffer stalls (monotonic; the shell copies the backend's
+            /// count after every batch).
             pub recv_buffer_stalls: AtomicU64,
+            /// Batch-size and forwarding-latency histograms.
+            pub histograms: Histograms,
         }
 
         impl Stats {
@@ -111,4 +114,92 @@ counters! {
     rejects_suppressed,
     /// Sessions created.
     sessions_created,
+}
+
+/// A histogram with fixed bucket bounds, one writer (the shard's thread) and any readers:
+/// observing is a bucket search over a short constant array and two relaxed counter adds, no
+/// allocation and no lock. Readers may see a count one observation ahead of the sum.
+#[derive(Debug)]
+pub struct FixedHistogram {
+    bounds: &'static [u64],
+    /// One counter per bound plus the overflow bucket (+Inf).
+    buckets: Box<[Counter]>,
+    sum: Counter,
+}
+
+impl FixedHistogram {
+    /// A histogram with these inclusive upper bounds (ascending) and an overflow bucket.
+    pub fn new(bounds: &'static [u64]) -> Self {
+        Self {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| Counter::default()).collect(),
+            sum: Counter::default(),
+        }
+    }
+
+    /// Records `v`. Only the owning shard's thread may call this.
+    #[inline]
+    pub fn observe(&self, v: u64) {
+        let i = self.bounds.partition_point(|&b| b < v);
+        self.buckets[i].inc();
+        self.sum.add(v);
+    }
+
+    /// Upper bounds (the overflow bucket is not listed).
+    pub fn bounds(&self) -> &'static [u64] {
+        self.bounds
+    }
+
+    /// Per-bucket (not cumulative) counts, the overflow bucket last.
+    pub fn counts(&self) -> impl Iterator<Item = u64> + '_ {
+        self.buckets.iter().map(Counter::get)
+    }
+
+    /// Sum of the observed values.
+    pub fn sum(&self) -> u64 {
+        self.sum.get()
+    }
+}
+
+/// Bounds of [`Histograms::batch_datagrams`]: datagrams handled per receive batch.
+pub const BATCH_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
+/// Bounds of [`Histograms::forward_latency_ns`]: nanoseconds from a batch's receipt to its
+/// send submission.
+pub const LATENCY_BOUNDS_NS: &[u64] = &[
+    1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000, 5_000_000,
+];
+
+/// Histograms of one relay shard.
+#[derive(Debug)]
+pub struct Histograms {
+    /// Datagrams handled per receive batch (one backend receive call, then one flush).
+    pub batch_datagrams: FixedHistogram,
+    /// Nanoseconds from the first datagram of a batch handed to the shard to the end of its
+    /// send submission (the longest wait any datagram of the batch had inside the relay).
+    pub forward_latency_ns: FixedHistogram,
+}
+
+impl Default for Histograms {
+    fn default() -> Self {
+        Self {
+            batch_datagrams: FixedHistogram::new(BATCH_BOUNDS),
+            forward_latency_ns: FixedHistogram::new(LATENCY_BOUNDS_NS),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_inclusive_upper_bounds_with_overflow() {
+        let h = FixedHistogram::new(&[1, 4, 10]);
+        for v in [0, 1, 2, 4, 5, 10, 11, 1000] {
+            h.observe(v);
+        }
+        assert_eq!(h.counts().collect::<Vec<_>>(), [2, 2, 2, 2]);
+        assert_eq!(h.sum(), 1033);
+        assert_eq!(h.bounds(), &[1, 4, 10]);
+    }
 }

@@ -1,0 +1,608 @@
+//! `wavry-bench relay`: a real `wavry-relay` process against a naive forwarder and a raw
+//! forward ceiling, in the same run, under the same load.
+//!
+//! Per round and per load shape (single datagrams from many flows; GSO batches): saturation
+//! through the ceiling, the naive forwarder and the relay (forwarded pps, Gbit/s, forwarder
+//! CPU-seconds from /proc, packets per forwarder CPU-second, loss); then, at half the relay's
+//! saturation rate of that round, one-way latency through the relay and on the direct path
+//! (added latency = the difference). Then a junk flood at the relay's GSO saturation rate
+//! beside valid single datagrams at half the relay's single-datagram saturation rate (valid
+//! loss). After the rounds: a session-count
+//! run (N concurrent sessions admitted with real leases; relay RSS). Headline ratios are the
+//! median of same-round ratios of packets per CPU-second, with min and max beside them.
+
+mod forwarders;
+mod load;
+mod setup;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use wavry_relay::peer::encode_forward;
+use wavry_rift::identity::IdentityKey;
+use wavry_rift::wire::PeerRole;
+
+use self::load::{CpuProbe, Flows, Junk, Load, Outcome, Shape};
+use self::setup::{Presentation, RelayOptions, RelayProcess};
+
+/// Options of `wavry-bench relay`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Measurement rounds, at least 1; every measurement runs once per round.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Seconds of sending per measurement (a round is about 11 measurements).
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Session pairs (= client flows, one source port each) in the load runs.
+    #[arg(long, default_value_t = 64)]
+    sessions: usize,
+    /// Datagram size in bytes (at least 36: header, sequence number, timestamp).
+    #[arg(long, default_value_t = 1200)]
+    size: usize,
+    /// Datagrams per GSO batch in the gso shape (65 507 B per send: 54 x 1200 B).
+    #[arg(long, default_value_t = 54)]
+    gso_segments: usize,
+    /// Concurrent sessions admitted in the session-count run (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    session_count: usize,
+    /// Relay forwarding threads (`--threads`); the bench's sender and receiver need the rest.
+    #[arg(long, default_value_t = 1)]
+    relay_threads: usize,
+    /// Relay I/O backend (`--io`: auto, uring, portable).
+    #[arg(long, default_value = "auto")]
+    relay_io: String,
+    /// The wavry-relay binary (default: beside this one).
+    #[arg(long)]
+    relay_bin: Option<PathBuf>,
+    /// Junk datagrams per second in the junk-flood run (default: the relay's saturation rate
+    /// with GSO input measured in the same round; junk goes out mostly in GSO batches).
+    #[arg(long)]
+    junk_rate: Option<f64>,
+    /// Skip the junk-flood run.
+    #[arg(long)]
+    no_junk: bool,
+    /// Smoke test: 1 round of 0.3 s, 8 sessions, 2000 in the session-count run.
+    #[arg(long)]
+    quick: bool,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// The forwarders compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Fwd {
+    Ceiling,
+    Naive,
+    Relay,
+    Direct,
+}
+
+/// Figures of one measurement.
+#[derive(Debug, Clone, Serialize)]
+struct Figures {
+    forwarder: Fwd,
+    shape: Shape,
+    sent: u64,
+    received: u64,
+    pps: f64,
+    gbit_s: f64,
+    cpu_seconds: f64,
+    packets_per_cpu_s: f64,
+    loss_pct: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    junk_sent: u64,
+    junk_pps: f64,
+}
+
+impl Figures {
+    fn of(forwarder: Fwd, shape: Shape, size: usize, o: &Outcome) -> Self {
+        let pps = o.received as f64 / o.secs;
+        let q = |p: f64| o.latency.value_at_quantile(p) as f64 / 1e3;
+        Self {
+            forwarder,
+            shape,
+            sent: o.sent,
+            received: o.received,
+            pps,
+            gbit_s: pps * size as f64 * 8.0 / 1e9,
+            cpu_seconds: o.cpu_secs,
+            packets_per_cpu_s: if o.cpu_secs > 0.0 {
+                o.received as f64 / o.cpu_secs
+            } else {
+                0.0
+            },
+            loss_pct: if o.sent == 0 {
+                0.0
+            } else {
+                100.0 * o.sent.saturating_sub(o.received) as f64 / o.sent as f64
+            },
+            p50_us: q(0.5),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            junk_sent: o.junk_sent,
+            junk_pps: o.junk_sent as f64 / o.secs,
+        }
+    }
+}
+
+/// One round: saturation and latency per shape, the junk run.
+#[derive(Debug, Serialize)]
+struct Round {
+    index: u32,
+    saturation: Vec<Figures>,
+    latency: Vec<Figures>,
+    junk: Option<Figures>,
+}
+
+/// Min, median, max.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Spread {
+    min: f64,
+    median: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(values: impl IntoIterator<Item = f64>) -> Option<Self> {
+        let mut v: Vec<f64> = values.into_iter().collect();
+        v.sort_by(f64::total_cmp);
+        let (min, max) = (*v.first()?, *v.last()?);
+        let mid = v.len() / 2;
+        let median = if v.len() % 2 == 1 {
+            v[mid]
+        } else {
+            f64::midpoint(v[mid - 1], v[mid])
+        };
+        Some(Self { min, median, max })
+    }
+
+    fn show(self, digits: usize) -> String {
+        format!(
+            "{:.d$}/{:.d$}/{:.d$}",
+            self.min,
+            self.median,
+            self.max,
+            d = digits
+        )
+    }
+}
+
+/// The session-count run.
+#[derive(Debug, Serialize)]
+struct SessionCount {
+    sessions: usize,
+    rss_before_bytes: u64,
+    rss_after_bytes: u64,
+    admit_seconds: f64,
+    forwarded_after: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    size: usize,
+    sessions: usize,
+    gso_segments: usize,
+    relay_threads: usize,
+    relay_io: String,
+    rounds: Vec<Round>,
+    ratios: Vec<RatioRow>,
+    session_count: Option<SessionCount>,
+}
+
+/// Headline ratios of one shape over the rounds.
+#[derive(Debug, Serialize)]
+struct RatioRow {
+    shape: Shape,
+    relay_vs_ceiling: Spread,
+    relay_vs_naive: Spread,
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    let (rounds, seconds, sessions, count) = if args.quick {
+        (1, 0.3, 8, 2000)
+    } else {
+        (args.rounds, args.seconds, args.sessions, args.session_count)
+    };
+    if args.size < load::MIN_SIZE || args.size > 1472 {
+        bail!("--size must be within {}..=1472", load::MIN_SIZE);
+    }
+    let bin = match &args.relay_bin {
+        Some(b) => b.clone(),
+        None => wavry_control_testkit::sibling_binary(
+            &std::env::current_exe().context("current exe")?,
+            "wavry-relay",
+        )
+        .context("wavry-relay not found beside wavry-bench: `cargo build -p wavry-relay` (same profile) or pass --relay-bin")?,
+    };
+    let opts = RelayOptions {
+        bin,
+        threads: args.relay_threads.max(1),
+        io: args.relay_io.clone(),
+        max_sessions: sessions * 2 + 16,
+    };
+    let sessions = sessions.max(1);
+    let keys = [IdentityKey::generate()?, IdentityKey::generate()?];
+    eprintln!(
+        "relay bench: {rounds} round(s) x {seconds} s, {sessions} sessions, {} B, relay --threads {} --io {}",
+        args.size, opts.threads, opts.io
+    );
+    let relay = RelayProcess::start(&opts)?;
+    let flows = Flows::new(sessions)?;
+    let captured = admit_flows(&relay, &flows, &keys)?;
+    let naive = forwarders::naive()?;
+    register_naive(&flows, naive.addr)?;
+    let ceiling = forwarders::ceiling(flows.receiver.local_addr()?)?;
+    let junk = Junk::new(&flows, &captured, args.size, args.gso_segments)?;
+    let base = Load {
+        shape: Shape::Single,
+        rate: None,
+        seconds,
+        size: args.size,
+        segments: args.gso_segments.max(1),
+        junk: None,
+    };
+    let direct = flows.receiver.local_addr()?;
+    let targets = [
+        (
+            Fwd::Ceiling,
+            ceiling.addr,
+            CpuProbe::Thread(forwarders::CEILING_THREAD),
+        ),
+        (
+            Fwd::Naive,
+            naive.addr,
+            CpuProbe::Thread(forwarders::NAIVE_THREAD),
+        ),
+        (Fwd::Relay, relay.udp, CpuProbe::Process(relay.pid())),
+    ];
+    let mut report = Report {
+        size: args.size,
+        sessions,
+        gso_segments: base.segments,
+        relay_threads: opts.threads,
+        relay_io: opts.io.clone(),
+        rounds: Vec::new(),
+        ratios: Vec::new(),
+        session_count: None,
+    };
+    for r in 1..=rounds {
+        let mut round = Round {
+            index: r,
+            saturation: Vec::new(),
+            latency: Vec::new(),
+            junk: None,
+        };
+        let (mut single_sat, mut gso_sat) = (0.0, 0.0);
+        for shape in [Shape::Single, Shape::Gso] {
+            let load = Load { shape, ..base };
+            let mut relay_pps = 0.0;
+            for (fwd, addr, probe) in targets {
+                let o = load::measure(&flows, addr, probe, load, None)?;
+                let f = Figures::of(fwd, shape, args.size, &o);
+                progress(r, rounds, "saturation", &f);
+                if fwd == Fwd::Relay {
+                    relay_pps = f.pps;
+                }
+                round.saturation.push(f);
+            }
+            match shape {
+                Shape::Single => single_sat = relay_pps,
+                Shape::Gso => gso_sat = relay_pps,
+            }
+            let half = Load {
+                rate: Some((relay_pps / 2.0).max(1000.0)),
+                ..load
+            };
+            for (fwd, addr, probe) in [
+                (Fwd::Direct, direct, CpuProbe::None),
+                (Fwd::Relay, relay.udp, CpuProbe::Process(relay.pid())),
+            ] {
+                let o = load::measure(&flows, addr, probe, half, None)?;
+                let f = Figures::of(fwd, shape, args.size, &o);
+                progress(r, rounds, "half-rate", &f);
+                round.latency.push(f);
+            }
+        }
+        if !args.no_junk {
+            let load = Load {
+                rate: Some((single_sat / 2.0).max(1000.0)),
+                junk: Some(args.junk_rate.unwrap_or(gso_sat).max(1000.0)),
+                ..base
+            };
+            let o = load::measure(
+                &flows,
+                relay.udp,
+                CpuProbe::Process(relay.pid()),
+                load,
+                Some(&junk),
+            )?;
+            let f = Figures::of(Fwd::Relay, Shape::Single, args.size, &o);
+            progress(r, rounds, "junk flood", &f);
+            round.junk = Some(f);
+        }
+        report.rounds.push(round);
+    }
+    drop((naive, ceiling, relay));
+    for shape in [Shape::Single, Shape::Gso] {
+        let per = |fwd: Fwd, r: &Round| {
+            r.saturation
+                .iter()
+                .find(|f| f.forwarder == fwd && f.shape == shape)
+                .map_or(0.0, |f| f.packets_per_cpu_s)
+        };
+        let ratio = |other: Fwd| {
+            Spread::of(report.rounds.iter().map(|r| {
+                let o = per(other, r);
+                if o > 0.0 { per(Fwd::Relay, r) / o } else { 0.0 }
+            }))
+        };
+        if let (Some(c), Some(n)) = (ratio(Fwd::Ceiling), ratio(Fwd::Naive)) {
+            report.ratios.push(RatioRow {
+                shape,
+                relay_vs_ceiling: c,
+                relay_vs_naive: n,
+            });
+        }
+    }
+    if count > 0 {
+        report.session_count = Some(session_count(&opts, count, &keys)?);
+    }
+    print_report(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn progress(r: u32, rounds: u32, what: &str, f: &Figures) {
+    eprintln!(
+        "round {r}/{rounds} {what:<10} {:<6} {:<7}: {:>9.0} pps {:>6.2} Gbit/s, {:>9.0} pkts/CPU-s, loss {:.2}%, p50/p99/p999 {:.0}/{:.0}/{:.0} us{}",
+        f.shape.name(),
+        format!("{:?}", f.forwarder).to_lowercase(),
+        f.pps,
+        f.gbit_s,
+        f.packets_per_cpu_s,
+        f.loss_pct,
+        f.p50_us,
+        f.p99_us,
+        f.p999_us,
+        if f.junk_sent > 0 {
+            format!(", junk sent {}", f.junk_sent)
+        } else {
+            String::new()
+        }
+    );
+}
+
+/// Admits every flow's session: the flow's socket as client, the receiver as server.
+fn admit_flows(
+    relay: &RelayProcess,
+    flows: &Flows,
+    keys: &[IdentityKey; 2],
+) -> anyhow::Result<Vec<u8>> {
+    let mut socks: Vec<std::net::UdpSocket> = flows
+        .socks
+        .iter()
+        .map(std::net::UdpSocket::try_clone)
+        .collect::<Result<_, _>>()?;
+    socks.push(flows.receiver.try_clone()?);
+    let server = socks.len() - 1;
+    let mut peers = Vec::with_capacity(flows.sids.len() * 2);
+    for (i, sid) in flows.sids.iter().enumerate() {
+        peers.push(Presentation {
+            sock: i,
+            sid: *sid,
+            role: PeerRole::Client,
+        });
+        peers.push(Presentation {
+            sock: server,
+            sid: *sid,
+            role: PeerRole::Server,
+        });
+    }
+    setup::admit(relay, &socks, keys, &peers, |_| {})
+}
+
+/// Teaches the naive forwarder both peers of every session (it learns the first two source
+/// addresses of a session, in either order).
+fn register_naive(flows: &Flows, naive: SocketAddr) -> anyhow::Result<()> {
+    let mut b = [0u8; 64];
+    for (s, sid) in flows.socks.iter().zip(&flows.sids) {
+        let n = encode_forward(&mut b, *sid, b"hello")?;
+        s.send_to(&b[..n], naive)?;
+    }
+    for sid in &flows.sids {
+        let n = encode_forward(&mut b, *sid, b"hello")?;
+        flows.receiver.send_to(&b[..n], naive)?;
+    }
+    Ok(())
+}
+
+/// Admits `count` sessions on a fresh relay (one client and one server socket shared by all
+/// sessions) and reads the relay's RSS before and after.
+fn session_count(
+    opts: &RelayOptions,
+    count: usize,
+    keys: &[IdentityKey; 2],
+) -> anyhow::Result<SessionCount> {
+    let relay = RelayProcess::start(&RelayOptions {
+        max_sessions: count + count / 8 + 16,
+        ..opts.clone()
+    })?;
+    let socks = [
+        std::net::UdpSocket::bind("127.0.0.1:0")?,
+        std::net::UdpSocket::bind("127.0.0.1:0")?,
+    ];
+    for s in &socks {
+        forwarders::big_buffers(s);
+    }
+    let rss_before = setup::rss_bytes(relay.pid())?;
+    let sids: Vec<[u8; 16]> = (0..count).map(|_| setup::random_sid()).collect();
+    let mut peers = Vec::with_capacity(count * 2);
+    for sid in &sids {
+        peers.push(Presentation {
+            sock: 0,
+            sid: *sid,
+            role: PeerRole::Client,
+        });
+        peers.push(Presentation {
+            sock: 1,
+            sid: *sid,
+            role: PeerRole::Server,
+        });
+    }
+    let t = std::time::Instant::now();
+    let step = (count * 2 / 10).max(1);
+    let mut next = step;
+    setup::admit(&relay, &socks, keys, &peers, |done| {
+        if done >= next {
+            eprintln!(
+                "session count: {} / {} peers admitted",
+                done.min(count * 2),
+                count * 2
+            );
+            next += step;
+        }
+    })?;
+    let admit_seconds = t.elapsed().as_secs_f64();
+    let rss_after = setup::rss_bytes(relay.pid())?;
+    // Every session still forwards: one datagram each, client to server.
+    socks[1].set_read_timeout(Some(std::time::Duration::from_millis(300)))?;
+    let mut b = [0u8; 64];
+    let mut forwarded = 0u64;
+    for chunk in sids.chunks(256) {
+        for sid in chunk {
+            let n = encode_forward(&mut b, *sid, b"count")?;
+            socks[0].send_to(&b[..n], relay.udp)?;
+        }
+        let mut rx = [0u8; 128];
+        for _ in chunk {
+            if socks[1].recv(&mut rx).is_err() {
+                break;
+            }
+            forwarded += 1;
+        }
+    }
+    eprintln!(
+        "session count: {count} sessions, relay RSS {:.1} MiB (before admission {:.1} MiB), {forwarded} forwarded",
+        rss_after as f64 / 1_048_576.0,
+        rss_before as f64 / 1_048_576.0
+    );
+    Ok(SessionCount {
+        sessions: count,
+        rss_before_bytes: rss_before,
+        rss_after_bytes: rss_after,
+        admit_seconds,
+        forwarded_after: forwarded,
+    })
+}
+
+fn print_report(rep: &Report) {
+    println!(
+        "\nwavry-bench relay: {} B datagrams, {} sessions, GSO {} segments, relay --threads {} --io {}; {} round(s): min/median/max over rounds",
+        rep.size,
+        rep.sessions,
+        rep.gso_segments,
+        rep.relay_threads,
+        rep.relay_io,
+        rep.rounds.len()
+    );
+    println!(
+        "{:<7} {:<8} {:>26} {:>24} {:>18}",
+        "shape", "path", "forwarded kpps", "kpkts per CPU-s", "loss %"
+    );
+    for shape in [Shape::Single, Shape::Gso] {
+        for fwd in [Fwd::Ceiling, Fwd::Naive, Fwd::Relay] {
+            let rows: Vec<&Figures> = rep
+                .rounds
+                .iter()
+                .flat_map(|r| &r.saturation)
+                .filter(|f| f.forwarder == fwd && f.shape == shape)
+                .collect();
+            let s = |g: fn(&Figures) -> f64| Spread::of(rows.iter().map(|f| g(f)));
+            if let (Some(p), Some(c), Some(l)) = (
+                s(|f| f.pps / 1e3),
+                s(|f| f.packets_per_cpu_s / 1e3),
+                s(|f| f.loss_pct),
+            ) {
+                println!(
+                    "{:<7} {:<8} {:>26} {:>24} {:>18}",
+                    shape.name(),
+                    format!("{fwd:?}").to_lowercase(),
+                    p.show(0),
+                    c.show(0),
+                    l.show(2)
+                );
+            }
+        }
+    }
+    println!("\nheadline (packets per forwarder CPU-second, same-round ratios, min/median/max):");
+    for r in &rep.ratios {
+        println!(
+            "  {:<7} relay/ceiling {}   relay/naive {}",
+            r.shape.name(),
+            r.relay_vs_ceiling.show(2),
+            r.relay_vs_naive.show(2)
+        );
+    }
+    println!("\nat half the relay's saturation rate (one-way latency, us; loss %):");
+    for shape in [Shape::Single, Shape::Gso] {
+        for fwd in [Fwd::Direct, Fwd::Relay] {
+            let rows: Vec<&Figures> = rep
+                .rounds
+                .iter()
+                .flat_map(|r| &r.latency)
+                .filter(|f| f.forwarder == fwd && f.shape == shape)
+                .collect();
+            let s = |g: fn(&Figures) -> f64| Spread::of(rows.iter().map(|f| g(f)));
+            if let (Some(rate), Some(a), Some(b), Some(c), Some(l)) = (
+                s(|f| f.sent as f64),
+                s(|f| f.p50_us),
+                s(|f| f.p99_us),
+                s(|f| f.p999_us),
+                s(|f| f.loss_pct),
+            ) {
+                println!(
+                    "  {:<7} {:<7} sent {:>10.0}  p50 {:<16} p99 {:<18} p999 {:<20} loss {}",
+                    shape.name(),
+                    format!("{fwd:?}").to_lowercase(),
+                    rate.median,
+                    a.show(0),
+                    b.show(0),
+                    c.show(0),
+                    l.show(2)
+                );
+            }
+        }
+    }
+    let junk: Vec<&Figures> = rep.rounds.iter().filter_map(|r| r.junk.as_ref()).collect();
+    if let (Some(l), Some(j)) = (
+        Spread::of(junk.iter().map(|f| f.loss_pct)),
+        Spread::of(junk.iter().map(|f| f.junk_pps / 1e3)),
+    ) {
+        println!(
+            "\njunk flood (at the gso saturation rate) beside valid single datagrams at half saturation: valid loss % {}, junk kpps {}",
+            l.show(2),
+            j.show(0)
+        );
+    }
+    if let Some(c) = &rep.session_count {
+        println!(
+            "\nsession count: {} sessions, relay RSS {:.1} MiB (empty {:.1} MiB), admitted in {:.1} s, {} forwarded afterwards",
+            c.sessions,
+            c.rss_after_bytes as f64 / 1_048_576.0,
+            c.rss_before_bytes as f64 / 1_048_576.0,
+            c.admit_seconds,
+            c.forwarded_after
+        );
+    }
+}
