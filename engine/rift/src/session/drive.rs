@@ -26,6 +26,9 @@ impl Session {
         if matches!(self.phase, Phase::Closed) {
             return;
         }
+        if self.relay_control_in(now, from, buf) {
+            return;
+        }
         let buf = match &self.cfg.relay {
             Some(r) => match RelayHeader::decode(buf) {
                 Ok(h) if h.kind == RelayType::Forward && h.session_id == r.session_id => {
@@ -249,6 +252,9 @@ impl Session {
         max_datagrams: usize,
     ) -> Option<Transmit> {
         self.clock = self.clock.max(now);
+        if let Some(t) = self.relay_transmit(now, buf) {
+            return Some(t);
+        }
         self.produce(now);
         self.check_reliable();
         let prefix = self.prefix_len();
@@ -337,6 +343,10 @@ impl Session {
         if matches!(self.phase, Phase::Closed) {
             return;
         }
+        self.relay_timeout(now);
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
         self.establish_timeout(now);
         if matches!(self.phase, Phase::Connected | Phase::Securing)
             && self
@@ -385,6 +395,7 @@ impl Session {
             .then(|| self.last_tx.map(|t| t + self.cfg.keepalive))
             .flatten();
         [
+            self.relay_next_timeout(),
             self.establish_next_timeout(),
             idle,
             keepalive,

@@ -135,6 +135,7 @@ impl Session {
             next_stats: None,
             rng,
             local_ip: None,
+            relay_client: None,
         }
     }
 

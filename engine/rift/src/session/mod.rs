@@ -23,6 +23,7 @@ mod event;
 mod files;
 mod pool;
 mod recv;
+mod relayed;
 mod send;
 mod stats;
 
@@ -110,6 +111,9 @@ pub enum SessionError {
     /// Handshake setup failed.
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
+    /// The relay lease is unusable (nil session, relay id or token out of range).
+    #[error(transparent)]
+    Relay(#[from] crate::relay_client::RelayClientError),
     /// The reliable queue holds its maximum of unacknowledged messages; the session closes
     /// ([`CloseReason::ReliableQueueFull`]).
     #[error("reliable queue full: the peer does not acknowledge")]
@@ -156,6 +160,8 @@ pub struct Session {
     rng: crate::rng::Rng,
     /// Local IP the peer's datagrams arrive at (set by an endpoint), used as the source.
     local_ip: Option<IpAddr>,
+    /// A client session through a relay: its own lease presentation (see `relayed`).
+    relay_client: Option<Box<crate::relay_client::RelayClient>>,
 }
 
 impl Session {
