@@ -19,6 +19,7 @@ pub mod lease;
 pub mod media;
 pub mod pacer;
 pub mod proto;
+pub mod relay_client;
 pub mod replay;
 pub mod rng;
 pub mod session;

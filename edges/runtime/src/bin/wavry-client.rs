@@ -316,6 +316,8 @@ fn describe(r: &CloseReason) -> String {
         CloseReason::Remote(why) => format!("the host ended the session: {why}"),
         CloseReason::IdleTimeout => "the host went silent".into(),
         CloseReason::Local => "closed locally".into(),
+        CloseReason::RelayRejected(why) => format!("the relay refused the lease: {why:?}"),
+        CloseReason::RelayUnreachable => "the relay did not answer".into(),
         CloseReason::ReliableQueueFull => {
             "the host stopped acknowledging control messages (reliable queue full)".into()
         }

@@ -56,7 +56,9 @@ pub struct SessionConfig {
     pub policy: PeerPolicy,
     /// Largest datagram on the path, relay header included (default 1200).
     pub max_datagram: usize,
-    /// Relay mode, if the path goes through a relay.
+    /// Relay mode of this session's path: every datagram carries a FORWARD header. Set by
+    /// `Session::client_via_relay` for a client; a host `Endpoint` ignores its own value and
+    /// sets it per session from the relay path the handshake came in on.
     pub relay: Option<RelayPath>,
     /// First handshake retransmission timeout (doubles each retry).
     pub handshake_rto: Duration,

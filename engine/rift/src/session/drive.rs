@@ -26,6 +26,9 @@ impl Session {
         if matches!(self.phase, Phase::Closed) {
             return;
         }
+        if self.relay_control_in(now, from, buf) {
+            return;
+        }
         let buf = match &self.cfg.relay {
             Some(r) => match RelayHeader::decode(buf) {
                 Ok(h) if h.kind == RelayType::Forward && h.session_id == r.session_id => {
@@ -272,6 +275,9 @@ impl Session {
         max_datagrams: usize,
     ) -> Option<Transmit> {
         self.clock = self.clock.max(now);
+        if let Some(t) = self.relay_transmit(now, buf) {
+            return Some(t);
+        }
         self.produce(now);
         self.check_reliable();
         if let Some(t) = self.poll_path_challenge(now, buf) {
@@ -364,6 +370,10 @@ impl Session {
         if matches!(self.phase, Phase::Closed) {
             return;
         }
+        self.relay_timeout(now);
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
         self.establish_timeout(now);
         if matches!(self.phase, Phase::Connected | Phase::Securing)
             && self
@@ -414,6 +424,7 @@ impl Session {
             .then(|| self.last_tx.map(|t| t + self.cfg.keepalive))
             .flatten();
         [
+            self.relay_next_timeout(),
             self.establish_next_timeout(),
             idle,
             keepalive,

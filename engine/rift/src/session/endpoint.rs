@@ -25,12 +25,14 @@ use std::{
 
 mod admit;
 mod half_open;
+mod relays;
 
 use half_open::{CookieJar, HalfOpen};
 
 use super::{Ecn, Event, Session, SessionConfig, SessionError, Transmit};
 use crate::{
     identity::IdentityKey,
+    relay_client::RelayEvent,
     rng::Rng,
     wire::{Cookie, HandshakeKind, Header, RelayHeader, RelayType, encode_cookie_reply},
 };
@@ -161,18 +163,28 @@ struct Slot {
     dirty: bool,
 }
 
-type HsKey = (SocketAddr, u128);
+/// Where a peer's datagrams come from: its address, or for a relayed peer the relay's address
+/// and the relay session id (each relayed session is its own "address").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct PeerAddr {
+    addr: SocketAddr,
+    relay: Option<[u8; 16]>,
+}
+
+type HsKey = (PeerAddr, u128);
+type RelayKey = (SocketAddr, [u8; 16]);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
     Session(u32, u32),
-    HalfOpen(SocketAddr, u128),
+    HalfOpen(PeerAddr, u128),
+    Relay(SocketAddr, [u8; 16]),
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Queued {
     Cookie {
-        to: SocketAddr,
+        to: PeerAddr,
         src_ip: Option<IpAddr>,
         handshake_id: u128,
         cookie: Cookie,
@@ -208,6 +220,11 @@ pub struct Endpoint {
     rate_count: u32,
     rate_prev: u32,
     stats: EndpointStats,
+    /// Relay paths (one per relayed session): the host's own lease presentation.
+    relays: HashMap<RelayKey, relays::RelaySlot>,
+    /// Relay paths that may have a PRESENT / RENEW to send.
+    relay_ready: VecDeque<RelayKey>,
+    relay_events: VecDeque<([u8; 16], RelayEvent)>,
 }
 
 impl Endpoint {
@@ -247,6 +264,9 @@ impl Endpoint {
             rate_count: 0,
             rate_prev: 0,
             stats: EndpointStats::default(),
+            relays: HashMap::new(),
+            relay_ready: VecDeque::new(),
+            relay_events: VecDeque::new(),
         }
     }
 
@@ -337,21 +357,27 @@ impl Endpoint {
             self.stats.ecn_ce_received += 1;
         }
         let wire_len = buf.len();
-        let off = match &self.cfg.relay {
-            Some(r) => match RelayHeader::decode(buf) {
-                Ok(h) if h.kind == RelayType::Forward && h.session_id == r.session_id => {
-                    RelayHeader::LEN
-                }
-                _ => {
-                    self.stats.unroutable += 1;
-                    return None;
-                }
-            },
-            None => 0,
+        let peer = if RelayHeader::looks_like_relay(buf) {
+            // Only from a relay path this host holds a lease for; control is consumed here.
+            let sid = self.relay_in(now, from, buf)?;
+            PeerAddr {
+                addr: from,
+                relay: Some(sid),
+            }
+        } else {
+            PeerAddr {
+                addr: from,
+                relay: None,
+            }
+        };
+        let off = if peer.relay.is_some() {
+            RelayHeader::LEN
+        } else {
+            0
         };
         let idx = match Header::decode(&buf[off..]) {
             Ok(Header::Handshake(h)) => {
-                let key = (from, h.session_id);
+                let key = (peer, h.session_id);
                 if let Some(&i) = self.by_handshake.get(&key) {
                     i
                 } else if self.half_open.contains_key(&key) {
@@ -360,7 +386,7 @@ impl Endpoint {
                 } else {
                     match HandshakeKind::from_packet_id(h.packet_id) {
                         Some(HandshakeKind::Msg1 | HandshakeKind::Msg1Cookie) => {
-                            self.on_first(now, from, local_ip, wire_len, &buf[off..]);
+                            self.on_first(now, peer, local_ip, wire_len, &buf[off..]);
                         }
                         _ => self.stats.unroutable += 1,
                     }
@@ -374,7 +400,7 @@ impl Endpoint {
                     // The client finished its side (it sends Hello) but its msg3 was lost:
                     // msg2 again brings msg3 back, within the budget these datagrams earn.
                     match self.half_alias.get(&t.alias) {
-                        Some(&key) if key.0 == from => {
+                        Some(&key) if key.0 == peer => {
                             self.credit(now, key, wire_len);
                             self.send_msg2(key);
                         }
@@ -398,8 +424,10 @@ impl Endpoint {
         if s.remote() != before {
             // The session moved to a validated new address (roaming): re-key the map.
             let hs = s.handshake_id();
-            self.by_handshake.remove(&(before, hs));
-            self.by_handshake.insert((s.remote(), hs), idx);
+            let relay = s.cfg.relay.map(|r| r.session_id);
+            let key = |addr| PeerAddr { addr, relay };
+            self.by_handshake.remove(&(key(before), hs));
+            self.by_handshake.insert((key(s.remote()), hs), idx);
         }
         self.touch(idx);
         Some(self.handle_of(idx))
@@ -413,6 +441,9 @@ impl Endpoint {
         buf: &mut [u8],
         max_datagrams: usize,
     ) -> Option<Transmit> {
+        if let Some(t) = self.relay_transmit(now, buf) {
+            return Some(t);
+        }
         while let Some(q) = self.queued.pop_front() {
             if let Some(t) = self.write_queued(q, buf) {
                 return Some(t);
@@ -444,11 +475,15 @@ impl Endpoint {
     }
 
     fn write_queued(&mut self, q: Queued, buf: &mut [u8]) -> Option<Transmit> {
-        let prefix = match &self.cfg.relay {
-            Some(r) => RelayHeader {
+        let to = match q {
+            Queued::Cookie { to, .. } => to,
+            Queued::Msg2(key) => key.0,
+        };
+        let prefix = match to.relay {
+            Some(session_id) => RelayHeader {
                 kind: RelayType::Forward,
                 flags: 0,
-                session_id: r.session_id,
+                session_id,
             }
             .encode(buf)
             .ok()?,
@@ -474,7 +509,7 @@ impl Endpoint {
             }
         };
         Some(Transmit {
-            destination: to,
+            destination: to.addr,
             src_ip,
             ecn: None,
             len: prefix + n,
@@ -518,7 +553,11 @@ impl Endpoint {
         if self.by_alias.get(&s.alias()) == Some(&i) {
             self.by_alias.remove(&s.alias());
         }
-        self.by_handshake.remove(&(s.remote(), s.handshake_id()));
+        let peer = PeerAddr {
+            addr: s.remote(),
+            relay: s.cfg.relay.map(|r| r.session_id),
+        };
+        self.by_handshake.remove(&(peer, s.handshake_id()));
         // The timer heap drops its entries lazily (they name the old generation); the ready
         // queues are cleared of the slot now so a new session there is queued afresh.
         self.ready_tx.retain(|&j| j != i);
@@ -577,6 +616,10 @@ impl Endpoint {
                 .half_open
                 .get(&(a, id))
                 .is_some_and(|h| h.next_timeout() == t),
+            TimerKey::Relay(a, sid) => self
+                .relays
+                .get(&(a, sid))
+                .is_some_and(|r| r.timer == Some(t)),
         }
     }
 
@@ -602,6 +645,7 @@ impl Endpoint {
                     self.touch(i);
                 }
                 TimerKey::HalfOpen(a, id) => self.half_open_timeout(now, (a, id)),
+                TimerKey::Relay(a, sid) => self.relay_timeout(now, (a, sid)),
             }
         }
     }

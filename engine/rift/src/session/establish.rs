@@ -139,6 +139,7 @@ impl Session {
             local_ip: None,
             rekey: super::rekey::RekeyState::new(now),
             path: super::path::PathState::default(),
+            relay_client: None,
         }
     }
 

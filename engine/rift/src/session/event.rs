@@ -49,6 +49,10 @@ pub enum CloseReason {
     Refused,
     /// The peer left [`crate::session::MAX_UNACKED`] reliable messages unacknowledged.
     ReliableQueueFull,
+    /// The relay refused this client's lease (spec RELAY §1 reason).
+    RelayRejected(crate::wire::RejectReason),
+    /// The relay never answered this client's lease presentation.
+    RelayUnreachable,
 }
 
 /// Events, in the order they happened.

@@ -25,6 +25,7 @@ mod path;
 mod pool;
 mod recv;
 mod rekey;
+mod relayed;
 mod send;
 mod stats;
 
@@ -113,6 +114,9 @@ pub enum SessionError {
     /// Handshake setup failed.
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
+    /// The relay lease is unusable (nil session, relay id or token out of range).
+    #[error(transparent)]
+    Relay(#[from] crate::relay_client::RelayClientError),
     /// The reliable queue holds its maximum of unacknowledged messages; the session closes
     /// ([`CloseReason::ReliableQueueFull`]).
     #[error("reliable queue full: the peer does not acknowledge")]
@@ -163,6 +167,8 @@ pub struct Session {
     rekey: rekey::RekeyState,
     /// Roaming: the path check in progress.
     path: path::PathState,
+    /// A client session through a relay: its own lease presentation (see `relayed`).
+    relay_client: Option<Box<crate::relay_client::RelayClient>>,
 }
 
 impl Session {

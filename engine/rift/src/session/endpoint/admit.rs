@@ -4,16 +4,17 @@
 
 use std::{
     cmp::Reverse,
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
 use super::{
-    BUSY_ANSWERS, Endpoint, HsKey, Queued, RATE_WINDOW, Slot, TimerKey,
+    BUSY_ANSWERS, Endpoint, HsKey, PeerAddr, Queued, RATE_WINDOW, Slot, TimerKey,
     half_open::{CookieJar, HalfOpen},
 };
 use crate::{
     crypto::{Handshake, HandshakeRole, HandshakeStep, MAX_HANDSHAKE_MSG},
+    session::RelayPath,
     session::Session,
     wire::{FirstMessage, HandshakeHeader, HandshakeKind, RelayHeader},
 };
@@ -43,7 +44,7 @@ impl Endpoint {
     pub(super) fn on_first(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        from: PeerAddr,
         local_ip: Option<IpAddr>,
         wire_len: usize,
         rift: &[u8],
@@ -58,7 +59,7 @@ impl Endpoint {
             .get_or_insert_with(|| CookieJar::new(now, &mut self.rng));
         jar.rotate(now, &mut self.rng);
         let validated = match &first.cookie {
-            Some(c) if jar.check(now, from, hs_id, c) => true,
+            Some(c) if jar.check(now, from.addr, hs_id, c) => true,
             Some(_) => {
                 self.stats.cookies_invalid += 1;
                 false
@@ -74,7 +75,8 @@ impl Endpoint {
                     self.stats.half_open_dropped += 1;
                     return;
                 }
-                let Some(cookie) = self.cookies.as_ref().map(|j| j.make(now, from, hs_id)) else {
+                let Some(cookie) = self.cookies.as_ref().map(|j| j.make(now, from.addr, hs_id))
+                else {
                     return;
                 };
                 self.queued.push_back(Queued::Cookie {
@@ -186,7 +188,7 @@ impl Endpoint {
 
     /// Queues msg2 for `key` if the amplification budget allows it (else it is owed).
     pub(super) fn send_msg2(&mut self, key: HsKey) {
-        let prefix = if self.cfg.relay.is_some() {
+        let prefix = if key.0.relay.is_some() {
             RelayHeader::LEN
         } else {
             0
@@ -259,7 +261,7 @@ impl Endpoint {
                     if self
                         .cookies
                         .as_ref()
-                        .is_some_and(|j| j.check(now, key.0, key.1, &c))
+                        .is_some_and(|j| j.check(now, key.0.addr, key.1, &c))
                     {
                         if let Some(h) = self.half_open.get_mut(&key) {
                             h.validated = true;
@@ -292,6 +294,8 @@ impl Endpoint {
             return;
         };
         let mut cfg = self.cfg.clone();
+        // Relayed or direct is a property of this session's path, not of the endpoint.
+        cfg.relay = key.0.relay.map(|session_id| RelayPath { session_id });
         if self.established >= self.limits.max_sessions {
             // Full: a few sessions only answer the client's Hello with a refusal (they end at
             // their handshake deadline); beyond that, the handshake is dropped.
@@ -303,7 +307,7 @@ impl Endpoint {
         }
         let busy = cfg.busy;
         let Ok(mut session) =
-            Session::from_handshake(now, cfg, h.rng, key.0, key.1, *h.hs, &h.msg2)
+            Session::from_handshake(now, cfg, h.rng, key.0.addr, key.1, *h.hs, &h.msg2)
         else {
             self.stats.handshakes_failed += 1;
             return;

@@ -1,0 +1,253 @@
+//! A host endpoint serves a direct and a relayed client at once, sans-IO on a virtual clock,
+//! with the relay played by the test (it admits a PRESENT that carries a binding, answers
+//! LEASE_ACK, and forwards FORWARD datagrams between the two bound addresses unchanged). Both
+//! ends present their own lease; the handshake itself crosses inside FORWARD; a relay that
+//! rejects the lease closes the client with the typed reason. The real relay process is
+//! exercised in `relay/tests/endpoints.rs`.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use wavry_rift::{
+    crypto::PeerPolicy,
+    identity::IdentityKey,
+    relay_client::{RelayClientConfig, RelayLease},
+    session::{CloseReason, Endpoint, Event, Role, Session, SessionConfig},
+    wire::{LeaseAck, LeasePresent, PeerRole, RELAY_MAGIC, RejectReason, RelayHeader, RelayType},
+};
+
+const SID: [u8; 16] = [0x42; 16];
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// The toy relay: role → bound address; `reject` answers every PRESENT with that reason.
+#[derive(Default)]
+struct ToyRelay {
+    bound: HashMap<u8, SocketAddr>,
+    reject: Option<RejectReason>,
+    forwarded: u64,
+    presents: u64,
+}
+
+impl ToyRelay {
+    /// What the relay sends in answer to `dg` from `from`.
+    fn on(&mut self, from: SocketAddr, dg: &[u8]) -> Option<(SocketAddr, Vec<u8>)> {
+        let h = RelayHeader::decode(dg).ok()?;
+        assert_eq!(h.session_id, SID);
+        let payload = &dg[RelayHeader::LEN..];
+        match h.kind {
+            RelayType::LeasePresent => {
+                self.presents += 1;
+                let p = LeasePresent::decode(payload).unwrap();
+                assert!(p.binding.is_some(), "every PRESENT is signed");
+                let mut out = vec![0u8; 36];
+                RelayHeader {
+                    kind: if self.reject.is_some() {
+                        RelayType::LeaseReject
+                    } else {
+                        RelayType::LeaseAck
+                    },
+                    flags: 0,
+                    session_id: SID,
+                }
+                .encode(&mut out)
+                .unwrap();
+                if let Some(r) = self.reject {
+                    let n = r.encode(&mut out[20..]).unwrap();
+                    out.truncate(20 + n);
+                } else {
+                    self.bound.insert(p.role as u8, from);
+                    LeaseAck {
+                        expires_unix_ms: 2_000_000_000_000,
+                        soft_limit_kbps: 10_000,
+                        hard_limit_kbps: 20_000,
+                    }
+                    .encode(&mut out[20..])
+                    .unwrap();
+                }
+                Some((from, out))
+            }
+            RelayType::Forward => {
+                let (&role, _) = self.bound.iter().find(|(_, a)| **a == from)?;
+                let to = *self.bound.get(&(1 - role))?;
+                self.forwarded += 1;
+                Some((to, dg.to_vec()))
+            }
+            _ => None,
+        }
+    }
+}
+
+const HOST: &str = "10.0.0.1:4433";
+const RELAY: &str = "10.0.0.9:4000";
+const RELAYED: &str = "10.0.0.2:5000";
+const DIRECT: &str = "10.0.0.3:5000";
+
+fn lease(role: PeerRole) -> RelayLease {
+    RelayLease {
+        relay_addr: addr(RELAY),
+        relay_id: "wr-test".into(),
+        session_id: SID,
+        role,
+        token: "v4.public.test-lease".into(),
+    }
+}
+
+struct World {
+    ep: Endpoint,
+    relayed: Session,
+    direct: Session,
+    relay: ToyRelay,
+    now: Instant,
+}
+
+impl World {
+    fn new(reject: Option<RejectReason>) -> Self {
+        let host_key = Arc::new(IdentityKey::from_seed([1; 32]).unwrap());
+        let (rk, dk) = (
+            Arc::new(IdentityKey::from_seed([2; 32]).unwrap()),
+            Arc::new(IdentityKey::from_seed([3; 32]).unwrap()),
+        );
+        let now = Instant::now();
+        let mut ep = Endpoint::new(
+            SessionConfig::new(Role::Host, PeerPolicy::AllowList(vec![rk.id(), dk.id()])),
+            host_key.clone(),
+            4,
+        );
+        ep.add_relay_path(
+            now,
+            1_800_000_000_000,
+            lease(PeerRole::Server),
+            RelayClientConfig::default(),
+        )
+        .unwrap();
+        let ccfg = || SessionConfig::new(Role::Client, PeerPolicy::Pinned(host_key.id()));
+        let relayed = Session::client_via_relay(
+            now,
+            1_800_000_000_000,
+            ccfg(),
+            rk,
+            lease(PeerRole::Client),
+            RelayClientConfig::default(),
+        )
+        .unwrap();
+        let direct = Session::client(now, ccfg(), dk, addr(HOST)).unwrap();
+        Self {
+            ep,
+            relayed,
+            direct,
+            relay: ToyRelay {
+                reject,
+                ..ToyRelay::default()
+            },
+            now,
+        }
+    }
+
+    /// Delivers everything in flight (zero latency) until quiet, then advances 5 ms.
+    fn step(&mut self) {
+        let mut buf = vec![0u8; 65536];
+        let mut wire: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+        for _ in 0..100 {
+            let now = self.now;
+            while let Some(t) = self.ep.poll_transmit(now, &mut buf, 1) {
+                wire.push((addr(HOST), t.destination, buf[..t.len].to_vec()));
+            }
+            while let Some(t) = self.relayed.poll_transmit(now, &mut buf, 1) {
+                wire.push((addr(RELAYED), t.destination, buf[..t.len].to_vec()));
+            }
+            while let Some(t) = self.direct.poll_transmit(now, &mut buf, 1) {
+                wire.push((addr(DIRECT), t.destination, buf[..t.len].to_vec()));
+            }
+            if wire.is_empty() {
+                break;
+            }
+            for (from, to, mut d) in std::mem::take(&mut wire) {
+                if to == addr(RELAY) {
+                    if let Some((to2, d2)) = self.relay.on(from, &d) {
+                        wire.push((addr(RELAY), to2, d2));
+                    }
+                } else if to == addr(HOST) {
+                    self.ep.handle_datagram(now, from, None, None, &mut d);
+                } else if to == addr(RELAYED) {
+                    // The only thing that reaches the relayed client is the relay.
+                    assert_eq!(from, addr(RELAY));
+                    assert_eq!(d[0], RELAY_MAGIC, "relayed traffic is always wrapped");
+                    self.relayed.handle_datagram(now, from, &mut d);
+                } else if to == addr(DIRECT) {
+                    assert_ne!(d[0], RELAY_MAGIC, "direct traffic is never wrapped");
+                    self.direct.handle_datagram(now, from, &mut d);
+                }
+            }
+        }
+        self.now += Duration::from_millis(5);
+        self.ep.handle_timeout(self.now);
+        self.relayed.handle_timeout(self.now);
+        self.direct.handle_timeout(self.now);
+    }
+}
+
+#[test]
+fn one_endpoint_serves_a_direct_and_a_relayed_client() {
+    let mut w = World::new(None);
+    for _ in 0..200 {
+        w.step();
+        if w.relayed.is_connected() && w.direct.is_connected() {
+            break;
+        }
+    }
+    assert!(w.relayed.is_connected(), "relayed client connected");
+    assert!(w.direct.is_connected(), "direct client connected");
+    assert_eq!(w.ep.len(), 2);
+    // Both ends presented their own lease (fault 4) and the handshake went through FORWARD.
+    assert_eq!(w.relay.bound.len(), 2);
+    assert!(
+        w.relay.forwarded >= 3,
+        "msg1..msg3 and Hello crossed the relay"
+    );
+    let remotes: Vec<_> =
+        w.ep.handles()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| w.ep.session_mut(h).unwrap().remote())
+            .collect();
+    assert!(remotes.contains(&addr(RELAY)) && remotes.contains(&addr(DIRECT)));
+    let mut relay_events = Vec::new();
+    while let Some(e) = w.ep.poll_relay_event() {
+        relay_events.push(e);
+    }
+    assert!(matches!(relay_events[..], [(SID, _), ..]));
+    assert_eq!(w.ep.relay_path_state(addr(RELAY), SID), Some((true, false)));
+    assert_eq!(w.relayed.relay_stats().unwrap().acks, 1);
+    // Traffic keeps flowing through the relay: keepalives and feedback for a second.
+    let before = w.relay.forwarded;
+    for _ in 0..200 {
+        w.step();
+    }
+    assert!(w.relay.forwarded > before);
+    assert!(w.relayed.is_connected() && w.direct.is_connected());
+}
+
+#[test]
+fn a_rejected_lease_closes_the_client_with_the_reason() {
+    let mut w = World::new(Some(RejectReason::WrongRelay));
+    for _ in 0..20 {
+        w.step();
+    }
+    let closed = std::iter::from_fn(|| w.relayed.poll_event()).find_map(|e| match e {
+        Event::Closed(r) => Some(r),
+        _ => None,
+    });
+    assert_eq!(
+        closed,
+        Some(CloseReason::RelayRejected(RejectReason::WrongRelay))
+    );
+    assert!(w.direct.is_connected(), "the direct client is unaffected");
+    assert_eq!(w.ep.relay_path_state(addr(RELAY), SID), Some((false, true)));
+}
