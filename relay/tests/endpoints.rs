@@ -50,9 +50,13 @@ fn frame(i: u32) -> Vec<u8> {
     f
 }
 
-fn meta(i: u32) -> FrameMeta {
+/// Frame metadata stamped with the real send time: the client plays frames out against their
+/// timestamps, so frames sent lock-step (each after the last arrived) must not carry a
+/// nominal 60 fps clock that falls ever further behind (they would all be late and dropped).
+fn meta(_i: u32) -> FrameMeta {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     FrameMeta {
-        timestamp_us: u64::from(i) * 16_667,
+        timestamp_us: START.get_or_init(Instant::now).elapsed().as_micros() as u64,
         keyframe: true,
         capture_us: 0,
         encode_us: 0,
@@ -185,7 +189,9 @@ fn await_frame(client: &ClientDriver, i: u32, until: Instant) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "does not finish yet: hangs past 600 s on the shared machine, not yet diagnosed"]
+#[ignore = "FAILS: through the real relay the host endpoint does not report both sessions \
+            Connected within 20 s, and after the panic the test does not exit; not yet \
+            diagnosed (run with --ignored --nocapture)"]
 async fn host_endpoint_serves_direct_and_relayed_clients_through_the_real_relay() {
     let dir = TempDir::new("relay-endpoints").unwrap();
     let master = spawn_master(dir.path()).await;
