@@ -23,6 +23,8 @@ use wavry_media::{
 use wavry_rift::identity::IdentityKey;
 use wavry_runtime::{Latencies, cpu_seconds};
 
+use crate::spread::Spread;
+
 /// Options of `wavry-bench e2e`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -149,27 +151,15 @@ fn print_row(name: &str, f: &PathFigures) {
     );
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
-    }
-}
-
 /// Reads one figure of a path.
 type Get = fn(&PathFigures) -> f64;
 
 fn summarize(rounds: &[(PathFigures, PathFigures)]) {
     let med = |f: &dyn Fn(&(PathFigures, PathFigures)) -> f64| {
-        let v: Vec<f64> = rounds.iter().map(f).collect();
-        let (lo, hi) = v
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| {
-                (l.min(x), h.max(x))
-            });
-        format!("{:>7.2} [{lo:.2}..{hi:.2}]", median(v))
+        Spread::of(rounds.iter().map(f)).map_or_else(
+            || "-".into(),
+            |s| format!("{:>7.2} [{:.2}..{:.2}]", s.median, s.min, s.max),
+        )
     };
     println!("\nmedian over {} rounds [min..max], ms", rounds.len());
     println!(
@@ -489,7 +479,7 @@ fn channel_round(a: &Args) -> anyhow::Result<PathFigures> {
 
 #[cfg(test)]
 mod tests {
-    use super::{after, kv, median};
+    use super::{after, kv};
 
     #[test]
     #[allow(clippy::float_cmp)] // exact decimal values parsed, not computed
@@ -502,6 +492,5 @@ mod tests {
         let l = "injected 3 input events through log; one-way latency p50 0.20 ms p99 0.90 ms";
         assert_eq!(after(l, "p99"), Some(0.9));
         assert_eq!(after(l, "p999"), None);
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
     }
 }

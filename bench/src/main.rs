@@ -8,6 +8,7 @@ mod e2e;
 mod net;
 #[cfg(target_os = "linux")]
 mod relay;
+mod spread;
 
 #[derive(Parser, Debug)]
 #[command(

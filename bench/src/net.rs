@@ -93,6 +93,7 @@ mod linux {
 
     use super::Args;
     use super::raw;
+    use crate::spread::Spread;
 
     const SLOT: usize = 1 << 16;
     const RX_SLOTS: usize = 8;
@@ -218,46 +219,6 @@ mod linux {
         transport_packets_per_cpu_s: Option<f64>,
         /// Session paths: the host's mean GSO batch, in datagrams.
         datagrams_per_send: Option<f64>,
-    }
-
-    /// Spread of one figure over the rounds.
-    #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-    struct Spread {
-        min: f64,
-        median: f64,
-        max: f64,
-    }
-
-    impl Spread {
-        /// Min, median (the mean of the middle two for an even count) and max; `None` for no
-        /// values.
-        fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
-            let mut v: Vec<f64> = values.into_iter().collect();
-            v.sort_by(f64::total_cmp);
-            let (min, max) = (*v.first()?, *v.last()?);
-            let mid = v.len() / 2;
-            let median = if v.len() % 2 == 1 {
-                v[mid]
-            } else {
-                f64::midpoint(v[mid - 1], v[mid])
-            };
-            Some(Spread { min, median, max })
-        }
-
-        /// `min/median/max` of ratios, e.g. `2.13/2.54/2.79`.
-        fn ratios(self) -> String {
-            format!("{:.2}/{:.2}/{:.2}", self.min, self.median, self.max)
-        }
-
-        /// `min/median/max` in thousands, e.g. `98k/120k/141k`.
-        fn kilo(self) -> String {
-            format!(
-                "{:.0}k/{:.0}k/{:.0}k",
-                self.min / 1e3,
-                self.median / 1e3,
-                self.max / 1e3
-            )
-        }
     }
 
     /// Best of N: the round (1-based) with the most packets per CPU-second, and its figures;

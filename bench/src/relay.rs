@@ -24,6 +24,8 @@ use wavry_relay::peer::encode_forward;
 use wavry_rift::identity::IdentityKey;
 use wavry_rift::wire::PeerRole;
 
+use crate::spread::Spread;
+
 use self::load::{CpuProbe, Flows, Junk, Load, Outcome, Shape};
 use self::setup::{Presentation, RelayOptions, RelayProcess};
 
@@ -139,39 +141,6 @@ struct Round {
     saturation: Vec<Figures>,
     latency: Vec<Figures>,
     junk: Option<Figures>,
-}
-
-/// Min, median, max.
-#[derive(Debug, Clone, Copy, Serialize)]
-struct Spread {
-    min: f64,
-    median: f64,
-    max: f64,
-}
-
-impl Spread {
-    fn of(values: impl IntoIterator<Item = f64>) -> Option<Self> {
-        let mut v: Vec<f64> = values.into_iter().collect();
-        v.sort_by(f64::total_cmp);
-        let (min, max) = (*v.first()?, *v.last()?);
-        let mid = v.len() / 2;
-        let median = if v.len() % 2 == 1 {
-            v[mid]
-        } else {
-            f64::midpoint(v[mid - 1], v[mid])
-        };
-        Some(Self { min, median, max })
-    }
-
-    fn show(self, digits: usize) -> String {
-        format!(
-            "{:.d$}/{:.d$}/{:.d$}",
-            self.min,
-            self.median,
-            self.max,
-            d = digits
-        )
-    }
 }
 
 /// The session-count run.
