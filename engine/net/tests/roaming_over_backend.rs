@@ -10,31 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
-use wavry_net::{
-    Backend, BackendKind, ClientDriver, Config, DriverConfig, HostDriver, IoMode, NetSocket,
-};
+use wavry_net::{ClientDriver, DriverConfig, HostDriver, IoMode};
 use wavry_rift::crypto::PeerPolicy;
 use wavry_rift::identity::IdentityKey;
 use wavry_rift::session::{Endpoint, Event, FrameMeta, Role, SessionConfig, SessionHandle};
 
+mod support;
+use support::{recv, socket};
+
 const WAIT: Duration = Duration::from_secs(10);
-
-fn socket(mode: IoMode) -> NetSocket {
-    let lo: SocketAddr = "127.0.0.1:0".parse().expect("address");
-    let s = wavry_net::bind(lo, mode, &Config::default()).expect("backend must start here");
-    let want = match mode {
-        IoMode::Uring => BackendKind::Uring,
-        _ => BackendKind::Portable,
-    };
-    assert_eq!(s.kind(), want);
-    s
-}
-
-fn recv<T>(rx: &Receiver<T>, deadline: Instant, what: &str) -> T {
-    rx.recv_deadline(deadline)
-        .unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
-}
 
 /// A NAT between the client and the host: the client talks to `front`; datagrams go on to
 /// the host from `outer[active]`; answers to the other outer port are dropped (the old

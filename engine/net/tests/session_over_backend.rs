@@ -2,15 +2,11 @@
 //! [`HostDriver`] and a [`ClientDriver`], for every backend. An explicit backend that cannot
 //! start fails: nothing is skipped. Every wait is a channel receive with a deadline.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
 use wavry_net::files::{IncomingFile, OutgoingFile};
-use wavry_net::{
-    Backend, BackendKind, ClientDriver, Config, DriverConfig, HostDriver, IoMode, NetSocket,
-};
+use wavry_net::{ClientDriver, DriverConfig, HostDriver, IoMode};
 use wavry_rift::cc::DeltaConfig;
 use wavry_rift::crypto::PeerPolicy;
 use wavry_rift::identity::IdentityKey;
@@ -20,24 +16,11 @@ use wavry_rift::session::{
 };
 
 /// Bound on any single wait; the whole test takes well under a second when healthy.
+mod support;
+use support::{recv, socket};
+
 const WAIT: Duration = Duration::from_secs(10);
 const FRAMES: usize = 120;
-
-fn socket(mode: IoMode) -> NetSocket {
-    let lo: SocketAddr = "127.0.0.1:0".parse().expect("address");
-    let s = wavry_net::bind(lo, mode, &Config::default()).expect("backend must start here");
-    let want = match mode {
-        IoMode::Uring => BackendKind::Uring,
-        _ => BackendKind::Portable,
-    };
-    assert_eq!(s.kind(), want);
-    s
-}
-
-fn recv<T>(rx: &Receiver<T>, deadline: Instant, what: &str) -> T {
-    rx.recv_deadline(deadline)
-        .unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
-}
 
 /// Frame `i`: sizes from 1 byte to several hundred datagrams, bytes derived from `i`.
 fn frame(i: usize) -> Vec<u8> {
