@@ -136,10 +136,20 @@ impl Endpoint {
     }
 
     pub(super) fn relay_timeout(&mut self, now: Instant, key: RelayKey) {
-        if let Some(slot) = self.relays.get_mut(&key) {
-            slot.timer = None;
-            slot.client.handle_timeout(now);
-            self.relay_after(key);
+        let Some(slot) = self.relays.get_mut(&key) else {
+            return;
+        };
+        slot.timer = None;
+        slot.client.handle_timeout(now);
+        while let Some(e) = slot.client.poll_event() {
+            self.relay_events.push_back((key.1, e));
+        }
+        self.relay_ready.push_back(key);
+        // A PRESENT / RENEW due now goes out from the send queue, which re-arms the path
+        // after sending; arming it here would hand `handle_timeout` a timer that is due
+        // again at once, and it would never return.
+        if slot.client.poll_timeout().is_some_and(|t| t > now) {
+            self.arm_relay(key);
         }
     }
 
