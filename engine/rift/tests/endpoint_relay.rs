@@ -251,3 +251,27 @@ fn a_rejected_lease_closes_the_client_with_the_reason() {
     assert!(w.direct.is_connected(), "the direct client is unaffected");
     assert_eq!(w.ep.relay_path_state(addr(RELAY), SID), Some((false, true)));
 }
+
+/// The driver runs timers before it polls for datagrams. A relay path whose PRESENT is due
+/// (unanswered, retransmission time passed) once made `handle_timeout` re-arm a timer that
+/// was due again at once, so it never returned and the host hung; the PRESENT must wait for
+/// `poll_transmit` instead, and each retransmission go out exactly once.
+#[test]
+fn a_due_present_waits_for_poll_transmit_and_handle_timeout_returns() {
+    let mut w = World::new(None);
+    let mut buf = vec![0u8; 2048];
+    let mut presents = 0;
+    for step in 0..8u64 {
+        let now = w.now + Duration::from_millis(300 * step);
+        w.ep.handle_timeout(now);
+        while let Some(t) = w.ep.poll_transmit(now, &mut buf, 1) {
+            assert_eq!(t.destination, addr(RELAY));
+            let h = RelayHeader::decode(&buf[..t.len]).unwrap();
+            assert_eq!(h.kind, RelayType::LeasePresent);
+            presents += 1;
+        }
+    }
+    // Unanswered: the first send, then retransmissions at 250 ms doubling (250, 750, 1750 ms
+    // after it), each once, within the 2.1 s walked.
+    assert_eq!(presents, 4);
+}
