@@ -99,7 +99,7 @@ impl Endpoint {
             RelayType::LeaseAck | RelayType::LeaseReject => {
                 slot.client
                     .handle_control(now, h.kind, &buf[RelayHeader::LEN..]);
-                self.relay_after(key);
+                self.relay_after(key, now);
                 None
             }
             RelayType::LeasePresent | RelayType::LeaseRenew => {
@@ -109,8 +109,11 @@ impl Endpoint {
         }
     }
 
-    /// Collects a path's events, and re-arms its timer and send queue.
-    fn relay_after(&mut self, key: RelayKey) {
+    /// Collects a path's events, queues it for sending and re-arms its timer. A PRESENT /
+    /// RENEW due now goes out from the send queue, which re-arms the path after sending;
+    /// arming it here would hand `handle_timeout` a timer that is due again at once, and it
+    /// would never return.
+    fn relay_after(&mut self, key: RelayKey, now: Instant) {
         let Some(slot) = self.relays.get_mut(&key) else {
             return;
         };
@@ -118,7 +121,9 @@ impl Endpoint {
             self.relay_events.push_back((key.1, e));
         }
         self.relay_ready.push_back(key);
-        self.arm_relay(key);
+        if slot.client.poll_timeout().is_some_and(|t| t > now) {
+            self.arm_relay(key);
+        }
     }
 
     fn arm_relay(&mut self, key: RelayKey) {
@@ -136,20 +141,10 @@ impl Endpoint {
     }
 
     pub(super) fn relay_timeout(&mut self, now: Instant, key: RelayKey) {
-        let Some(slot) = self.relays.get_mut(&key) else {
-            return;
-        };
-        slot.timer = None;
-        slot.client.handle_timeout(now);
-        while let Some(e) = slot.client.poll_event() {
-            self.relay_events.push_back((key.1, e));
-        }
-        self.relay_ready.push_back(key);
-        // A PRESENT / RENEW due now goes out from the send queue, which re-arms the path
-        // after sending; arming it here would hand `handle_timeout` a timer that is due
-        // again at once, and it would never return.
-        if slot.client.poll_timeout().is_some_and(|t| t > now) {
-            self.arm_relay(key);
+        if let Some(slot) = self.relays.get_mut(&key) {
+            slot.timer = None;
+            slot.client.handle_timeout(now);
+            self.relay_after(key, now);
         }
     }
 
