@@ -37,7 +37,9 @@ pub mod cmsg;
 mod deliver;
 pub mod driver;
 pub mod files;
+mod forward;
 mod portable;
+mod queue;
 mod select;
 pub mod sharded;
 mod socket;
@@ -51,7 +53,9 @@ mod uring;
 pub use driver::{
     ClientDriver, Command, DriverConfig, DriverError, DriverStats, HostDriver, SessionSnapshot,
 };
+pub use forward::{Forwards, MAX_FORWARDS};
 pub use portable::PortableBackend;
+pub use queue::{SEND_CHUNK, SendQueue};
 pub use select::{DISABLE_URING_ENV, bind, bind_sharded, probe_uring};
 pub use sharded::{ShardedHandle, ShardedHost};
 #[cfg(target_os = "linux")]
@@ -208,6 +212,26 @@ pub trait Backend: Send + fmt::Debug {
         timeout: Option<Duration>,
         f: &mut dyn FnMut(&RecvMeta, &mut [u8]),
     ) -> io::Result<usize>;
+
+    /// Receives and forwards: hands each received batch to `f` like [`Self::recv_with`], with
+    /// a [`Forwards`] in which `f` names the datagrams of the batch to send on and where (byte
+    /// ranges of the slice it got, which it may have rewritten). The backend groups them into
+    /// GSO runs and sends them before the call returns.
+    ///
+    /// uring sends straight from the receive buffer: one submission per call for every batch's
+    /// sends, the buffer going back to the kernel when its sends complete (no copy, no wait).
+    /// portable sends from its receive slots with `sendmsg`. Send failures are not returned;
+    /// they are counted in [`Self::forward_failures`] (UDP is lossy, a forwarder carries on).
+    /// Returns the number of batches, or `Ok(0)` once `timeout` passed.
+    fn forward_with(
+        &mut self,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(&RecvMeta, &mut [u8], &mut Forwards),
+    ) -> io::Result<usize>;
+
+    /// Datagrams named in [`Forwards`] that were not sent (send error, range outside the
+    /// batch), since the backend was made.
+    fn forward_failures(&self) -> u64;
 
     /// Most datagrams one GSO [`Transmit`] may carry (1 when GSO is unavailable).
     fn max_gso_segments(&self) -> usize;
@@ -396,6 +420,18 @@ impl Backend for NetSocket {
         f: &mut dyn FnMut(&RecvMeta, &mut [u8]),
     ) -> io::Result<usize> {
         delegate!(self, b => b.recv_with(timeout, f))
+    }
+
+    fn forward_with(
+        &mut self,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(&RecvMeta, &mut [u8], &mut Forwards),
+    ) -> io::Result<usize> {
+        delegate!(self, b => b.forward_with(timeout, f))
+    }
+
+    fn forward_failures(&self) -> u64 {
+        delegate!(self, b => b.forward_failures())
     }
 
     fn max_gso_segments(&self) -> usize {

@@ -18,10 +18,12 @@ use quinn_udp::{BATCH_SIZE, EcnCodepoint, UdpSocketState};
 
 use crate::deliver::Staged;
 use crate::socket::{canonical, drain_errors, map_dst};
-use crate::{Backend, BackendKind, Config, Ecn, RecvMeta, Transmit, is_icmp_error};
+use crate::{Backend, BackendKind, Config, Ecn, Forwards, RecvMeta, Transmit, is_icmp_error};
 
 /// Bytes per receive slot: any UDP payload or GRO super-datagram fits.
 const SLOT: usize = 1 << 16;
+/// Transmits per `send_all` when forwarding.
+const FORWARD_CHUNK: usize = 16;
 
 /// `quinn-udp` over a std `UdpSocket`; see the module docs.
 pub struct PortableBackend {
@@ -42,6 +44,10 @@ pub struct PortableBackend {
     next: usize,
     /// The batch being handed out.
     cur: Option<Staged>,
+    /// What the forwarding callback chose for the current batch.
+    fwd: Box<Forwards>,
+    /// Forwarded datagrams not sent ([`Backend::forward_failures`]).
+    fwd_failed: u64,
 }
 
 impl std::fmt::Debug for PortableBackend {
@@ -76,6 +82,8 @@ impl PortableBackend {
             filled: 0,
             next: 0,
             cur: None,
+            fwd: Box::default(),
+            fwd_failed: 0,
         })
     }
 
@@ -145,6 +153,73 @@ impl PortableBackend {
                     retried = true;
                 }
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// [`Backend::send`], on a shared borrow (forwarding sends from `store` while it is lent).
+    fn send_all(&self, transmits: &[Transmit<'_>]) -> io::Result<()> {
+        let mut first_err = None;
+        let gso = self.max_gso_segments() > 1;
+        for t in transmits {
+            let mut qt = quinn_udp::Transmit {
+                destination: map_dst(t.dst, self.v6),
+                ecn: t.ecn.map(to_quinn),
+                contents: t.contents,
+                segment_size: t.segment_size,
+                src_ip: None,
+            };
+            let r = match t.segment_size {
+                // No GSO here: send the segments one by one.
+                Some(seg) if !gso && seg > 0 && t.contents.len() > seg => {
+                    t.contents.chunks(seg).try_for_each(|c| {
+                        qt.contents = c;
+                        qt.segment_size = None;
+                        self.send_one(&qt)
+                    })
+                }
+                _ => self.send_one(&qt),
+            };
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Sends what the forwarding callback chose for the batch at `store[off..end]`, up to
+    /// [`FORWARD_CHUNK`] transmits per call, straight from the receive slot.
+    fn send_forwards(&mut self, off: usize, end: usize) {
+        let batch = &self.store[off..end];
+        self.fwd_failed += self.fwd.out_of_bounds(batch.len()) as u64;
+        let blank = Transmit {
+            dst: SocketAddr::from(([0, 0, 0, 0], 0)),
+            segment_size: None,
+            ecn: None,
+            contents: &[],
+        };
+        let mut tx = [blank; FORWARD_CHUNK];
+        let mut counts = [0usize; FORWARD_CHUNK];
+        let mut n = 0;
+        let mut runs = self
+            .fwd
+            .runs(batch.len(), self.max_gso_segments())
+            .peekable();
+        while let Some(r) = runs.next() {
+            tx[n] = Transmit {
+                dst: r.dst,
+                segment_size: (r.count > 1).then_some(r.seg),
+                ecn: None,
+                contents: &batch[r.start..r.start + r.len],
+            };
+            counts[n] = r.count;
+            n += 1;
+            if n == FORWARD_CHUNK || runs.peek().is_none() {
+                if let Err(e) = self.send_all(&tx[..n]) {
+                    tracing::debug!(error = %e, "forward send failed");
+                    self.fwd_failed += counts[..n].iter().sum::<usize>() as u64;
+                }
+                n = 0;
             }
         }
     }
@@ -257,32 +332,7 @@ fn from_quinn(e: EcnCodepoint) -> Ecn {
 
 impl Backend for PortableBackend {
     fn send(&mut self, transmits: &[Transmit<'_>]) -> io::Result<()> {
-        let mut first_err = None;
-        let gso = self.max_gso_segments() > 1;
-        for t in transmits {
-            let mut qt = quinn_udp::Transmit {
-                destination: map_dst(t.dst, self.v6),
-                ecn: t.ecn.map(to_quinn),
-                contents: t.contents,
-                segment_size: t.segment_size,
-                src_ip: None,
-            };
-            let r = match t.segment_size {
-                // No GSO here: send the segments one by one.
-                Some(seg) if !gso && seg > 0 && t.contents.len() > seg => {
-                    t.contents.chunks(seg).try_for_each(|c| {
-                        qt.contents = c;
-                        qt.segment_size = None;
-                        self.send_one(&qt)
-                    })
-                }
-                _ => self.send_one(&qt),
-            };
-            if let Err(e) = r {
-                first_err.get_or_insert(e);
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        self.send_all(transmits)
     }
 
     fn recv(
@@ -337,6 +387,34 @@ impl Backend for PortableBackend {
                 return Ok(0);
             }
         }
+    }
+
+    fn forward_with(
+        &mut self,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(&RecvMeta, &mut [u8], &mut Forwards),
+    ) -> io::Result<usize> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let mut done = 0;
+            while let Some(mut cur) = self.cur.take().or_else(|| self.stage_next()) {
+                let (off, end) = (cur.off, cur.end);
+                self.fwd.clear();
+                f(&cur.take_all(), &mut self.store[off..end], &mut self.fwd);
+                done += 1;
+                self.send_forwards(off, end);
+            }
+            if done > 0 {
+                return Ok(done);
+            }
+            if !self.fill(deadline)? {
+                return Ok(0);
+            }
+        }
+    }
+
+    fn forward_failures(&self) -> u64 {
+        self.fwd_failed
     }
 
     fn max_gso_segments(&self) -> usize {

@@ -295,6 +295,89 @@ fn borrowed_receive_sees_whole_batches(mode: IoMode) {
     assert_eq!(joined, [contents.clone(), contents].concat());
 }
 
+/// `forward_with`: datagrams chosen per batch go on from the receive buffer, rewritten in
+/// place, to two destinations; a dropped one splits a run; a range past the batch is counted,
+/// not sent; the forwarder is dropped with its last sends just submitted.
+fn forwarding_sends_from_the_receive_buffer(mode: IoMode) {
+    const SENDS: u32 = 40;
+    const PER: u32 = 20;
+    let _g = FDS.read();
+    let mut a = v4(mode);
+    let mut f = v4(mode);
+    let mut b = v4(mode);
+    let mut c = v4(mode);
+    let (fa, ba, ca) = (
+        f.local_addr().expect("addr"),
+        b.local_addr().expect("addr"),
+        c.local_addr().expect("addr"),
+    );
+    let skipped = |seq: u32| seq % 7 == 3;
+    let to_c = |seq: u32| seq % 5 == 0 || seq % 64 > 40;
+    let mut want_b = Vec::new();
+    let mut want_c = Vec::new();
+    for k in 0..SENDS {
+        let mut contents = Vec::new();
+        for i in 0..PER {
+            let seq = k * PER + i;
+            let p = payload(seq, 1200);
+            contents.extend_from_slice(&p);
+            let mut fwd = p;
+            fwd[4] = 0xAB;
+            if skipped(seq) {
+            } else if to_c(seq) {
+                want_c.push(fwd);
+            } else {
+                want_b.push(fwd);
+            }
+        }
+        a.send(&[Transmit {
+            dst: fa,
+            segment_size: Some(1200),
+            ecn: None,
+            contents: &contents,
+        }])
+        .expect("gso send");
+    }
+    let mut seen = 0u32;
+    let mut batches = 0u64;
+    let deadline = Instant::now() + WAIT;
+    while seen < SENDS * PER {
+        assert!(Instant::now() < deadline, "forwarder saw {seen} datagrams");
+        batches += f
+            .forward_with(Some(WAIT), &mut |m, bytes, fw| {
+                assert_eq!(m.len, bytes.len());
+                let stride = m.stride.max(1);
+                for (i, d) in bytes.chunks_mut(stride).enumerate() {
+                    seen += 1;
+                    let seq = u32::from_be_bytes(d[..4].try_into().expect("4 bytes"));
+                    d[4] = 0xAB;
+                    let at = i * stride;
+                    if !skipped(seq) {
+                        let dst = if to_c(seq) { ca } else { ba };
+                        assert!(fw.push(dst, at..at + d.len()));
+                    }
+                }
+                assert!(
+                    fw.push(ba, m.len..m.len + 10),
+                    "queued; refused when sending"
+                );
+            })
+            .expect("forward_with") as u64;
+    }
+    assert_eq!(f.forward_failures(), batches, "one bad range per batch");
+    drop(f);
+    for (sock, want) in [(&mut b, want_b), (&mut c, want_c)] {
+        let got = recv_datagrams(sock, want.len(), SLOT);
+        let arrived: Vec<&[u8]> = got.iter().flat_map(Got::datagrams).collect();
+        assert_eq!(arrived.len(), want.len());
+        assert!(
+            arrived.iter().zip(&want).all(|(g, w)| g == w),
+            "in order, rewritten"
+        );
+        assert!(got.iter().all(|g| g.meta.src == fa));
+    }
+}
+
 fn zero_copy_sends_deliver(mode: IoMode) {
     let _g = FDS.read();
     // SEND_ZC on uring (two completions per send); the portable backend ignores the switch.
@@ -597,6 +680,10 @@ macro_rules! conformance {
             #[test]
             fn borrowed_receive_sees_whole_batches() {
                 super::borrowed_receive_sees_whole_batches($mode);
+            }
+            #[test]
+            fn forwarding_sends_from_the_receive_buffer() {
+                super::forwarding_sends_from_the_receive_buffer($mode);
             }
             #[test]
             fn zero_copy_sends_deliver() {

@@ -62,17 +62,21 @@ enum Rx {
     Copy,
     /// `recv_with`, borrowing the backend's buffers.
     Borrowed,
+    /// `forward_with` on to a third socket, which takes them with `recv_with`: singles go
+    /// through the copy queue, GSO batches straight from the receive buffer (uring).
+    Forward,
 }
 
 fn pump(
     a: &mut NetSocket,
-    b: &mut NetSocket,
+    (b, c): (&mut NetSocket, &mut NetSocket),
     packets: usize,
     (gso, rx): (bool, Rx),
     payload: &[u8],
     storage: &mut [u8],
 ) {
     let dst: SocketAddr = b.local_addr().expect("addr");
+    let onward: SocketAddr = c.local_addr().expect("addr");
     let singles: [Transmit<'_>; BATCH] = std::array::from_fn(|i| Transmit {
         dst,
         segment_size: None,
@@ -111,6 +115,18 @@ fn pump(
                     b.recv_with(timeout, &mut |m, _| got += m.datagrams())
                         .expect("recv_with");
                 }
+                Rx::Forward => {
+                    let short = Some(Duration::from_millis(1));
+                    b.forward_with(short, &mut |m, bytes, fw| {
+                        let stride = m.stride.max(1);
+                        for (i, d) in bytes.chunks(stride).enumerate() {
+                            assert!(fw.push(onward, i * stride..i * stride + d.len()));
+                        }
+                    })
+                    .expect("forward_with");
+                    c.recv_with(short, &mut |m, _| got += m.datagrams())
+                        .expect("recv_with");
+                }
             }
         }
         assert_eq!(got, BATCH);
@@ -121,6 +137,7 @@ fn zero_allocations(mode: IoMode) {
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
     let mut a = wavry_net::bind(addr, mode, &Config::default()).expect("backend starts");
     let mut b = wavry_net::bind(addr, mode, &Config::default()).expect("backend starts");
+    let mut c = wavry_net::bind(addr, mode, &Config::default()).expect("backend starts");
     let mut storage = vec![0u8; SLOT * 4];
     let payload = vec![0x5au8; DGRAM * BATCH];
     assert!(
@@ -132,14 +149,28 @@ fn zero_allocations(mode: IoMode) {
         (true, Rx::Copy),
         (false, Rx::Borrowed),
         (true, Rx::Borrowed),
+        (false, Rx::Forward),
+        (true, Rx::Forward),
     ] {
-        pump(&mut a, &mut b, 1_000, how, &payload, &mut storage);
+        pump(&mut a, (&mut b, &mut c), 1_000, how, &payload, &mut storage);
         let before = allocs();
-        pump(&mut a, &mut b, 10_000, how, &payload, &mut storage);
+        let packets = if matches!(how.1, Rx::Forward) {
+            100_000
+        } else {
+            10_000
+        };
+        pump(
+            &mut a,
+            (&mut b, &mut c),
+            packets,
+            how,
+            &payload,
+            &mut storage,
+        );
         let n = allocs() - before;
         assert_eq!(
             n, 0,
-            "{mode} {how:?}: {n} heap allocations for 10 000 datagrams"
+            "{mode} {how:?}: {n} heap allocations for {packets} datagrams"
         );
     }
 }

@@ -154,6 +154,11 @@ impl BufRing {
         self.floor = self.floor.saturating_mul(2).min(self.entries);
     }
 
+    /// Number of buffers (buffer ids are `0..entries()`).
+    pub(super) fn entries(&self) -> usize {
+        usize::from(self.entries)
+    }
+
     /// Times the ring ran dry ([`Self::ran_dry`]).
     pub(super) fn dry_runs(&self) -> u64 {
         self.dry
@@ -161,7 +166,7 @@ impl BufRing {
 
     /// How many buffers should be posted: enough for [`POSTED_BYTES`] of completions like the
     /// recent ones, at least the floor, at most all.
-    fn target(&self) -> u16 {
+    pub(super) fn target(&self) -> u16 {
         let avg = (self.avg_fill8 / 8).max(1);
         let want = u16::try_from(POSTED_BYTES / avg).unwrap_or(u16::MAX);
         want.clamp(self.floor, self.entries)

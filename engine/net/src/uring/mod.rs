@@ -34,14 +34,25 @@ use crate::cmsg::{self, CONTROL_LEN, ControlBuf, Encoder};
 
 use crate::deliver::Staged;
 use crate::socket::{drain_errors, log_err, map_dst};
-use crate::{Backend, BackendKind, Config, MAX_UDP_PAYLOAD, RecvMeta, Transmit, is_icmp_error};
+use crate::{
+    Backend, BackendKind, Config, Forwards, MAX_UDP_PAYLOAD, RecvMeta, SendQueue, Transmit,
+    is_icmp_error,
+};
 
-const TAG_MASK: u64 = 3 << 62;
-const RECV_TAG: u64 = 1 << 62;
-const SEND_TAG: u64 = 2 << 62;
-const CANCEL_TAG: u64 = 3 << 62;
+const TAG_MASK: u64 = 7 << 61;
+const RECV_TAG: u64 = 1 << 61;
+const SEND_TAG: u64 = 2 << 61;
+const CANCEL_TAG: u64 = 3 << 61;
+/// A forward send from a receive buffer (slot index in the low bits).
+const FWD_TAG: u64 = 4 << 61;
 /// Transmits prepared per submission; also bounds the in-flight sends.
 const SEND_SLOTS: usize = 64;
+/// Forward sends in flight at most (each holds its receive buffer until it completes).
+const FWD_SLOTS: usize = 512;
+/// Bytes of the arena that single forwarded datagrams are copied into.
+const COPY_ARENA: usize = 1 << 20;
+/// Most sends queued in that arena.
+const COPY_RUNS: usize = 2048;
 const SQ_ENTRIES: u32 = 256;
 /// Bound on batches one `recv_with` call hands out, so a busy socket cannot starve the caller.
 const MAX_BATCHES_PER_CALL: usize = 256;
@@ -73,6 +84,145 @@ struct SendSlot {
     ctrl: ControlBuf,
 }
 
+impl SendSlot {
+    fn new(local: SocketAddr) -> Self {
+        Self {
+            gso: false,
+            // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
+            hdr: unsafe { std::mem::zeroed() },
+            // SAFETY: all-zero is a valid iovec.
+            iov: unsafe { std::mem::zeroed() },
+            name: SockAddr::from(local),
+            ctrl: ControlBuf::default(),
+        }
+    }
+
+    /// Points this slot at one datagram (or GSO batch) of `contents` to `dst`, with a TOS
+    /// control message when `tos` is given. `contents` must stay valid and unchanged until the
+    /// send using this slot has completed.
+    fn fill(
+        &mut self,
+        dst: SocketAddr,
+        v6: bool,
+        contents: &[u8],
+        seg: Option<usize>,
+        tos: Option<u8>,
+    ) {
+        self.name = SockAddr::from(map_dst(dst, v6));
+        self.iov = libc::iovec {
+            iov_base: contents.as_ptr().cast_mut().cast(),
+            iov_len: contents.len(),
+        };
+        self.gso = seg.is_some();
+        let mut enc = Encoder::new(&mut self.ctrl);
+        if let Some(s) = seg {
+            cmsg::push_gso(&mut enc, s as u16);
+        }
+        if let Some(tos) = tos {
+            cmsg::push_tos(&mut enc, !dst.is_ipv4(), tos);
+        }
+        let ctrl_len = enc.len();
+        self.hdr.msg_name = self.name.as_ptr().cast_mut().cast();
+        self.hdr.msg_namelen = self.name.len();
+        self.hdr.msg_iov = &raw mut self.iov;
+        self.hdr.msg_iovlen = 1;
+        self.hdr.msg_control = if ctrl_len == 0 {
+            std::ptr::null_mut()
+        } else {
+            self.ctrl.0.as_mut_ptr().cast()
+        };
+        self.hdr.msg_controllen = ctrl_len as _;
+        self.hdr.msg_flags = 0;
+    }
+}
+
+/// Forward sends in flight: their slots, and which receive buffer each holds.
+struct Forwarding {
+    slots: Box<[SendSlot]>,
+    /// Free slot indices.
+    free: Vec<u16>,
+    /// Per slot: the receive buffer it sends from, and its datagrams.
+    owner: Box<[(u16, u32)]>,
+    /// Per receive buffer: forward sends in flight from it; it goes back to the ring at 0.
+    refs: Box<[u16]>,
+    /// Receive buffers held by forward sends in flight.
+    held: u16,
+    inflight: usize,
+    /// Datagrams whose forward send failed.
+    failed: u64,
+    /// What the callback chose for the batch being handled.
+    choice: Box<Forwards>,
+    /// Forward SQEs pushed and not yet submitted.
+    unsubmitted: bool,
+    /// Single datagrams to forward, copied (see [`UringBackend::queue_forwards`]); `None`
+    /// only while it is being flushed.
+    copies: Option<Box<SendQueue>>,
+}
+
+impl Forwarding {
+    fn new(local: SocketAddr, buffers: usize) -> Self {
+        Self {
+            slots: (0..FWD_SLOTS).map(|_| SendSlot::new(local)).collect(),
+            free: (0..FWD_SLOTS as u16).rev().collect(),
+            owner: vec![(0, 0); FWD_SLOTS].into_boxed_slice(),
+            refs: vec![0; buffers].into_boxed_slice(),
+            held: 0,
+            inflight: 0,
+            failed: 0,
+            choice: Box::default(),
+            unsubmitted: false,
+            copies: Some(Box::new(SendQueue::new(
+                MAX_GSO_SEGMENTS,
+                COPY_ARENA,
+                COPY_RUNS,
+            ))),
+        }
+    }
+
+    /// Takes a reference on receive buffer `bid` (a send from it, or the batch being queued).
+    fn retain(&mut self, bid: u16) {
+        let r = &mut self.refs[usize::from(bid)];
+        if *r == 0 {
+            self.held += 1;
+        }
+        *r += 1;
+    }
+
+    /// Drops a reference on `bid`; the last one gives the buffer back to the ring.
+    fn release(&mut self, bid: u16, bufs: &mut BufRing) {
+        let r = &mut self.refs[usize::from(bid)];
+        *r -= 1;
+        if *r == 0 {
+            self.held -= 1;
+            bufs.push(bid);
+        }
+    }
+
+    /// Handles a forward send's completion: frees its slot and, with its last send, gives
+    /// its receive buffer back. Clears `gso` when the device refused a GSO send (EIO).
+    fn complete(&mut self, c: Cqe, bufs: &mut BufRing, socket: &Socket, gso: &mut bool) {
+        let i = (c.user_data & 0xffff) as usize;
+        let (bid, count) = self.owner[i];
+        self.free.push(i as u16);
+        self.inflight -= 1;
+        self.release(bid, bufs);
+        if c.result >= 0 {
+            return;
+        }
+        self.failed += u64::from(count);
+        let err = io::Error::from_raw_os_error(-c.result);
+        if is_icmp_error(&err) {
+            drain_errors(socket);
+        } else {
+            tracing::debug!(error = %err, "forward send failed");
+        }
+        if -c.result == libc::EIO && self.slots[i].gso && *gso {
+            tracing::info!(error = %err, "UDP GSO refused; disabled");
+            *gso = false;
+        }
+    }
+}
+
 /// A completion kept for later (a receive seen while waiting for sends).
 #[derive(Debug, Clone, Copy)]
 struct Cqe {
@@ -101,6 +251,7 @@ pub struct UringBackend {
     /// Template of the multishot receive (only namelen/controllen matter); stable address.
     recv_hdr: Box<libc::msghdr>,
     slots: Box<[SendSlot]>,
+    fwd: Forwarding,
     /// Receive completions reaped while waiting for sends.
     stash: VecDeque<Cqe>,
     /// The ring buffer being handed out, and what is left of it.
@@ -266,17 +417,8 @@ impl UringBackend {
         let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
         recv_hdr.msg_controllen = RECV_CONTROL_LEN as _;
-        let slots = (0..SEND_SLOTS)
-            .map(|_| SendSlot {
-                gso: false,
-                // SAFETY: all-zero is a valid msghdr / iovec.
-                hdr: unsafe { std::mem::zeroed() },
-                // SAFETY: as above.
-                iov: unsafe { std::mem::zeroed() },
-                name: SockAddr::from(local),
-                ctrl: ControlBuf::default(),
-            })
-            .collect();
+        let slots = (0..SEND_SLOTS).map(|_| SendSlot::new(local)).collect();
+        let fwd = Forwarding::new(local, bufs.entries());
         let stash = VecDeque::with_capacity(usize::from(cfg.uring_buffers.max(1)) * 2 + 64);
         Ok(Self {
             ring,
@@ -284,6 +426,7 @@ impl UringBackend {
             socket,
             recv_hdr,
             slots,
+            fwd,
             stash,
             cur: None,
             pending_err: None,
@@ -419,34 +562,8 @@ impl UringBackend {
 
     /// Fills slot `i` for one datagram (or GSO batch) to `dst`.
     fn prepare(&mut self, i: usize, t: &Transmit<'_>, contents: &[u8], seg: Option<usize>) {
-        let v6 = self.v6;
-        let tos = self.tos;
-        let slot = &mut self.slots[i];
-        slot.name = SockAddr::from(map_dst(t.dst, v6));
-        slot.iov = libc::iovec {
-            iov_base: contents.as_ptr().cast_mut().cast(),
-            iov_len: contents.len(),
-        };
-        slot.gso = seg.is_some();
-        let mut enc = Encoder::new(&mut slot.ctrl);
-        if let Some(s) = seg {
-            cmsg::push_gso(&mut enc, s as u16);
-        }
-        if let Some(ecn) = t.ecn {
-            cmsg::push_tos(&mut enc, !t.dst.is_ipv4(), (tos & !0b11) | ecn as u8);
-        }
-        let ctrl_len = enc.len();
-        slot.hdr.msg_name = slot.name.as_ptr().cast_mut().cast();
-        slot.hdr.msg_namelen = slot.name.len();
-        slot.hdr.msg_iov = &raw mut slot.iov;
-        slot.hdr.msg_iovlen = 1;
-        slot.hdr.msg_control = if ctrl_len == 0 {
-            std::ptr::null_mut()
-        } else {
-            slot.ctrl.0.as_mut_ptr().cast()
-        };
-        slot.hdr.msg_controllen = ctrl_len as _;
-        slot.hdr.msg_flags = 0;
+        let tos = t.ecn.map(|ecn| (self.tos & !0b11) | ecn as u8);
+        self.slots[i].fill(t.dst, self.v6, contents, seg, tos);
     }
 
     fn submit_slot(&mut self, i: usize) -> io::Result<()> {
@@ -520,6 +637,9 @@ impl UringBackend {
                         }
                     }
                     RECV_TAG => self.stash.push_back(c),
+                    FWD_TAG => self
+                        .fwd
+                        .complete(c, &mut self.bufs, &self.socket, &mut self.gso),
                     _ => {}
                 }
             }
@@ -543,10 +663,124 @@ impl UringBackend {
                 Some(c) => c,
                 None => self.ring.completion().next().map(Cqe::from)?,
             };
-            if c.user_data & TAG_MASK == RECV_TAG {
-                return Some(c);
+            match c.user_data & TAG_MASK {
+                RECV_TAG => return Some(c),
+                FWD_TAG => self
+                    .fwd
+                    .complete(c, &mut self.bufs, &self.socket, &mut self.gso),
+                _ => {}
             }
         }
+    }
+
+    /// Takes every completion off the CQ: receives to the stash, forward sends completed.
+    fn reap(&mut self) {
+        for e in self.ring.completion() {
+            let c = Cqe::from(e);
+            match c.user_data & TAG_MASK {
+                RECV_TAG => self.stash.push_back(c),
+                FWD_TAG => self
+                    .fwd
+                    .complete(c, &mut self.bufs, &self.socket, &mut self.gso),
+                _ => {}
+            }
+        }
+    }
+
+    /// Submits the forward sends queued and not yet submitted (no wait).
+    fn submit_forwards(&mut self) -> io::Result<()> {
+        if !self.fwd.unsubmitted {
+            return Ok(());
+        }
+        self.fwd.unsubmitted = false;
+        match self.ring.submit() {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A free forward slot; when all are in flight, submits and waits until one completes.
+    fn fwd_slot(&mut self) -> io::Result<usize> {
+        loop {
+            if let Some(i) = self.fwd.free.pop() {
+                return Ok(usize::from(i));
+            }
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ENOMEM)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+            self.fwd.unsubmitted = false;
+            self.reap();
+        }
+    }
+
+    /// Queues the sends the forwarding callback chose for the batch at `off..end` of receive
+    /// buffer `bid`. A GSO run goes straight from that buffer, which goes back to the ring when
+    /// the last of its sends completes. A lone datagram (single datagrams from many flows) is
+    /// copied into [`Forwarding::copies`] instead: the copy is cheap, frees the buffer at once,
+    /// and joins datagrams of other batches to the same peer into GSO runs. Copies go out
+    /// before the next zero-copy send and at the end of the pass, so order is kept.
+    fn queue_forwards(&mut self, bid: u16, off: usize, end: usize) -> io::Result<()> {
+        let batch_len = end - off;
+        self.fwd.failed += self.fwd.choice.out_of_bounds(batch_len) as u64;
+        // Held while its sends are queued: completions reaped meanwhile (a full slot pool,
+        // copies flushed) must not give it back before the last send from it is queued.
+        self.fwd.retain(bid);
+        let queued = self.queue_runs(bid, off, end);
+        self.fwd.release(bid, &mut self.bufs);
+        queued
+    }
+
+    /// The body of [`Self::queue_forwards`], while it holds the buffer.
+    fn queue_runs(&mut self, bid: u16, off: usize, end: usize) -> io::Result<()> {
+        let batch_len = end - off;
+        let max = self.max_gso_segments();
+        let fd = types::Fd(self.socket.as_raw_fd());
+        let mut at = 0;
+        while let Some(r) = self.fwd.choice.next_run(&mut at, batch_len, max) {
+            let from = off + r.start;
+            if r.count == 1 {
+                let bytes = &self.bufs.buf(bid, end)[from..from + r.len];
+                if let Some(q) = self.fwd.copies.as_mut()
+                    && q.push(r.dst, bytes)
+                {
+                    continue;
+                }
+            }
+            self.flush_copies();
+            let i = self.fwd_slot()?;
+            let contents = &self.bufs.buf(bid, end)[from..from + r.len];
+            let seg = (r.count > 1).then_some(r.seg);
+            self.fwd.slots[i].fill(r.dst, self.v6, contents, seg, None);
+            self.fwd.owner[i] = (bid, r.count as u32);
+            self.fwd.retain(bid);
+            self.fwd.inflight += 1;
+            let e = opcode::SendMsg::new(fd, &raw const self.fwd.slots[i].hdr)
+                .build()
+                .user_data(FWD_TAG | i as u64);
+            self.push_sqe(&e)?;
+            self.fwd.unsubmitted = true;
+        }
+        Ok(())
+    }
+
+    /// Sends the copied forwards (and submits every queued SQE), waiting for the copies only.
+    fn flush_copies(&mut self) {
+        let Some(mut q) = self.fwd.copies.take() else {
+            return;
+        };
+        if !q.is_empty() {
+            q.set_max_segments(self.max_gso_segments());
+            self.fwd.failed += q.flush(self);
+            self.fwd.unsubmitted = false;
+        }
+        self.fwd.copies = Some(q);
     }
 
     /// Common tail of a receive pass: give buffers back, re-arm, and decide whether to return
@@ -575,6 +809,17 @@ impl UringBackend {
     /// Ends the multishot receive and waits for its last completion, so the kernel no longer
     /// writes into the buffer ring.
     fn shutdown(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        // Forward sends read from the receive buffers: let them finish first.
+        while self.fwd.inflight > 0 {
+            if !self.wait(Some(deadline))? {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "forward sends did not complete",
+                ));
+            }
+            self.reap();
+        }
         if !self.armed {
             return Ok(());
         }
@@ -582,7 +827,6 @@ impl UringBackend {
             .build()
             .user_data(CANCEL_TAG);
         self.push_sqe(&e)?;
-        let deadline = Instant::now() + Duration::from_secs(2);
         while self.armed {
             if !self.wait(Some(deadline))? {
                 return Err(io::Error::new(
@@ -725,6 +969,67 @@ impl Backend for UringBackend {
             }
             expired = !self.wait(deadline)?;
         }
+    }
+
+    fn forward_with(
+        &mut self,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(&RecvMeta, &mut [u8], &mut Forwards),
+    ) -> io::Result<usize> {
+        if let Some(e) = self.pending_err.take() {
+            return Err(e);
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut expired = false;
+        loop {
+            let mut done = 0;
+            let mut err = None;
+            while done < MAX_BATCHES_PER_CALL {
+                if let Some((bid, mut st)) = self.cur.take() {
+                    let (off, end) = (st.off, st.end);
+                    let meta = st.take_all();
+                    let data = self.bufs.buf_mut(bid, end);
+                    self.fwd.choice.clear();
+                    f(&meta, &mut data[off..end], &mut self.fwd.choice);
+                    done += 1;
+                    if let Err(e) = self.queue_forwards(bid, off, end) {
+                        err = Some(e);
+                        break;
+                    }
+                    // Sends hold their buffers: once they hold half of what the ring should
+                    // have posted, send and take the buffers back before the receive runs dry
+                    // (single datagrams fill a buffer each).
+                    if self.fwd.held * 2 >= self.bufs.target() {
+                        if let Err(e) = self.submit_forwards() {
+                            err = Some(e);
+                            break;
+                        }
+                        self.reap();
+                        self.bufs.publish();
+                    }
+                    continue;
+                }
+                let Some(c) = self.next_recv_cqe() else { break };
+                if let Err(e) = self.on_recv(c) {
+                    err = Some(e);
+                    break;
+                }
+            }
+            // One submission for every send this pass queued; no waiting for the zero-copy
+            // ones.
+            self.flush_copies();
+            if let Err(e) = self.submit_forwards() {
+                err.get_or_insert(e);
+            }
+            if let Some(r) = self.after_batch(done, err, expired)? {
+                return Ok(r);
+            }
+            expired = !self.wait(deadline)?;
+        }
+    }
+
+    fn forward_failures(&self) -> u64 {
+        self.fwd.failed
     }
 
     fn max_gso_segments(&self) -> usize {
