@@ -7,6 +7,9 @@
 //! towards the client (NACK retransmissions must cross the relay, fault 1) and, mid-stream,
 //! changes its outside port (the client re-presents, signed, and frames resume).
 //!
+//! The host adds its relay paths to the running `HostDriver` and sees the relay's verdicts
+//! (admitted; a forged token rejected) on the driver's relay-event channel.
+//!
 //! Every wait is bounded by a deadline; nothing asserts a wall-clock duration.
 #![allow(clippy::unwrap_used)]
 
@@ -21,7 +24,7 @@ use wavry_net::{ClientDriver, Config, DriverConfig, HostDriver, IoMode, NetSocke
 use wavry_rift::cc::DeltaConfig;
 use wavry_rift::crypto::PeerPolicy;
 use wavry_rift::identity::IdentityKey;
-use wavry_rift::relay_client::{RelayClientConfig, RelayLease};
+use wavry_rift::relay_client::{RelayClientConfig, RelayEvent, RelayLease};
 use wavry_rift::session::{Endpoint, Event, FrameMeta, Role, Session, SessionConfig};
 use wavry_rift::wire::PeerRole;
 
@@ -211,20 +214,52 @@ async fn host_endpoint_serves_direct_and_relayed_clients_through_the_real_relay(
     let ct = g["requester"]["token"].as_str().unwrap();
     let st = g["target"]["token"].as_str().unwrap();
 
-    let mut endpoint = Endpoint::new(
+    let endpoint = Endpoint::new(
         host_cfg(vec![relayed_key.id(), direct_key.id()]),
         host_key.clone(),
         4,
     );
-    endpoint
-        .add_relay_path(
-            Instant::now(),
-            unix_ms(),
-            lease(relay.udp, PeerRole::Server, st),
-            RelayClientConfig::default(),
-        )
-        .unwrap();
     let host = HostDriver::spawn(socket(), endpoint, DriverConfig::default()).unwrap();
+    // Relay paths are added to the running driver; their events come out of it. A path whose
+    // token no master signed is rejected by the relay; the real one is admitted.
+    let forged_sid = [0x77; 16];
+    host.add_relay_path(
+        RelayLease {
+            session_id: forged_sid,
+            ..lease(relay.udp, PeerRole::Server, "v4.public.forged")
+        },
+        RelayClientConfig::default(),
+        WAIT,
+    )
+    .unwrap();
+    host.add_relay_path(
+        lease(relay.udp, PeerRole::Server, st),
+        RelayClientConfig::default(),
+        WAIT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let (mut admitted, mut rejected) = (false, false);
+    while !(admitted && rejected) {
+        match host
+            .relay_events()
+            .recv_deadline(deadline)
+            .expect("relay events")
+        {
+            (id, RelayEvent::Admitted(_)) if id == sid => admitted = true,
+            (id, RelayEvent::Rejected(_)) if id == forged_sid => rejected = true,
+            other => panic!("unexpected relay event {other:?}"),
+        }
+    }
+    assert_eq!(
+        host.relay_path_state(relay.udp, sid, WAIT).unwrap(),
+        Some((true, false))
+    );
+    assert_eq!(
+        host.relay_path_state(relay.udp, forged_sid, WAIT).unwrap(),
+        Some((false, true))
+    );
+    assert!(host.remove_relay_path(relay.udp, forged_sid, WAIT).unwrap());
 
     // Drops 3 FORWARDs out of every 40 towards the relayed client once enabled.
     let nat = Nat::spawn(relay.udp, 3);

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use wavry_rift::relay_client::RelayEvent;
 use wavry_rift::session::Ecn as RiftEcn;
 use wavry_rift::session::{Endpoint, EndpointStats, Event, Session, SessionError, SessionHandle};
 
@@ -28,6 +29,14 @@ pub(super) trait Core: Send + 'static {
     fn close_all(&mut self, now: Instant, reason: &str);
     fn endpoint_stats(&self) -> EndpointStats {
         EndpointStats::default()
+    }
+    /// The host's endpoint (`None` for a client).
+    fn endpoint(&mut self) -> Option<&mut Endpoint> {
+        None
+    }
+    /// The next relay-path event of a host's endpoint.
+    fn poll_relay_event(&mut self) -> Option<([u8; 16], RelayEvent)> {
+        None
     }
 }
 
@@ -66,6 +75,12 @@ impl Core for Endpoint {
     }
     fn endpoint_stats(&self) -> EndpointStats {
         self.stats()
+    }
+    fn endpoint(&mut self) -> Option<&mut Endpoint> {
+        Some(self)
+    }
+    fn poll_relay_event(&mut self) -> Option<([u8; 16], RelayEvent)> {
+        Endpoint::poll_relay_event(self)
     }
     fn close_all(&mut self, now: Instant, reason: &str) {
         let handles: Vec<SessionHandle> = self.handles().collect();

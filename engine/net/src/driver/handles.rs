@@ -3,11 +3,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 use wavry_rift::identity::IdentityKey;
 use wavry_rift::proto::{InputMessage, control_message::Content as ControlContent};
+use wavry_rift::relay_client::{RelayClientConfig, RelayEvent, RelayLease};
 use wavry_rift::session::{
     Endpoint, Event, Frame, FrameMeta, Session, SessionConfig, SessionHandle,
 };
@@ -31,6 +32,63 @@ impl HostDriver {
         Ok(Self {
             inner: Handle::spawn(endpoint, socket, cfg)?,
         })
+    }
+
+    /// Adds a relay path: the endpoint presents `lease` (the host's own, for one relay
+    /// session) to its relay, keeps it admitted, and serves the client that handshakes
+    /// through it. Progress arrives on [`Self::relay_events`].
+    pub fn add_relay_path(
+        &self,
+        lease: RelayLease,
+        cfg: RelayClientConfig,
+        timeout: Duration,
+    ) -> Result<(), DriverError> {
+        self.inner.call_endpoint(timeout, move |ep, now| {
+            let unix_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            ep.add_relay_path(now, unix_ms, lease, cfg)
+        })??;
+        Ok(())
+    }
+
+    /// Removes a relay path (true when it existed); its session, if any, ends by timeout.
+    pub fn remove_relay_path(
+        &self,
+        relay_addr: SocketAddr,
+        session_id: [u8; 16],
+        timeout: Duration,
+    ) -> Result<bool, DriverError> {
+        self.inner.call_endpoint(timeout, move |ep, _| {
+            ep.remove_relay_path(relay_addr, session_id)
+        })
+    }
+
+    /// A relay path's state, `(admitted, failed)`; `None` when there is no such path.
+    pub fn relay_path_state(
+        &self,
+        relay_addr: SocketAddr,
+        session_id: [u8; 16],
+        timeout: Duration,
+    ) -> Result<Option<(bool, bool)>, DriverError> {
+        self.inner.call_endpoint(timeout, move |ep, _| {
+            ep.relay_path_state(relay_addr, session_id)
+        })
+    }
+
+    /// Relay-path events with their relay session id (admitted, rejected with a reason,
+    /// unanswered, lease ending): drain them.
+    pub fn relay_events(&self) -> &Receiver<([u8; 16], RelayEvent)> {
+        &self.inner.relay_events
+    }
+
+    /// Runs `f` on the I/O thread with the endpoint and returns its result.
+    pub fn call_endpoint<R: Send + 'static>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut Endpoint, Instant) -> R + Send + 'static,
+    ) -> Result<R, DriverError> {
+        self.inner.call_endpoint(timeout, f)
     }
 
     /// The socket's bound address (clients connect here).

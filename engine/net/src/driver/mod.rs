@@ -36,8 +36,10 @@ use crossbeam_channel::{
 };
 use wavry_rift::identity::WavryId;
 use wavry_rift::proto::{InputMessage, control_message::Content as ControlContent};
+use wavry_rift::relay_client::{RelayClientError, RelayEvent};
 use wavry_rift::session::{
-    EndpointStats, Event, Frame, FrameMeta, Session, SessionError, SessionHandle, SessionStats,
+    Endpoint, EndpointStats, Event, Frame, FrameMeta, Session, SessionError, SessionHandle,
+    SessionStats,
 };
 
 use wavry_rift::session::Ecn as RiftEcn;
@@ -161,8 +163,26 @@ pub enum Command {
         /// What to do; it gets the driver's `now`.
         call: SessionCall,
     },
+    /// Runs a closure on a host driver's thread with its [`Endpoint`]: relay paths and every
+    /// endpoint call no command covers. A client driver drops it.
+    Endpoint {
+        /// What to do; it gets the driver's `now`.
+        call: EndpointCall,
+    },
     /// Closes every session, flushes, and ends the thread.
     Shutdown,
+}
+
+/// What an [`EndpointCall`] runs: the host's endpoint and the driver's `now`.
+pub type EndpointFn = Box<dyn FnOnce(&mut Endpoint, Instant) + Send>;
+
+/// A closure for [`Command::Endpoint`].
+pub struct EndpointCall(pub EndpointFn);
+
+impl std::fmt::Debug for EndpointCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EndpointCall(..)")
+    }
 }
 
 /// What a [`SessionCall`] runs: the session and the driver's `now`.
@@ -251,6 +271,9 @@ pub enum DriverError {
     /// Creating the session failed.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// A relay path's lease could not be used.
+    #[error(transparent)]
+    Relay(#[from] RelayClientError),
     /// Opening the backend failed.
     #[error(transparent)]
     Net(#[from] NetError),
@@ -271,6 +294,7 @@ struct Worker<C: Core> {
     socket: NetSocket,
     commands: Receiver<Command>,
     events: Sender<C::Out>,
+    relay_events: Sender<([u8; 16], RelayEvent)>,
     spares: Sender<Vec<u8>>,
     cfg: DriverConfig,
     tx: Vec<u8>,
@@ -546,6 +570,14 @@ impl<C: Core> Worker<C> {
                 }
                 return;
             }
+            Command::Endpoint { call } => {
+                if let Some(ep) = self.core.endpoint() {
+                    (call.0)(ep, now);
+                } else {
+                    self.stats.commands_rejected += 1;
+                }
+                return;
+            }
             Command::Shutdown => {
                 self.stop = true;
                 return;
@@ -642,6 +674,14 @@ impl<C: Core> Worker<C> {
             // A dropped receiver means nobody listens; the event is discarded.
             let _ = self.events.send(C::wrap(h, e));
         }
+        while let Some((sid, e)) = self.core.poll_relay_event() {
+            tracing::info!(
+                session = %format_args!("{:032x}", u128::from_be_bytes(sid)),
+                event = ?e,
+                "relay path"
+            );
+            let _ = self.relay_events.send((sid, e));
+        }
     }
 }
 
@@ -675,6 +715,7 @@ fn warm_up_fec() {
 struct Handle<Out> {
     commands: Sender<Command>,
     events: Receiver<Out>,
+    relay_events: Receiver<([u8; 16], RelayEvent)>,
     spares: Receiver<Vec<u8>>,
     thread: Option<JoinHandle<Result<DriverStats, DriverError>>>,
     local: SocketAddr,
@@ -725,6 +766,7 @@ impl<Out: Send + 'static> Handle<Out> {
         let kind = socket.kind();
         let (cmd_tx, cmd_rx) = bounded(cfg.command_capacity.max(1));
         let (ev_tx, ev_rx) = unbounded();
+        let (relay_tx, relay_rx) = unbounded();
         let (sp_tx, sp_rx) = bounded(SPARES);
         let max_segments = socket.max_gso_segments().max(1);
         let name = cfg.thread_name.clone();
@@ -736,6 +778,7 @@ impl<Out: Send + 'static> Handle<Out> {
             socket,
             commands: cmd_rx,
             events: ev_tx,
+            relay_events: relay_tx,
             spares: sp_tx,
             cfg,
             tx: vec![0; SLOT * TX_SLOTS],
@@ -759,6 +802,7 @@ impl<Out: Send + 'static> Handle<Out> {
         Ok(Self {
             commands: cmd_tx,
             events: ev_rx,
+            relay_events: relay_rx,
             spares: sp_rx,
             thread: Some(thread),
             local,
@@ -840,6 +884,22 @@ impl<Out: Send + 'static> Handle<Out> {
         self.send(Command::Call { session, call })?;
         answer.recv_timeout(timeout).map_err(|e| match e {
             // The session is gone (the closure was dropped) or the thread stopped.
+            RecvTimeoutError::Disconnected => DriverError::Stopped,
+            RecvTimeoutError::Timeout => DriverError::Timeout,
+        })
+    }
+
+    fn call_endpoint<R: Send + 'static>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut Endpoint, Instant) -> R + Send + 'static,
+    ) -> Result<R, DriverError> {
+        let (reply, answer) = bounded(1);
+        let call = EndpointCall(Box::new(move |ep, now| {
+            let _ = reply.try_send(f(ep, now));
+        }));
+        self.send(Command::Endpoint { call })?;
+        answer.recv_timeout(timeout).map_err(|e| match e {
             RecvTimeoutError::Disconnected => DriverError::Stopped,
             RecvTimeoutError::Timeout => DriverError::Timeout,
         })
