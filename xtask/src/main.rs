@@ -36,6 +36,14 @@ const APT_TEST: &[&str] = &[
     // The client's window (minifb) loads these at run time.
     "libx11-6",
     "libxcursor1",
+    // PipeWire capture: the library to build against, and a private daemon with a
+    // GStreamer `videotestsrc ! pipewiresink` producer for its tests.
+    "libpipewire-0.3-dev",
+    "pipewire",
+    "pipewire-bin",
+    "gstreamer1.0-pipewire",
+    "gstreamer1.0-tools",
+    "gstreamer1.0-plugins-base",
 ];
 /// Debian packages the demo needs (the media runtimes link FFmpeg).
 const APT_DEMO: &[&str] = &[
@@ -51,6 +59,7 @@ const APT_DEMO: &[&str] = &[
     "libavdevice-dev",
     "ffmpeg",
     "libopus-dev",
+    "libpipewire-0.3-dev",
 ];
 
 #[derive(Parser, Debug)]

@@ -26,6 +26,8 @@ use std::fmt;
 pub mod audio;
 pub mod h264;
 pub mod input;
+#[cfg(target_os = "linux")]
+pub mod pipewire;
 pub mod present;
 pub mod record;
 pub mod stamp;

@@ -2,35 +2,33 @@
 //! H.264 with libx264 and streams it over a mutually authenticated, encrypted RIFT session to
 //! each allowed client; applies their input to an input sink; optionally records what it sends.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use crossbeam_channel::select;
 use wavry_media::{
-    AudioEncoder, AudioSource, InputSink, RawFrame, Recorder, VideoEncoder, VideoFormat,
-    VideoSource,
-    audio::{OPUS_48K_STEREO_10MS, OpusEncoder, ToneSource},
+    Recorder, VideoFormat, VideoSource,
+    audio::OPUS_48K_STEREO_10MS,
     h264::{self, EncoderConfig, X264Encoder},
-    input::LoggingInputSink,
     record::FileRecorder,
     synthetic::SyntheticSource,
-    x11::{X11Source, XTestSink},
+    x11::X11Source,
 };
 use wavry_net::{DriverConfig, HostDriver, IoMode};
 use wavry_rift::crypto::PeerPolicy;
 use wavry_rift::identity::WavryId;
-use wavry_rift::proto::control_message::Content as Ctl;
-use wavry_rift::session::{Endpoint, Event, FrameMeta, HostParams, Role, SessionConfig};
-use wavry_runtime::files::{HostSession, Upload};
-use wavry_runtime::probe;
+use wavry_rift::session::{Endpoint, HostParams, Role, SessionConfig};
 
 /// Sessions one host serves at once (each gets the same encoded stream).
+mod events;
+mod media;
+
+use events::event_loop;
+use media::{audio_loop, media_loop};
+
 const MAX_CLIENTS: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -39,7 +37,8 @@ enum Source {
     Synthetic,
     /// The root window of an X display (--display-id N, else $DISPLAY).
     X11,
-    /// A PipeWire screen-cast stream (not in this build yet).
+    /// A PipeWire video node (a screen cast, camera or other Video/Source): --pipewire-target,
+    /// daemon from $PIPEWIRE_REMOTE or $XDG_RUNTIME_DIR (Linux).
     Pipewire,
 }
 
@@ -116,6 +115,10 @@ struct Args {
     /// What to capture.
     #[arg(long, value_enum, default_value_t = Source::Synthetic)]
     source: Source,
+    /// With --source pipewire: the node to capture, by node.name or id (default: the first
+    /// Video/Source node).
+    #[arg(long, env = "WAVRY_PIPEWIRE_TARGET", default_value = "")]
+    pipewire_target: String,
     /// Which encoder.
     #[arg(long, value_enum, default_value_t = EncoderChoice::Auto)]
     encoder: EncoderChoice,
@@ -192,12 +195,6 @@ fn check_flags(args: &Args) -> anyhow::Result<()> {
         bail!(
             "--enable-webrtc: the WebRTC bridge for browsers is not in this build; \
              run without it to serve Wavry clients"
-        );
-    }
-    if args.source == Source::Pipewire {
-        bail!(
-            "--source pipewire: PipeWire capture is not in this build yet; \
-             use --source x11 (an X display) or synthetic"
         );
     }
     if args.gateway_url.is_some() || args.session_token.is_some() {
@@ -295,6 +292,11 @@ struct Shared {
     frames_skipped: AtomicU64,
 }
 
+/// Locks `m`, taking the data of a poisoned lock (a panicked thread ends the runtime anyway).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn run(args: &Args) -> anyhow::Result<()> {
     check_flags(args)?;
     wavry_runtime::check_bind(args.listen, "WAVRY_SERVER_ALLOW_PUBLIC_BIND")?;
@@ -327,7 +329,28 @@ fn run(args: &Args) -> anyhow::Result<()> {
             );
             Box::new(s)
         }
-        Source::Synthetic | Source::Pipewire => Box::new(SyntheticSource::new(VideoFormat {
+        #[cfg(target_os = "linux")]
+        Source::Pipewire => {
+            use wavry_media::pipewire::{PipeWireSource, PipeWireTarget};
+            let target = PipeWireTarget::parse(&args.pipewire_target);
+            let s = PipeWireSource::open(&target, None, args.fps).with_context(|| {
+                format!("--source pipewire: capturing {target} (set --pipewire-target to a node)")
+            })?;
+            eprintln!(
+                "wavry-server: capturing PipeWire {target} at {}x{} (--width/--height follow \
+                 the stream)",
+                s.format().width,
+                s.format().height
+            );
+            Box::new(s)
+        }
+        #[cfg(not(target_os = "linux"))]
+        Source::Pipewire => {
+            bail!(
+                "--source pipewire: PipeWire capture exists on Linux only; use --source synthetic"
+            )
+        }
+        Source::Synthetic => Box::new(SyntheticSource::new(VideoFormat {
             width: args.width & !1,
             height: args.height & !1,
             fps: args.fps,
@@ -452,401 +475,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     result
 }
 
-fn event_loop(
-    args: &Args,
-    host: &HostDriver,
-    shared: &Shared,
-    stop_rx: &crossbeam_channel::Receiver<()>,
-) -> anyhow::Result<()> {
-    let mut sink: Box<dyn InputSink> = match (args.input, args.source) {
-        (InputChoice::Xtest, _) | (InputChoice::Auto, Source::X11) => {
-            let display = args.display_id.map(|n| format!(":{n}"));
-            Box::new(XTestSink::open(display.as_deref())?)
-        }
-        _ => Box::new(LoggingInputSink::default()),
-    };
-    eprintln!("wavry-server: input sink {}", sink.name());
-    let mut injected = 0u64;
-    // Client send time (its wall clock; the same clock on one machine) → handed to the sink.
-    let mut input_latency = wavry_runtime::Latencies::default();
-    let mut downloads = wavry_runtime::files::Downloads::new(args.file_out_dir.clone());
-    let mut uploads: Vec<(wavry_rift::session::SessionHandle, Upload)> = Vec::new();
-    let deadline = args
-        .seconds
-        .map(|s| Instant::now() + Duration::from_secs(s));
-    let mut targets: HashMap<wavry_rift::session::SessionHandle, (u64, u32)> = HashMap::new();
-    loop {
-        let left = deadline.map_or(Duration::from_secs(3600), |d| {
-            d.saturating_duration_since(Instant::now())
-        });
-        if left.is_zero() {
-            break;
-        }
-        select! {
-            recv(stop_rx) -> _ => {
-                eprintln!("wavry-server: stopping (Goodbye to every client)");
-                break;
-            }
-            recv(host.events()) -> ev => {
-                let (h, ev) = ev.context("host driver stopped")?;
-                match ev {
-                    Event::Connected { peer, .. } => {
-                        println!("wavry-server: client {peer} connected");
-                        for path in &args.send_file {
-                            let u = Upload::start(&HostSession(host, h), path)?;
-                            let (name, size) = u.describe();
-                            println!("wavry-server: offering {name} ({size} bytes) to {peer}");
-                            uploads.push((h, u));
-                        }
-                        lock(&shared.sessions).push(h);
-                        shared.keyframe.store(true, Ordering::Release);
-                    }
-                    Event::Closed(reason) => {
-                        lock(&shared.sessions).retain(|&s| s != h);
-                        uploads.retain(|(s, _)| *s != h);
-                        if targets.remove(&h).is_some() {
-                            publish_target(shared, &targets);
-                        }
-                        println!("wavry-server: session closed: {reason:?}");
-                    }
-                    Event::KeyframeRequested { .. } => {
-                        shared.keyframe.store(true, Ordering::Release);
-                    }
-                    Event::TargetBitrate { bps, fps } => {
-                        targets.insert(h, (bps, fps));
-                        publish_target(shared, &targets);
-                    }
-                    Event::Input(msg) => {
-                        if let Some(e) = wavry_runtime::input_event(&msg) {
-                            sink.inject(&e)?;
-                            injected += 1;
-                            if msg.timestamp_us > 0 {
-                                input_latency.record_us(
-                                    wavry_media::wall_clock_us().saturating_sub(msg.timestamp_us),
-                                );
-                            }
-                        }
-                    }
-                    Event::Control(msg) if probe::seq(&msg).is_some() => {
-                        if let Some(Ctl::Latency(l)) = msg.content {
-                            let _ = host.send_control(h, Ctl::Latency(l));
-                        }
-                    }
-                    Event::FileOffered(offer) => {
-                        let id = offer.file_id;
-                        match downloads.offered((h, id), &offer) {
-                            Ok(resume) => {
-                                host.call(h, Duration::from_secs(5), move |s, now| {
-                                    s.accept_file(now, id, resume)
-                                })??;
-                            }
-                            Err(e) => {
-                                eprintln!("wavry-server: cannot receive {}: {e}", offer.name);
-                                host.call(h, Duration::from_secs(5), move |s, now| {
-                                    s.refuse_file(now, id, "the host cannot store it")
-                                })??;
-                            }
-                        }
-                    }
-                    Event::FileData { file_id, offset, data } => {
-                        downloads.data(&(h, file_id), offset, &data)?;
-                    }
-                    Event::FileAccepted { file_id, offset } => {
-                        if let Some((_, u)) =
-                            uploads.iter_mut().find(|(s, u)| *s == h && u.id == file_id)
-                        {
-                            u.accepted(offset);
-                            u.feed(&HostSession(host, h))?;
-                        }
-                    }
-                    Event::FileWritable { file_id } => {
-                        if let Some((_, u)) =
-                            uploads.iter_mut().find(|(s, u)| *s == h && u.id == file_id)
-                        {
-                            u.feed(&HostSession(host, h))?;
-                        }
-                    }
-                    Event::FileDone { file_id, sending: true, result } => {
-                        if let Some(i) = uploads.iter().position(|(s, u)| *s == h && u.id == file_id) {
-                            let (_, u) = uploads.swap_remove(i);
-                            let (name, size) = u.describe();
-                            match result {
-                                Ok(()) => println!(
-                                    "wavry-server: sent {name} ({size} bytes, SHA-256 verified by the client)"
-                                ),
-                                Err(e) => eprintln!("wavry-server: sending {name} failed: {e}"),
-                            }
-                        }
-                    }
-                    Event::FileDone { file_id, sending: false, result } => {
-                        match downloads.done(&(h, file_id), result) {
-                            Some(Ok(path)) => println!(
-                                "wavry-server: received {} (SHA-256 verified)",
-                                path.display()
-                            ),
-                            Some(Err(e)) => eprintln!("wavry-server: file transfer failed: {e}"),
-                            None => {}
-                        }
-                    }
-                    Event::Frame(f) => {
-                        let _ = host.recycle(h, f);
-                    }
-                    Event::Stats(p) if args.stats => {
-                        println!(
-                            "stats: rtt {} ms, loss {:.2} %, target {:.2} Mbit/s, sent {:.2} Mbit/s",
-                            wavry_runtime::fmt_ms(p.rtt.map(|r| r.as_secs_f64() * 1e3)),
-                            p.loss * 100.0,
-                            p.target_bps as f64 / 1e6,
-                            p.send_bps as f64 / 1e6,
-                        );
-                    }
-                    _ => {}
-                }
-            }
-            default(left) => {}
-        }
-    }
-    println!(
-        "wavry-server: injected {injected} input events through {}; one-way latency \
-         p50 {} ms p99 {} ms p999 {} ms; cpu_s={}",
-        sink.name(),
-        wavry_runtime::fmt_ms(input_latency.ms(0.5)),
-        wavry_runtime::fmt_ms(input_latency.ms(0.99)),
-        wavry_runtime::fmt_ms(input_latency.ms(0.999)),
-        wavry_runtime::cpu_seconds("self").map_or_else(|| "-".into(), |c| format!("{c:.2}")),
-    );
-    Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn publish_target(
-    shared: &Shared,
-    targets: &HashMap<wavry_rift::session::SessionHandle, (u64, u32)>,
-) {
-    let bps = targets.values().map(|t| t.0).min().unwrap_or(0);
-    let fps = targets.values().map(|t| t.1).min().unwrap_or(0);
-    shared.target_bps.store(bps, Ordering::Release);
-    shared.target_fps.store(fps, Ordering::Release);
-}
-
-/// Frames per second to capture: the source's rate, or DELTA's lower step for the slowest
-/// session (`target` 0: no target yet).
-fn stream_fps(source: u32, target: u32) -> u32 {
-    if target == 0 {
-        source
-    } else {
-        target.clamp(1, source.max(1))
-    }
-}
-
-/// Captures, encodes and queues a frame per 1/fps for every connected session; records.
-fn media_loop(
-    host: &HostDriver,
-    shared: &Shared,
-    mut source: Box<dyn VideoSource>,
-    mut encoder: X264Encoder,
-    mut rec_encoder: Option<X264Encoder>,
-    recorder: &Mutex<Option<FileRecorder>>,
-) -> anyhow::Result<()> {
-    let mut rec_buf = Vec::new();
-    let source_fps = source.format().fps;
-    let mut fps = source_fps;
-    let mut interval = Duration::from_secs_f64(1.0 / f64::from(fps));
-    let mut raw = RawFrame::new(source.format().width, source.format().height);
-    let mut targets = Vec::with_capacity(MAX_CLIENTS);
-    let mut next = Instant::now();
-    let mut result = Ok(());
-    while !shared.stop.load(Ordering::Acquire) {
-        let want = stream_fps(source_fps, shared.target_fps.load(Ordering::Acquire));
-        if want != fps {
-            println!("wavry-server: frame rate {fps} -> {want} fps (congestion control)");
-            next += Duration::from_secs_f64(1.0 / f64::from(want)).saturating_sub(interval);
-            fps = want;
-            interval = Duration::from_secs_f64(1.0 / f64::from(fps));
-        }
-        if let Some(d) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(d);
-        }
-        next += interval;
-        if next < Instant::now() {
-            // Fell behind by more than a frame: restart the clock rather than burst.
-            next = Instant::now() + interval;
-        }
-        targets.clear();
-        targets.extend(lock(&shared.sessions).iter().copied());
-        if targets.is_empty() && lock(recorder).is_none() {
-            continue;
-        }
-        if let Err(e) = send_one(
-            host,
-            shared,
-            source.as_mut(),
-            &mut encoder,
-            Recording {
-                file: recorder,
-                reencode: rec_encoder.as_mut().map(|e| (e, &mut rec_buf)),
-            },
-            &mut raw,
-            &targets,
-            interval,
-        ) {
-            result = Err(e);
-            break;
-        }
-    }
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-fn send_one(
-    host: &HostDriver,
-    shared: &Shared,
-    source: &mut dyn VideoSource,
-    encoder: &mut X264Encoder,
-    recording: Recording<'_>,
-    raw: &mut RawFrame,
-    targets: &[wavry_rift::session::SessionHandle],
-    interval: Duration,
-) -> anyhow::Result<()> {
-    if shared.keyframe.swap(false, Ordering::AcqRel) {
-        encoder.request_keyframe();
-    }
-    let bps = shared.target_bps.load(Ordering::Acquire);
-    if bps > 0 && bps != encoder.bitrate() {
-        encoder.set_bitrate(bps);
-    }
-    let t0 = Instant::now();
-    source.capture(raw)?;
-    let t1 = Instant::now();
-    let mut buf = host.take_buffer();
-    let encoded = encoder.encode(raw, &mut buf)?;
-    let t2 = Instant::now();
-    let passes_through = recording.passes_through();
-    if let Some((rec_encoder, rec_buf)) = recording.reencode {
-        if let Some(info) = rec_encoder.encode(raw, rec_buf)? {
-            if let Some(r) = lock(recording.file).as_mut() {
-                r.write_video(rec_buf, info.keyframe, info.capture_us)?;
-            }
-        }
-    }
-    let Some(info) = encoded else {
-        return Ok(());
-    };
-    if passes_through {
-        if let Some(r) = lock(recording.file).as_mut() {
-            r.write_video(&buf, info.keyframe, info.capture_us)?;
-        }
-    }
-    let meta = FrameMeta {
-        timestamp_us: info.capture_us,
-        keyframe: info.keyframe,
-        capture_us: (t1 - t0).as_micros() as u32,
-        encode_us: (t2 - t1).as_micros() as u32,
-    };
-    let Some((&last, rest)) = targets.split_last() else {
-        return Ok(());
-    };
-    for &h in rest {
-        let mut copy = host.take_buffer();
-        copy.extend_from_slice(&buf);
-        queue(host, shared, h, copy, meta, interval)?;
-    }
-    queue(host, shared, last, buf, meta, interval)
-}
-
-/// Where a captured frame goes besides the stream.
-struct Recording<'a> {
-    /// The recording, if `--record`.
-    file: &'a Mutex<Option<FileRecorder>>,
-    /// The recording's own encoder and its output buffer (`--record-quality high|low`).
-    reencode: Option<(&'a mut X264Encoder, &'a mut Vec<u8>)>,
-}
-
-impl Recording<'_> {
-    fn passes_through(&self) -> bool {
-        self.reencode.is_none()
-    }
-}
-
-fn queue(
-    host: &HostDriver,
-    shared: &Shared,
-    h: wavry_rift::session::SessionHandle,
-    data: Vec<u8>,
-    meta: FrameMeta,
-    interval: Duration,
-) -> anyhow::Result<()> {
-    match host.try_send_frame(h, data, meta, interval)? {
-        None => {
-            shared.frames_sent.fetch_add(1, Ordering::Relaxed);
-        }
-        Some(_) => {
-            // The queue is full: this frame is lost to the stream, so the next one must not
-            // reference it.
-            shared.frames_skipped.fetch_add(1, Ordering::Relaxed);
-            shared.keyframe.store(true, Ordering::Release);
-        }
-    }
-    Ok(())
-}
-
-/// Sends a 440 Hz tone as 10 ms Opus packets to every connected session (and the recording).
-fn audio_loop(
-    host: &HostDriver,
-    shared: &Shared,
-    recorder: &Mutex<Option<FileRecorder>>,
-) -> anyhow::Result<()> {
-    let fmt = OPUS_48K_STEREO_10MS;
-    let mut source = ToneSource::new(fmt, 440.0);
-    let mut encoder = OpusEncoder::new(fmt, 64_000)?;
-    let interval = Duration::from_micros(
-        u64::from(fmt.frame_samples) * 1_000_000 / u64::from(fmt.sample_rate),
-    );
-    let mut pcm = vec![0i16; fmt.frame_samples as usize * usize::from(fmt.channels)];
-    let mut packet = Vec::new();
-    let mut targets = Vec::with_capacity(MAX_CLIENTS);
-    let mut next = Instant::now();
-    while !shared.stop.load(Ordering::Acquire) {
-        if let Some(d) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(d);
-        }
-        next += interval;
-        if next < Instant::now() {
-            next = Instant::now() + interval;
-        }
-        targets.clear();
-        targets.extend(lock(&shared.sessions).iter().copied());
-        let recording = lock(recorder).is_some();
-        if targets.is_empty() && !recording {
-            continue;
-        }
-        let captured = source.read(&mut pcm)?;
-        encoder.encode(&pcm, &mut packet)?;
-        if let Some(r) = lock(recorder).as_mut() {
-            r.write_audio(&packet, captured)?;
-        }
-        for &h in &targets {
-            // The driver command owns its bytes: one small copy per packet and session.
-            let _ = host.send_audio(h, captured, packet.clone());
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{RecordQuality, stream_fps};
-
-    #[test]
-    fn the_frame_rate_follows_the_slowest_sessions_step_never_above_the_source() {
-        assert_eq!(stream_fps(60, 0), 60);
-        assert_eq!(stream_fps(60, 45), 45);
-        assert_eq!(stream_fps(60, 90), 60);
-        assert_eq!(stream_fps(30, 1), 1);
-    }
+    use super::RecordQuality;
 
     #[test]
     fn record_quality_bitrates() {
