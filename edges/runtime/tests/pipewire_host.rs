@@ -29,15 +29,7 @@ fn host_streams_a_pipewire_video_source_that_the_client_decodes() {
     let client = client(&dir.0, &addr, &host_id, &["--seconds", "2"]);
     let (ok, lines) = client.wait();
     assert!(ok, "client failed: {lines:?}");
-    let summary = lines
-        .iter()
-        .find(|l| l.starts_with("summary "))
-        .unwrap_or_else(|| panic!("no summary in {lines:?}"));
-    assert!(
-        kv(summary, "pictures").parse::<u64>().unwrap() >= 10,
-        "{summary}"
-    );
-    assert_eq!(kv(summary, "decode_errors"), "0", "{summary}");
+    assert_pictures(&lines, 10);
     host.signal("-INT");
     let (ok, host_lines) = host.wait();
     assert!(ok, "{host_lines:?}");

@@ -36,10 +36,7 @@ fn host_streams_synthetic_video_that_the_client_decodes_frame_by_frame() {
     let (ok, lines) = client.wait();
     assert!(ok, "client failed: {lines:?}");
     host.line_with("connected");
-    let summary = lines
-        .iter()
-        .find(|l| l.starts_with("summary "))
-        .unwrap_or_else(|| panic!("no summary in {lines:?}"));
+    let summary = summary(&lines);
     let n = |k: &str| kv(summary, k).parse::<u64>().unwrap();
     // ~80 frames in 3 s at 30 fps; the bound leaves room for a loaded CI machine.
     assert!(n("decoded") >= 30, "{summary}");
@@ -208,10 +205,7 @@ fn ctrl_c_ends_the_client_cleanly_with_its_summary_and_recording() {
     client.signal("-INT");
     let (ok, lines) = client.wait();
     assert!(ok, "client exit status after SIGINT: {lines:?}");
-    let summary = lines
-        .iter()
-        .find(|l| l.starts_with("summary "))
-        .unwrap_or_else(|| panic!("no summary in {lines:?}"));
+    let summary = summary(&lines);
     assert!(
         kv(summary, "decoded").parse::<u64>().unwrap() > 0,
         "{summary}"
@@ -271,15 +265,7 @@ fn host_streams_an_xvfb_display_and_a_client_key_press_reaches_its_xtest_sink() 
     );
     let (ok, lines) = client.wait();
     assert!(ok, "client failed: {lines:?}");
-    let summary = lines
-        .iter()
-        .find(|l| l.starts_with("summary "))
-        .unwrap_or_else(|| panic!("no summary in {lines:?}"));
-    assert!(
-        kv(summary, "pictures").parse::<u64>().unwrap() >= 10,
-        "{summary}"
-    );
-    assert_eq!(kv(summary, "decode_errors"), "0", "{summary}");
+    assert_pictures(&lines, 10);
     host.signal("-INT");
     let (ok, host_lines) = host.wait();
     assert!(ok, "{host_lines:?}");
@@ -477,10 +463,7 @@ fn the_window_under_xvfb_shows_decoded_frames() {
     client.signal("-INT");
     let (ok, lines) = client.wait();
     assert!(ok, "{lines:?}");
-    let summary = lines
-        .iter()
-        .find(|l| l.starts_with("summary "))
-        .unwrap_or_else(|| panic!("no summary in {lines:?}"));
+    let summary = summary(&lines);
     assert_eq!(kv(summary, "window_keys"), "2", "{summary}");
     host.signal("-INT");
     let (ok, host_lines) = host.wait();

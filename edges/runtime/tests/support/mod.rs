@@ -143,6 +143,22 @@ pub fn keys(dir: &Path, name: &str) -> (String, String) {
     (path.to_str().unwrap().to_owned(), k.id().to_string())
 }
 
+/// The client's `summary` line among its stdout lines.
+pub fn summary(lines: &[String]) -> &str {
+    lines
+        .iter()
+        .find(|l| l.starts_with("summary "))
+        .unwrap_or_else(|| panic!("no summary in {lines:?}"))
+}
+
+/// The client's summary shows at least `min` pictures shown and no decode error; returns it.
+pub fn assert_pictures(lines: &[String], min: u64) -> &str {
+    let s = summary(lines);
+    assert!(kv(s, "pictures").parse::<u64>().unwrap() >= min, "{s}");
+    assert_eq!(kv(s, "decode_errors"), "0", "{s}");
+    s
+}
+
 pub fn kv(line: &str, key: &str) -> String {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(&format!("{key}=")))

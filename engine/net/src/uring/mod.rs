@@ -783,6 +783,49 @@ impl UringBackend {
         self.fwd.copies = Some(q);
     }
 
+    /// The borrowed receive loop of [`Backend::recv_with`] and [`Backend::forward_with`]:
+    /// hands each staged batch (its buffer id and place) to `batch`, which owns the buffer from
+    /// then on, up to [`MAX_BATCHES_PER_CALL`] per pass; runs `end_of_pass` after each pass;
+    /// waits until `timeout` for the first batch. Returns the number of batches.
+    fn pump(
+        &mut self,
+        timeout: Option<Duration>,
+        batch: &mut dyn FnMut(&mut Self, u16, Staged) -> io::Result<()>,
+        end_of_pass: &mut dyn FnMut(&mut Self) -> io::Result<()>,
+    ) -> io::Result<usize> {
+        if let Some(e) = self.pending_err.take() {
+            return Err(e);
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut expired = false;
+        loop {
+            let mut done = 0;
+            let mut err = None;
+            while done < MAX_BATCHES_PER_CALL {
+                if let Some((bid, st)) = self.cur.take() {
+                    done += 1;
+                    if let Err(e) = batch(self, bid, st) {
+                        err = Some(e);
+                        break;
+                    }
+                    continue;
+                }
+                let Some(c) = self.next_recv_cqe() else { break };
+                if let Err(e) = self.on_recv(c) {
+                    err = Some(e);
+                    break;
+                }
+            }
+            if let Err(e) = end_of_pass(self) {
+                err.get_or_insert(e);
+            }
+            if let Some(r) = self.after_batch(done, err, expired)? {
+                return Ok(r);
+            }
+            expired = !self.wait(deadline)?;
+        }
+    }
+
     /// Common tail of a receive pass: give buffers back, re-arm, and decide whether to return
     /// (`Some(count)`) or wait. An error after some batches were delivered is kept for the next
     /// call, so nothing delivered is lost and the error is not either.
@@ -941,34 +984,17 @@ impl Backend for UringBackend {
         timeout: Option<Duration>,
         f: &mut dyn FnMut(&RecvMeta, &mut [u8]),
     ) -> io::Result<usize> {
-        if let Some(e) = self.pending_err.take() {
-            return Err(e);
-        }
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut expired = false;
-        loop {
-            let mut done = 0;
-            let mut err = None;
-            while done < MAX_BATCHES_PER_CALL {
-                if let Some((bid, mut st)) = self.cur.take() {
-                    let (off, end) = (st.off, st.end);
-                    let data = self.bufs.buf_mut(bid, end);
-                    f(&st.take_all(), &mut data[off..end]);
-                    done += 1;
-                    self.bufs.push(bid);
-                    continue;
-                }
-                let Some(c) = self.next_recv_cqe() else { break };
-                if let Err(e) = self.on_recv(c) {
-                    err = Some(e);
-                    break;
-                }
-            }
-            if let Some(r) = self.after_batch(done, err, expired)? {
-                return Ok(r);
-            }
-            expired = !self.wait(deadline)?;
-        }
+        self.pump(
+            timeout,
+            &mut |this, bid, mut st| {
+                let (off, end) = (st.off, st.end);
+                let data = this.bufs.buf_mut(bid, end);
+                f(&st.take_all(), &mut data[off..end]);
+                this.bufs.push(bid);
+                Ok(())
+            },
+            &mut |_| Ok(()),
+        )
     }
 
     fn forward_with(
@@ -976,56 +1002,31 @@ impl Backend for UringBackend {
         timeout: Option<Duration>,
         f: &mut dyn FnMut(&RecvMeta, &mut [u8], &mut Forwards),
     ) -> io::Result<usize> {
-        if let Some(e) = self.pending_err.take() {
-            return Err(e);
-        }
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut expired = false;
-        loop {
-            let mut done = 0;
-            let mut err = None;
-            while done < MAX_BATCHES_PER_CALL {
-                if let Some((bid, mut st)) = self.cur.take() {
-                    let (off, end) = (st.off, st.end);
-                    let meta = st.take_all();
-                    let data = self.bufs.buf_mut(bid, end);
-                    self.fwd.choice.clear();
-                    f(&meta, &mut data[off..end], &mut self.fwd.choice);
-                    done += 1;
-                    if let Err(e) = self.queue_forwards(bid, off, end) {
-                        err = Some(e);
-                        break;
-                    }
-                    // Sends hold their buffers: once they hold half of what the ring should
-                    // have posted, send and take the buffers back before the receive runs dry
-                    // (single datagrams fill a buffer each).
-                    if self.fwd.held * 2 >= self.bufs.target() {
-                        if let Err(e) = self.submit_forwards() {
-                            err = Some(e);
-                            break;
-                        }
-                        self.reap();
-                        self.bufs.publish();
-                    }
-                    continue;
+        self.pump(
+            timeout,
+            &mut |this, bid, mut st| {
+                let (off, end) = (st.off, st.end);
+                let meta = st.take_all();
+                let data = this.bufs.buf_mut(bid, end);
+                this.fwd.choice.clear();
+                f(&meta, &mut data[off..end], &mut this.fwd.choice);
+                this.queue_forwards(bid, off, end)?;
+                // Sends hold their buffers: once they hold half of what the ring should have
+                // posted, send and take the buffers back before the receive runs dry (single
+                // datagrams fill a buffer each).
+                if this.fwd.held * 2 >= this.bufs.target() {
+                    this.submit_forwards()?;
+                    this.reap();
+                    this.bufs.publish();
                 }
-                let Some(c) = self.next_recv_cqe() else { break };
-                if let Err(e) = self.on_recv(c) {
-                    err = Some(e);
-                    break;
-                }
-            }
-            // One submission for every send this pass queued; no waiting for the zero-copy
-            // ones.
-            self.flush_copies();
-            if let Err(e) = self.submit_forwards() {
-                err.get_or_insert(e);
-            }
-            if let Some(r) = self.after_batch(done, err, expired)? {
-                return Ok(r);
-            }
-            expired = !self.wait(deadline)?;
-        }
+                Ok(())
+            },
+            // One submission for every send the pass queued; no waiting for the zero-copy ones.
+            &mut |this| {
+                this.flush_copies();
+                this.submit_forwards()
+            },
+        )
     }
 
     fn forward_failures(&self) -> u64 {
