@@ -3,8 +3,9 @@
 //! authenticated RIFT session over the chosen packet I/O backend. The host streams synthetic
 //! 60 fps video at 20 Mbit/s (a 3x keyframe every second); the client verifies every frame's
 //! bytes and presses a key every second, which the host must receive. Beside the video the
-//! client uploads a file to the host (in-band transfer within its bitrate share, SHA-256
-//! checked, saved under `<key dir>/received/`) and syncs its clipboard. One live line per
+//! client uploads a generated file to the host (in-band transfer within its bitrate share,
+//! SHA-256 checked by the session, compared byte for byte in memory; the runtimes' disk side
+//! lives in `wavry-runtime`) and syncs its clipboard. One live line per
 //! second and a summary table at the end.
 //!
 //! ```text
@@ -21,12 +22,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::select;
-use wavry_net::files::{IncomingFile, OutgoingFile};
 use wavry_net::{ClientDriver, Config, DriverConfig, HostDriver, IoMode};
 use wavry_rift::crypto::PeerPolicy;
 use wavry_rift::identity::IdentityKey;
 use wavry_rift::proto::{InputMessage, Key, input_message};
 use wavry_rift::session::{Endpoint, Event, FrameMeta, Role, SessionConfig, SessionHandle};
+use wavry_rift::transfer::{Resume, sha256};
 
 const USAGE: &str = "usage: stream [--host-key F.key] [--client-key F.key] [--seconds N] \
                      [--io auto|uring|portable] [--mbps N] [--fps N] [--file-bytes N]";
@@ -159,42 +160,38 @@ fn produce(host: &HostDriver, session: SessionHandle, args: &Args, stop: &Atomic
     }
 }
 
-/// The client's upload to the host, both ends of it.
+/// The client's upload to the host, both ends of it, in memory.
 struct Upload {
-    source: OutgoingFile,
+    data: Vec<u8>,
     id: u64,
     /// Next byte the client hands its session.
-    pos: u64,
-    block: Vec<u8>,
-    dest: PathBuf,
-    sink: Option<IncomingFile>,
+    pos: usize,
+    /// What the host received, at the offsets the session gave.
+    sink: Option<Vec<u8>>,
     received: u64,
     started: Instant,
     finished: Option<Duration>,
-    saved: Option<Result<PathBuf, String>>,
+    saved: Option<Result<(), String>>,
 }
 
+/// Bytes handed to the session per `write_file` call.
+const UPLOAD_BLOCK: usize = 256 * 1024;
+
 impl Upload {
-    /// Writes `<dir>/upload.bin` of `len` bytes and offers it to the host.
-    fn start(client: &ClientDriver, dir: &Path, len: u64) -> Result<Self, String> {
-        let src = dir.join("upload.bin");
+    /// Generates `len` bytes and offers them to the host as `upload.bin`.
+    fn start(client: &ClientDriver, len: u64) -> Result<Self, String> {
         let data: Vec<u8> = (0..len).map(|i| pattern(i >> 16, i as usize)).collect();
-        std::fs::write(&src, data).map_err(|e| format!("{}: {e}", src.display()))?;
-        let source = OutgoingFile::open(&src).map_err(|e| e.to_string())?;
-        let dest = dir.join("received");
-        // Earlier runs' copies would only pile up as "upload (n).bin".
-        let _ = std::fs::remove_dir_all(&dest);
-        let (name, size, sha) = (source.name.clone(), source.size, source.sha256);
+        let (size, sha) = (data.len() as u64, sha256(&data));
         let id = client
-            .call(WAIT, move |s, now| s.send_file(now, &name, size, sha))
+            .call(WAIT, move |s, now| {
+                s.send_file(now, "upload.bin", size, sha)
+            })
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         Ok(Self {
-            source,
+            data,
             id,
             pos: 0,
-            block: vec![0; 256 * 1024],
-            dest,
             sink: None,
             received: 0,
             started: Instant::now(),
@@ -205,29 +202,24 @@ impl Upload {
 
     /// Hands the client's session file bytes until its window is full.
     fn feed(&mut self, client: &ClientDriver) -> Result<(), String> {
-        loop {
-            let n = self
-                .source
-                .read_at(self.pos, &mut self.block)
-                .map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Ok(());
-            }
-            let bytes = self.block[..n].to_vec();
-            let id = self.id;
+        while self.pos < self.data.len() {
+            let end = (self.pos + UPLOAD_BLOCK).min(self.data.len());
+            let bytes = self.data[self.pos..end].to_vec();
+            let (id, n) = (self.id, end - self.pos);
             let took = client
                 .call(WAIT, move |s, now| s.write_file(now, id, &bytes))
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
-            self.pos += took as u64;
+            self.pos += took;
             if took < n {
-                return Ok(());
+                break;
             }
         }
+        Ok(())
     }
 
     fn percent(&self) -> f64 {
-        self.received as f64 * 100.0 / self.source.size.max(1) as f64
+        self.received as f64 * 100.0 / self.data.len().max(1) as f64
     }
 }
 
@@ -317,13 +309,8 @@ fn run(args: &Args) -> Result<(), String> {
 
     let stop = AtomicBool::new(false);
     let mut totals = Totals::default();
-    let dir = args
-        .host_key
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
     let mut upload = if args.file_bytes > 0 {
-        Some(Upload::start(&client, dir, args.file_bytes)?)
+        Some(Upload::start(&client, args.file_bytes)?)
     } else {
         None
     };
@@ -448,18 +435,14 @@ fn upload_summary(upload: Option<&Upload>) -> String {
         return "-".into();
     };
     match (&u.saved, u.finished) {
-        (Some(Ok(path)), Some(t)) => format!(
-            "{:.2} MB in {:.1} s ({:.2} Mbit/s, its share of DELTA's target), SHA-256 verified, saved as {}",
-            u.source.size as f64 / 1e6,
+        (Some(Ok(())), Some(t)) => format!(
+            "{:.2} MB in {:.1} s ({:.2} Mbit/s, its share of DELTA's target), SHA-256 verified, bytes identical",
+            u.data.len() as f64 / 1e6,
             t.as_secs_f64(),
-            u.source.size as f64 * 8.0 / t.as_secs_f64().max(1e-3) / 1e6,
-            path.display()
+            u.data.len() as f64 * 8.0 / t.as_secs_f64().max(1e-3) / 1e6,
         ),
         (Some(Err(e)), _) => format!("FAILED: {e}"),
-        _ => format!(
-            "{:.0} % when the stream ended (the part file stays for a resume)",
-            u.percent()
-        ),
+        _ => format!("{:.0} % when the stream ended", u.percent()),
     }
 }
 
@@ -528,11 +511,9 @@ fn stream_loop(
                     (_, Event::Clipboard(text)) => totals.clipboard = text == CLIPBOARD,
                     (h, Event::FileOffered(offer)) => {
                         let Some(u) = upload.as_deref_mut() else { continue };
-                        let (sink, resume) =
-                            IncomingFile::open(&u.dest, &offer).map_err(|e| e.to_string())?;
-                        u.sink = Some(sink);
+                        u.sink = Some(Vec::with_capacity(u.data.len()));
                         let id = offer.file_id;
-                        host.call(h, WAIT, move |s, now| s.accept_file(now, id, resume))
+                        host.call(h, WAIT, move |s, now| s.accept_file(now, id, Resume::Start))
                             .map_err(|e| e.to_string())?
                             .map_err(|e| e.to_string())?;
                     }
@@ -541,7 +522,11 @@ fn stream_loop(
                             u.received += data.len() as u64;
                             u.sink.as_mut()
                         }) {
-                            sink.write_at(offset, &data).map_err(|e| e.to_string())?;
+                            let at = usize::try_from(offset).map_err(|e| e.to_string())?;
+                            if sink.len() < at + data.len() {
+                                sink.resize(at + data.len(), 0);
+                            }
+                            sink[at..at + data.len()].copy_from_slice(&data);
                         }
                     }
                     (_, Event::FileDone { result, sending: false, .. }) => {
@@ -549,12 +534,10 @@ fn stream_loop(
                             u.finished = Some(u.started.elapsed());
                             let sink = u.sink.take();
                             u.saved = Some(match (result, sink) {
-                                (Ok(()), Some(f)) => f.finish().map_err(|e| e.to_string()),
-                                (Err(e), Some(f)) => {
-                                    let _ = f.abandon(true);
-                                    Err(e.to_string())
-                                }
-                                (r, None) => Err(format!("no part file ({r:?})")),
+                                (Ok(()), Some(got)) if got == u.data => Ok(()),
+                                (Ok(()), Some(_)) => Err("bytes differ".into()),
+                                (Err(e), _) => Err(e.to_string()),
+                                (r, None) => Err(format!("never offered ({r:?})")),
                             });
                         }
                     }

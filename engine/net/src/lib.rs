@@ -36,7 +36,6 @@ use std::time::Duration;
 pub mod cmsg;
 mod deliver;
 pub mod driver;
-pub mod files;
 mod forward;
 mod portable;
 mod queue;

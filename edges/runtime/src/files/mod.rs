@@ -1,16 +1,22 @@
 //! The runtimes' side of in-band file transfer: reading an upload from disk into the session
-//! as its window allows, and writing offered files into a directory (`wavry_net::files` does
-//! the hashing, part files and resume; the session checks the SHA-256).
+//! as its window allows, and writing offered files into a directory ([`disk`] does the
+//! hashing, part files and resume; the session checks the SHA-256).
+
+pub mod disk;
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use wavry_net::files::{IncomingFile, OutgoingFile};
 use wavry_net::{ClientDriver, DriverError, HostDriver};
 use wavry_rift::session::{Session, SessionHandle};
 use wavry_rift::transfer::{FileError, FileOffer, Resume};
+
+use self::disk::{IncomingFile, OutgoingFile};
+
+/// Bytes read from disk and handed to the session per call.
+const UPLOAD_BLOCK: usize = 64 * 1024;
 
 const CALL: Duration = Duration::from_secs(5);
 
@@ -85,7 +91,7 @@ impl Upload {
             path: path.to_owned(),
             id,
             pos: 0,
-            block: vec![0; 64 * 1024],
+            block: vec![0; UPLOAD_BLOCK],
             outcome: None,
         })
     }
@@ -96,8 +102,13 @@ impl Upload {
     }
 
     /// Hands the session bytes until its transfer window is full (called again on
-    /// `FileWritable`). The chunk is copied into the driver command.
+    /// `FileWritable`). The read buffer itself travels to the driver thread and back with the
+    /// answer: no copy, no allocation per chunk.
     pub fn feed(&mut self, peer: &impl SessionCaller) -> Result<(), TransferError> {
+        if self.block.is_empty() {
+            // Lost with a driver call that failed.
+            self.block = vec![0; UPLOAD_BLOCK];
+        }
         loop {
             let n = self
                 .source
@@ -106,9 +117,14 @@ impl Upload {
             if n == 0 {
                 return Ok(());
             }
-            let bytes = self.block[..n].to_vec();
+            let block = std::mem::take(&mut self.block);
             let id = self.id;
-            let took = peer.call_session(move |s, now| s.write_file(now, id, &bytes))??;
+            let (took, block) = peer.call_session(move |s, now| {
+                let took = s.write_file(now, id, &block[..n]);
+                (took, block)
+            })?;
+            self.block = block;
+            let took = took?;
             self.pos += took as u64;
             if took < n {
                 return Ok(());
