@@ -72,6 +72,8 @@ fn meta(_i: u32) -> FrameMeta {
 struct Nat {
     inside: SocketAddr,
     rebind: Arc<AtomicBool>,
+    /// One message per port change, sent once the old port is gone.
+    rebound: std::sync::mpsc::Receiver<()>,
     drop_period: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -89,6 +91,7 @@ impl Nat {
         let drop_period = Arc::new(AtomicU64::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let (rebound_tx, rebound) = std::sync::mpsc::channel();
         let (rb, dp, dr, st) = (
             rebind.clone(),
             drop_period.clone(),
@@ -109,6 +112,7 @@ impl Nat {
                 if rb.swap(false, Ordering::Relaxed) {
                     // The old port is gone: the relay's datagrams to it are lost.
                     out = outside();
+                    let _ = rebound_tx.send(());
                 }
                 if let Ok((len, from)) = inside.recv_from(&mut buf) {
                     client = Some(from);
@@ -135,6 +139,7 @@ impl Nat {
         Self {
             inside: addr,
             rebind,
+            rebound,
             drop_period,
             dropped,
             stop,
@@ -355,7 +360,12 @@ async fn host_endpoint_serves_direct_and_relayed_clients_through_the_real_relay(
     // The client's outside port changes mid-stream: the relay drops its datagrams from the
     // unbound port and its answers go to the old one; the silent path makes the client
     // re-present, signed, from the new port, and frames resume.
+    // Frames are sent only once the old port is gone: a frame that slipped through it before
+    // the change would look like a recovery that never happened.
     nat.rebind.store(true, Ordering::Relaxed);
+    nat.rebound
+        .recv_timeout(WAIT)
+        .expect("the NAT changed its port");
     let deadline = Instant::now() + WAIT;
     let mut i = 1000;
     loop {
