@@ -248,6 +248,8 @@ impl Session {
                 self.send.set_target(self.cc.target_bps());
                 self.emit_target();
             }
+            let calm = self.cc.state() == crate::cc::DeltaState::Stable && fb.lost_packets == 0;
+            self.send.on_queue_delay(self.cc.queue_delay(), calm);
         }
     }
 

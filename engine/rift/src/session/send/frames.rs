@@ -316,7 +316,9 @@ impl Sender {
         let frame_id = self.next_frame_id;
         self.next_frame_id += 1;
         let wire = data.len() as f64 * 1.1 * 8.0;
-        self.frame_bps = wire / (frame_interval.as_secs_f64() / 2.0).max(1e-3);
+        let interval = frame_interval.as_secs_f64().max(1e-3);
+        self.frame_bps = wire / (interval / 2.0);
+        self.fast_bps = wire / (interval * super::pacing::FAST_SHARE);
         self.pace();
         let deadline = now + frame_interval + self.srtt.unwrap_or(Duration::ZERO) / 2 + slack;
         let mut frame = OutFrame {

@@ -157,6 +157,11 @@ pub(crate) struct Sender {
     /// Pacing rate the latest frame asked for, bits/s: what it takes to leave within half an
     /// interval (see [`Sender::pace`]).
     frame_bps: f64,
+    /// What the latest frame needs to leave within [`pacing::FAST_SHARE`] of an interval.
+    fast_bps: f64,
+    /// How fast frames may burst while the path shows no queue, bits/s (0: not opened yet,
+    /// [`pacing::MAX_BURST_GAIN`] × target); see [`Sender::on_queue_delay`].
+    burst_cap: f64,
     /// Largest plaintext message that fits one datagram (control messages are not fragmented).
     max_message: usize,
     /// Configured pacer burst, bytes (`pacer_burst` datagrams).
@@ -210,6 +215,8 @@ impl Sender {
             max_frame: cfg.max_frame,
             target_bps,
             frame_bps: 0.0,
+            fast_bps: 0.0,
+            burst_cap: 0.0,
             max_message: cfg
                 .max_datagram
                 .saturating_sub(crate::crypto::OVERHEAD + if cfg.relay.is_some() { 20 } else { 0 }),

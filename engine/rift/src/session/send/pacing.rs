@@ -1,13 +1,39 @@
-//! Pacing: the pacer's rate from the target bitrate and the latest frame's size, and its
-//! burst from the rate and the driver's GSO batch.
+//! Pacing: the pacer's rate from the target bitrate, the latest frame's size and the path's
+//! queue, and its burst from the rate and the driver's GSO batch.
+//!
+//! Latency wants a frame to leave at once; a bottleneck wants it spread. The floor is the
+//! spread rule: a frame leaves within half an interval, at 1.5 to 4 × the target. Above it,
+//! frames may leave within [`FAST_SHARE`] of an interval (about 1 ms at 60 fps) as long as the
+//! path shows no queue: the burst cap opens by ×1.25 per feedback report while DELTA is
+//! stable, the report lost nothing and the queueing delay is under [`QUIET_QUEUE`], and halves
+//! (never below the spread rule) once it passes [`BUSY_QUEUE`], a report shows loss (a
+//! shallow buffer drops a burst before it delays it) or DELTA leaves Stable. Each feedback's RTT comes from
+//! the newest datagram, the end of a burst, so a burst that overruns a bottleneck shows as
+//! queueing within one report. On a free path frames leave in ~1 ms; on a bottleneck pacing
+//! falls back to the spread rule.
+
+use std::time::Duration;
 
 use super::Sender;
 
 /// Pacing rate relative to the target bitrate: frames drain within about 2/3 of an interval.
 pub(super) const PACING_GAIN: f64 = 1.5;
 
-/// Fastest pacing relative to the target, for frames much larger than average.
-const MAX_BURST_GAIN: f64 = 4.0;
+/// Fastest spread pacing relative to the target, for frames much larger than average; also
+/// where the burst cap starts and the lowest it closes to.
+pub(super) const MAX_BURST_GAIN: f64 = 4.0;
+
+/// Share of a frame interval a frame may take to leave when the path has room.
+pub(super) const FAST_SHARE: f64 = 1.0 / 16.0;
+
+/// Highest burst cap relative to the target.
+const MAX_FAST_GAIN: f64 = 64.0;
+
+/// Queueing delay under which the burst cap opens.
+const QUIET_QUEUE: Duration = Duration::from_millis(1);
+
+/// Queueing delay over which the burst cap halves.
+const BUSY_QUEUE: Duration = Duration::from_millis(3);
 
 impl Sender {
     /// Sizes the pacer's bucket like TCP's TSO autosizing: about 1 ms of the pacing rate, at
@@ -44,10 +70,31 @@ impl Sender {
     /// expired unsent (test `a_target_change_mid_keyframe_keeps_its_burst_rate`).
     pub(super) fn pace(&mut self) {
         let target = self.target_bps as f64;
-        let rate = self
+        let spread = self
             .frame_bps
             .clamp(target * PACING_GAIN, target * MAX_BURST_GAIN);
+        let cap = self
+            .burst_cap
+            .clamp(target * MAX_BURST_GAIN, target * MAX_FAST_GAIN);
+        let rate = spread.max(self.fast_bps.min(cap));
         self.pacer.set_rate(rate as u64);
         self.resize_burst();
+    }
+
+    /// Opens or closes the burst cap from DELTA's view of the path after a feedback report
+    /// (see the module docs): `queue` is the estimated queueing delay, `calm` whether DELTA is
+    /// in its Stable state and the report lost nothing.
+    pub(crate) fn on_queue_delay(&mut self, queue: Duration, calm: bool) {
+        let target = self.target_bps as f64;
+        let (low, high) = (target * MAX_BURST_GAIN, target * MAX_FAST_GAIN);
+        let cap = self.burst_cap.clamp(low, high);
+        self.burst_cap = if !calm || queue > BUSY_QUEUE {
+            (cap / 2.0).max(low)
+        } else if queue < QUIET_QUEUE {
+            (cap * 1.25).min(high)
+        } else {
+            cap
+        };
+        self.pace();
     }
 }
