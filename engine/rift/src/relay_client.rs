@@ -114,10 +114,21 @@ pub struct RelayClientConfig {
     pub max_rto: Duration,
     /// Sends of one request before giving up ([`RelayEvent::GaveUp`]).
     pub max_attempts: u32,
-    /// Re-present (signed) after this long without any datagram from the relay, once the
-    /// session's traffic flowed: the path broke (a NAT rebinding, a new local port).
+    /// Longest wait without any datagram from the relay, once the session's traffic flowed,
+    /// before presenting again (signed): the path broke (a NAT rebinding, a new local port).
+    /// Above the session's keepalive interval, so an idle session does not re-present.
     pub silence: Duration,
+    /// Shortest such wait. Between the two, the wait is [`SILENCE_GAPS`] × the recent largest
+    /// gap between arrivals: a stream at 60 fps re-presents after `min_silence`, an idle
+    /// session living on keepalives after `silence`.
+    pub min_silence: Duration,
 }
+
+/// A path is taken as broken after this many of its recent largest gaps between arrivals.
+pub const SILENCE_GAPS: u32 = 8;
+
+/// Time over which the recent largest gap between arrivals halves.
+const GAP_HALF_LIFE: Duration = Duration::from_secs(1);
 
 impl Default for RelayClientConfig {
     fn default() -> Self {
@@ -126,6 +137,7 @@ impl Default for RelayClientConfig {
             max_rto: Duration::from_secs(2),
             max_attempts: 10,
             silence: Duration::from_secs(1),
+            min_silence: Duration::from_millis(200),
         }
     }
 }
@@ -208,8 +220,11 @@ pub struct RelayClient {
     expires_unix_ms: u64,
     renew_at: Option<Instant>,
     last_rx: Option<Instant>,
-    /// Current silence interval: doubles (up to 32×) while re-presentations bring no traffic.
-    silence: Duration,
+    /// Largest recent gap between arrivals, decaying by half per [`GAP_HALF_LIFE`]; `None`
+    /// until two arrivals have been seen.
+    gap: Option<Duration>,
+    /// Re-presentations since the last arrival: each doubles the wait (up to 32×).
+    backoff: u32,
     events: VecDeque<RelayEvent>,
     stats: RelayClientStats,
 }
@@ -246,7 +261,8 @@ impl RelayClient {
             expires_unix_ms: 0,
             renew_at: None,
             last_rx: None,
-            silence: cfg.silence,
+            gap: None,
+            backoff: 0,
             events: VecDeque::new(),
             stats: RelayClientStats::default(),
         };
@@ -324,8 +340,23 @@ impl RelayClient {
 
     /// A FORWARD datagram of this session arrived from the relay (the path works).
     pub fn note_received(&mut self, now: Instant) {
+        if let Some(last) = self.last_rx
+            && self.backoff == 0
+        {
+            let since = now.saturating_duration_since(last);
+            let decay = 0.5f64.powf(since.as_secs_f64() / GAP_HALF_LIFE.as_secs_f64());
+            self.gap = Some(since.max(self.gap.unwrap_or_default().mul_f64(decay)));
+        }
         self.last_rx = Some(now);
-        self.silence = self.cfg.silence;
+        self.backoff = 0;
+    }
+
+    /// How long the path may stay silent before the next re-presentation (see
+    /// [`RelayClientConfig::min_silence`]); the longest while no gap is known yet.
+    fn silence(&self) -> Duration {
+        let (lo, hi) = (self.cfg.min_silence.min(self.cfg.silence), self.cfg.silence);
+        let base = self.gap.map_or(hi, |g| (g * SILENCE_GAPS).clamp(lo, hi));
+        base * (1 << self.backoff.min(5))
     }
 
     /// A LEASE_ACK or LEASE_REJECT (`kind`, and the payload after the header) from the relay.
@@ -394,7 +425,7 @@ impl RelayClient {
         if self.state != State::Admitted || self.pending.is_some() {
             return None;
         }
-        self.last_rx.map(|t| t + self.silence)
+        self.last_rx.map(|t| t + self.silence())
     }
 
     /// When [`Self::handle_timeout`] should next run.
@@ -418,7 +449,7 @@ impl RelayClient {
         if self.silence_deadline().is_some_and(|t| t <= now) {
             self.stats.represents += 1;
             self.last_rx = Some(now);
-            self.silence = (self.silence * 2).min(self.cfg.silence * 32);
+            self.backoff += 1;
             self.start(now, Request::Present);
         }
     }

@@ -105,6 +105,8 @@ struct World {
     direct: Session,
     relay: ToyRelay,
     now: Instant,
+    /// The relayed client's address as the relay sees it (its NAT's outside port).
+    relayed_at: SocketAddr,
 }
 
 impl World {
@@ -147,6 +149,7 @@ impl World {
                 ..ToyRelay::default()
             },
             now,
+            relayed_at: addr(RELAYED),
         }
     }
 
@@ -160,7 +163,7 @@ impl World {
                 wire.push((addr(HOST), t.destination, buf[..t.len].to_vec()));
             }
             while let Some(t) = self.relayed.poll_transmit(now, &mut buf, 1) {
-                wire.push((addr(RELAYED), t.destination, buf[..t.len].to_vec()));
+                wire.push((self.relayed_at, t.destination, buf[..t.len].to_vec()));
             }
             while let Some(t) = self.direct.poll_transmit(now, &mut buf, 1) {
                 wire.push((addr(DIRECT), t.destination, buf[..t.len].to_vec()));
@@ -175,7 +178,7 @@ impl World {
                     }
                 } else if to == addr(HOST) {
                     self.ep.handle_datagram(now, from, None, None, &mut d);
-                } else if to == addr(RELAYED) {
+                } else if to == self.relayed_at {
                     // The only thing that reaches the relayed client is the relay.
                     assert_eq!(from, addr(RELAY));
                     assert_eq!(d[0], RELAY_MAGIC, "relayed traffic is always wrapped");
@@ -184,6 +187,7 @@ impl World {
                     assert_ne!(d[0], RELAY_MAGIC, "direct traffic is never wrapped");
                     self.direct.handle_datagram(now, from, &mut d);
                 }
+                // Anything else (the relayed client's old outside port) is lost.
             }
         }
         self.now += Duration::from_millis(5);
@@ -232,6 +236,86 @@ fn one_endpoint_serves_a_direct_and_a_relayed_client() {
     }
     assert!(w.relay.forwarded > before);
     assert!(w.relayed.is_connected() && w.direct.is_connected());
+}
+
+/// The relayed client's NAT changes its outside port mid-stream (the client cannot know): the
+/// relay drops its datagrams from the unbound port and sends the host's frames to the old
+/// one. The stream's silence makes the client re-present, signed, from the new port within
+/// `min_silence` (200 ms); frames resume well within a second of the change.
+#[test]
+fn a_relayed_stream_resumes_within_a_second_of_a_nat_port_change() {
+    let mut w = World::new(None);
+    for _ in 0..200 {
+        w.step();
+        if w.relayed.is_connected() {
+            break;
+        }
+    }
+    assert!(w.relayed.is_connected());
+    let h =
+        w.ep.handles()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .find(|&h| w.ep.session_mut(h).unwrap().remote() == addr(RELAY))
+            .unwrap();
+    let interval = Duration::from_millis(15);
+    let mut data = vec![0x5a; 6000];
+    // Frame index in the first 8 bytes: a frame counts as resumed only if it was sent after
+    // the change (not one received before it and played out later).
+    let (mut sent, mut first_after, mut last_got) = (0u64, None, None);
+    let (mut changed_at, mut resumed_after) = (None, None);
+    for step in 0..600u32 {
+        if step == 200 {
+            w.relayed_at = addr("10.0.0.2:5001");
+            changed_at = Some(w.now);
+            first_after = Some(sent);
+        }
+        if step % 3 == 0 {
+            data[..8].copy_from_slice(&sent.to_be_bytes());
+            let meta = wavry_rift::session::FrameMeta {
+                timestamp_us: sent * 15_000,
+                keyframe: true,
+                capture_us: 0,
+                encode_us: 0,
+            };
+            w.ep.session_mut(h)
+                .unwrap()
+                .send_frame(w.now, &data, meta, interval)
+                .unwrap();
+            sent += 1;
+        }
+        w.step();
+        while let Some(e) = w.relayed.poll_event() {
+            assert!(!matches!(e, Event::Closed(_)), "{e:?}");
+            if let Event::Frame(f) = e {
+                let i = u64::from_be_bytes(f.data[..8].try_into().unwrap());
+                last_got = Some(i);
+                if let (Some(c), Some(first), None) = (changed_at, first_after, resumed_after)
+                    && i >= first
+                {
+                    resumed_after = Some(w.now - c);
+                }
+            }
+        }
+        if step == 199 {
+            assert!(last_got.is_some(), "frames flowed before the change");
+        }
+    }
+    let resumed = resumed_after.expect("frames resumed after the port change");
+    assert!(
+        resumed < Duration::from_secs(1),
+        "frames resumed {resumed:?} after the change"
+    );
+    assert!(
+        last_got.is_some_and(|i| i + 3 >= sent),
+        "frames kept flowing: last {last_got:?} of {sent}"
+    );
+    assert_eq!(
+        w.relay.bound.get(&(PeerRole::Client as u8)),
+        Some(&w.relayed_at),
+        "the relay moved the client's binding"
+    );
+    assert!(w.relayed.relay_stats().unwrap().represents >= 1);
 }
 
 #[test]

@@ -236,6 +236,49 @@ fn address_change_and_silence_re_present_signed_with_increasing_timestamps() {
     assert_eq!(drain(&mut c, t2 + Duration::from_secs(2), &key).len(), 1);
 }
 
+/// The silence that means a broken path follows the traffic: a 60 fps stream re-presents
+/// after `min_silence` (frames resume well within a second of a NAT rebinding), a session
+/// living on 500 ms keepalives never re-presents between them, and waits `silence`.
+#[test]
+fn the_silence_before_a_re_present_follows_the_gaps_between_arrivals() {
+    let t0 = Instant::now();
+    let cfg = RelayClientConfig::default();
+    let admitted = |t: Instant| {
+        let (mut c, key) = client(t);
+        drain(&mut c, t, &key);
+        c.handle_control(t, RelayType::LeaseAck, &ack(T0_UNIX + 300_000));
+        (c, key)
+    };
+    let (mut stream, key) = admitted(t0);
+    let mut t = t0;
+    for _ in 0..120 {
+        t += Duration::from_millis(16);
+        stream.note_received(t);
+        assert!(drain(&mut stream, t, &key).is_empty());
+    }
+    let quiet = t + cfg.min_silence.saturating_sub(Duration::from_millis(1));
+    assert!(drain(&mut stream, quiet, &key).is_empty());
+    let due = stream.poll_timeout().unwrap();
+    assert_eq!(due, t + cfg.min_silence);
+    assert!(matches!(
+        &drain(&mut stream, due, &key)[..],
+        [Seen::Present { .. }]
+    ));
+    // Unanswered by traffic: the next wait doubles.
+    stream.handle_control(due, RelayType::LeaseAck, &ack(T0_UNIX + 300_000));
+    assert_eq!(stream.poll_timeout().unwrap(), due + cfg.min_silence * 2);
+
+    let (mut idle, key) = admitted(t0);
+    let mut t = t0;
+    for _ in 0..10 {
+        t += Duration::from_millis(500);
+        idle.note_received(t);
+        assert!(drain(&mut idle, t + Duration::from_millis(499), &key).is_empty());
+    }
+    assert_eq!(idle.poll_timeout().unwrap(), t + cfg.silence);
+    assert_eq!(idle.stats().represents, 0);
+}
+
 #[test]
 fn bad_leases_are_refused_up_front() {
     let key = Arc::new(IdentityKey::from_seed([3; 32]).unwrap());
