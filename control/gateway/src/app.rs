@@ -226,7 +226,7 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
         .context("opening database")?;
     tracing::info!(database = %wavry_control_core::redact_url(&url), ?backend, "database ready");
     let totp_key = TotpKey::load(&cli.data_dir)?;
-    let origins = env_list(
+    let mut origins = env_list(
         "WAVRY_ALLOWED_ORIGINS",
         &[
             "http://localhost:1420",
@@ -236,6 +236,10 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
             "tauri://localhost",
         ],
     );
+    // Native clients (see wavry_signal::NATIVE_ORIGIN) are accepted whatever the list says.
+    if !origins.iter().any(|o| o == wavry_signal::NATIVE_ORIGIN) {
+        origins.push(wavry_signal::NATIVE_ORIGIN.to_owned());
+    }
     let master_token = env_str("WAVRY_GATEWAY_MASTER_TOKEN");
     if master_token.is_none() {
         tracing::warn!(

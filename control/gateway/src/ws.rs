@@ -404,7 +404,7 @@ async fn handle(st: &AppState, me: &SessionUser, text: &str) -> Result<Option<St
             broker(st, me, &target, &target_id, remote.is_some(), req).await,
         ));
     }
-    msg.address_for_forwarding(&me.username, &target);
+    msg.address_for_forwarding(&me.username, me.wavry_id().as_deref(), &target);
     if st
         .deliver(&target, Envelope::encode(&msg), remote.is_some())
         .await

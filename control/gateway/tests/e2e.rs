@@ -429,6 +429,7 @@ async fn full_flow(db: Db<'_>) {
         &Message::OfferRift {
             target: "host".into(),
             from: Some("forged".into()),
+            from_wavry_id: Some("forged".into()),
             hello_base64: "SGVsbG8=".into(),
         },
     )
@@ -438,6 +439,7 @@ async fn full_flow(db: Db<'_>) {
         Message::OfferRift {
             target: "host".into(),
             from: Some("client".into()),
+            from_wavry_id: Some(client_key.id().to_string()),
             hello_base64: "SGVsbG8=".into()
         }
     );
@@ -593,6 +595,8 @@ async fn refusals(db: Db<'_>) {
         Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
         other => panic!("foreign origin must be refused, got {other:?}"),
     }
+    // Native clients' origin passes whatever the browser allow list holds.
+    assert!(s.ws(Some(wavry_signal::NATIVE_ORIGIN)).await.is_ok());
     let (mut ws, m) = bind(&s, &"f".repeat(64)).await;
     assert!(
         matches!(
@@ -769,7 +773,7 @@ async fn cross_instance(pg: &PgCluster) {
     let s = start(&Db::Postgres(pg, "cluster")).await;
     s.register_relay("relay-a").await;
     let (_, _, host_key) = s.register("host").await;
-    let (client_id, client_token, _) = s.register("client").await;
+    let (client_id, client_token, client_key) = s.register("client").await;
     let host_token = s.login("host", PASSWORD, None).await.1["token"]
         .as_str()
         .unwrap()
@@ -838,6 +842,7 @@ async fn cross_instance(pg: &PgCluster) {
         &Message::OfferRift {
             target: "host".into(),
             from: None,
+            from_wavry_id: None,
             hello_base64: "SGk=".into(),
         },
     )
@@ -847,6 +852,7 @@ async fn cross_instance(pg: &PgCluster) {
         Message::OfferRift {
             target: "host".into(),
             from: Some("client".into()),
+            from_wavry_id: Some(client_key.id().to_string()),
             hello_base64: "SGk=".into()
         }
     );

@@ -299,7 +299,7 @@ fn handle(st: &AppState, me: &str, text: &str) -> Result<Option<String>, String>
                     "message type not accepted from clients",
                 )));
             };
-            m.address_for_forwarding(me, &target);
+            m.address_for_forwarding(me, Some(me), &target);
             if st.hub.send(&target, Envelope::encode(m)) {
                 Ok(None)
             } else {

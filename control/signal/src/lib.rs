@@ -16,6 +16,12 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// `Origin` that Wavry's native clients (`wavry-server`, `wavry-client`) send on the `/ws`
+/// upgrade. Servers accept it whatever their browser-origin allow list says: a browser only
+/// ever sends the origin of the page it runs, never this scheme, so it opens nothing to web
+/// pages, while native clients could send any origin anyway.
+pub const NATIVE_ORIGIN: &str = "wavry://native";
+
 /// Envelope version this crate speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Largest WebSocket text frame a server accepts (bytes).
@@ -117,6 +123,11 @@ pub enum Message {
         /// Sender, set by the server.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         from: Option<String>,
+        /// Sender's Wavry ID from its account (proven by signature at registration), set by
+        /// the server; whatever a client puts here is replaced. The recipient pins the RIFT
+        /// identity of the peer to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_wavry_id: Option<String>,
         /// base64 of the `Hello` message.
         hello_base64: String,
     },
@@ -128,6 +139,9 @@ pub enum Message {
         /// Sender, set by the server.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         from: Option<String>,
+        /// Sender's Wavry ID from its account, set by the server (see `OfferRift`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_wavry_id: Option<String>,
         /// base64 of the `HelloAck` message.
         ack_base64: String,
     },
@@ -233,9 +247,20 @@ impl Message {
         }
     }
 
-    /// Rewrites a forwarded message for its recipient: `from` = sender, `target` = recipient.
-    /// Returns `false` for message types that are not forwarded between peers.
-    pub fn address_for_forwarding(&mut self, sender: &str, recipient: &str) -> bool {
+    /// Rewrites a forwarded message for its recipient: `from` = sender, `target` = recipient,
+    /// and on RIFT offers and answers `from_wavry_id` = the sender account's Wavry ID (what a
+    /// client wrote there is never passed on). Returns `false` for message types that are not
+    /// forwarded between peers.
+    pub fn address_for_forwarding(
+        &mut self,
+        sender: &str,
+        sender_wavry_id: Option<&str>,
+        recipient: &str,
+    ) -> bool {
+        if let Self::OfferRift { from_wavry_id, .. } | Self::AnswerRift { from_wavry_id, .. } = self
+        {
+            *from_wavry_id = sender_wavry_id.map(str::to_owned);
+        }
         match self {
             Self::OfferRift { target, from, .. }
             | Self::AnswerRift { target, from, .. }
@@ -267,8 +292,9 @@ impl Message {
             Self::OfferRift { hello_base64, .. } => {
                 field("hello_base64", hello_base64, MAX_RIFT_BASE64_BYTES)
             }
-            Self::AnswerRift { ack_base64, .. } => {
-                field("ack_base64", ack_base64, MAX_RIFT_BASE64_BYTES)
+            // An empty HelloAck (every field at its default) is a refusal: empty is valid.
+            Self::AnswerRift { ack_base64, .. } if ack_base64.len() > MAX_RIFT_BASE64_BYTES => {
+                Err(SignalError::Field("ack_base64"))
             }
             Self::Offer { sdp, .. } | Self::Answer { sdp, .. } => field("sdp", sdp, MAX_SDP_BYTES),
             Self::Candidate { candidate, .. } => field("candidate", candidate, MAX_CANDIDATE_BYTES),
@@ -437,6 +463,7 @@ mod tests {
         let m = Message::OfferRift {
             target: "bob".into(),
             from: None,
+            from_wavry_id: None,
             hello_base64: "AAAA".into(),
         };
         let s = Envelope::encode(&m);
@@ -475,7 +502,7 @@ mod tests {
             from: Some("forged".into()),
             candidate: "c".into(),
         };
-        assert!(m.address_for_forwarding("alice", "bob"));
+        assert!(m.address_for_forwarding("alice", None, "bob"));
         assert_eq!(
             m,
             Message::Candidate {
@@ -484,6 +511,26 @@ mod tests {
                 candidate: "c".into()
             }
         );
-        assert!(!Message::Bind { token: "t".into() }.address_for_forwarding("a", "b"));
+        assert!(!Message::Bind { token: "t".into() }.address_for_forwarding("a", None, "b"));
+    }
+
+    #[test]
+    fn forwarding_sets_the_senders_wavry_id_and_drops_a_claimed_one() {
+        let mut m = Message::AnswerRift {
+            target: "bob".into(),
+            from: Some("mallory".into()),
+            from_wavry_id: Some("claimed-by-the-client".into()),
+            ack_base64: "AAAA".into(),
+        };
+        assert!(m.address_for_forwarding("alice", None, "bob"));
+        assert!(matches!(
+            &m,
+            Message::AnswerRift { from: Some(f), from_wavry_id: None, .. } if f == "alice"
+        ));
+        assert!(m.address_for_forwarding("alice", Some("wavry-id-of-alice"), "bob"));
+        assert!(matches!(
+            &m,
+            Message::AnswerRift { from_wavry_id: Some(w), .. } if w == "wavry-id-of-alice"
+        ));
     }
 }

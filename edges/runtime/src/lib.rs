@@ -16,6 +16,7 @@ use wavry_rift::proto::{self, control_message::Content as Ctl, input_message};
 
 pub mod files;
 pub mod ping;
+pub mod signal;
 
 /// Errors while setting a runtime up.
 #[derive(Debug, thiserror::Error)]

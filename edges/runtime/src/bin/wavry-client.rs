@@ -24,7 +24,7 @@ use wavry_rift::crypto::PeerPolicy;
 use wavry_rift::identity::WavryId;
 use wavry_rift::proto::{self, input_message};
 use wavry_rift::session::{CloseReason, Event, Role, SessionConfig};
-use wavry_runtime::{Latencies, fmt_ms};
+use wavry_runtime::{Latencies, fmt_ms, signal};
 
 /// Wavry client: watch (and record) a Wavry host's stream.
 #[derive(Parser, Debug)]
@@ -33,8 +33,32 @@ use wavry_runtime::{Latencies, fmt_ms};
 struct Args {
     /// Host to connect to (host:port as printed by wavry-server). Non-loopback needs
     /// WAVRY_CLIENT_ALLOW_PUBLIC_CONNECT=1.
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "host")]
     connect: Option<SocketAddr>,
+    /// Reach the host through this signalling gateway (`ws://host:port/ws`) instead of
+    /// --connect. ws:// to another machine needs WAVRY_ALLOW_INSECURE_SIGNALING=1.
+    #[arg(long, env = "WAVRY_GATEWAY_URL", value_name = "URL", requires = "host")]
+    gateway_url: Option<String>,
+    /// With --gateway-url: the host's account, by username or Wavry ID.
+    #[arg(
+        long,
+        value_name = "USERNAME|WAVRY_ID",
+        requires = "gateway_url",
+        allow_hyphen_values = true
+    )]
+    host: Option<String>,
+    /// The account's gateway session token (from `/auth/login`). Prefer the environment
+    /// variable or --session-token-file: a flag is visible to other users in the process list.
+    #[arg(
+        long,
+        env = "WAVRY_SESSION_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    session_token: Option<String>,
+    /// Read the session token from the first line of this file.
+    #[arg(long, env = "WAVRY_SESSION_TOKEN_FILE", value_name = "PATH")]
+    session_token_file: Option<PathBuf>,
     /// Name shown to the host.
     #[arg(long, default_value = "wavry-client")]
     name: String,
@@ -108,7 +132,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn check_flags(args: &Args) -> anyhow::Result<SocketAddr> {
+fn check_flags(args: &Args) -> anyhow::Result<Option<SocketAddr>> {
     if args.vr {
         bail!("--vr: VR streaming is not in this build");
     }
@@ -129,11 +153,62 @@ fn check_flags(args: &Args) -> anyhow::Result<SocketAddr> {
     if args.window && std::env::var_os("DISPLAY").is_none() {
         bail!("--window: no display ($DISPLAY is not set); run headless (the default)");
     }
+    if args.gateway_url.is_some() {
+        return Ok(None);
+    }
     let Some(addr) = args.connect else {
-        bail!("--connect <host:port> is required (LAN discovery is not in this build yet)");
+        bail!(
+            "--connect <host:port> or --gateway-url <url> --host <username|wavry-id> is \
+             required (LAN discovery is not in this build yet)"
+        );
     };
     wavry_runtime::check_bind(addr, "WAVRY_CLIENT_ALLOW_PUBLIC_CONNECT")?;
-    Ok(addr)
+    Ok(Some(addr))
+}
+
+/// Asks the gateway for `--host` and returns where to connect and whom to pin: `--host-id`
+/// when given (the gateway must agree), else the host account's Wavry ID as the gateway
+/// vouches for it.
+fn broker(args: &Args, url: &str) -> anyhow::Result<(SocketAddr, Option<WavryId>)> {
+    let host = args
+        .host
+        .as_deref()
+        .context("--host is required with --gateway-url")?;
+    let token = signal::session_token(
+        args.session_token.as_deref(),
+        args.session_token_file.as_deref(),
+    )?;
+    let timeout = Duration::from_secs(args.connect_timeout.max(1));
+    let mut sig = signal::Signal::connect(url, &token, timeout).context("gateway")?;
+    let answer = signal::offer(&mut sig, host, &args.name, timeout)
+        .with_context(|| format!("asking the gateway for {host}"))?;
+    let vouched = answer
+        .wavry_id
+        .as_deref()
+        .map(str::parse::<WavryId>)
+        .transpose()
+        .context("the gateway's Wavry ID for the host")?;
+    let pin = match (args.host_id, vouched) {
+        (Some(flag), Some(v)) if flag != v => {
+            bail!("--host-id {flag} but the gateway says {host} is {v}: refusing to connect")
+        }
+        (Some(flag), _) => Some(flag),
+        (None, v) => v,
+    };
+    let addr = *answer
+        .candidates
+        .first()
+        .with_context(|| format!("{host} answered with no address to reach it at"))?;
+    println!(
+        "wavry-client: {host} answered through the gateway at {}",
+        answer
+            .candidates
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok((addr, pin))
 }
 
 /// What the client saw.
@@ -176,7 +251,7 @@ struct Tally {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let addr = check_flags(args)?;
+    let direct = check_flags(args)?;
     let (key, ephemeral) = wavry_runtime::load_identity(args.key.as_deref())?;
     if ephemeral {
         eprintln!(
@@ -184,7 +259,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
             key.id()
         );
     }
-    let policy = match args.host_id {
+    let (addr, pin) = match (direct, &args.gateway_url) {
+        (Some(a), _) => (a, args.host_id),
+        (None, Some(url)) => broker(args, url)?,
+        (None, None) => bail!("nothing to connect to"),
+    };
+    let policy = match pin {
         Some(id) => PeerPolicy::Pinned(id),
         None => {
             eprintln!(

@@ -42,7 +42,9 @@ pub enum PeerPolicy {
 }
 
 impl PeerPolicy {
-    fn allows(&self, id: &WavryId) -> bool {
+    /// Whether a peer proving `id` may complete the handshake (signalling asks it first, to
+    /// refuse an offer before any datagram is sent).
+    pub fn allows(&self, id: &WavryId) -> bool {
         match self {
             Self::AnyAuthenticated => true,
             Self::Pinned(p) => p == id,

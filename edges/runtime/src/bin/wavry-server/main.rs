@@ -24,10 +24,13 @@ use wavry_rift::session::{Endpoint, HostParams, Role, SessionConfig};
 
 /// Sessions one host serves at once (each gets the same encoded stream).
 mod events;
+mod gateway;
 mod media;
 
 use events::event_loop;
+use gateway::Presence;
 use media::{audio_loop, media_loop};
+use wavry_runtime::signal;
 
 const MAX_CLIENTS: usize = 4;
 
@@ -159,12 +162,23 @@ struct Args {
     /// Ceiling of the file-transfer budget, kbit/s.
     #[arg(long, env = "WAVRY_FILE_TRANSFER_MAX_KBPS", default_value_t = 4096)]
     file_transfer_max_kbps: u32,
-    /// Signalling gateway (connection paths through the gateway are not in this build yet).
-    #[arg(long, env = "WAVRY_GATEWAY_URL")]
+    /// Signalling gateway (`ws://host:port/ws`): the host binds there as its account and
+    /// answers clients that ask for it by username or Wavry ID. ws:// to another machine
+    /// needs WAVRY_ALLOW_INSECURE_SIGNALING=1.
+    #[arg(long, env = "WAVRY_GATEWAY_URL", value_name = "URL")]
     gateway_url: Option<String>,
-    /// Gateway session token (never logged).
-    #[arg(long, env = "WAVRY_SESSION_TOKEN", hide_env_values = true)]
+    /// The account's gateway session token (from `/auth/login`). Prefer the environment
+    /// variable or --session-token-file: a flag is visible to other users in the process list.
+    #[arg(
+        long,
+        env = "WAVRY_SESSION_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     session_token: Option<String>,
+    /// Read the session token from the first line of this file.
+    #[arg(long, env = "WAVRY_SESSION_TOKEN_FILE", value_name = "PATH")]
+    session_token_file: Option<PathBuf>,
     /// Serve browsers over WebRTC (not in this build).
     #[arg(long, env = "WAVRY_ENABLE_WEBRTC")]
     enable_webrtc: bool,
@@ -197,12 +211,10 @@ fn check_flags(args: &Args) -> anyhow::Result<()> {
              run without it to serve Wavry clients"
         );
     }
-    if args.gateway_url.is_some() || args.session_token.is_some() {
-        eprintln!(
-            "wavry-server: --gateway-url/--session-token accepted; connecting through the \
-             gateway arrives with the connection-paths work, so this host serves direct \
-             connections on --listen only"
-        );
+    if args.gateway_url.is_none()
+        && (args.session_token.is_some() || args.session_token_file.is_some())
+    {
+        eprintln!("wavry-server: a session token without --gateway-url is not used");
     }
     if args.display_id.is_some() && args.source == Source::Synthetic {
         eprintln!("wavry-server: --display-id ignored: the synthetic source has one display");
@@ -300,6 +312,16 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn run(args: &Args) -> anyhow::Result<()> {
     check_flags(args)?;
     wavry_runtime::check_bind(args.listen, "WAVRY_SERVER_ALLOW_PUBLIC_BIND")?;
+    let token = args
+        .gateway_url
+        .as_ref()
+        .map(|_| {
+            signal::session_token(
+                args.session_token.as_deref(),
+                args.session_token_file.as_deref(),
+            )
+        })
+        .transpose()?;
     let policy = if args.allow_any {
         PeerPolicy::AnyAuthenticated
     } else if args.allow.is_empty() {
@@ -402,7 +424,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         _ => None,
     };
 
-    let mut cfg = SessionConfig::new(Role::Host, policy);
+    let mut cfg = SessionConfig::new(Role::Host, policy.clone());
     cfg.host = HostParams {
         resolution: (format.width, format.height),
         fps: format.fps,
@@ -436,8 +458,26 @@ fn run(args: &Args) -> anyhow::Result<()> {
         host.backend()
     );
 
+    let presence = match &args.gateway_url {
+        Some(url) => {
+            let p = Presence {
+                url: url.clone(),
+                token: token.clone().unwrap_or_default(),
+                candidates: signal::host_candidates(host.local_addr(), signal::gateway_addr(url)),
+                policy: policy.clone(),
+            };
+            let first = p.connect().context("gateway")?;
+            Some((p, first))
+        }
+        None => None,
+    };
+
     let shared = Arc::new(Shared::default());
     let result = std::thread::scope(|s| {
+        if let Some((p, first)) = presence {
+            let shared = &shared;
+            s.spawn(move || p.run(first, shared));
+        }
         let media = s.spawn(|| media_loop(&host, &shared, source, encoder, rec_encoder, &recorder));
         let audio = (args.audio_source == "tone")
             .then(|| s.spawn(|| audio_loop(&host, &shared, &recorder)));

@@ -1,0 +1,296 @@
+//! A session brokered by the signalling gateway, with real processes on loopback:
+//! `wavry-master` + `wavry-gateway`, two accounts registered with their identity keys, a
+//! `wavry-server` bound to the gateway as one account and a `wavry-client` that asks for it by
+//! username and by Wavry ID. The client pins the host's identity to the one the gateway
+//! vouches for; the host refuses an account not on its allow list; a logged-out token cannot
+//! start a session.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::*;
+use wavry_control_testkit::{Service, free_port, sibling_binary};
+use wavry_rift::identity::IdentityKey;
+
+const PASSWORD: &str = "correct horse battery staple";
+const STARTUP: Duration = Duration::from_secs(30);
+
+struct Stack {
+    rt: tokio::runtime::Runtime,
+    _master: Service,
+    gateway: Service,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    fn start(dir: &Path) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let anchor = Path::new(env!("CARGO_BIN_EXE_wavry-server"));
+        let (master, gateway) = rt.block_on(async {
+            let port = free_port().unwrap();
+            let master = Service::spawn(
+                &sibling_binary(anchor, "wavry-master").unwrap(),
+                port,
+                &[
+                    "--listen".into(),
+                    format!("127.0.0.1:{port}"),
+                    "--data-dir".into(),
+                    dir.join("master").display().to_string(),
+                ],
+                &[],
+                STARTUP,
+            )
+            .await
+            .unwrap();
+            let port = free_port().unwrap();
+            let gateway = Service::spawn(
+                &sibling_binary(anchor, "wavry-gateway").unwrap(),
+                port,
+                &[
+                    "--listen".into(),
+                    format!("127.0.0.1:{port}"),
+                    "--data-dir".into(),
+                    dir.join("gateway").display().to_string(),
+                    "--master-url".into(),
+                    master.base.clone(),
+                ],
+                &[],
+                STARTUP,
+            )
+            .await
+            .unwrap();
+            (master, gateway)
+        });
+        Self {
+            rt,
+            _master: master,
+            gateway,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.gateway.port)
+    }
+
+    fn post(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
+        self.rt.block_on(async {
+            let mut rb = self
+                .http
+                .post(format!("{}{path}", self.gateway.base))
+                .json(body);
+            if let Some(t) = token {
+                rb = rb.bearer_auth(t);
+            }
+            let r = rb.send().await.unwrap();
+            let code = r.status().as_u16();
+            (code, r.json().await.unwrap_or(Value::Null))
+        })
+    }
+
+    /// Registers `name` with `key` (the gateway checks the key by signature); returns the
+    /// session token.
+    fn register(&self, name: &str, key: &IdentityKey) -> String {
+        let pk = hex::encode(key.id().as_bytes());
+        let (code, ch) = self.post("/auth/register/challenge", &json!({"public_key": pk}), None);
+        assert_eq!(code, 200, "{ch}");
+        let sig = hex::encode(key.sign(ch["message"].as_str().unwrap().as_bytes()));
+        let (code, body) = self.post(
+            "/auth/register",
+            &json!({"email": format!("{name}@example.com"), "password": PASSWORD,
+                   "display_name": name, "username": name, "public_key": pk,
+                   "challenge": ch["challenge"], "signature": sig}),
+            None,
+        );
+        assert_eq!(code, 201, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A key written under `dir` (for `--key`) and the key itself (to register the account).
+fn identity(dir: &Path, name: &str) -> (String, IdentityKey) {
+    let k = IdentityKey::generate().unwrap();
+    let (path, _) = k.write_files(&dir.join(name), false).unwrap();
+    (path.to_str().unwrap().to_owned(), k)
+}
+
+fn client_via_gateway(url: &str, host: &str, key: &str, token: &str, extra: &[&str]) -> Proc {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wavry-client"));
+    c.args([
+        "--gateway-url",
+        url,
+        "--host",
+        host,
+        "--key",
+        key,
+        "--seconds",
+        "2",
+    ])
+    .args(extra)
+    .env("WAVRY_SESSION_TOKEN", token);
+    Proc::spawn_cmd(c)
+}
+
+#[test]
+fn a_client_reaches_a_host_by_username_and_by_wavry_id_through_the_gateway() {
+    let dir = TempDir::new("gateway");
+    let stack = Stack::start(&dir.0);
+    let (host_key, host) = identity(&dir.0, "host");
+    let (client_key, client) = identity(&dir.0, "client");
+    let (stranger_key, stranger) = identity(&dir.0, "stranger");
+    let host_token = stack.register("hostbox", &host);
+    let client_token = stack.register("alice", &client);
+    let stranger_token = stack.register("mallory", &stranger);
+    let token_file = dir.0.join("host.token");
+    std::fs::write(&token_file, format!("{host_token}\n")).unwrap();
+
+    let client_id = client.id().to_string();
+    let mut server = Proc::spawn(
+        env!("CARGO_BIN_EXE_wavry-server"),
+        &[
+            "--key",
+            &host_key,
+            "--allow",
+            &client_id,
+            "--listen",
+            "127.0.0.1:0",
+            "--width",
+            "320",
+            "--height",
+            "240",
+            "--fps",
+            "30",
+            "--bitrate-kbps",
+            "1000",
+            "--gateway-url",
+            &stack.ws_url(),
+            "--session-token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    let line = server.line_with("reachable through the gateway");
+    assert!(
+        line.contains("hostbox") && line.contains(&host.id().to_string()),
+        "{line}"
+    );
+
+    // By username, then by Wavry ID: the client pins the identity the gateway vouches for
+    // (no --host-id given) and the stream decodes.
+    let host_id = host.id().to_string();
+    for target in ["hostbox", host_id.as_str()] {
+        let c = client_via_gateway(&stack.ws_url(), target, &client_key, &client_token, &[]);
+        let (ok, lines) = c.wait();
+        assert!(ok, "client via {target}: {lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("answered through the gateway") && l.contains("127.0.0.1")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("connected to") && l.contains(&host_id)),
+            "pinned to the vouched identity: {lines:?}"
+        );
+        assert_pictures(&lines, 10);
+        server.line_with("offer from alice");
+    }
+
+    // An account the host does not allow is refused in signalling, before any datagram.
+    let refused = |key: &str, token: &str, extra: &[&str]| {
+        let url = stack.ws_url();
+        let args = [
+            &[
+                "--gateway-url",
+                url.as_str(),
+                "--host",
+                "hostbox",
+                "--key",
+                key,
+            ][..],
+            extra,
+        ]
+        .concat();
+        let out = run(
+            env!("CARGO_BIN_EXE_wavry-client"),
+            &args,
+            &[("WAVRY_SESSION_TOKEN", token)],
+        );
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(&stranger_key, &stranger_token, &[]);
+    assert!(err.contains("does not allow this client"), "{err}");
+    server.line_with("offer from mallory");
+
+    // --host-id that contradicts the gateway is refused.
+    let (_, other) = identity(&dir.0, "other");
+    let other_id = other.id().to_string();
+    let err = refused(&client_key, &client_token, &["--host-id", &other_id]);
+    assert!(err.contains("refusing to connect"), "{err}");
+
+    // A logged-out token cannot start a session.
+    let (code, body) = stack.post("/auth/logout", &json!({}), Some(&client_token));
+    assert_eq!(code, 200, "{body}");
+    let err = refused(&client_key, &client_token, &[]);
+    assert!(err.contains("refused (401)"), "{err}");
+    assert!(
+        !err.contains(&client_token),
+        "the token is never printed: {err}"
+    );
+
+    server.signal("-INT");
+    let (ok, lines) = server.wait();
+    assert!(ok, "host exit: {lines:?}");
+}
+
+#[test]
+fn a_host_with_a_refused_token_or_an_insecure_gateway_url_says_why_and_exits() {
+    let dir = TempDir::new("gateway-refused");
+    let stack = Stack::start(&dir.0);
+    let (host_key, _) = identity(&dir.0, "host");
+    let base = [
+        "--key",
+        host_key.as_str(),
+        "--allow-any",
+        "--listen",
+        "127.0.0.1:0",
+        "--width",
+        "320",
+        "--height",
+        "240",
+    ];
+    let url = stack.ws_url();
+    let out = run(
+        env!("CARGO_BIN_EXE_wavry-server"),
+        &[&base[..], &["--gateway-url", url.as_str()]].concat(),
+        &[(
+            "WAVRY_SESSION_TOKEN",
+            "not-a-session-token-0123456789abcdef",
+        )],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the gateway refused"), "{err}");
+    assert!(
+        !err.contains("not-a-session-token"),
+        "the token is never printed: {err}"
+    );
+
+    let out = run(
+        env!("CARGO_BIN_EXE_wavry-server"),
+        &[&base[..], &["--gateway-url", "ws://192.0.2.1:3000/ws"]].concat(),
+        &[("WAVRY_SESSION_TOKEN", "t")],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("WAVRY_ALLOW_INSECURE_SIGNALING"), "{err}");
+}
