@@ -139,6 +139,38 @@ pub fn session_token(inline: Option<&str>, file: Option<&Path>) -> Result<String
     Ok(token)
 }
 
+/// The account's session token on the command line of a runtime.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TokenArgs {
+    /// The account's gateway session token (from `/auth/login`). Prefer the environment
+    /// variable or --session-token-file: a flag is visible to other users in the process list.
+    #[arg(
+        long,
+        env = "WAVRY_SESSION_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub session_token: Option<String>,
+    /// Read the session token from the first line of this file.
+    #[arg(long, env = "WAVRY_SESSION_TOKEN_FILE", value_name = "PATH")]
+    pub session_token_file: Option<std::path::PathBuf>,
+}
+
+impl TokenArgs {
+    /// The token (see [`session_token`]).
+    pub fn token(&self) -> Result<String, SignalError> {
+        session_token(
+            self.session_token.as_deref(),
+            self.session_token_file.as_deref(),
+        )
+    }
+
+    /// Whether a token was given at all.
+    pub fn given(&self) -> bool {
+        self.session_token.is_some() || self.session_token_file.is_some()
+    }
+}
+
 /// A socket bound to the gateway as one account.
 #[derive(Debug)]
 pub struct Signal {

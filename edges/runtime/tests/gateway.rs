@@ -33,39 +33,21 @@ impl Stack {
             .build()
             .unwrap();
         let anchor = Path::new(env!("CARGO_BIN_EXE_wavry-server"));
+        let spawn = |bin: &'static str, port: u16, extra: Vec<String>| async move {
+            let mut args = vec!["--listen".into(), format!("127.0.0.1:{port}")];
+            args.extend(extra);
+            let bin = sibling_binary(anchor, bin).unwrap();
+            Service::spawn(&bin, port, &args, &[], STARTUP)
+                .await
+                .unwrap()
+        };
         let (master, gateway) = rt.block_on(async {
             let port = free_port().unwrap();
-            let master = Service::spawn(
-                &sibling_binary(anchor, "wavry-master").unwrap(),
-                port,
-                &[
-                    "--listen".into(),
-                    format!("127.0.0.1:{port}"),
-                    "--data-dir".into(),
-                    dir.join("master").display().to_string(),
-                ],
-                &[],
-                STARTUP,
-            )
-            .await
-            .unwrap();
-            let port = free_port().unwrap();
-            let gateway = Service::spawn(
-                &sibling_binary(anchor, "wavry-gateway").unwrap(),
-                port,
-                &[
-                    "--listen".into(),
-                    format!("127.0.0.1:{port}"),
-                    "--data-dir".into(),
-                    dir.join("gateway").display().to_string(),
-                    "--master-url".into(),
-                    master.base.clone(),
-                ],
-                &[],
-                STARTUP,
-            )
-            .await
-            .unwrap();
+            let data = |d: &str| vec!["--data-dir".into(), dir.join(d).display().to_string()];
+            let master = spawn("wavry-master", port, data("master")).await;
+            let mut extra = data("gateway");
+            extra.extend(["--master-url".into(), master.base.clone()]);
+            let gateway = spawn("wavry-gateway", free_port().unwrap(), extra).await;
             (master, gateway)
         });
         Self {

@@ -47,18 +47,8 @@ struct Args {
         allow_hyphen_values = true
     )]
     host: Option<String>,
-    /// The account's gateway session token (from `/auth/login`). Prefer the environment
-    /// variable or --session-token-file: a flag is visible to other users in the process list.
-    #[arg(
-        long,
-        env = "WAVRY_SESSION_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
-    session_token: Option<String>,
-    /// Read the session token from the first line of this file.
-    #[arg(long, env = "WAVRY_SESSION_TOKEN_FILE", value_name = "PATH")]
-    session_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    token: signal::TokenArgs,
     /// Name shown to the host.
     #[arg(long, default_value = "wavry-client")]
     name: String,
@@ -174,10 +164,7 @@ fn broker(args: &Args, url: &str) -> anyhow::Result<(SocketAddr, Option<WavryId>
         .host
         .as_deref()
         .context("--host is required with --gateway-url")?;
-    let token = signal::session_token(
-        args.session_token.as_deref(),
-        args.session_token_file.as_deref(),
-    )?;
+    let token = args.token.token()?;
     let timeout = Duration::from_secs(args.connect_timeout.max(1));
     let mut sig = signal::Signal::connect(url, &token, timeout).context("gateway")?;
     let answer = signal::offer(&mut sig, host, &args.name, timeout)

@@ -167,18 +167,8 @@ struct Args {
     /// needs WAVRY_ALLOW_INSECURE_SIGNALING=1.
     #[arg(long, env = "WAVRY_GATEWAY_URL", value_name = "URL")]
     gateway_url: Option<String>,
-    /// The account's gateway session token (from `/auth/login`). Prefer the environment
-    /// variable or --session-token-file: a flag is visible to other users in the process list.
-    #[arg(
-        long,
-        env = "WAVRY_SESSION_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
-    session_token: Option<String>,
-    /// Read the session token from the first line of this file.
-    #[arg(long, env = "WAVRY_SESSION_TOKEN_FILE", value_name = "PATH")]
-    session_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    token: signal::TokenArgs,
     /// Serve browsers over WebRTC (not in this build).
     #[arg(long, env = "WAVRY_ENABLE_WEBRTC")]
     enable_webrtc: bool,
@@ -211,9 +201,7 @@ fn check_flags(args: &Args) -> anyhow::Result<()> {
              run without it to serve Wavry clients"
         );
     }
-    if args.gateway_url.is_none()
-        && (args.session_token.is_some() || args.session_token_file.is_some())
-    {
+    if args.gateway_url.is_none() && args.token.given() {
         eprintln!("wavry-server: a session token without --gateway-url is not used");
     }
     if args.display_id.is_some() && args.source == Source::Synthetic {
@@ -315,12 +303,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let token = args
         .gateway_url
         .as_ref()
-        .map(|_| {
-            signal::session_token(
-                args.session_token.as_deref(),
-                args.session_token_file.as_deref(),
-            )
-        })
+        .map(|_| args.token.token())
         .transpose()?;
     let policy = if args.allow_any {
         PeerPolicy::AnyAuthenticated
