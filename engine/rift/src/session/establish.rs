@@ -477,6 +477,7 @@ impl Session {
         }
         self.phase = Phase::Connected;
         self.est.deadline = None;
+        self.recv.set_frame_rate(ack.fps);
         if let Some(peer) = self.peer() {
             self.events.push_back(Event::Connected {
                 peer,

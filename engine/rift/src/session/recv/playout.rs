@@ -14,6 +14,16 @@ use crate::session::{Event, Frame};
 const MAX_SKIPPED_EVENTS: u64 = SLOTS as u64;
 
 impl Receiver {
+    /// The stream's frame rate as the host announced it in `HelloAck` (0: keep the
+    /// configured one). Frame deadlines allow one frame interval for a frame's chunks to
+    /// arrive: timed from the local configuration, a 30 fps stream got half the time it
+    /// needs.
+    pub(crate) fn set_frame_rate(&mut self, fps: u32) {
+        if fps > 0 {
+            self.frame_interval = Duration::from_secs(1) / fps;
+        }
+    }
+
     pub(super) fn deadline_for(&mut self, now: Instant, ts_us: u64) -> Instant {
         let epoch = *self.epoch.get_or_insert(now);
         let arrival =

@@ -218,3 +218,26 @@ fn repair_from_the_last_chunk_alone_places_it_once_the_length_is_known() {
     assert_eq!(got[0].data, frame);
     assert_eq!(got[0].fec_recovered, 2);
 }
+
+#[test]
+fn frame_deadlines_follow_the_announced_frame_rate_not_the_local_default() {
+    let mut r = receiver();
+    let slack = SessionConfig::new(Role::Client, PeerPolicy::AnyAuthenticated).playout_slack;
+    let now = Instant::now();
+    // The first frame sets the clock offset: its deadline is one interval plus slack away.
+    assert_eq!(
+        r.deadline_for(now, 0) - now,
+        std::time::Duration::from_secs(1) / 60 + slack
+    );
+    r.set_frame_rate(30);
+    assert_eq!(
+        r.deadline_for(now, 0) - now,
+        std::time::Duration::from_secs(1) / 30 + slack
+    );
+    r.set_frame_rate(0);
+    assert_eq!(
+        r.deadline_for(now, 0) - now,
+        std::time::Duration::from_secs(1) / 30 + slack,
+        "0 keeps the rate"
+    );
+}
