@@ -206,21 +206,13 @@ impl Signal {
             }
             _ => return Err(bad("expected ws://host:port/ws".into())),
         }
-        let host = uri
-            .host()
-            .ok_or_else(|| bad("no host".into()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(80);
         let connect_err = |why: String| SignalError::Connect {
             url: url.to_owned(),
             why,
         };
-        let addrs: Vec<SocketAddr> = (host.as_str(), port)
-            .to_socket_addrs()
-            .map_err(|e| connect_err(e.to_string()))?
-            .collect();
+        let addrs = resolve(&uri)
+            .ok_or_else(|| bad("no host".into()))?
+            .map_err(|e| connect_err(e.to_string()))?;
         let remote = addrs.iter().find(|a| !a.ip().is_loopback());
         if let Some(a) = remote
             && std::env::var(INSECURE_SIGNALING_ENV).is_ok_and(|v| v == "1")
@@ -509,12 +501,14 @@ pub fn host_candidates(local: SocketAddr, towards: Option<SocketAddr>) -> Vec<So
 /// The gateway's socket address from its URL, for [`host_candidates`].
 pub fn gateway_addr(url: &str) -> Option<SocketAddr> {
     let req = url.into_client_request().ok()?;
-    let uri = req.uri();
+    resolve(req.uri())?.ok()?.into_iter().next()
+}
+
+/// The addresses of a `ws://` URI's host (port 80 unless given); `None` without a host.
+fn resolve(uri: &tungstenite::http::Uri) -> Option<std::io::Result<Vec<SocketAddr>>> {
     let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
-    (host, uri.port_u16().unwrap_or(80))
-        .to_socket_addrs()
-        .ok()?
-        .next()
+    let port = uri.port_u16().unwrap_or(80);
+    Some((host, port).to_socket_addrs().map(Iterator::collect))
 }
 
 #[cfg(test)]

@@ -441,18 +441,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
         host.backend()
     );
 
-    let presence = match &args.gateway_url {
-        Some(url) => {
+    let presence = match (&args.gateway_url, token) {
+        (Some(url), Some(token)) => {
             let p = Presence {
                 url: url.clone(),
-                token: token.clone().unwrap_or_default(),
+                token,
                 candidates: signal::host_candidates(host.local_addr(), signal::gateway_addr(url)),
                 policy: policy.clone(),
             };
             let first = p.connect().context("gateway")?;
             Some((p, first))
         }
-        None => None,
+        _ => None,
     };
 
     let shared = Arc::new(Shared::default());

@@ -25,6 +25,45 @@ fn stream_fps(source: u32, target: u32) -> u32 {
     }
 }
 
+/// The clock of a capture loop: one tick per interval; a loop that fell more than a tick
+/// behind restarts the clock rather than catching up in a burst.
+struct Ticker {
+    next: Instant,
+    interval: Duration,
+}
+
+impl Ticker {
+    fn new(interval: Duration) -> Self {
+        Self {
+            next: Instant::now(),
+            interval,
+        }
+    }
+
+    /// Sleeps until the next tick.
+    fn wait(&mut self) {
+        if let Some(d) = self.next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        self.next += self.interval;
+        if self.next < Instant::now() {
+            self.next = Instant::now() + self.interval;
+        }
+    }
+
+    /// A new interval, from the next tick on.
+    fn set_interval(&mut self, interval: Duration) {
+        self.next += interval.saturating_sub(self.interval);
+        self.interval = interval;
+    }
+}
+
+/// The connected sessions into `out`.
+fn sessions(shared: &Shared, out: &mut Vec<wavry_rift::session::SessionHandle>) {
+    out.clear();
+    out.extend(lock(&shared.sessions).iter().copied());
+}
+
 /// Captures, encodes and queues a frame per 1/fps for every connected session; records.
 pub(super) fn media_loop(
     host: &HostDriver,
@@ -37,29 +76,19 @@ pub(super) fn media_loop(
     let mut rec_buf = Vec::new();
     let source_fps = source.format().fps;
     let mut fps = source_fps;
-    let mut interval = Duration::from_secs_f64(1.0 / f64::from(fps));
     let mut raw = RawFrame::new(source.format().width, source.format().height);
     let mut targets = Vec::with_capacity(MAX_CLIENTS);
-    let mut next = Instant::now();
+    let mut ticker = Ticker::new(Duration::from_secs_f64(1.0 / f64::from(fps)));
     let mut result = Ok(());
     while !shared.stop.load(Ordering::Acquire) {
         let want = stream_fps(source_fps, shared.target_fps.load(Ordering::Acquire));
         if want != fps {
             println!("wavry-server: frame rate {fps} -> {want} fps (congestion control)");
-            next += Duration::from_secs_f64(1.0 / f64::from(want)).saturating_sub(interval);
             fps = want;
-            interval = Duration::from_secs_f64(1.0 / f64::from(fps));
+            ticker.set_interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
         }
-        if let Some(d) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(d);
-        }
-        next += interval;
-        if next < Instant::now() {
-            // Fell behind by more than a frame: restart the clock rather than burst.
-            next = Instant::now() + interval;
-        }
-        targets.clear();
-        targets.extend(lock(&shared.sessions).iter().copied());
+        ticker.wait();
+        sessions(shared, &mut targets);
         if targets.is_empty() && lock(recorder).is_none() {
             continue;
         }
@@ -74,7 +103,7 @@ pub(super) fn media_loop(
             },
             &mut raw,
             &targets,
-            interval,
+            ticker.interval,
         ) {
             result = Err(e);
             break;
@@ -191,17 +220,10 @@ pub(super) fn audio_loop(
     let mut pcm = vec![0i16; fmt.frame_samples as usize * usize::from(fmt.channels)];
     let mut packet = Vec::new();
     let mut targets = Vec::with_capacity(MAX_CLIENTS);
-    let mut next = Instant::now();
+    let mut ticker = Ticker::new(interval);
     while !shared.stop.load(Ordering::Acquire) {
-        if let Some(d) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(d);
-        }
-        next += interval;
-        if next < Instant::now() {
-            next = Instant::now() + interval;
-        }
-        targets.clear();
-        targets.extend(lock(&shared.sessions).iter().copied());
+        ticker.wait();
+        sessions(shared, &mut targets);
         let recording = lock(recorder).is_some();
         if targets.is_empty() && !recording {
             continue;
