@@ -27,7 +27,7 @@ impl Daemon {
             children: Vec::new(),
         };
         let daemon = d
-            .command("pipewire")
+            .logged("pipewire", "pipewire")
             .spawn()
             .expect("pipewire is installed (cargo xtask test installs it)");
         d.children.push(daemon);
@@ -53,6 +53,14 @@ impl Daemon {
         c
     }
 
+    /// `command(program)` with its stderr in `<dir>/<log>.log`, printed if the test fails.
+    fn logged(&self, program: &str, log: &str) -> Command {
+        let mut c = self.command(program);
+        let file = std::fs::File::create(self.dir.join(format!("{log}.log"))).unwrap();
+        c.stderr(file);
+        c
+    }
+
     /// The runtime directory (`XDG_RUNTIME_DIR` for clients of this daemon).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -65,7 +73,7 @@ impl Daemon {
     /// A `Video/Source` node named `name` showing one colour (GStreamer ARGB) in `format`.
     pub fn produce(&mut self, name: &str, argb: u32, format: &str) {
         let child = self
-            .command("gst-launch-1.0")
+            .logged("gst-launch-1.0", name)
             .args([
                 "videotestsrc",
                 "is-live=true",
@@ -81,11 +89,59 @@ impl Daemon {
             .spawn()
             .expect("gst-launch-1.0 is installed (gstreamer1.0-tools, gstreamer1.0-pipewire)");
         self.children.push(child);
+        self.wait_for_node(name);
+    }
+
+    /// Waits (bounded) until the daemon lists a node named `name`: a producer's first start
+    /// scans GStreamer's plugins, which on a fresh, busy machine takes longer than a capture's
+    /// wait for its first frame.
+    pub fn wait_for_node(&mut self, name: &str) {
+        let needle = format!("\"node.name\": \"{name}\"");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self
+                .command("pw-dump")
+                .stdout(Stdio::piped())
+                .output()
+                .expect("pw-dump is installed (pipewire-bin)");
+            if String::from_utf8_lossy(&out.stdout).contains(&needle) {
+                return;
+            }
+            for c in &mut self.children {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("a PipeWire test process exited ({status}) before {name:?} appeared");
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no PipeWire node {name:?} appeared within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Daemon {
+    /// Prints what the daemon and the producers wrote to stderr: the cause when a test fails.
+    fn print_logs(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                eprintln!("--- {} ---\n{text}", path.display());
+            }
+        }
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_logs();
+        }
         // Producers first, the daemon last.
         for c in self.children.iter_mut().rev() {
             let _ = c.kill();
