@@ -21,6 +21,8 @@ use base64::Engine as _;
 use prost::Message as _;
 use tungstenite::{Message as WsMessage, WebSocket, client::IntoClientRequest};
 use wavry_rift::proto;
+use wavry_rift::relay_client::RelayLease;
+use wavry_rift::wire::PeerRole;
 use wavry_signal::{Envelope, Message};
 
 /// Environment gate that allows `ws://` to a gateway that is not on this machine.
@@ -311,7 +313,9 @@ impl Signal {
                 Err(tungstenite::Error::Io(e))
                     if matches!(
                         e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
                     ) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -462,6 +466,94 @@ pub fn offer(
                 });
             }
             _ => {}
+        }
+    }
+}
+
+/// A relay lease the gateway brokered (`RELAY_CREDENTIALS`): this side's lease for one relay
+/// session and the master's ranked relays to fail over to.
+#[derive(Debug, Clone)]
+pub struct RelayGrant {
+    /// The lease, ready for `Session::client_via_relay` or `HostDriver::add_relay_path`.
+    pub lease: RelayLease,
+    /// The other peer's username.
+    pub peer: String,
+    /// Lease expiry, Unix seconds.
+    pub expires_at: i64,
+    /// The master's ranking (the chosen relay first): ask again with the failed ones excluded.
+    pub alternates: Vec<wavry_signal::RankedRelay>,
+}
+
+impl RelayGrant {
+    /// Reads a `RELAY_CREDENTIALS`; `None` for anything else, an error when it is unusable.
+    pub fn from_message(m: &Message) -> Option<Result<Self, SignalError>> {
+        let Message::RelayCredentials {
+            relay_id,
+            token,
+            addr,
+            session_id,
+            role,
+            peer,
+            expires_at,
+            alternates,
+        } = m
+        else {
+            return None;
+        };
+        let Ok(Some(relay_addr)) = addr.to_socket_addrs().map(|mut a| a.next()) else {
+            return Some(Err(SignalError::Protocol(format!(
+                "relay address {addr:?} does not resolve"
+            ))));
+        };
+        if session_id.is_nil() {
+            return Some(Err(SignalError::Protocol("relay session id is nil".into())));
+        }
+        Some(Ok(Self {
+            lease: RelayLease {
+                relay_addr,
+                relay_id: relay_id.clone(),
+                session_id: session_id.into_bytes(),
+                role: match role {
+                    wavry_signal::Role::Client => PeerRole::Client,
+                    wavry_signal::Role::Server => PeerRole::Server,
+                },
+                token: token.clone(),
+            },
+            peer: peer.clone(),
+            expires_at: *expires_at,
+            alternates: alternates.clone(),
+        }))
+    }
+}
+
+/// Asks the gateway for a relayed session with `peer` (username or Wavry ID), avoiding the
+/// relays in `exclude`; the gateway sends the peer its own lease. Waits up to `timeout`.
+pub fn request_relay(
+    signal: &mut Signal,
+    peer: &str,
+    exclude: &[String],
+    timeout: Duration,
+) -> Result<RelayGrant, SignalError> {
+    let until = Instant::now() + timeout;
+    signal.send(&Message::RequestRelay {
+        target: peer.to_owned(),
+        region: None,
+        role: None,
+        probes: Vec::new(),
+        exclude: exclude.to_vec(),
+    })?;
+    loop {
+        let Some(m) = signal.recv(until)? else {
+            return Err(SignalError::Timeout(timeout));
+        };
+        if let Some(g) = RelayGrant::from_message(&m) {
+            return g;
+        }
+        if let Message::Error { code, message } = m {
+            return Err(SignalError::Refused {
+                code: code.unwrap_or(503),
+                message,
+            });
         }
     }
 }

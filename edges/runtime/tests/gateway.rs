@@ -18,42 +18,109 @@ use wavry_rift::identity::IdentityKey;
 const PASSWORD: &str = "correct horse battery staple";
 const STARTUP: Duration = Duration::from_secs(30);
 
+/// The master's bearer for relays, and the gateway's for the master (lease brokering).
+const RELAY_TOKEN: &str = "relay-registration-token-for-the-runtime-tests";
+const SERVICE_TOKEN: &str = "gateway-service-token-for-the-runtime-tests";
+
 struct Stack {
     rt: tokio::runtime::Runtime,
     _master: Service,
     gateway: Service,
+    relay: Option<Service>,
     http: reqwest::Client,
 }
 
 impl Stack {
-    fn start(dir: &Path) -> Self {
+    /// Master and gateway; with `relay`, a `wavry-relay` registered with the master (ready
+    /// once the master lists it).
+    fn start(dir: &Path, relay: bool) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
         let anchor = Path::new(env!("CARGO_BIN_EXE_wavry-server"));
-        let spawn = |bin: &'static str, port: u16, extra: Vec<String>| async move {
-            let mut args = vec!["--listen".into(), format!("127.0.0.1:{port}")];
-            args.extend(extra);
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let spawn = |bin: &'static str,
+                     port: u16,
+                     args: Vec<String>,
+                     envs: Vec<(String, String)>| async move {
             let bin = sibling_binary(anchor, bin).unwrap();
-            Service::spawn(&bin, port, &args, &[], STARTUP)
+            Service::spawn(&bin, port, &args, &envs, STARTUP)
                 .await
                 .unwrap()
         };
-        let (master, gateway) = rt.block_on(async {
+        let (master, gateway, relay) = rt.block_on(async {
+            let listen = |port: u16| vec!["--listen".to_owned(), format!("127.0.0.1:{port}")];
+            let data = |d: &str| vec!["--data-dir".to_owned(), dir.join(d).display().to_string()];
             let port = free_port().unwrap();
-            let data = |d: &str| vec!["--data-dir".into(), dir.join(d).display().to_string()];
-            let master = spawn("wavry-master", port, data("master")).await;
-            let mut extra = data("gateway");
-            extra.extend(["--master-url".into(), master.base.clone()]);
-            let gateway = spawn("wavry-gateway", free_port().unwrap(), extra).await;
-            (master, gateway)
+            let master = spawn(
+                "wavry-master",
+                port,
+                [listen(port), data("master")].concat(),
+                env(&[
+                    ("WAVRY_MASTER_RELAY_AUTH_TOKEN", RELAY_TOKEN),
+                    ("WAVRY_MASTER_SERVICE_TOKEN", SERVICE_TOKEN),
+                ]),
+            )
+            .await;
+            let port = free_port().unwrap();
+            let gateway = spawn(
+                "wavry-gateway",
+                port,
+                [
+                    listen(port),
+                    data("gateway"),
+                    vec!["--master-url".into(), master.base.clone()],
+                ]
+                .concat(),
+                env(&[("WAVRY_GATEWAY_MASTER_TOKEN", SERVICE_TOKEN)]),
+            )
+            .await;
+            let relay = if relay {
+                let health = free_port().unwrap();
+                let udp = free_port().unwrap();
+                let args: Vec<String> = [
+                    "--listen",
+                    &format!("127.0.0.1:{udp}"),
+                    "--health-listen",
+                    &format!("127.0.0.1:{health}"),
+                    "--master-url",
+                    &master.base,
+                    "--master-token",
+                    RELAY_TOKEN,
+                    "--key",
+                    &dir.join("relay.key").display().to_string(),
+                ]
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+                let r = spawn("wavry-relay", health, args, Vec::new()).await;
+                // Bounded wait until the master lists it (registration is asynchronous).
+                let end = std::time::Instant::now() + STARTUP;
+                while !reqwest::get(format!("{}/ready", r.base))
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    assert!(std::time::Instant::now() < end, "relay never became ready");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Some(r)
+            } else {
+                None
+            };
+            (master, gateway, relay)
         });
         Self {
             rt,
             _master: master,
             gateway,
+            relay,
             http: reqwest::Client::new(),
         }
     }
@@ -123,7 +190,7 @@ fn client_via_gateway(url: &str, host: &str, key: &str, token: &str, extra: &[&s
 #[test]
 fn a_client_reaches_a_host_by_username_and_by_wavry_id_through_the_gateway() {
     let dir = TempDir::new("gateway");
-    let stack = Stack::start(&dir.0);
+    let stack = Stack::start(&dir.0, false);
     let (host_key, host) = identity(&dir.0, "host");
     let (client_key, client) = identity(&dir.0, "client");
     let (stranger_key, stranger) = identity(&dir.0, "stranger");
@@ -237,7 +304,7 @@ fn a_client_reaches_a_host_by_username_and_by_wavry_id_through_the_gateway() {
 #[test]
 fn a_host_with_a_refused_token_or_an_insecure_gateway_url_says_why_and_exits() {
     let dir = TempDir::new("gateway-refused");
-    let stack = Stack::start(&dir.0);
+    let stack = Stack::start(&dir.0, false);
     let (host_key, _) = identity(&dir.0, "host");
     let base = [
         "--key",
@@ -275,4 +342,142 @@ fn a_host_with_a_refused_token_or_an_insecure_gateway_url_says_why_and_exits() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("WAVRY_ALLOW_INSECURE_SIGNALING"), "{err}");
+}
+
+impl Stack {
+    /// A counter of the relay's `/metrics` (summed over its label sets).
+    fn relay_counter(&self, name: &str) -> f64 {
+        let relay = self.relay.as_ref().expect("a stack with a relay");
+        let text = self.rt.block_on(async {
+            reqwest::get(format!("{}/metrics", relay.base))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+#[test]
+fn a_client_that_cannot_reach_the_host_directly_streams_through_a_brokered_relay() {
+    let dir = TempDir::new("gateway-relay");
+    let stack = Stack::start(&dir.0, true);
+    let (host_key, host) = identity(&dir.0, "host");
+    let (client_key, client) = identity(&dir.0, "client");
+    let host_token = stack.register("hostbox", &host);
+    let client_token = stack.register("alice", &client);
+    // The host advertises only an address where nothing answers (a bound socket nobody
+    // reads): the client's direct attempt gets no reply.
+    let black_hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = black_hole.local_addr().unwrap().to_string();
+    let client_id = client.id().to_string();
+    let mut server = Proc::spawn_cmd({
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wavry-server"));
+        c.args([
+            "--key",
+            &host_key,
+            "--allow",
+            &client_id,
+            "--listen",
+            "127.0.0.1:0",
+            "--width",
+            "320",
+            "--height",
+            "240",
+            "--fps",
+            "30",
+            "--bitrate-kbps",
+            "1000",
+            "--gateway-url",
+            &stack.ws_url(),
+            "--advertise",
+            &dead,
+        ])
+        .env("WAVRY_SESSION_TOKEN", &host_token);
+        c
+    });
+    let line = server.line_with("reachable through the gateway");
+    assert!(line.contains(&dead), "advertises only --advertise: {line}");
+    let host_id = host.id().to_string();
+
+    // --path direct: no relay, and the error says what auto would do.
+    let url = stack.ws_url();
+    let out = run(
+        env!("CARGO_BIN_EXE_wavry-client"),
+        &[
+            "--gateway-url",
+            &url,
+            "--host",
+            "hostbox",
+            "--key",
+            &client_key,
+            "--path",
+            "direct",
+            "--connect-timeout",
+            "2",
+        ],
+        &[("WAVRY_SESSION_TOKEN", &client_token)],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("falls back to a relay"), "{err}");
+    let before = stack.relay_counter("wavry_relay_packets_forwarded");
+
+    // --path auto (the default): direct times out, the gateway brokers a relay, both sides
+    // present their leases and the stream decodes through it, pinned to the vouched host.
+    let c = client_via_gateway(
+        &url,
+        "hostbox",
+        &client_key,
+        &client_token,
+        &["--direct-timeout-ms", "500"],
+    );
+    let (ok, lines) = c.wait();
+    assert!(ok, "auto: {lines:?}");
+    let via = lines
+        .iter()
+        .find(|l| l.contains("connected to"))
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(via.contains(&host_id) && via.contains("via relay"), "{via}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("asking the gateway for a relay")),
+        "{lines:?}"
+    );
+    assert_pictures(&lines, 10);
+    server.line_with("relay path for alice");
+    server.line_with("relay admitted session");
+    let forwarded = stack.relay_counter("wavry_relay_packets_forwarded") - before;
+    assert!(
+        forwarded > 100.0,
+        "the stream crossed the relay: {forwarded} datagrams forwarded"
+    );
+
+    // --path relay: straight to a relay, no direct attempt.
+    let c = client_via_gateway(
+        &url,
+        &host_id,
+        &client_key,
+        &client_token,
+        &["--path", "relay"],
+    );
+    let (ok, lines) = c.wait();
+    assert!(ok, "relay: {lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("connected to") && l.contains("via relay")),
+        "{lines:?}"
+    );
+    assert_pictures(&lines, 10);
+
+    server.signal("-INT");
+    let (ok, lines) = server.wait();
+    assert!(ok, "host exit: {lines:?}");
 }

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -21,10 +22,22 @@ use wavry_media::{
 };
 use wavry_net::{ClientDriver, DriverConfig, IoMode};
 use wavry_rift::crypto::PeerPolicy;
-use wavry_rift::identity::WavryId;
+use wavry_rift::identity::{IdentityKey, WavryId};
 use wavry_rift::proto::{self, input_message};
-use wavry_rift::session::{CloseReason, Event, Role, SessionConfig};
+use wavry_rift::relay_client::RelayClientConfig;
+use wavry_rift::session::{CloseReason, Event, Role, Session, SessionConfig};
 use wavry_runtime::{Latencies, fmt_ms, signal};
+
+/// How a session through the gateway reaches the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PathChoice {
+    /// Direct first, then a relay.
+    Auto,
+    /// Direct only.
+    Direct,
+    /// Through a relay only.
+    Relay,
+}
 
 /// Wavry client: watch (and record) a Wavry host's stream.
 #[derive(Parser, Debug)]
@@ -49,6 +62,14 @@ struct Args {
     host: Option<String>,
     #[command(flatten)]
     token: signal::TokenArgs,
+    /// With --gateway-url: how to reach the host. auto: directly for --direct-timeout-ms,
+    /// then through a relay the gateway brokers; direct: never a relay; relay: only a relay.
+    #[arg(long, env = "WAVRY_CONNECT_PATH", value_enum, default_value_t = PathChoice::Auto)]
+    path: PathChoice,
+    /// With --path auto: how long each of the host's direct addresses gets to complete the
+    /// handshake before the next one (then a relay), ms.
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    direct_timeout_ms: u64,
     /// Name shown to the host.
     #[arg(long, default_value = "wavry-client")]
     name: String,
@@ -146,6 +167,9 @@ fn check_flags(args: &Args) -> anyhow::Result<Option<SocketAddr>> {
     if args.gateway_url.is_some() {
         return Ok(None);
     }
+    if args.path == PathChoice::Relay {
+        bail!("--path relay needs --gateway-url (the gateway brokers the relay)");
+    }
     let Some(addr) = args.connect else {
         bail!(
             "--connect <host:port> or --gateway-url <url> --host <username|wavry-id> is \
@@ -156,10 +180,18 @@ fn check_flags(args: &Args) -> anyhow::Result<Option<SocketAddr>> {
     Ok(Some(addr))
 }
 
-/// Asks the gateway for `--host` and returns where to connect and whom to pin: `--host-id`
-/// when given (the gateway must agree), else the host account's Wavry ID as the gateway
-/// vouches for it.
-fn broker(args: &Args, url: &str) -> anyhow::Result<(SocketAddr, Option<WavryId>)> {
+/// A host found through the gateway: where it answered, whom to pin, and the still-open
+/// signalling socket (for a relay, if the direct path fails).
+struct Brokered {
+    sig: signal::Signal,
+    host: String,
+    candidates: Vec<SocketAddr>,
+    pin: Option<WavryId>,
+}
+
+/// Asks the gateway for `--host`: its candidates and whom to pin (`--host-id` when given, and
+/// the gateway must agree; else the host account's Wavry ID as the gateway vouches for it).
+fn broker(args: &Args, url: &str) -> anyhow::Result<Brokered> {
     let host = args
         .host
         .as_deref()
@@ -182,10 +214,6 @@ fn broker(args: &Args, url: &str) -> anyhow::Result<(SocketAddr, Option<WavryId>
         (Some(flag), _) => Some(flag),
         (None, v) => v,
     };
-    let addr = *answer
-        .candidates
-        .first()
-        .with_context(|| format!("{host} answered with no address to reach it at"))?;
     println!(
         "wavry-client: {host} answered through the gateway at {}",
         answer
@@ -195,7 +223,234 @@ fn broker(args: &Args, url: &str) -> anyhow::Result<(SocketAddr, Option<WavryId>
             .collect::<Vec<_>>()
             .join(" ")
     );
-    Ok((addr, pin))
+    Ok(Brokered {
+        sig,
+        host: host.to_owned(),
+        candidates: answer.candidates,
+        pin,
+    })
+}
+
+/// Where a session runs.
+enum Route {
+    Direct(SocketAddr),
+    Relay(Box<signal::RelayGrant>),
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Direct(a) => write!(f, "{a} (direct)"),
+            Self::Relay(g) => write!(f, "relay {} at {}", g.lease.relay_id, g.lease.relay_addr),
+        }
+    }
+}
+
+/// Binds a socket towards `to` (loopback stays on loopback) and starts the client session.
+fn start(
+    args: &Args,
+    route: &Route,
+    cfg: SessionConfig,
+    key: &Arc<IdentityKey>,
+) -> anyhow::Result<ClientDriver> {
+    let to = match route {
+        Route::Direct(a) => *a,
+        Route::Relay(g) => g.lease.relay_addr,
+    };
+    let bind = match to {
+        a if a.ip().is_loopback() => SocketAddr::new(a.ip(), 0),
+        SocketAddr::V4(_) => "0.0.0.0:0".parse()?,
+        SocketAddr::V6(_) => "[::]:0".parse()?,
+    };
+    let socket = wavry_net::bind(bind, args.io, &wavry_net::Config::default())?;
+    let driver_cfg = DriverConfig {
+        thread_name: "wavry-client-io".into(),
+        ..DriverConfig::default()
+    };
+    Ok(match route {
+        Route::Direct(a) => ClientDriver::connect(socket, cfg, key.clone(), *a, driver_cfg)?,
+        Route::Relay(g) => {
+            let session = Session::client_via_relay(
+                Instant::now(),
+                wavry_media::wall_clock_us() / 1000,
+                cfg,
+                key.clone(),
+                g.lease.clone(),
+                RelayClientConfig::default(),
+            )?;
+            ClientDriver::spawn(socket, session, driver_cfg)?
+        }
+    })
+}
+
+/// How waiting for a session's handshake ended.
+enum Waited {
+    Connected(WavryId, Box<proto::HelloAck>),
+    Failed(String),
+    Stopped,
+}
+
+/// How one connection attempt ended.
+enum Attempt {
+    Up(ClientDriver, Box<proto::HelloAck>),
+    Failed(String),
+    Stopped,
+}
+
+/// A running session, and the gateway socket it was brokered on (kept for relays).
+struct Established {
+    client: ClientDriver,
+    params: Box<proto::HelloAck>,
+    _brokered: Option<Brokered>,
+}
+
+fn await_connected(
+    client: &ClientDriver,
+    stop_rx: &crossbeam_channel::Receiver<()>,
+    within: Duration,
+) -> anyhow::Result<Waited> {
+    let deadline = Instant::now() + within;
+    loop {
+        select! {
+            recv(client.events()) -> ev => match ev.context("client driver stopped")? {
+                Event::Connected { peer, params } => return Ok(Waited::Connected(peer, params)),
+                Event::Closed(r) => return Ok(Waited::Failed(describe(&r))),
+                _ => {}
+            },
+            recv(stop_rx) -> _ => return Ok(Waited::Stopped),
+            default(deadline.saturating_duration_since(Instant::now())) => {
+                return Ok(Waited::Failed(format!("no answer within {within:?}")));
+            }
+        }
+    }
+}
+
+/// Connects along `route`.
+fn try_route(
+    args: &Args,
+    route: &Route,
+    cfg: &SessionConfig,
+    key: &Arc<IdentityKey>,
+    stop_rx: &crossbeam_channel::Receiver<()>,
+    within: Duration,
+) -> anyhow::Result<Attempt> {
+    let mut cfg = cfg.clone();
+    cfg.handshake_timeout = within;
+    let client = start(args, route, cfg, key)?;
+    match await_connected(&client, stop_rx, within)? {
+        Waited::Connected(peer, params) => {
+            println!("wavry-client: connected to {peer} via {route}");
+            Ok(Attempt::Up(client, params))
+        }
+        Waited::Failed(why) => {
+            let _ = client.shutdown();
+            Ok(Attempt::Failed(why))
+        }
+        Waited::Stopped => {
+            let _ = client.shutdown();
+            Ok(Attempt::Stopped)
+        }
+    }
+}
+
+/// Establishes the session: `--connect` directly; through the gateway direct to the host's
+/// candidates first (`--path auto`, bounded by `--direct-timeout-ms`), then through a relay
+/// the gateway brokers. `None` when stopped first.
+fn establish(
+    args: &Args,
+    direct: Option<SocketAddr>,
+    key: &Arc<IdentityKey>,
+    stop_rx: &crossbeam_channel::Receiver<()>,
+) -> anyhow::Result<Option<Established>> {
+    let connect_timeout = Duration::from_secs(args.connect_timeout.max(1));
+    let mut brokered = match (direct, &args.gateway_url) {
+        (Some(_), _) => None,
+        (None, Some(url)) => Some(broker(args, url)?),
+        (None, None) => bail!("nothing to connect to"),
+    };
+    let pin = brokered.as_ref().map_or(args.host_id, |b| b.pin);
+    let policy = match pin {
+        Some(id) => PeerPolicy::Pinned(id),
+        None => {
+            eprintln!(
+                "wavry-client: no --host-id: accepting any host that proves an identity \
+                 (pin it with --host-id for protection against impostors)"
+            );
+            PeerPolicy::AnyAuthenticated
+        }
+    };
+    let mut cfg = SessionConfig::new(Role::Client, policy);
+    cfg.hello.client_name.clone_from(&args.name);
+    cfg.files.max_file_bytes = args.file_max_bytes;
+    let Some(b) = brokered.as_mut() else {
+        let addr = direct.context("nothing to connect to")?;
+        return match try_route(
+            args,
+            &Route::Direct(addr),
+            &cfg,
+            key,
+            stop_rx,
+            connect_timeout,
+        )? {
+            Attempt::Up(client, params) => Ok(Some(Established {
+                client,
+                params,
+                _brokered: None,
+            })),
+            Attempt::Stopped => Ok(None),
+            Attempt::Failed(why) => bail!("could not connect to {addr}: {why}"),
+        };
+    };
+    let mut failures = Vec::new();
+    if args.path != PathChoice::Relay {
+        let within = match args.path {
+            PathChoice::Direct => connect_timeout,
+            _ => Duration::from_millis(args.direct_timeout_ms.max(100)),
+        };
+        for &addr in &b.candidates {
+            match try_route(args, &Route::Direct(addr), &cfg, key, stop_rx, within)? {
+                Attempt::Up(client, params) => {
+                    return Ok(Some(Established {
+                        client,
+                        params,
+                        _brokered: brokered,
+                    }));
+                }
+                Attempt::Stopped => return Ok(None),
+                Attempt::Failed(why) => {
+                    eprintln!("wavry-client: direct to {addr} failed: {why}");
+                    failures.push(format!("direct {addr}: {why}"));
+                }
+            }
+        }
+        if args.path == PathChoice::Direct {
+            bail!(
+                "could not reach {} directly ({}); --path auto falls back to a relay",
+                b.host,
+                if failures.is_empty() {
+                    "it offered no address".to_owned()
+                } else {
+                    failures.join("; ")
+                }
+            );
+        }
+    }
+    println!("wavry-client: asking the gateway for a relay to {}", b.host);
+    let grant = signal::request_relay(&mut b.sig, &b.host, &[], connect_timeout)
+        .with_context(|| format!("asking the gateway for a relay to {}", b.host))?;
+    let route = Route::Relay(Box::new(grant));
+    match try_route(args, &route, &cfg, key, stop_rx, connect_timeout)? {
+        Attempt::Up(client, params) => Ok(Some(Established {
+            client,
+            params,
+            _brokered: brokered,
+        })),
+        Attempt::Stopped => Ok(None),
+        Attempt::Failed(why) => {
+            failures.push(format!("{route}: {why}"));
+            bail!("could not reach {}: {}", b.host, failures.join("; "))
+        }
+    }
 }
 
 /// What the client saw.
@@ -246,66 +501,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
             key.id()
         );
     }
-    let (addr, pin) = match (direct, &args.gateway_url) {
-        (Some(a), _) => (a, args.host_id),
-        (None, Some(url)) => broker(args, url)?,
-        (None, None) => bail!("nothing to connect to"),
-    };
-    let policy = match pin {
-        Some(id) => PeerPolicy::Pinned(id),
-        None => {
-            eprintln!(
-                "wavry-client: no --host-id: accepting any host that proves an identity \
-                 (pin it with --host-id for protection against impostors)"
-            );
-            PeerPolicy::AnyAuthenticated
-        }
-    };
-    let mut cfg = SessionConfig::new(Role::Client, policy);
-    cfg.hello.client_name.clone_from(&args.name);
-    cfg.files.max_file_bytes = args.file_max_bytes;
-    cfg.handshake_timeout = Duration::from_secs(args.connect_timeout.max(1));
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse()?
-    } else {
-        "[::]:0".parse()?
-    };
-    let bind = if addr.ip().is_loopback() {
-        SocketAddr::new(addr.ip(), 0)
-    } else {
-        bind
-    };
-    let socket = wavry_net::bind(bind, args.io, &wavry_net::Config::default())?;
-    let client = ClientDriver::connect(
-        socket,
-        cfg,
-        key,
-        addr,
-        DriverConfig {
-            thread_name: "wavry-client-io".into(),
-            ..DriverConfig::default()
-        },
-    )?;
     let stop_rx = wavry_runtime::stop_signal()?;
-    let connect_deadline = Instant::now() + Duration::from_secs(args.connect_timeout.max(1));
-    let params = loop {
-        select! {
-            recv(client.events()) -> ev => match ev.context("client driver stopped")? {
-                Event::Connected { peer, params } => {
-                    println!("wavry-client: connected to {peer} at {addr}");
-                    break params;
-                }
-                Event::Closed(r) => bail!("could not connect to {addr}: {}", describe(&r)),
-                _ => {}
-            },
-            recv(stop_rx) -> _ => {
-                let _ = client.shutdown();
-                return Ok(());
-            }
-            default(connect_deadline.saturating_duration_since(Instant::now())) => {
-                bail!("no answer from {addr} within {} s", args.connect_timeout);
-            }
-        }
+    let Some(Established {
+        client,
+        params,
+        _brokered,
+    }) = establish(args, direct, &key, &stop_rx)?
+    else {
+        return Ok(());
     };
     let res = params.stream_resolution.unwrap_or_default();
     let format = VideoFormat {

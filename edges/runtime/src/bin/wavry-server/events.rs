@@ -10,6 +10,7 @@ use crossbeam_channel::select;
 use wavry_media::{InputSink, input::LoggingInputSink, x11::XTestSink};
 use wavry_net::HostDriver;
 use wavry_rift::proto::control_message::Content as Ctl;
+use wavry_rift::relay_client::RelayEvent;
 use wavry_rift::session::Event;
 use wavry_runtime::files::{HostSession, Upload};
 use wavry_runtime::probe;
@@ -50,6 +51,20 @@ pub(super) fn event_loop(
             recv(stop_rx) -> _ => {
                 eprintln!("wavry-server: stopping (Goodbye to every client)");
                 break;
+            }
+            recv(host.relay_events()) -> ev => {
+                let (sid, ev) = ev.context("host driver stopped")?;
+                let sid = format!("{:032x}", u128::from_be_bytes(sid));
+                match ev {
+                    RelayEvent::Admitted(_) => println!("wavry-server: relay admitted session {sid}"),
+                    RelayEvent::Rejected(why) => {
+                        eprintln!("wavry-server: relay refused session {sid}: {why:?}");
+                    }
+                    RelayEvent::GaveUp => eprintln!("wavry-server: relay for session {sid} does not answer"),
+                    RelayEvent::LeaseEnding { .. } => {
+                        eprintln!("wavry-server: relay lease of session {sid} is ending");
+                    }
+                }
             }
             recv(host.events()) -> ev => {
                 let (h, ev) = ev.context("host driver stopped")?;

@@ -1,14 +1,19 @@
 //! The host's presence on the signalling gateway: bound as its account, it answers each RIFT
 //! offer with its candidates (or a refusal when its allow list does not hold the offering
-//! account's Wavry ID), and reconnects with backoff when the socket drops.
+//! account's Wavry ID), takes relay leases brokered for a client it answered (the client's
+//! handshake then arrives through that relay), and reconnects with backoff when the socket
+//! drops.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use wavry_net::HostDriver;
 use wavry_rift::crypto::PeerPolicy;
 use wavry_rift::identity::WavryId;
-use wavry_runtime::signal::{self, Offer, Signal, SignalError};
+use wavry_rift::relay_client::RelayClientConfig;
+use wavry_runtime::signal::{self, Offer, RelayGrant, Signal, SignalError};
 
 use super::Shared;
 
@@ -16,6 +21,9 @@ use super::Shared;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long after answering an offer the host takes relay leases for that account: a client
+/// asks for a relay only after its direct attempt, well within this.
+const RELAY_AFTER_OFFER: Duration = Duration::from_secs(120);
 
 /// What the host tells the gateway and whom it lets in.
 pub(super) struct Presence {
@@ -55,7 +63,7 @@ impl Presence {
     /// Serves offers until the runtime stops; reconnects after transient failures. A
     /// permanent one (the token revoked) ends presence with a line saying so; sessions on
     /// --listen go on.
-    pub(super) fn run(&self, mut signal: Option<Signal>, shared: &Shared) {
+    pub(super) fn run(&self, mut signal: Option<Signal>, shared: &Shared, host: &HostDriver) {
         let mut backoff = Duration::from_secs(1);
         while !shared.stop.load(Ordering::Acquire) {
             let s = match signal.take() {
@@ -83,19 +91,32 @@ impl Presence {
                     }
                 },
             };
-            if let Err(e) = self.serve(s, shared) {
+            if let Err(e) = self.serve(s, shared, host) {
                 eprintln!("wavry-server: gateway connection lost ({e}); reconnecting");
                 wait(shared, backoff);
             }
         }
     }
 
-    fn serve(&self, mut s: Signal, shared: &Shared) -> Result<(), SignalError> {
+    fn serve(&self, mut s: Signal, shared: &Shared, host: &HostDriver) -> Result<(), SignalError> {
+        // Accounts answered (accepted) lately: only they may bring a relay lease.
+        let mut answered: HashMap<String, Instant> = HashMap::new();
         while !shared.stop.load(Ordering::Acquire) {
             let Some(m) = s.recv(Instant::now() + Duration::from_millis(250))? else {
                 continue;
             };
-            if let Some(offer) = Offer::from_message(&m) {
+            if let Some(grant) = RelayGrant::from_message(&m) {
+                answered.retain(|_, at| at.elapsed() < RELAY_AFTER_OFFER);
+                match grant {
+                    Ok(g) if answered.contains_key(&g.peer) => add_relay_path(host, g),
+                    Ok(g) => eprintln!(
+                        "wavry-server: relay lease for {} ignored: no offer from that account \
+                         was answered lately",
+                        g.peer
+                    ),
+                    Err(e) => eprintln!("wavry-server: unusable relay lease: {e}"),
+                }
+            } else if let Some(offer) = Offer::from_message(&m) {
                 let accepted = self.allows(&offer);
                 println!(
                     "wavry-server: offer from {} ({}, {:?}) through the gateway: {}",
@@ -109,6 +130,9 @@ impl Presence {
                     }
                 );
                 signal::answer(&mut s, &offer, accepted, &self.candidates)?;
+                if accepted {
+                    answered.insert(offer.from, Instant::now());
+                }
             } else if let wavry_signal::Message::Error { code, message } = m {
                 eprintln!("wavry-server: gateway: {message} ({})", code.unwrap_or(0));
             }
@@ -127,6 +151,17 @@ impl Presence {
                 .and_then(|w| w.parse::<WavryId>().ok())
                 .is_some_and(|id| p.allows(&id)),
         }
+    }
+}
+
+/// Presents the host's lease to its relay; the client's handshake comes through it.
+fn add_relay_path(host: &HostDriver, g: RelayGrant) {
+    println!(
+        "wavry-server: relay path for {}: presenting the lease to relay {} at {}",
+        g.peer, g.lease.relay_id, g.lease.relay_addr
+    );
+    if let Err(e) = host.add_relay_path(g.lease, RelayClientConfig::default(), CONNECT_TIMEOUT) {
+        eprintln!("wavry-server: relay path for {} not added: {e}", g.peer);
     }
 }
 

@@ -169,6 +169,11 @@ struct Args {
     gateway_url: Option<String>,
     #[command(flatten)]
     token: signal::TokenArgs,
+    /// With --gateway-url: offer clients these addresses (a port forward, a public address;
+    /// repeatable) instead of the ones found on this machine. A client that reaches none of
+    /// them falls back to a relay.
+    #[arg(long, value_name = "IP:PORT", requires = "gateway_url")]
+    advertise: Vec<SocketAddr>,
     /// Serve browsers over WebRTC (not in this build).
     #[arg(long, env = "WAVRY_ENABLE_WEBRTC")]
     enable_webrtc: bool,
@@ -446,7 +451,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
             let p = Presence {
                 url: url.clone(),
                 token,
-                candidates: signal::host_candidates(host.local_addr(), signal::gateway_addr(url)),
+                candidates: if args.advertise.is_empty() {
+                    signal::host_candidates(host.local_addr(), signal::gateway_addr(url))
+                } else {
+                    args.advertise.clone()
+                },
                 policy: policy.clone(),
             };
             let first = p.connect().context("gateway")?;
@@ -458,8 +467,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::default());
     let result = std::thread::scope(|s| {
         if let Some((p, first)) = presence {
-            let shared = &shared;
-            s.spawn(move || p.run(first, shared));
+            let (shared, host) = (&shared, &host);
+            s.spawn(move || p.run(first, shared, host));
         }
         let media = s.spawn(|| media_loop(&host, &shared, source, encoder, rec_encoder, &recorder));
         let audio = (args.audio_source == "tone")
