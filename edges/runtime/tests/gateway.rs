@@ -26,14 +26,15 @@ struct Stack {
     rt: tokio::runtime::Runtime,
     _master: Service,
     gateway: Service,
-    relay: Option<Service>,
+    /// Each relay's health service and its relay id.
+    relays: Vec<(Service, String)>,
     http: reqwest::Client,
 }
 
 impl Stack {
-    /// Master and gateway; with `relay`, a `wavry-relay` registered with the master (ready
-    /// once the master lists it).
-    fn start(dir: &Path, relay: bool) -> Self {
+    /// Master and gateway, and `relays` relays registered with the master (each ready once
+    /// the master lists it).
+    fn start(dir: &Path, relays: usize) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -55,7 +56,7 @@ impl Stack {
                 .await
                 .unwrap()
         };
-        let (master, gateway, relay) = rt.block_on(async {
+        let (master, gateway, relays) = rt.block_on(async {
             let listen = |port: u16| vec!["--listen".to_owned(), format!("127.0.0.1:{port}")];
             let data = |d: &str| vec!["--data-dir".to_owned(), dir.join(d).display().to_string()];
             let port = free_port().unwrap();
@@ -82,7 +83,8 @@ impl Stack {
                 env(&[("WAVRY_GATEWAY_MASTER_TOKEN", SERVICE_TOKEN)]),
             )
             .await;
-            let relay = if relay {
+            let mut started = Vec::new();
+            for i in 0..relays {
                 let health = free_port().unwrap();
                 let udp = free_port().unwrap();
                 let args: Vec<String> = [
@@ -95,7 +97,7 @@ impl Stack {
                     "--master-token",
                     RELAY_TOKEN,
                     "--key",
-                    &dir.join("relay.key").display().to_string(),
+                    &dir.join(format!("relay{i}.key")).display().to_string(),
                 ]
                 .iter()
                 .map(ToString::to_string)
@@ -110,17 +112,22 @@ impl Stack {
                     assert!(std::time::Instant::now() < end, "relay never became ready");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Some(r)
-            } else {
-                None
-            };
-            (master, gateway, relay)
+                let health: Value = reqwest::get(format!("{}/health", r.base))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let id = health["relay_id"].as_str().unwrap().to_owned();
+                started.push((r, id));
+            }
+            (master, gateway, started)
         });
         Self {
             rt,
             _master: master,
             gateway,
-            relay,
+            relays,
             http: reqwest::Client::new(),
         }
     }
@@ -170,27 +177,22 @@ fn identity(dir: &Path, name: &str) -> (String, IdentityKey) {
     (path.to_str().unwrap().to_owned(), k)
 }
 
+/// A client asking the gateway for `host`; it streams for 2 s unless `extra` says otherwise.
 fn client_via_gateway(url: &str, host: &str, key: &str, token: &str, extra: &[&str]) -> Proc {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wavry-client"));
-    c.args([
-        "--gateway-url",
-        url,
-        "--host",
-        host,
-        "--key",
-        key,
-        "--seconds",
-        "2",
-    ])
-    .args(extra)
-    .env("WAVRY_SESSION_TOKEN", token);
+    if !extra.contains(&"--seconds") {
+        c.args(["--seconds", "2"]);
+    }
+    c.args(["--gateway-url", url, "--host", host, "--key", key])
+        .args(extra)
+        .env("WAVRY_SESSION_TOKEN", token);
     Proc::spawn_cmd(c)
 }
 
 #[test]
 fn a_client_reaches_a_host_by_username_and_by_wavry_id_through_the_gateway() {
     let dir = TempDir::new("gateway");
-    let stack = Stack::start(&dir.0, false);
+    let stack = Stack::start(&dir.0, 0);
     let (host_key, host) = identity(&dir.0, "host");
     let (client_key, client) = identity(&dir.0, "client");
     let (stranger_key, stranger) = identity(&dir.0, "stranger");
@@ -304,7 +306,7 @@ fn a_client_reaches_a_host_by_username_and_by_wavry_id_through_the_gateway() {
 #[test]
 fn a_host_with_a_refused_token_or_an_insecure_gateway_url_says_why_and_exits() {
     let dir = TempDir::new("gateway-refused");
-    let stack = Stack::start(&dir.0, false);
+    let stack = Stack::start(&dir.0, 0);
     let (host_key, _) = identity(&dir.0, "host");
     let base = [
         "--key",
@@ -345,9 +347,9 @@ fn a_host_with_a_refused_token_or_an_insecure_gateway_url_says_why_and_exits() {
 }
 
 impl Stack {
-    /// A counter of the relay's `/metrics` (summed over its label sets).
+    /// A counter of the first relay's `/metrics` (summed over its label sets).
     fn relay_counter(&self, name: &str) -> f64 {
-        let relay = self.relay.as_ref().expect("a stack with a relay");
+        let (relay, _) = self.relays.first().expect("a stack with a relay");
         let text = self.rt.block_on(async {
             reqwest::get(format!("{}/metrics", relay.base))
                 .await
@@ -366,7 +368,7 @@ impl Stack {
 #[test]
 fn a_client_that_cannot_reach_the_host_directly_streams_through_a_brokered_relay() {
     let dir = TempDir::new("gateway-relay");
-    let stack = Stack::start(&dir.0, true);
+    let stack = Stack::start(&dir.0, 1);
     let (host_key, host) = identity(&dir.0, "host");
     let (client_key, client) = identity(&dir.0, "client");
     let host_token = stack.register("hostbox", &host);
@@ -375,32 +377,7 @@ fn a_client_that_cannot_reach_the_host_directly_streams_through_a_brokered_relay
     // reads): the client's direct attempt gets no reply.
     let black_hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let dead = black_hole.local_addr().unwrap().to_string();
-    let client_id = client.id().to_string();
-    let mut server = Proc::spawn_cmd({
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wavry-server"));
-        c.args([
-            "--key",
-            &host_key,
-            "--allow",
-            &client_id,
-            "--listen",
-            "127.0.0.1:0",
-            "--width",
-            "320",
-            "--height",
-            "240",
-            "--fps",
-            "30",
-            "--bitrate-kbps",
-            "1000",
-            "--gateway-url",
-            &stack.ws_url(),
-            "--advertise",
-            &dead,
-        ])
-        .env("WAVRY_SESSION_TOKEN", &host_token);
-        c
-    });
+    let mut server = host_via_gateway(&stack, &host_key, &client, &host_token, &dead);
     let line = server.line_with("reachable through the gateway");
     assert!(line.contains(&dead), "advertises only --advertise: {line}");
     let host_id = host.id().to_string();
@@ -476,6 +453,105 @@ fn a_client_that_cannot_reach_the_host_directly_streams_through_a_brokered_relay
         "{lines:?}"
     );
     assert_pictures(&lines, 10);
+
+    server.signal("-INT");
+    let (ok, lines) = server.wait();
+    assert!(ok, "host exit: {lines:?}");
+}
+
+/// A host bound to the gateway that lets `client` in and offers only `advertise`.
+fn host_via_gateway(
+    stack: &Stack,
+    key: &str,
+    client: &IdentityKey,
+    token: &str,
+    advertise: &str,
+) -> Proc {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wavry-server"));
+    c.args([
+        "--key",
+        key,
+        "--allow",
+        &client.id().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--fps",
+        "30",
+        "--bitrate-kbps",
+        "1000",
+        "--gateway-url",
+        &stack.ws_url(),
+        "--advertise",
+        advertise,
+    ])
+    .env("WAVRY_SESSION_TOKEN", token);
+    Proc::spawn_cmd(c)
+}
+
+#[test]
+fn killing_the_relay_mid_session_moves_the_stream_to_the_next_relay() {
+    let dir = TempDir::new("gateway-failover");
+    let mut stack = Stack::start(&dir.0, 2);
+    let (host_key, host) = identity(&dir.0, "host");
+    let (client_key, client) = identity(&dir.0, "client");
+    let host_token = stack.register("hostbox", &host);
+    let client_token = stack.register("alice", &client);
+    let black_hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = black_hole.local_addr().unwrap().to_string();
+    let mut server = host_via_gateway(&stack, &host_key, &client, &host_token, &dead);
+    server.line_with("reachable through the gateway");
+
+    let mut c = client_via_gateway(
+        &stack.ws_url(),
+        "hostbox",
+        &client_key,
+        &client_token,
+        &["--path", "relay", "--seconds", "8", "--stats"],
+    );
+    let via = c.line_with("connected to");
+    let i = stack
+        .relays
+        .iter()
+        .position(|(_, id)| via.contains(id.as_str()))
+        .unwrap_or_else(|| panic!("a known relay: {via}"));
+    let first = stack.relays[i].1.clone();
+    // Frames flow through it (a stats line counts them), then the relay process dies.
+    c.line_with("stats:");
+    let (mut dead_relay, _) = stack.relays.remove(i);
+    stack.rt.block_on(dead_relay.stop()).unwrap();
+
+    let moved = c.line_with("failed over to relay");
+    let second = &stack.relays[0].1;
+    assert!(
+        moved.contains(second.as_str()) && !moved.contains(first.as_str()),
+        "{moved}"
+    );
+    let (ok, lines) = c.wait();
+    assert!(ok, "client: {lines:?}");
+    // The stream goes on through the second relay: stats lines after the move count frames.
+    let after: Vec<u64> = lines
+        .iter()
+        .skip_while(|l| !l.contains("failed over to relay"))
+        .filter_map(|l| l.strip_prefix("stats: ")?.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(
+        after.iter().filter(|&&fps| fps >= 10).count() >= 2,
+        "frames flow after the failover: {after:?} in {lines:?}"
+    );
+    let summary = summary(&lines);
+    assert_eq!(kv(summary, "failovers"), "1", "{summary}");
+    assert_eq!(kv(summary, "out_of_order"), "0", "{summary}");
+    println!(
+        "failover: longest gap between frames {} ms ({})",
+        kv(summary, "longest_frame_gap_ms"),
+        moved
+    );
+    // The host replaced the session on the dead relay with the new one.
+    server.line_with("closing the older session");
 
     server.signal("-INT");
     let (ok, lines) = server.wait();

@@ -40,6 +40,9 @@ pub(super) fn event_loop(
         .seconds
         .map(|s| Instant::now() + Duration::from_secs(s));
     let mut targets: HashMap<wavry_rift::session::SessionHandle, (u64, u32)> = HashMap::new();
+    // Each live session's authenticated client.
+    let mut peers: HashMap<wavry_rift::session::SessionHandle, wavry_rift::identity::WavryId> =
+        HashMap::new();
     loop {
         let left = deadline.map_or(Duration::from_secs(3600), |d| {
             d.saturating_duration_since(Instant::now())
@@ -71,6 +74,15 @@ pub(super) fn event_loop(
                 match ev {
                     Event::Connected { peer, .. } => {
                         println!("wavry-server: client {peer} connected");
+                        // A client that reconnects (a failover to another relay, a new
+                        // address) replaces its old session, which would otherwise hold the
+                        // stream's bitrate down until it timed out.
+                        for (&old, _) in peers.iter().filter(|&(&o, &p)| p == peer && o != h) {
+                            println!("wavry-server: closing the older session of {peer}");
+                            lock(&shared.sessions).retain(|&s| s != old);
+                            let _ = host.close(old, "superseded by a new session of this client");
+                        }
+                        peers.insert(h, peer);
                         for path in &args.send_file {
                             let u = Upload::start(&HostSession(host, h), path)?;
                             let (name, size) = u.describe();
@@ -81,6 +93,7 @@ pub(super) fn event_loop(
                         shared.keyframe.store(true, Ordering::Release);
                     }
                     Event::Closed(reason) => {
+                        peers.remove(&h);
                         lock(&shared.sessions).retain(|&s| s != h);
                         uploads.retain(|(s, _)| *s != h);
                         if targets.remove(&h).is_some() {

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -20,12 +19,10 @@ use wavry_media::{
     stamp,
     window::WindowPresenter,
 };
-use wavry_net::{ClientDriver, DriverConfig, IoMode};
-use wavry_rift::crypto::PeerPolicy;
-use wavry_rift::identity::{IdentityKey, WavryId};
+use wavry_net::{ClientDriver, IoMode};
+use wavry_rift::identity::WavryId;
 use wavry_rift::proto::{self, input_message};
-use wavry_rift::relay_client::RelayClientConfig;
-use wavry_rift::session::{CloseReason, Event, Role, Session, SessionConfig};
+use wavry_rift::session::{CloseReason, Event};
 use wavry_runtime::{Latencies, fmt_ms, signal};
 
 /// How a session through the gateway reaches the host.
@@ -38,6 +35,8 @@ enum PathChoice {
     /// Through a relay only.
     Relay,
 }
+
+mod connect;
 
 /// Wavry client: watch (and record) a Wavry host's stream.
 #[derive(Parser, Debug)]
@@ -70,6 +69,10 @@ struct Args {
     /// handshake before the next one (then a relay), ms.
     #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u64).range(100..=60_000))]
     direct_timeout_ms: u64,
+    /// With --gateway-url: a session that delivers no frame or audio for this long is moved to
+    /// another relay (fresh handshake, same stream), ms.
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    failover_after_ms: u64,
     /// Name shown to the host.
     #[arg(long, default_value = "wavry-client")]
     name: String,
@@ -180,279 +183,6 @@ fn check_flags(args: &Args) -> anyhow::Result<Option<SocketAddr>> {
     Ok(Some(addr))
 }
 
-/// A host found through the gateway: where it answered, whom to pin, and the still-open
-/// signalling socket (for a relay, if the direct path fails).
-struct Brokered {
-    sig: signal::Signal,
-    host: String,
-    candidates: Vec<SocketAddr>,
-    pin: Option<WavryId>,
-}
-
-/// Asks the gateway for `--host`: its candidates and whom to pin (`--host-id` when given, and
-/// the gateway must agree; else the host account's Wavry ID as the gateway vouches for it).
-fn broker(args: &Args, url: &str) -> anyhow::Result<Brokered> {
-    let host = args
-        .host
-        .as_deref()
-        .context("--host is required with --gateway-url")?;
-    let token = args.token.token()?;
-    let timeout = Duration::from_secs(args.connect_timeout.max(1));
-    let mut sig = signal::Signal::connect(url, &token, timeout).context("gateway")?;
-    let answer = signal::offer(&mut sig, host, &args.name, timeout)
-        .with_context(|| format!("asking the gateway for {host}"))?;
-    let vouched = answer
-        .wavry_id
-        .as_deref()
-        .map(str::parse::<WavryId>)
-        .transpose()
-        .context("the gateway's Wavry ID for the host")?;
-    let pin = match (args.host_id, vouched) {
-        (Some(flag), Some(v)) if flag != v => {
-            bail!("--host-id {flag} but the gateway says {host} is {v}: refusing to connect")
-        }
-        (Some(flag), _) => Some(flag),
-        (None, v) => v,
-    };
-    println!(
-        "wavry-client: {host} answered through the gateway at {}",
-        answer
-            .candidates
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    Ok(Brokered {
-        sig,
-        host: host.to_owned(),
-        candidates: answer.candidates,
-        pin,
-    })
-}
-
-/// Where a session runs.
-enum Route {
-    Direct(SocketAddr),
-    Relay(Box<signal::RelayGrant>),
-}
-
-impl std::fmt::Display for Route {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Direct(a) => write!(f, "{a} (direct)"),
-            Self::Relay(g) => write!(f, "relay {} at {}", g.lease.relay_id, g.lease.relay_addr),
-        }
-    }
-}
-
-/// Binds a socket towards `to` (loopback stays on loopback) and starts the client session.
-fn start(
-    args: &Args,
-    route: &Route,
-    cfg: SessionConfig,
-    key: &Arc<IdentityKey>,
-) -> anyhow::Result<ClientDriver> {
-    let to = match route {
-        Route::Direct(a) => *a,
-        Route::Relay(g) => g.lease.relay_addr,
-    };
-    let bind = match to {
-        a if a.ip().is_loopback() => SocketAddr::new(a.ip(), 0),
-        SocketAddr::V4(_) => "0.0.0.0:0".parse()?,
-        SocketAddr::V6(_) => "[::]:0".parse()?,
-    };
-    let socket = wavry_net::bind(bind, args.io, &wavry_net::Config::default())?;
-    let driver_cfg = DriverConfig {
-        thread_name: "wavry-client-io".into(),
-        ..DriverConfig::default()
-    };
-    Ok(match route {
-        Route::Direct(a) => ClientDriver::connect(socket, cfg, key.clone(), *a, driver_cfg)?,
-        Route::Relay(g) => {
-            let session = Session::client_via_relay(
-                Instant::now(),
-                wavry_media::wall_clock_us() / 1000,
-                cfg,
-                key.clone(),
-                g.lease.clone(),
-                RelayClientConfig::default(),
-            )?;
-            ClientDriver::spawn(socket, session, driver_cfg)?
-        }
-    })
-}
-
-/// How waiting for a session's handshake ended.
-enum Waited {
-    Connected(WavryId, Box<proto::HelloAck>),
-    Failed(String),
-    Stopped,
-}
-
-/// How one connection attempt ended.
-enum Attempt {
-    Up(ClientDriver, Box<proto::HelloAck>),
-    Failed(String),
-    Stopped,
-}
-
-/// A running session, and the gateway socket it was brokered on (kept for relays).
-struct Established {
-    client: ClientDriver,
-    params: Box<proto::HelloAck>,
-    _brokered: Option<Brokered>,
-}
-
-fn await_connected(
-    client: &ClientDriver,
-    stop_rx: &crossbeam_channel::Receiver<()>,
-    within: Duration,
-) -> anyhow::Result<Waited> {
-    let deadline = Instant::now() + within;
-    loop {
-        select! {
-            recv(client.events()) -> ev => match ev.context("client driver stopped")? {
-                Event::Connected { peer, params } => return Ok(Waited::Connected(peer, params)),
-                Event::Closed(r) => return Ok(Waited::Failed(describe(&r))),
-                _ => {}
-            },
-            recv(stop_rx) -> _ => return Ok(Waited::Stopped),
-            default(deadline.saturating_duration_since(Instant::now())) => {
-                return Ok(Waited::Failed(format!("no answer within {within:?}")));
-            }
-        }
-    }
-}
-
-/// Connects along `route`.
-fn try_route(
-    args: &Args,
-    route: &Route,
-    cfg: &SessionConfig,
-    key: &Arc<IdentityKey>,
-    stop_rx: &crossbeam_channel::Receiver<()>,
-    within: Duration,
-) -> anyhow::Result<Attempt> {
-    let mut cfg = cfg.clone();
-    cfg.handshake_timeout = within;
-    let client = start(args, route, cfg, key)?;
-    match await_connected(&client, stop_rx, within)? {
-        Waited::Connected(peer, params) => {
-            println!("wavry-client: connected to {peer} via {route}");
-            Ok(Attempt::Up(client, params))
-        }
-        Waited::Failed(why) => {
-            let _ = client.shutdown();
-            Ok(Attempt::Failed(why))
-        }
-        Waited::Stopped => {
-            let _ = client.shutdown();
-            Ok(Attempt::Stopped)
-        }
-    }
-}
-
-/// Establishes the session: `--connect` directly; through the gateway direct to the host's
-/// candidates first (`--path auto`, bounded by `--direct-timeout-ms`), then through a relay
-/// the gateway brokers. `None` when stopped first.
-fn establish(
-    args: &Args,
-    direct: Option<SocketAddr>,
-    key: &Arc<IdentityKey>,
-    stop_rx: &crossbeam_channel::Receiver<()>,
-) -> anyhow::Result<Option<Established>> {
-    let connect_timeout = Duration::from_secs(args.connect_timeout.max(1));
-    let mut brokered = match (direct, &args.gateway_url) {
-        (Some(_), _) => None,
-        (None, Some(url)) => Some(broker(args, url)?),
-        (None, None) => bail!("nothing to connect to"),
-    };
-    let pin = brokered.as_ref().map_or(args.host_id, |b| b.pin);
-    let policy = match pin {
-        Some(id) => PeerPolicy::Pinned(id),
-        None => {
-            eprintln!(
-                "wavry-client: no --host-id: accepting any host that proves an identity \
-                 (pin it with --host-id for protection against impostors)"
-            );
-            PeerPolicy::AnyAuthenticated
-        }
-    };
-    let mut cfg = SessionConfig::new(Role::Client, policy);
-    cfg.hello.client_name.clone_from(&args.name);
-    cfg.files.max_file_bytes = args.file_max_bytes;
-    let Some(b) = brokered.as_mut() else {
-        let addr = direct.context("nothing to connect to")?;
-        return match try_route(
-            args,
-            &Route::Direct(addr),
-            &cfg,
-            key,
-            stop_rx,
-            connect_timeout,
-        )? {
-            Attempt::Up(client, params) => Ok(Some(Established {
-                client,
-                params,
-                _brokered: None,
-            })),
-            Attempt::Stopped => Ok(None),
-            Attempt::Failed(why) => bail!("could not connect to {addr}: {why}"),
-        };
-    };
-    let mut failures = Vec::new();
-    if args.path != PathChoice::Relay {
-        let within = match args.path {
-            PathChoice::Direct => connect_timeout,
-            _ => Duration::from_millis(args.direct_timeout_ms.max(100)),
-        };
-        for &addr in &b.candidates {
-            match try_route(args, &Route::Direct(addr), &cfg, key, stop_rx, within)? {
-                Attempt::Up(client, params) => {
-                    return Ok(Some(Established {
-                        client,
-                        params,
-                        _brokered: brokered,
-                    }));
-                }
-                Attempt::Stopped => return Ok(None),
-                Attempt::Failed(why) => {
-                    eprintln!("wavry-client: direct to {addr} failed: {why}");
-                    failures.push(format!("direct {addr}: {why}"));
-                }
-            }
-        }
-        if args.path == PathChoice::Direct {
-            bail!(
-                "could not reach {} directly ({}); --path auto falls back to a relay",
-                b.host,
-                if failures.is_empty() {
-                    "it offered no address".to_owned()
-                } else {
-                    failures.join("; ")
-                }
-            );
-        }
-    }
-    println!("wavry-client: asking the gateway for a relay to {}", b.host);
-    let grant = signal::request_relay(&mut b.sig, &b.host, &[], connect_timeout)
-        .with_context(|| format!("asking the gateway for a relay to {}", b.host))?;
-    let route = Route::Relay(Box::new(grant));
-    match try_route(args, &route, &cfg, key, stop_rx, connect_timeout)? {
-        Attempt::Up(client, params) => Ok(Some(Established {
-            client,
-            params,
-            _brokered: brokered,
-        })),
-        Attempt::Stopped => Ok(None),
-        Attempt::Failed(why) => {
-            failures.push(format!("{route}: {why}"));
-            bail!("could not reach {}: {}", b.host, failures.join("; "))
-        }
-    }
-}
-
 /// What the client saw.
 #[derive(Debug, Default)]
 struct Tally {
@@ -490,6 +220,11 @@ struct Tally {
     window_keys: u64,
     /// Decoded audio, samples per channel.
     audio_samples: u64,
+    /// Sessions replaced after their path was lost.
+    failovers: u64,
+    /// When the last frame arrived, and the longest time between two (a failover's outage).
+    last_frame_at: Option<Instant>,
+    longest_gap: Duration,
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -502,19 +237,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     let stop_rx = wavry_runtime::stop_signal()?;
-    let Some(Established {
-        client,
-        params,
-        _brokered,
-    }) = establish(args, direct, &key, &stop_rx)?
-    else {
+    let Some(mut est) = connect::establish(args, direct, &key, &stop_rx)? else {
         return Ok(());
     };
-    let res = params.stream_resolution.unwrap_or_default();
+    let res = est.params.stream_resolution.unwrap_or_default();
     let format = VideoFormat {
         width: res.width,
         height: res.height,
-        fps: params.fps.max(1),
+        fps: est.params.fps.max(1),
     };
     println!(
         "wavry-client: stream {}x{} @ {} fps, H.264, decoder ffmpeg-h264, presenter {}",
@@ -541,7 +271,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     };
     if let Some(code) = args.input_test_key {
         for pressed in [true, false] {
-            client.send_input(proto::InputMessage {
+            est.client.send_input(proto::InputMessage {
                 timestamp_us: wavry_media::wall_clock_us(),
                 event: Some(input_message::Event::Key(proto::Key {
                     keycode: code,
@@ -552,14 +282,46 @@ fn run(args: &Args) -> anyhow::Result<()> {
         println!("wavry-client: sent a press and release of key {code}");
     }
     let mut tally = Tally::default();
-    let outcome = stream(
-        args,
-        &client,
-        &stop_rx,
-        &mut tally,
-        recorder.as_mut(),
-        (format.width, format.height),
-    );
+    let deadline = args
+        .seconds
+        .map(|s| Instant::now() + Duration::from_secs(s));
+    let failover_after = Duration::from_millis(args.failover_after_ms);
+    let outcome = loop {
+        let silence = est.can_fail_over().then_some(failover_after);
+        match stream(
+            args,
+            &est.client,
+            &stop_rx,
+            &mut tally,
+            recorder.as_mut(),
+            (format.width, format.height),
+            deadline,
+            silence,
+        ) {
+            Ok(Ended::PathLost(why)) => {
+                let lost = Instant::now();
+                eprintln!(
+                    "wavry-client: the path via {} is lost ({why}); failing over",
+                    est.route
+                );
+                match connect::fail_over(args, &mut est, &key, &stop_rx) {
+                    Ok(true) => {
+                        tally.failovers += 1;
+                        println!(
+                            "wavry-client: failed over to {} in {} ms",
+                            est.route,
+                            lost.elapsed().as_millis()
+                        );
+                    }
+                    Ok(false) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            }
+            Ok(Ended::Finished) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    let client = est.client;
     if outcome.is_ok() {
         let _ = client.close("client finished");
     }
@@ -594,6 +356,18 @@ fn describe(r: &CloseReason) -> String {
     }
 }
 
+/// How [`stream`] ended.
+enum Ended {
+    /// Time is up, Ctrl-C, the window closed or the host ended the session.
+    Finished,
+    /// No media for the failover silence, or the path died: fail over.
+    PathLost(String),
+}
+
+/// Receives, decodes and presents the session's stream until it ends. With `silence`, a
+/// session that delivers no frame or audio for that long (or dies of silence) ends as
+/// [`Ended::PathLost`].
+#[allow(clippy::too_many_arguments)]
 fn stream(
     args: &Args,
     client: &ClientDriver,
@@ -601,7 +375,9 @@ fn stream(
     tally: &mut Tally,
     mut recorder: Option<&mut FileRecorder>,
     picture_size: (u32, u32),
-) -> anyhow::Result<()> {
+    deadline: Option<Instant>,
+    silence: Option<Duration>,
+) -> anyhow::Result<Ended> {
     let mut decoder = FfmpegDecoder::h264()?;
     let mut audio = OpusDecoder::new(OPUS_48K_STEREO_10MS)?;
     // Room for the longest Opus packet (120 ms) of 48 kHz stereo.
@@ -617,10 +393,13 @@ fn stream(
     };
     let mut picture = RawFrame::new(2, 2);
     let mut window_input = Vec::new();
-    let deadline = args
-        .seconds
-        .map(|s| Instant::now() + Duration::from_secs(s));
     let mut need_keyframe = true;
+    let mut last_media = Instant::now();
+    let watch = if silence.is_some() {
+        crossbeam_channel::tick(Duration::from_millis(50))
+    } else {
+        crossbeam_channel::never()
+    };
     let mut downloads = wavry_runtime::files::Downloads::new(args.file_out_dir.clone());
     let mut uploads = Vec::new();
     for path in &args.send_file {
@@ -650,12 +429,19 @@ fn stream(
             d.saturating_duration_since(Instant::now())
         });
         if left.is_zero() {
-            return Ok(());
+            return Ok(Ended::Finished);
         }
         select! {
             recv(stop_rx) -> _ => {
                 eprintln!("wavry-client: stopping (Goodbye to the host)");
-                return Ok(());
+                return Ok(Ended::Finished);
+            }
+            recv(watch) -> _ => {
+                if let Some(s) = silence
+                    && last_media.elapsed() >= s
+                {
+                    return Ok(Ended::PathLost(format!("no media for {} ms", s.as_millis())));
+                }
             }
             recv(probes) -> _ => {
                 client.send_input(proto::InputMessage {
@@ -671,6 +457,10 @@ fn stream(
             },
             recv(client.events()) -> ev => match ev.context("client driver stopped")? {
                 Event::Frame(f) => {
+                    last_media = Instant::now();
+                    if let Some(prev) = tally.last_frame_at.replace(last_media) {
+                        tally.longest_gap = tally.longest_gap.max(last_media - prev);
+                    }
                     let arrival = wavry_media::wall_clock_us();
                     tally.encode.record_us(u64::from(f.meta.encode_us));
                     tally.transport.record_us(arrival.saturating_sub(
@@ -709,7 +499,7 @@ fn stream(
                                 }
                                 if !shown {
                                     println!("wavry-client: window closed");
-                                    return Ok(());
+                                    return Ok(Ended::Finished);
                                 }
                             }
                             Ok(false) => {}
@@ -723,6 +513,7 @@ fn stream(
                     client.recycle(f)?;
                 }
                 Event::Audio { timestamp_us, data } => {
+                    last_media = Instant::now();
                     tally.audio_packets += 1;
                     if let Some(r) = recorder.as_deref_mut() {
                         r.write_audio(&data, timestamp_us)?;
@@ -807,7 +598,12 @@ fn stream(
                     return match r {
                         CloseReason::Remote(why) => {
                             println!("wavry-client: the host ended the session: {why}");
-                            Ok(())
+                            Ok(Ended::Finished)
+                        }
+                        r @ (CloseReason::IdleTimeout | CloseReason::RelayUnreachable)
+                            if silence.is_some() =>
+                        {
+                            Ok(Ended::PathLost(describe(&r)))
                         }
                         other => Err(anyhow::anyhow!("session ended: {}", describe(&other))),
                     };
@@ -921,7 +717,8 @@ fn print_summary(t: &Tally) {
          g2g_p50_ms={} g2g_p99_ms={} g2g_p999_ms={} encode_p50_ms={} encode_p99_ms={} \
          transport_p50_ms={} transport_p99_ms={} transport_p999_ms={} decode_p50_ms={} \
          decode_p99_ms={} present_p99_ms={} mbytes={:.2} audio_packets={} audio_errors={} \
-         audio_ms={} input_probes={} window_input={} window_keys={} cpu_s={}",
+         audio_ms={} input_probes={} window_input={} window_keys={} failovers={} \
+         longest_frame_gap_ms={} cpu_s={}",
         t.received,
         t.pictures,
         t.decoded,
@@ -951,6 +748,8 @@ fn print_summary(t: &Tally) {
         t.input_probes,
         t.window_input,
         t.window_keys,
+        t.failovers,
+        t.longest_gap.as_millis(),
         wavry_runtime::cpu_seconds("self").map_or_else(|| "-".into(), |c| format!("{c:.2}")),
     );
 }
