@@ -107,7 +107,13 @@ impl Gw {
         claimed: &IdentityKey,
         signer: &IdentityKey,
     ) -> (u16, Value) {
-        let pk = claimed.id().to_string();
+        self.register_as(name, &claimed.id().to_string(), signer)
+            .await
+    }
+
+    /// Registers `name` with the public key written as `pk` (either form), proving it with
+    /// `signer`.
+    async fn register_as(&self, name: &str, pk: &str, signer: &IdentityKey) -> (u16, Value) {
         let (code, ch) = self
             .post(
                 "198.51.100.200",
@@ -484,6 +490,71 @@ async fn public_keys_are_proven(db: Option<String>) {
     assert_eq!(body["user"]["wavry_id"], owner.id().to_string());
 }
 
+/// Finding 5, continued — one key, two spellings: a public key is taken as 64 hex
+/// characters (any case) or as its Wavry ID and stored in one form, so a key registered one
+/// way is found the other way (409); anything else is a 400 that names both forms.
+async fn public_keys_take_either_form(db: Option<String>) {
+    let g = gateway(db, &[]).await;
+    let (a, b) = (
+        IdentityKey::generate().unwrap(),
+        IdentityKey::generate().unwrap(),
+    );
+    let hex_of = |k: &IdentityKey| hex::encode(k.id().as_bytes());
+    let (code, body) = g.register_as("byhex", &hex_of(&a), &a).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["user"]["wavry_id"], a.id().to_string());
+    let (code, body) = g.register_as("byid", &b.id().to_string(), &b).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["user"]["wavry_id"], b.id().to_string());
+    assert_eq!(body["user"]["public_key"], hex_of(&b), "stored as hex");
+    let (code, body) = g.register_as("againid", &a.id().to_string(), &a).await;
+    assert_eq!(
+        code, 409,
+        "hex key registered again as its Wavry ID: {body}"
+    );
+    let (code, body) = g
+        .register_as("againhex", &hex_of(&b).to_uppercase(), &b)
+        .await;
+    assert_eq!(code, 409, "Wavry ID registered again as hex: {body}");
+
+    let id = a.id().to_string();
+    for bad in [
+        String::new(),
+        "xyz".into(),
+        "ab".repeat(31),
+        "ab".repeat(33),
+        "zz".repeat(32),
+        format!("{id}A"),
+        id[..42].to_string(),
+        "+".repeat(43),
+    ] {
+        let (code, body) = g
+            .post(
+                "198.51.100.202",
+                "/auth/register/challenge",
+                json!({"public_key": bad}),
+                None,
+            )
+            .await;
+        assert_eq!(code, 400, "challenge for {bad:?}: {body}");
+        let msg = body["error"].as_str().unwrap();
+        assert!(
+            msg.contains("hex") && msg.contains("Wavry ID"),
+            "the error names both forms: {msg}"
+        );
+        let (code, body) = g
+            .post(
+                "198.51.100.202",
+                "/auth/register",
+                json!({"email": "bad@example.com", "password": PASSWORD, "display_name": "b", "username": "badkey", "public_key": bad, "challenge": "x", "signature": "00"}),
+                None,
+            )
+            .await;
+        assert_eq!(code, 400, "registration with {bad:?}: {body}");
+        assert_eq!(body["error"].as_str(), Some(msg));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_busy_hasher_is_not_a_failure() {
     busy_hasher_is_not_a_failure(None).await;
@@ -520,6 +591,11 @@ async fn sqlite_public_keys_are_proven() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_public_keys_take_either_form() {
+    public_keys_take_either_form(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_enabling_2fa_needs_the_password() {
     enabling_2fa_needs_the_password(None).await;
 }
@@ -529,7 +605,7 @@ async fn sqlite_enabling_2fa_needs_the_password() {
 async fn postgres_security() {
     let pg = PgCluster::start().unwrap_or_else(|e| panic!("{e:#}\nThe Postgres suite needs the Debian `postgresql` package: run `cargo xtask test`."));
     for name in [
-        "busy", "parallel", "lockout", "enrol", "reauth", "global", "metrics", "proof",
+        "busy", "parallel", "lockout", "enrol", "reauth", "global", "metrics", "proof", "forms",
     ] {
         pg.create_db(name).unwrap();
     }
@@ -541,4 +617,5 @@ async fn postgres_security() {
     global_limiter_cannot_be_filled(Some(pg.url("global"))).await;
     metrics_have_the_right_types(Some(pg.url("metrics"))).await;
     public_keys_are_proven(Some(pg.url("proof"))).await;
+    public_keys_take_either_form(Some(pg.url("forms"))).await;
 }
