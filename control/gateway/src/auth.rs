@@ -116,6 +116,16 @@ async fn user_by_email(st: &AppState, email: &str) -> ApiResult<Option<UserRow>>
     Ok(row.as_ref().map(user_from).transpose()?)
 }
 
+async fn user_by_username(st: &AppState, username: &str) -> ApiResult<Option<UserRow>> {
+    let row = sqlx::query(&format!(
+        "SELECT {USER_COLS} FROM users WHERE username = $1"
+    ))
+    .bind(username)
+    .fetch_optional(&st.db)
+    .await?;
+    Ok(row.as_ref().map(user_from).transpose()?)
+}
+
 async fn user_by_id(st: &AppState, id: &str) -> ApiResult<Option<UserRow>> {
     let row = sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
         .bind(id)
@@ -350,9 +360,13 @@ async fn active_ban(st: &AppState, user_id: &str) -> ApiResult<Option<String>> {
     })
 }
 
+/// A login names the account by `email` or by `username` (exactly one).
 #[derive(Deserialize)]
 pub(crate) struct LoginReq {
-    email: String,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
     password: String,
     #[serde(default)]
     totp_code: Option<String>,
@@ -368,14 +382,28 @@ pub(crate) async fn login(
     st.count(&st.metrics.login_attempts);
     limit(&st, "login", ip)?;
     let req: LoginReq = parse_json(&body)?;
-    let email = norm_email(&req.email).ok_or_else(|| invalid(&st, "invalid email"))?;
     if !(1..=128).contains(&req.password.len()) {
         return Err(invalid(&st, "invalid password"));
     }
-    // Known and unknown emails are counted and answered alike.
-    let email_key = format!("email:{email}");
+    // Known and unknown accounts are counted and answered alike. A known account is counted
+    // under its email whichever name the login gave, so both share one budget.
+    let (user, account_key) = match (req.email.as_deref(), req.username.as_deref()) {
+        (Some(e), None) => {
+            let email = norm_email(e).ok_or_else(|| invalid(&st, "invalid email"))?;
+            (user_by_email(&st, &email).await?, format!("email:{email}"))
+        }
+        (None, Some(u)) => {
+            let name = norm_username(u).ok_or_else(|| invalid(&st, "invalid username"))?;
+            let user = user_by_username(&st, &name).await?;
+            let key = user.as_ref().map_or_else(
+                || format!("username:{name}"),
+                |u| format!("email:{}", u.email),
+            );
+            (user, key)
+        }
+        _ => return Err(invalid(&st, "give either email or username")),
+    };
     let ip_key = format!("ip:{}", st.ip.rate_key(ip));
-    let user = user_by_email(&st, &email).await?;
     let code = req
         .totp_code
         .as_deref()
@@ -401,7 +429,7 @@ pub(crate) async fn login(
     };
     reserve(&st, &ip_key).await?;
     if !owner_code_ok {
-        if let Err(e) = reserve(&st, &email_key).await {
+        if let Err(e) = reserve(&st, &account_key).await {
             throttle::refund(&st.db, &ip_key).await?;
             return Err(e);
         }
@@ -414,7 +442,7 @@ pub(crate) async fn login(
         // A busy hasher is not a wrong password: nothing is counted.
         throttle::refund(&st.db, &ip_key).await?;
         if !owner_code_ok {
-            throttle::refund(&st.db, &email_key).await?;
+            throttle::refund(&st.db, &account_key).await?;
         }
         tracing::warn!(event = "HasherBusy", "login refused: argon2 pool busy");
         return Err(busy(&st));
@@ -432,7 +460,7 @@ pub(crate) async fn login(
         ));
     };
     // The password was right: this actor's own attempt is handed back.
-    throttle::clear(&st.db, &email_key).await?;
+    throttle::clear(&st.db, &account_key).await?;
     throttle::refund(&st.db, &ip_key).await?;
     if let Some(reason) = active_ban(&st, &user.id).await? {
         tracing::info!(event = "AccountSuspended", user_id = %user.id, "login refused: banned");

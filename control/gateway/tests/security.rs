@@ -555,6 +555,54 @@ async fn public_keys_take_either_form(db: Option<String>) {
     }
 }
 
+/// A login may name the account by username instead of email: the same account, and one
+/// failure budget whichever name the guesses use (switching names buys no extra guesses).
+async fn login_by_username_shares_the_budget(db: Option<String>) {
+    let g = gateway(db, &[]).await;
+    g.register("carol").await;
+    let g = &g;
+    let login =
+        |ip: String, body: Value| async move { g.post(&ip, "/auth/login", body, None).await };
+    let (code, body) = login(
+        "192.0.2.30".into(),
+        json!({"username": " Carol ", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["username"], "carol");
+    assert_eq!(body["email"], "carol@example.com");
+    for both_or_neither in [
+        json!({"username": "carol", "email": "carol@example.com", "password": PASSWORD}),
+        json!({"password": PASSWORD}),
+    ] {
+        let (code, body) = login("192.0.2.31".into(), both_or_neither).await;
+        assert_eq!(code, 400, "{body}");
+    }
+    let (code, body) = login(
+        "192.0.2.32".into(),
+        json!({"username": "nobody", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(code, 401, "unknown usernames are wrong credentials: {body}");
+
+    // Five wrong guesses, three by email and two by username, each from its own address.
+    for i in 0..5 {
+        let name = if i < 3 {
+            json!({"email": "carol@example.com", "password": "wrong password!!"})
+        } else {
+            json!({"username": "carol", "password": "wrong password!!"})
+        };
+        let (code, body) = login(format!("203.0.113.{}", 40 + i), name).await;
+        assert_eq!(code, 401, "guess {i}: {body}");
+    }
+    let (code, body) = login(
+        "192.0.2.33".into(),
+        json!({"username": "carol", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(code, 429, "the username has its own budget: {body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_busy_hasher_is_not_a_failure() {
     busy_hasher_is_not_a_failure(None).await;
@@ -596,6 +644,11 @@ async fn sqlite_public_keys_take_either_form() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_login_by_username_shares_the_budget() {
+    login_by_username_shares_the_budget(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_enabling_2fa_needs_the_password() {
     enabling_2fa_needs_the_password(None).await;
 }
@@ -606,6 +659,7 @@ async fn postgres_security() {
     let pg = PgCluster::start().unwrap_or_else(|e| panic!("{e:#}\nThe Postgres suite needs the Debian `postgresql` package: run `cargo xtask test`."));
     for name in [
         "busy", "parallel", "lockout", "enrol", "reauth", "global", "metrics", "proof", "forms",
+        "byname",
     ] {
         pg.create_db(name).unwrap();
     }
@@ -618,4 +672,5 @@ async fn postgres_security() {
     metrics_have_the_right_types(Some(pg.url("metrics"))).await;
     public_keys_are_proven(Some(pg.url("proof"))).await;
     public_keys_take_either_form(Some(pg.url("forms"))).await;
+    login_by_username_shares_the_budget(Some(pg.url("byname"))).await;
 }
