@@ -1,4 +1,7 @@
-//! `wavry`: identity keys and Wavry IDs, a ping to a host, build information.
+//! `wavry`: identity keys and Wavry IDs, a gateway account (register, login), a ping to a
+//! host, build information.
+
+mod account;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +18,7 @@ use wavry_rift::{
 #[command(
     name = "wavry",
     version,
-    about = "Wavry command-line tools: identity keys, Wavry IDs, ping, build info"
+    about = "Wavry command-line tools: identity keys, Wavry IDs, gateway accounts, ping, build info"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -40,6 +43,19 @@ enum Command {
         #[arg(short, long, value_name = "PATH")]
         key: PathBuf,
     },
+    /// Create a gateway account bound to an identity key (proven by signature) and write its
+    /// session token to a private file.
+    ///
+    /// The password (12..128 bytes) is read from WAVRY_PASSWORD when set, else as one line
+    /// from stdin. The token goes to --token-out (mode 0600), never to the terminal; hand it
+    /// to wavry-server / wavry-client with WAVRY_SESSION_TOKEN_FILE=<path>.
+    Register(account::RegisterArgs),
+    /// Log in to a gateway account by username or email and write a new session token to a
+    /// private file.
+    ///
+    /// The password is read from WAVRY_PASSWORD when set, else as one line from stdin. The
+    /// token goes to --token-out (mode 0600), never to the terminal.
+    Login(account::LoginArgs),
     /// Handshake with a host (encrypted, both identities verified), then time echo probes:
     /// RTT min/avg/p99. Exits non-zero when nothing answers, the host refuses this identity or
     /// proves another one than --host-id, or no probe is answered.
@@ -98,6 +114,8 @@ fn main() -> anyhow::Result<()> {
             })?;
             println!("{id}");
         }
+        Command::Register(a) => account::register(&a)?,
+        Command::Login(a) => account::login(&a)?,
         Command::Ping {
             server,
             key,
