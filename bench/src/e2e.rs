@@ -7,13 +7,11 @@
 //! both paths; the summary gives the median over rounds and the transport-added latency as the
 //! median of same-round differences.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 use wavry_media::{
     RawFrame, VideoDecoder, VideoEncoder, VideoFormat, VideoSource,
     h264::{EncoderConfig, FfmpegDecoder, X264Encoder},
@@ -23,6 +21,7 @@ use wavry_media::{
 use wavry_rift::identity::IdentityKey;
 use wavry_runtime::{Latencies, cpu_seconds};
 
+use crate::child::{Proc, RemoveDir, after, kv};
 use crate::spread::Spread;
 
 /// Options of `wavry-bench e2e`.
@@ -212,85 +211,6 @@ fn summarize(rounds: &[(PathFigures, PathFigures)]) {
 }
 
 /// Removes a directory on drop.
-struct RemoveDir(PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process whose stdout lines arrive on a channel; killed on drop.
-struct Proc {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl Proc {
-    fn spawn(bin: &Path, args: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(bin)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let out = child.stdout.take().context("stdout")?;
-        let (tx, lines) = crossbeam_channel::unbounded();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Self { child, lines })
-    }
-
-    /// The next stdout line containing `needle`, waiting at most `limit`.
-    fn line_with(&self, needle: &str, limit: Duration) -> anyhow::Result<String> {
-        let end = Instant::now() + limit;
-        loop {
-            match self
-                .lines
-                .recv_timeout(end.saturating_duration_since(Instant::now()))
-            {
-                Ok(l) if l.contains(needle) => return Ok(l),
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => bail!("no {needle:?} line within {limit:?}"),
-                Err(RecvTimeoutError::Disconnected) => {
-                    bail!("process ended before a {needle:?} line")
-                }
-            }
-        }
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `key=value` from a summary line, as f64 (`-` and missing keys are NaN).
-fn kv(line: &str, key: &str) -> f64 {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
-/// The number after `label` in a line ("p99 1.23 ms" → 1.23).
-fn after(line: &str, label: &str) -> Option<f64> {
-    let mut w = line.split_whitespace();
-    w.find(|x| *x == label)?;
-    w.next()?.parse().ok()
-}
-
 fn rift_round(a: &Args, bins: &Path, dir: &Path) -> anyhow::Result<PathFigures> {
     let host_key = IdentityKey::generate()?;
     let client_key = IdentityKey::generate()?;
@@ -475,22 +395,4 @@ fn channel_round(a: &Args) -> anyhow::Result<PathFigures> {
         input_p99: None,
         input_p999: None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{after, kv};
-
-    #[test]
-    #[allow(clippy::float_cmp)] // exact decimal values parsed, not computed
-    fn summary_fields_parse() {
-        let s = "summary pictures=10 g2g_p50_ms=3.25 g2g_p99_ms=- cpu_s=1.5";
-        assert_eq!(kv(s, "pictures"), 10.0);
-        assert_eq!(kv(s, "g2g_p50_ms"), 3.25);
-        assert!(kv(s, "g2g_p99_ms").is_nan());
-        assert!(kv(s, "g2g_p5").is_nan());
-        let l = "injected 3 input events through log; one-way latency p50 0.20 ms p99 0.90 ms";
-        assert_eq!(after(l, "p99"), Some(0.9));
-        assert_eq!(after(l, "p999"), None);
-    }
 }

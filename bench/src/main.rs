@@ -3,12 +3,15 @@
 
 use clap::{Parser, Subcommand};
 
+mod child;
 mod control;
 mod e2e;
 mod net;
+mod plot;
 #[cfg(target_os = "linux")]
 mod relay;
 mod spread;
+mod stack;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,6 +33,9 @@ enum Command {
     /// Glass to glass through wavry-server and wavry-client on loopback, against the same
     /// pipeline over an in-process channel.
     E2e(e2e::Args),
+    /// The whole stack on loopback (master, gateway, two relays, host, client): direct, then
+    /// relayed with a relay killed mid-way; live stats, a table per path, recording, plot.
+    Stack(stack::Args),
     /// Relay: wavry-relay vs a naive forwarder vs the raw forward ceiling, same run.
     #[cfg(target_os = "linux")]
     Relay(relay::Args),
@@ -40,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         Command::Net(a) => net::run(&a),
         Command::Control(a) => control::run(&a),
         Command::E2e(a) => e2e::run(&a),
+        Command::Stack(a) => stack::run(&a),
         #[cfg(target_os = "linux")]
         Command::Relay(a) => relay::run(&a),
     }

@@ -20,6 +20,8 @@ use clap::{Parser, Subcommand};
 /// and run X11 capture, XTEST and a window under Xvfb).
 const APT_TEST: &[&str] = &[
     "build-essential",
+    // The plot's text (wavry-bench stack).
+    "fonts-dejavu-core",
     "pkg-config",
     "postgresql",
     "clang",
@@ -60,6 +62,8 @@ const APT_DEMO: &[&str] = &[
     "ffmpeg",
     "libopus-dev",
     "libpipewire-0.3-dev",
+    // The plot's text.
+    "fonts-dejavu-core",
 ];
 
 #[derive(Parser, Debug)]
@@ -71,16 +75,24 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Install prerequisites, then run the local demo: key generation with the real `wavry`
-    /// CLI, a mutually authenticated handshake and encrypted round trips over loopback UDP, then
-    /// a full RIFT session streaming video over the io_uring (or portable) backend.
+    /// Install prerequisites, build, then run the whole stack on loopback as real processes:
+    /// wavry-master, wavry-gateway, two wavry-relays, a wavry-server host and a wavry-client
+    /// with fresh identities and accounts. The client finds the host by name through the
+    /// gateway and streams direct, then through a relay that is killed half-way (failover to
+    /// the other one); live stats, a table per path, a recording and a plot in target/demo/.
     Demo {
-        /// Datagrams to echo in the handshake demo.
-        #[arg(long, default_value_t = 10_000)]
-        packets: usize,
-        /// Seconds of video in the streaming demo.
-        #[arg(long, default_value_t = 10)]
+        /// Seconds of streaming on each path.
+        #[arg(long, default_value_t = 15)]
         seconds: u64,
+        /// Packet I/O backend: auto (io_uring when the kernel allows), uring or portable.
+        #[arg(long, default_value = "auto")]
+        io: String,
+        /// What the host captures: synthetic, x11 (needs $DISPLAY) or pipewire.
+        #[arg(long, default_value = "synthetic")]
+        source: String,
+        /// The host's encoder: auto, libx264, h264-vaapi or h264-nvenc.
+        #[arg(long, default_value = "auto")]
+        encoder: String,
     },
     /// Install prerequisites, then: fmt check, clippy -D warnings, all tests, bounded fuzzing.
     Test {
@@ -110,7 +122,12 @@ fn main() -> anyhow::Result<()> {
     let root = project_root()?;
     std::env::set_current_dir(&root)?;
     match Cli::parse().command {
-        Cmd::Demo { packets, seconds } => demo(&root, packets, seconds),
+        Cmd::Demo {
+            seconds,
+            io,
+            source,
+            encoder,
+        } => demo(&root, seconds, &io, &source, &encoder),
         Cmd::Test { fuzz_seconds } => test(fuzz_seconds),
         Cmd::Bench { filter } if filter.as_deref() == Some("netsim") => bench_netsim(),
         Cmd::Bench { filter } => {
@@ -231,19 +248,37 @@ fn test(fuzz_seconds: u64) -> anyhow::Result<()> {
     ])?;
     step("tests");
     let (passed, failed) = cargo_test(&["test", "--workspace", "--locked"])?;
-    step("demo example builds and runs (short)");
+    step("the demo's whole stack runs (short, small picture, debug build)");
     cargo(&[
-        "run",
-        "--release",
+        "build",
         "--locked",
         "-p",
-        "wavry-rift",
-        "--example",
-        "loopback",
-        "--",
-        "--packets",
-        "200",
+        "wavry-master",
+        "-p",
+        "wavry-gateway",
+        "-p",
+        "wavry-relay",
+        "-p",
+        "wavry-runtime",
+        "-p",
+        "wavry-bench",
+        "--bins",
     ])?;
+    run(Command::new("target/debug/wavry-bench").args([
+        "stack",
+        "--seconds",
+        "4",
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--fps",
+        "30",
+        "--bitrate-kbps",
+        "1000",
+        "--out-dir",
+        "target/demo-ci",
+    ]))?;
     if fuzz_seconds > 0 {
         fuzz(fuzz_seconds, None)?;
     }
@@ -440,56 +475,32 @@ fn fuzz(seconds: u64, only: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn demo(root: &Path, packets: usize, seconds: u64) -> anyhow::Result<()> {
+fn demo(root: &Path, seconds: u64, io: &str, source: &str, encoder: &str) -> anyhow::Result<()> {
     ensure_apt(APT_DEMO)?;
-    step("building the wavry CLI, the handshake demo and the streaming demo (release)");
-    cargo(&["build", "--release", "-p", "wavry-cli", "--bins"])?;
+    step(
+        "building the stack (release): wavry, wavry-master, wavry-gateway, wavry-relay, \
+         wavry-server, wavry-client and the wavry-bench runner",
+    );
     cargo(&[
         "build",
         "--release",
         "-p",
-        "wavry-rift",
-        "--example",
-        "loopback",
-    ])?;
-    cargo(&[
-        "build",
-        "--release",
+        "wavry-cli",
         "-p",
-        "wavry-net",
-        "--example",
-        "stream",
+        "wavry-master",
+        "-p",
+        "wavry-gateway",
+        "-p",
+        "wavry-relay",
+        "-p",
+        "wavry-runtime",
+        "-p",
+        "wavry-bench",
+        "--bins",
     ])?;
-    let dir = root.join("target/demo");
-    std::fs::create_dir_all(&dir)?;
-    let wavry = root.join("target/release/wavry");
-    step("generating host and client identities with `wavry keygen`");
-    for who in ["host", "client"] {
-        let prefix = dir.join(who);
-        run(Command::new(&wavry)
-            .args(["keygen", "--force", "--output"])
-            .arg(&prefix))?;
-        run(Command::new(&wavry)
-            .args(["show-id", "--key"])
-            .arg(prefix.with_extension("pub")))?;
-    }
-    step(
-        "1/2 mutually authenticated handshake + encrypted ping-pong over loopback UDP, impostor refused",
-    );
-    run(Command::new(root.join("target/release/examples/loopback"))
-        .arg("--host-key")
-        .arg(dir.join("host.key"))
-        .arg("--client-key")
-        .arg(dir.join("client.key"))
-        .args(["--packets", &packets.to_string()]))?;
-    step(
-        "2/2 full RIFT session: 60 fps, 20 Mbit/s synthetic video host → client with FEC, DELTA and pacing, a key press every second, on the best packet I/O backend (io_uring when the kernel allows)",
-    );
-    run(Command::new(root.join("target/release/examples/stream"))
-        .arg("--host-key")
-        .arg(dir.join("host.key"))
-        .arg("--client-key")
-        .arg(dir.join("client.key"))
-        .args(["--seconds", &seconds.to_string(), "--io", "auto"]))?;
-    Ok(())
+    run(Command::new(root.join("target/release/wavry-bench"))
+        .args(["stack", "--seconds", &seconds.to_string()])
+        .args(["--io", io, "--source", source, "--encoder", encoder])
+        .arg("--out-dir")
+        .arg(root.join("target/demo")))
 }

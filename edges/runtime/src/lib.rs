@@ -213,6 +213,11 @@ impl Latencies {
         self.0.saturating_record(us.max(1));
     }
 
+    /// Forgets every sample (a per-interval window starts again).
+    pub fn reset(&mut self) {
+        self.0.reset();
+    }
+
     /// Samples so far.
     pub fn count(&self) -> u64 {
         self.0.len()

@@ -202,6 +202,8 @@ struct Tally {
     first: Option<u32>,
     last: Option<u32>,
     g2g: Latencies,
+    /// Glass to glass since the last stats line.
+    sec_g2g: Latencies,
     /// Host encode time per frame (from the frame's metadata).
     encode: Latencies,
     /// Capture timestamp + encode time → frame complete here: the host's queue, pacing and
@@ -541,9 +543,10 @@ fn stream(
                         p.loss * 100.0,
                         p.fec_recovered,
                         p.frames_dropped,
-                        fmt_ms(tally.g2g.ms(0.5)),
-                        fmt_ms(tally.g2g.ms(0.99)),
+                        fmt_ms(tally.sec_g2g.ms(0.5)),
+                        fmt_ms(tally.sec_g2g.ms(0.99)),
                     );
+                    tally.sec_g2g.reset();
                     (sec_frames, sec_bytes) = (0, 0);
                 }
                 Event::FileOffered(offer) => {
@@ -707,6 +710,7 @@ fn check_picture(tally: &mut Tally, picture: &RawFrame, meta_capture_us: u64) {
     // Same clock on the same machine; across machines this needs synchronised clocks.
     let g2g = wavry_media::wall_clock_us().saturating_sub(s.capture_us);
     tally.g2g.record_us(g2g);
+    tally.sec_g2g.record_us(g2g);
 }
 
 fn print_summary(t: &Tally) {
