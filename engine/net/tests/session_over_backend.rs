@@ -392,3 +392,36 @@ fn host_close_reaches_client_and_unknown_sessions_are_refused() {
         "the frame for the unknown session"
     );
 }
+
+/// `send_raw` leaves from the driver's own socket (a NAT hole punch must use the session's
+/// port), on both backends, for both driver kinds.
+fn raw_datagrams_leave_from_the_session_port(mode: IoMode) {
+    let p = pair(mode);
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let to = peer.local_addr().unwrap();
+    p.host
+        .send_raw(to, b"punch from the host".to_vec())
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"punch from the host");
+    assert_eq!(from, p.host.local_addr());
+    p.client
+        .send_raw(to, b"punch from the client".to_vec())
+        .unwrap();
+    // The client's handshake may arrive first: it goes to the host, never here.
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"punch from the client");
+    assert_eq!(from, p.client.local_addr());
+}
+
+#[test]
+fn raw_datagrams_over_uring() {
+    raw_datagrams_leave_from_the_session_port(IoMode::Uring);
+}
+
+#[test]
+fn raw_datagrams_over_portable() {
+    raw_datagrams_leave_from_the_session_port(IoMode::Portable);
+}

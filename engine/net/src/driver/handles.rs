@@ -91,6 +91,12 @@ impl HostDriver {
         self.inner.call_endpoint(timeout, f)
     }
 
+    /// Sends one datagram that is not RIFT (a NAT hole punch, a STUN request) from the
+    /// driver's socket, so it leaves from the port clients reach.
+    pub fn send_raw(&self, to: SocketAddr, data: Vec<u8>) -> Result<(), DriverError> {
+        self.inner.send(Command::Raw { to, data })
+    }
+
     /// The socket's bound address (clients connect here).
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local
@@ -256,6 +262,12 @@ impl ClientDriver {
     ) -> Result<Self, DriverError> {
         let session = Session::client(Instant::now(), session_cfg, identity, host)?;
         Self::spawn(socket, session, cfg)
+    }
+
+    /// Sends one datagram that is not RIFT (a NAT hole punch, a STUN request) from the
+    /// driver's socket.
+    pub fn send_raw(&self, to: SocketAddr, data: Vec<u8>) -> Result<(), DriverError> {
+        self.inner.send(Command::Raw { to, data })
     }
 
     /// The socket's bound address.

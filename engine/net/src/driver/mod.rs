@@ -169,6 +169,14 @@ pub enum Command {
         /// What to do; it gets the driver's `now`.
         call: EndpointCall,
     },
+    /// Sends one datagram that is not RIFT from the driver's socket, at once: a NAT hole
+    /// punch or a STUN request must leave from the port the session uses.
+    Raw {
+        /// Where it goes.
+        to: SocketAddr,
+        /// Its bytes (at most one datagram).
+        data: Vec<u8>,
+    },
     /// Closes every session, flushes, and ends the thread.
     Shutdown,
 }
@@ -575,6 +583,26 @@ impl<C: Core> Worker<C> {
                     (call.0)(ep, now);
                 } else {
                     self.stats.commands_rejected += 1;
+                }
+                return;
+            }
+            Command::Raw { to, data } => {
+                let t = Transmit {
+                    dst: to,
+                    segment_size: None,
+                    ecn: None,
+                    contents: &data,
+                };
+                self.stats.send_calls += 1;
+                match self.socket.send(&[t]) {
+                    Ok(()) => {
+                        self.stats.datagrams_sent += 1;
+                        self.stats.bytes_sent += data.len() as u64;
+                    }
+                    Err(e) => {
+                        self.stats.send_errors += 1;
+                        tracing::debug!(error = %e, %to, "raw datagram not sent");
+                    }
                 }
                 return;
             }
