@@ -1,13 +1,16 @@
 //! Wire layouts, one file each: RIFT physical headers, the handshake extension (padding,
 //! cookies), the relay header and its control
 //! payloads, the header checksum. Decoders borrow from the datagram and return typed errors;
-//! encoders write into caller buffers. No allocation anywhere in this module.
+//! encoders write into caller buffers. No allocation anywhere in this module, except in
+//! [`stun`] (STUN Binding for reflexive addresses, a few messages per session, off the media
+//! path), which returns owned messages.
 
 mod checksum;
 mod cookie;
 mod error;
 mod header;
 mod relay;
+pub mod stun;
 
 pub use checksum::crc16_kermit;
 pub use cookie::{
