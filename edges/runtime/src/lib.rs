@@ -15,6 +15,7 @@ use wavry_rift::identity::{IdentityError, IdentityKey};
 use wavry_rift::proto::{self, control_message::Content as Ctl, input_message};
 
 pub mod files;
+pub mod nat;
 pub mod ping;
 pub mod signal;
 

@@ -332,6 +332,9 @@ pub struct Offer {
     pub wavry_id: Option<String>,
     /// The name the client gave.
     pub client_name: String,
+    /// Where the client said it can be reached (its `CANDIDATE`s before the offer): the host
+    /// punches its NAT towards them.
+    pub candidates: Vec<SocketAddr>,
 }
 
 impl Offer {
@@ -355,8 +358,24 @@ impl Offer {
             from: from.clone(),
             wavry_id: from_wavry_id.clone(),
             client_name: hello.client_name,
+            candidates: Vec::new(),
         })
     }
+}
+
+/// A forwarded `CANDIDATE`: its sender and address; `None` for anything else (or a candidate
+/// that is not `udp <ip:port>`).
+pub fn candidate_of(m: &Message) -> Option<(String, SocketAddr)> {
+    let Message::Candidate {
+        from: Some(from),
+        candidate,
+        ..
+    } = m
+    else {
+        return None;
+    };
+    let a = candidate.strip_prefix(CANDIDATE_PREFIX)?.parse().ok()?;
+    Some((from.clone(), a))
 }
 
 /// The host's answer to `offer`: its candidates, then `ANSWER_RIFT` (`accepted` as given).
@@ -401,14 +420,23 @@ pub struct Answer {
     pub candidates: Vec<SocketAddr>,
 }
 
-/// Offers a session to `host` (username or Wavry ID) and waits up to `timeout` for its answer.
+/// Offers a session to `host` (username or Wavry ID), telling it first where this side can be
+/// reached (`own`, one `CANDIDATE` each), and waits up to `timeout` for its answer.
 pub fn offer(
     signal: &mut Signal,
     host: &str,
     client_name: &str,
+    own: &[SocketAddr],
     timeout: Duration,
 ) -> Result<Answer, SignalError> {
     let until = Instant::now() + timeout;
+    for c in own {
+        signal.send(&Message::Candidate {
+            target: host.to_owned(),
+            from: None,
+            candidate: format!("{CANDIDATE_PREFIX}{c}"),
+        })?;
+    }
     let hello = proto::Hello {
         client_name: client_name.to_owned(),
         ..proto::Hello::default()
@@ -668,8 +696,24 @@ mod tests {
                 from: "alice".into(),
                 wavry_id: Some("id".into()),
                 client_name: "laptop".into(),
+                candidates: Vec::new(),
             })
         );
+        let c = Message::Candidate {
+            target: "host".into(),
+            from: Some("alice".into()),
+            candidate: "udp 198.51.100.1:7000".into(),
+        };
+        assert_eq!(
+            candidate_of(&c),
+            Some(("alice".into(), "198.51.100.1:7000".parse().unwrap()))
+        );
+        let sdp = Message::Candidate {
+            target: "host".into(),
+            from: Some("alice".into()),
+            candidate: "candidate:1 1 udp 2130706431 10.0.0.2 7000 typ host".into(),
+        };
+        assert_eq!(candidate_of(&sdp), None);
         assert_eq!(
             Offer::from_message(&Message::Bind { token: "t".into() }),
             None

@@ -14,7 +14,7 @@ use wavry_rift::identity::{IdentityKey, WavryId};
 use wavry_rift::proto;
 use wavry_rift::relay_client::RelayClientConfig;
 use wavry_rift::session::{Event, Role, Session, SessionConfig};
-use wavry_runtime::signal;
+use wavry_runtime::{nat, signal};
 
 use super::{Args, PathChoice, describe};
 
@@ -25,6 +25,44 @@ struct Brokered {
     host: String,
     candidates: Vec<SocketAddr>,
     pin: Option<WavryId>,
+    /// The address direct attempts bind: the port whose public address the host was told.
+    local: SocketAddr,
+    /// Where this side told the host it can be reached.
+    own: Vec<SocketAddr>,
+}
+
+/// Picks the local port for direct attempts and the addresses to tell the host: the local
+/// address towards the gateway and, when a STUN server answers, the public one.
+fn own_candidates(args: &Args, url: &str) -> anyhow::Result<(SocketAddr, Vec<SocketAddr>)> {
+    let gateway = signal::gateway_addr(url);
+    let any: SocketAddr = match gateway {
+        Some(SocketAddr::V6(_)) => "[::]:0".parse()?,
+        _ => "0.0.0.0:0".parse()?,
+    };
+    let stun = nat::stun_server(args.stun.as_deref(), url)?;
+    let (local, public) = match stun {
+        Some(server) => {
+            let (bound, found) = nat::learn(any, server, Duration::from_millis(900))?;
+            match found {
+                Ok(a) => {
+                    println!("wavry-client: public address {a} (STUN {server})");
+                    (bound, Some(a))
+                }
+                Err(e) => {
+                    eprintln!("wavry-client: no public address ({e}); a relay covers NATs");
+                    (bound, None)
+                }
+            }
+        }
+        None => (nat::pick_port(any)?, None),
+    };
+    // The loopback candidate only when the gateway is on this machine too.
+    let mut own: Vec<SocketAddr> = signal::host_candidates(local, gateway)
+        .into_iter()
+        .filter(|a| !a.ip().is_loopback() || gateway.is_some_and(|g| g.ip().is_loopback()))
+        .collect();
+    own = nat::with_candidate(own, public);
+    Ok((local, own))
 }
 
 /// Asks the gateway for `--host`: its candidates and whom to pin (`--host-id` when given, and
@@ -37,7 +75,8 @@ fn broker(args: &Args, url: &str) -> anyhow::Result<Brokered> {
     let token = args.token.token()?;
     let timeout = Duration::from_secs(args.connect_timeout.max(1));
     let mut sig = signal::Signal::connect(url, &token, timeout).context("gateway")?;
-    let answer = signal::offer(&mut sig, host, &args.name, timeout)
+    let (local, own) = own_candidates(args, url)?;
+    let answer = signal::offer(&mut sig, host, &args.name, &own, timeout)
         .with_context(|| format!("asking the gateway for {host}"))?;
     let vouched = answer
         .wavry_id
@@ -66,6 +105,8 @@ fn broker(args: &Args, url: &str) -> anyhow::Result<Brokered> {
         host: host.to_owned(),
         candidates: answer.candidates,
         pin,
+        local,
+        own,
     })
 }
 
@@ -84,21 +125,24 @@ impl std::fmt::Display for Route {
     }
 }
 
-/// Binds a socket towards `to` (loopback stays on loopback) and starts the client session.
+/// Binds a socket (`local` for a direct route when given, else towards the peer: loopback
+/// stays on loopback) and starts the client session.
 fn start(
     args: &Args,
     route: &Route,
     cfg: SessionConfig,
     key: &Arc<IdentityKey>,
+    local: Option<SocketAddr>,
 ) -> anyhow::Result<ClientDriver> {
     let to = match route {
         Route::Direct(a) => *a,
         Route::Relay(g) => g.lease.relay_addr,
     };
-    let bind = match to {
-        a if a.ip().is_loopback() => SocketAddr::new(a.ip(), 0),
-        SocketAddr::V4(_) => "0.0.0.0:0".parse()?,
-        SocketAddr::V6(_) => "[::]:0".parse()?,
+    let bind = match (to, local) {
+        (_, Some(l)) if matches!(route, Route::Direct(_)) => l,
+        (a, _) if a.ip().is_loopback() => SocketAddr::new(a.ip(), 0),
+        (SocketAddr::V4(_), _) => "0.0.0.0:0".parse()?,
+        (SocketAddr::V6(_), _) => "[::]:0".parse()?,
     };
     let socket = wavry_net::bind(bind, args.io, &wavry_net::Config::default())?;
     let driver_cfg = DriverConfig {
@@ -175,7 +219,8 @@ fn await_connected(
     }
 }
 
-/// Connects along `route`.
+/// Connects along `route` (a direct one from `local` when given).
+#[allow(clippy::too_many_arguments)]
 fn try_route(
     args: &Args,
     route: &Route,
@@ -183,10 +228,11 @@ fn try_route(
     key: &Arc<IdentityKey>,
     stop_rx: &crossbeam_channel::Receiver<()>,
     within: Duration,
+    local: Option<SocketAddr>,
 ) -> anyhow::Result<Attempt> {
     let mut cfg = cfg.clone();
     cfg.handshake_timeout = within;
-    let client = start(args, route, cfg, key)?;
+    let client = start(args, route, cfg, key, local)?;
     match await_connected(&client, stop_rx, within)? {
         Waited::Connected(peer, params) => {
             println!("wavry-client: connected to {peer} via {route}");
@@ -245,7 +291,7 @@ pub(super) fn establish(
     let Some(b) = brokered.as_mut() else {
         let addr = direct.context("nothing to connect to")?;
         let route = Route::Direct(addr);
-        return match try_route(args, &route, &cfg, key, stop_rx, connect_timeout)? {
+        return match try_route(args, &route, &cfg, key, stop_rx, connect_timeout, None)? {
             Attempt::Up(client, params) => up(client, params, route, None, cfg),
             Attempt::Stopped => Ok(None),
             Attempt::Failed(why) => bail!("could not connect to {addr}: {why}"),
@@ -259,7 +305,7 @@ pub(super) fn establish(
         };
         for &addr in &b.candidates {
             let route = Route::Direct(addr);
-            match try_route(args, &route, &cfg, key, stop_rx, within)? {
+            match try_route(args, &route, &cfg, key, stop_rx, within, Some(b.local))? {
                 Attempt::Up(client, params) => return up(client, params, route, brokered, cfg),
                 Attempt::Stopped => return Ok(None),
                 Attempt::Failed(why) => {
@@ -284,7 +330,7 @@ pub(super) fn establish(
     let grant = signal::request_relay(&mut b.sig, &b.host, &[], connect_timeout)
         .with_context(|| format!("asking the gateway for a relay to {}", b.host))?;
     let route = Route::Relay(Box::new(grant));
-    match try_route(args, &route, &cfg, key, stop_rx, connect_timeout)? {
+    match try_route(args, &route, &cfg, key, stop_rx, connect_timeout, None)? {
         Attempt::Up(client, params) => up(client, params, route, brokered, cfg),
         Attempt::Stopped => Ok(None),
         Attempt::Failed(why) => {
@@ -312,7 +358,7 @@ pub(super) fn fail_over(
         .brokered
         .as_mut()
         .context("the session was not brokered by a gateway: nothing to fail over to")?;
-    signal::offer(&mut b.sig, &b.host, &args.name, connect_timeout)
+    signal::offer(&mut b.sig, &b.host, &args.name, &b.own, connect_timeout)
         .with_context(|| format!("offering the session to {} again", b.host))?;
     let grant = signal::request_relay(&mut b.sig, &b.host, &est.failed_relays, connect_timeout)
         .with_context(|| {
@@ -323,7 +369,7 @@ pub(super) fn fail_over(
             )
         })?;
     let route = Route::Relay(Box::new(grant));
-    match try_route(args, &route, &est.cfg, key, stop_rx, connect_timeout)? {
+    match try_route(args, &route, &est.cfg, key, stop_rx, connect_timeout, None)? {
         Attempt::Up(client, params) => {
             let old = std::mem::replace(&mut est.client, client);
             let _ = old.shutdown();

@@ -65,6 +65,11 @@ struct Args {
     /// then through a relay the gateway brokers; direct: never a relay; relay: only a relay.
     #[arg(long, env = "WAVRY_CONNECT_PATH", value_enum, default_value_t = PathChoice::Auto)]
     path: PathChoice,
+    /// With --gateway-url: host:port of a STUN server for learning this side's public address
+    /// (told to the host so that it can punch its NAT towards it). Default: the gateway's own
+    /// host and port over UDP; `off`: none.
+    #[arg(long, env = "WAVRY_STUN", value_name = "HOST:PORT|off")]
+    stun: Option<String>,
     /// With --path auto: how long each of the host's direct addresses gets to complete the
     /// handshake before the next one (then a relay), ms.
     #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u64).range(100..=60_000))]

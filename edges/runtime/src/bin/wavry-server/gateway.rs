@@ -13,6 +13,7 @@ use wavry_net::HostDriver;
 use wavry_rift::crypto::PeerPolicy;
 use wavry_rift::identity::WavryId;
 use wavry_rift::relay_client::RelayClientConfig;
+use wavry_runtime::nat;
 use wavry_runtime::signal::{self, Offer, RelayGrant, Signal, SignalError};
 
 use super::Shared;
@@ -101,11 +102,21 @@ impl Presence {
     fn serve(&self, mut s: Signal, shared: &Shared, host: &HostDriver) -> Result<(), SignalError> {
         // Accounts answered (accepted) lately: only they may bring a relay lease.
         let mut answered: HashMap<String, Instant> = HashMap::new();
+        // Candidates announced by accounts whose offer has not arrived yet.
+        let mut announced: HashMap<String, Vec<SocketAddr>> = HashMap::new();
         while !shared.stop.load(Ordering::Acquire) {
             let Some(m) = s.recv(Instant::now() + Duration::from_millis(250))? else {
                 continue;
             };
-            if let Some(grant) = RelayGrant::from_message(&m) {
+            if let Some((from, a)) = signal::candidate_of(&m) {
+                // Bounded: a few addresses per account, a few accounts at once.
+                if announced.len() < 64 || announced.contains_key(&from) {
+                    let list = announced.entry(from).or_default();
+                    if list.len() < 8 && !list.contains(&a) {
+                        list.push(a);
+                    }
+                }
+            } else if let Some(grant) = RelayGrant::from_message(&m) {
                 answered.retain(|_, at| at.elapsed() < RELAY_AFTER_OFFER);
                 match grant {
                     Ok(g) if answered.contains_key(&g.peer) => add_relay_path(host, g),
@@ -116,7 +127,8 @@ impl Presence {
                     ),
                     Err(e) => eprintln!("wavry-server: unusable relay lease: {e}"),
                 }
-            } else if let Some(offer) = Offer::from_message(&m) {
+            } else if let Some(mut offer) = Offer::from_message(&m) {
+                offer.candidates = announced.remove(&offer.from).unwrap_or_default();
                 let accepted = self.allows(&offer);
                 println!(
                     "wavry-server: offer from {} ({}, {:?}) through the gateway: {}",
@@ -129,6 +141,9 @@ impl Presence {
                         "refused (not on --allow)"
                     }
                 );
+                if accepted {
+                    punch(host, &offer.candidates);
+                }
                 signal::answer(&mut s, &offer, accepted, &self.candidates)?;
                 if accepted {
                     answered.insert(offer.from, Instant::now());
@@ -150,6 +165,16 @@ impl Presence {
                 .as_deref()
                 .and_then(|w| w.parse::<WavryId>().ok())
                 .is_some_and(|id| p.allows(&id)),
+        }
+    }
+}
+
+/// Opens the host's NAT towards a client about to handshake: a datagram from the session port
+/// to each address the client announced (twice: one may be lost).
+fn punch(host: &HostDriver, to: &[SocketAddr]) {
+    for &a in to {
+        for _ in 0..2 {
+            let _ = host.send_raw(a, nat::punch_datagram());
         }
     }
 }

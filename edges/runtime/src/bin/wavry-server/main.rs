@@ -174,6 +174,16 @@ struct Args {
     /// them falls back to a relay.
     #[arg(long, value_name = "IP:PORT", requires = "gateway_url")]
     advertise: Vec<SocketAddr>,
+    /// With --gateway-url: host:port of a STUN server for learning the session port's public
+    /// address (offered to clients beside the local ones). Default: the gateway's own host
+    /// and port over UDP; `off`: none.
+    #[arg(
+        long,
+        env = "WAVRY_STUN",
+        value_name = "HOST:PORT|off",
+        requires = "gateway_url"
+    )]
+    stun: Option<String>,
     /// Serve browsers over WebRTC (not in this build).
     #[arg(long, env = "WAVRY_ENABLE_WEBRTC")]
     enable_webrtc: bool,
@@ -424,8 +434,39 @@ fn run(args: &Args) -> anyhow::Result<()> {
     cfg.files.min_kbps = args.file_transfer_min_kbps;
     cfg.files.max_kbps = args.file_transfer_max_kbps;
     cfg.files.max_file_bytes = args.file_max_bytes;
-    let socket = wavry_net::bind(args.listen, args.io, &wavry_net::Config::default())
-        .with_context(|| format!("binding {}", args.listen))?;
+    // Through a gateway, the session port's public address (STUN) is one of the host's
+    // candidates: it is learned before the driver binds that same port.
+    let (listen, public) = match &args.gateway_url {
+        Some(url) if args.advertise.is_empty() => {
+            match wavry_runtime::nat::stun_server(args.stun.as_deref(), url)? {
+                Some(server) => {
+                    let (bound, found) = wavry_runtime::nat::learn(
+                        args.listen,
+                        server,
+                        std::time::Duration::from_millis(900),
+                    )
+                    .with_context(|| format!("binding {}", args.listen))?;
+                    match found {
+                        Ok(a) => {
+                            println!("wavry-server: public address {a} (STUN {server})");
+                            (bound, Some(a))
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "wavry-server: no public address ({e}); clients behind other \
+                                 NATs will come through a relay"
+                            );
+                            (bound, None)
+                        }
+                    }
+                }
+                None => (args.listen, None),
+            }
+        }
+        _ => (args.listen, None),
+    };
+    let socket = wavry_net::bind(listen, args.io, &wavry_net::Config::default())
+        .with_context(|| format!("binding {listen}"))?;
     let host = HostDriver::spawn(
         socket,
         Endpoint::new(cfg, key.clone(), MAX_CLIENTS),
@@ -452,7 +493,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 url: url.clone(),
                 token,
                 candidates: if args.advertise.is_empty() {
-                    signal::host_candidates(host.local_addr(), signal::gateway_addr(url))
+                    wavry_runtime::nat::with_candidate(
+                        signal::host_candidates(host.local_addr(), signal::gateway_addr(url)),
+                        public,
+                    )
                 } else {
                     args.advertise.clone()
                 },
