@@ -586,9 +586,31 @@ pub fn request_relay(
     }
 }
 
+/// The order to try a peer's `candidates` in from a side whose public address is `own_public`:
+/// behind different NATs (the peer offers no address on our public IP) its public addresses
+/// first, since its private ones are not reachable from here; behind the same NAT, its
+/// private ones first. Stable otherwise.
+pub fn order_candidates(
+    mut candidates: Vec<SocketAddr>,
+    own_public: Option<SocketAddr>,
+) -> Vec<SocketAddr> {
+    let private = |a: &SocketAddr| match a.ip() {
+        std::net::IpAddr::V4(v4) => v4.is_private() || v4.is_link_local() || v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local()
+        }
+    };
+    let same_nat = own_public.is_some_and(|p| candidates.iter().any(|c| c.ip() == p.ip()));
+    if !same_nat {
+        candidates.sort_by_key(|c| private(c));
+    }
+    candidates
+}
+
 /// Addresses a host listening on `local` can be reached at: `local` itself unless it is the
 /// unspecified address, else the address this machine would use towards `towards` (its
-/// outbound interface; no packet is sent), with the same port.
+/// outbound interface; no packet is sent), with the same port, and loopback when `towards`
+/// is on this machine too (a remote peer would only knock on its own loopback).
 pub fn host_candidates(local: SocketAddr, towards: Option<SocketAddr>) -> Vec<SocketAddr> {
     if !local.ip().is_unspecified() {
         return vec![local];
@@ -612,7 +634,7 @@ pub fn host_candidates(local: SocketAddr, towards: Option<SocketAddr>) -> Vec<So
     } else {
         (std::net::Ipv6Addr::LOCALHOST, local.port()).into()
     };
-    if !out.contains(&loopback) {
+    if !out.contains(&loopback) && towards.is_none_or(|t| t.ip().is_loopback()) {
         out.push(loopback);
     }
     out
@@ -676,6 +698,34 @@ mod tests {
         let any: SocketAddr = ([0, 0, 0, 0], port).into();
         let c = host_candidates(any, Some(([127, 0, 0, 1], 3000).into()));
         assert_eq!(c, vec![local]);
+    }
+
+    #[test]
+    fn public_candidates_come_first_unless_both_sides_share_a_nat() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let offered = vec![a("10.1.0.2:7000"), a("100.127.1.1:7000")];
+        assert_eq!(
+            order_candidates(offered.clone(), Some(a("100.127.2.1:5000"))),
+            vec![a("100.127.1.1:7000"), a("10.1.0.2:7000")]
+        );
+        // Same public IP: the same NAT, so the LAN address is the way.
+        let same = vec![a("10.1.0.2:7000"), a("100.127.1.1:7000")];
+        assert_eq!(
+            order_candidates(same.clone(), Some(a("100.127.1.1:5000"))),
+            same
+        );
+        // No own public address known: nothing to go by but the order given... except that
+        // private addresses of another network are still the least likely.
+        assert_eq!(
+            order_candidates(offered, None),
+            vec![a("100.127.1.1:7000"), a("10.1.0.2:7000")]
+        );
+        // Loopback is only offered to a gateway on this machine.
+        let any = a("0.0.0.0:7000");
+        assert!(host_candidates(any, Some(a("127.0.0.1:3000"))).contains(&a("127.0.0.1:7000")));
+        assert!(
+            !host_candidates(any, Some(a("100.127.1.254:3000"))).contains(&a("127.0.0.1:7000"))
+        );
     }
 
     #[test]

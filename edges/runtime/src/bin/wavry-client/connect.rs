@@ -33,7 +33,10 @@ struct Brokered {
 
 /// Picks the local port for direct attempts and the addresses to tell the host: the local
 /// address towards the gateway and, when a STUN server answers, the public one.
-fn own_candidates(args: &Args, url: &str) -> anyhow::Result<(SocketAddr, Vec<SocketAddr>)> {
+fn own_candidates(
+    args: &Args,
+    url: &str,
+) -> anyhow::Result<(SocketAddr, Vec<SocketAddr>, Option<SocketAddr>)> {
     let gateway = signal::gateway_addr(url);
     let any: SocketAddr = match gateway {
         Some(SocketAddr::V6(_)) => "[::]:0".parse()?,
@@ -56,13 +59,8 @@ fn own_candidates(args: &Args, url: &str) -> anyhow::Result<(SocketAddr, Vec<Soc
         }
         None => (nat::pick_port(any)?, None),
     };
-    // The loopback candidate only when the gateway is on this machine too.
-    let mut own: Vec<SocketAddr> = signal::host_candidates(local, gateway)
-        .into_iter()
-        .filter(|a| !a.ip().is_loopback() || gateway.is_some_and(|g| g.ip().is_loopback()))
-        .collect();
-    own = nat::with_candidate(own, public);
-    Ok((local, own))
+    let own = nat::with_candidate(signal::host_candidates(local, gateway), public);
+    Ok((local, own, public))
 }
 
 /// Asks the gateway for `--host`: its candidates and whom to pin (`--host-id` when given, and
@@ -75,7 +73,7 @@ fn broker(args: &Args, url: &str) -> anyhow::Result<Brokered> {
     let token = args.token.token()?;
     let timeout = Duration::from_secs(args.connect_timeout.max(1));
     let mut sig = signal::Signal::connect(url, &token, timeout).context("gateway")?;
-    let (local, own) = own_candidates(args, url)?;
+    let (local, own, public) = own_candidates(args, url)?;
     let answer = signal::offer(&mut sig, host, &args.name, &own, timeout)
         .with_context(|| format!("asking the gateway for {host}"))?;
     let vouched = answer
@@ -103,7 +101,7 @@ fn broker(args: &Args, url: &str) -> anyhow::Result<Brokered> {
     Ok(Brokered {
         sig,
         host: host.to_owned(),
-        candidates: answer.candidates,
+        candidates: signal::order_candidates(answer.candidates, public),
         pin,
         local,
         own,
