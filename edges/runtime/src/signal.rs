@@ -510,6 +510,8 @@ pub struct RelayGrant {
     pub expires_at: i64,
     /// The master's ranking (the chosen relay first): ask again with the failed ones excluded.
     pub alternates: Vec<wavry_signal::RankedRelay>,
+    /// The relay session id as the control plane writes it (a UUID), for reports.
+    pub session: String,
 }
 
 impl RelayGrant {
@@ -550,6 +552,7 @@ impl RelayGrant {
             peer: peer.clone(),
             expires_at: *expires_at,
             alternates: alternates.clone(),
+            session: session_id.to_string(),
         }))
     }
 }
@@ -584,6 +587,64 @@ pub fn request_relay(
             });
         }
     }
+}
+
+/// How a relayed session went, for the relay's reputation (`POST /v1/relays/report` on the
+/// gateway, which passes it on to the master).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RelayReport {
+    /// The relay.
+    pub relay_id: String,
+    /// The relay session (from the lease).
+    pub session_id: String,
+    /// False when the relay failed the session (a failover).
+    pub success: bool,
+    /// Bytes the session carried through it.
+    pub bytes_sent: u64,
+    /// How long the session ran through it.
+    pub duration_secs: u64,
+    /// 0..=100.
+    pub quality_score: u32,
+}
+
+/// Sends `report` to the gateway behind `ws_url` (its HTTP side) as the account of `token`.
+pub fn report_relay(ws_url: &str, token: &str, report: &RelayReport) -> Result<(), SignalError> {
+    let req = ws_url.into_client_request().map_err(|e| SignalError::Url {
+        url: ws_url.to_owned(),
+        why: e.to_string(),
+    })?;
+    let uri = req.uri();
+    let host = uri.host().unwrap_or("127.0.0.1");
+    let url = format!(
+        "http://{host}:{}/v1/relays/report",
+        uri.port_u16().unwrap_or(80)
+    );
+    let failed = |why: String| SignalError::Connect {
+        url: url.clone(),
+        why,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(5))
+            .json(report)
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            Err(SignalError::Refused {
+                code: r.status().as_u16(),
+                message: r.text().await.unwrap_or_default(),
+            })
+        }
+    })
 }
 
 /// The order to try a peer's `candidates` in from a side whose public address is `own_public`:

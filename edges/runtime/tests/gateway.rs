@@ -552,6 +552,34 @@ fn killing_the_relay_mid_session_moves_the_stream_to_the_next_relay() {
     );
     // The host replaced the session on the dead relay with the new one.
     server.line_with("closing the older session");
+    // Both relays' parts went into the reputation the gateway keeps (and passes to the master).
+    for (id, worked) in [(first.as_str(), false), (second.as_str(), true)] {
+        let verdict = if worked { "worked" } else { "failed" };
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("reported relay {id} ({verdict})"))),
+            "{lines:?}"
+        );
+    }
+    let reputation: Value = stack.rt.block_on(async {
+        reqwest::get(format!("{}/v1/relays/reputation", stack.gateway.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let count = |id: &str, key: &str| {
+        reputation
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["relay_id"] == id)
+            .map_or(0, |r| r[key].as_i64().unwrap())
+    };
+    assert_eq!(count(&first, "failure_count"), 1, "{reputation}");
+    assert_eq!(count(second, "success_count"), 1, "{reputation}");
 
     server.signal("-INT");
     let (ok, lines) = server.wait();

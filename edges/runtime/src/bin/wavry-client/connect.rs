@@ -29,6 +29,9 @@ struct Brokered {
     local: SocketAddr,
     /// Where this side told the host it can be reached.
     own: Vec<SocketAddr>,
+    /// The gateway's URL and the account's token (relay reports).
+    url: String,
+    token: String,
 }
 
 /// Picks the local port for direct attempts and the addresses to tell the host: the local
@@ -105,6 +108,8 @@ fn broker(args: &Args, url: &str) -> anyhow::Result<Brokered> {
         pin,
         local,
         own,
+        url: url.to_owned(),
+        token,
     })
 }
 
@@ -338,16 +343,43 @@ pub(super) fn establish(
     }
 }
 
+impl Established {
+    /// Reports how the relay this session ran through did (best effort, a line either way):
+    /// `bytes` carried over `since`.
+    pub(super) fn report_relay(&self, route: &Route, success: bool, bytes: u64, since: Instant) {
+        let (Route::Relay(g), Some(b)) = (route, &self.brokered) else {
+            return;
+        };
+        let report = signal::RelayReport {
+            relay_id: g.lease.relay_id.clone(),
+            session_id: g.session.clone(),
+            success,
+            bytes_sent: bytes,
+            duration_secs: since.elapsed().as_secs(),
+            quality_score: if success { 100 } else { 0 },
+        };
+        match signal::report_relay(&b.url, &b.token, &report) {
+            Ok(()) => println!(
+                "wavry-client: reported relay {} ({}) to the gateway",
+                report.relay_id,
+                if success { "worked" } else { "failed" }
+            ),
+            Err(e) => eprintln!("wavry-client: relay report not delivered: {e}"),
+        }
+    }
+}
+
 /// Replaces a session whose path went silent with one through another relay: the host is
 /// offered the session again (its consent to a relay lease follows an answered offer), the
 /// gateway brokers a relay other than those that failed, and a fresh handshake runs through
-/// it. `Ok(false)` when stopped first; an error when no relay is left or none connects.
+/// it. Returns the route given up, `None` when stopped first; an error when no relay is left
+/// or none connects.
 pub(super) fn fail_over(
     args: &Args,
     est: &mut Established,
     key: &Arc<IdentityKey>,
     stop_rx: &crossbeam_channel::Receiver<()>,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Option<Route>> {
     let connect_timeout = Duration::from_secs(args.connect_timeout.max(1));
     if let Route::Relay(g) = &est.route {
         est.failed_relays.push(g.lease.relay_id.clone());
@@ -372,10 +404,9 @@ pub(super) fn fail_over(
             let old = std::mem::replace(&mut est.client, client);
             let _ = old.shutdown();
             est.params = params;
-            est.route = route;
-            Ok(true)
+            Ok(Some(std::mem::replace(&mut est.route, route)))
         }
-        Attempt::Stopped => Ok(false),
+        Attempt::Stopped => Ok(None),
         Attempt::Failed(why) => bail!("failing over to {route}: {why}"),
     }
 }

@@ -293,6 +293,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .seconds
         .map(|s| Instant::now() + Duration::from_secs(s));
     let failover_after = Duration::from_millis(args.failover_after_ms);
+    // What the current path carried since it came up (relay reports).
+    let (mut path_since, mut path_bytes) = (Instant::now(), 0u64);
     let outcome = loop {
         let silence = est.can_fail_over().then_some(failover_after);
         match stream(
@@ -311,16 +313,20 @@ fn run(args: &Args) -> anyhow::Result<()> {
                     "wavry-client: the path via {} is lost ({why}); failing over",
                     est.route
                 );
+                let (lost_since, lost_bytes) = (path_since, tally.bytes - path_bytes);
+                (path_since, path_bytes) = (Instant::now(), tally.bytes);
                 match connect::fail_over(args, &mut est, &key, &stop_rx) {
-                    Ok(true) => {
+                    Ok(Some(old)) => {
                         tally.failovers += 1;
                         println!(
                             "wavry-client: failed over to {} in {} ms",
                             est.route,
                             lost.elapsed().as_millis()
                         );
+                        // After the move, so that reporting never delays it.
+                        est.report_relay(&old, false, lost_bytes, lost_since);
                     }
-                    Ok(false) => break Ok(()),
+                    Ok(None) => break Ok(()),
                     Err(e) => break Err(e),
                 }
             }
@@ -328,6 +334,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
             Err(e) => break Err(e),
         }
     };
+    est.report_relay(
+        &est.route,
+        outcome.is_ok(),
+        tally.bytes - path_bytes,
+        path_since,
+    );
     let client = est.client;
     if outcome.is_ok() {
         let _ = client.close("client finished");
