@@ -24,7 +24,14 @@ use wavry_control_core::{
     env_str, hash_token, unix_now,
 };
 
-use crate::{Cli, admin, auth, bus, metrics::AuthMetrics, password, totp::TotpKey, ws};
+use crate::{
+    Cli, admin, auth, bus,
+    metrics::AuthMetrics,
+    password,
+    stun::{self, StunListen},
+    totp::TotpKey,
+    ws,
+};
 
 const MIGRATIONS: &[wavry_control_core::MigrationSource] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
@@ -210,11 +217,17 @@ impl AppState {
 
 /// Builds state, runs migrations, serves until a shutdown signal.
 pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
-    wavry_control_core::check_bind(
-        cli.listen,
-        "WAVRY_ALLOW_PUBLIC_BIND",
-        "WAVRY_GATEWAY_ALLOW_HOST_PROD_BIND",
-    )?;
+    // A separate --stun-listen passes the same gate; the default follows --listen.
+    for addr in [Some(cli.listen), cli.stun_listen.and_then(StunListen::addr)]
+        .into_iter()
+        .flatten()
+    {
+        wavry_control_core::check_bind(
+            addr,
+            "WAVRY_ALLOW_PUBLIC_BIND",
+            "WAVRY_GATEWAY_ALLOW_HOST_PROD_BIND",
+        )?;
+    }
     std::fs::create_dir_all(&cli.data_dir)
         .with_context(|| format!("creating {}", cli.data_dir.display()))?;
     let url = cli
@@ -343,11 +356,24 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
         .route_layer(middleware::from_fn_with_state(st.clone(), global_limit))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(cors)
-        .with_state(st);
+        .with_state(st.clone());
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, "wavry-gateway listening");
+    let http_addr = listener.local_addr()?;
+    let stun_addr = cli.stun_listen.map_or(Some(http_addr), StunListen::addr);
+    let stun_at = match stun_addr {
+        Some(addr) => {
+            let socket = tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("binding STUN (UDP) {addr}"))?;
+            let at = socket.local_addr()?.to_string();
+            tokio::spawn(stun::serve(socket, st.clone()));
+            at
+        }
+        None => "off".to_owned(),
+    };
+    tracing::info!(listen = %http_addr, stun = %stun_at, "wavry-gateway listening");
     wavry_control_core::serve_http(listener, app, wavry_control_core::shutdown_signal()).await;
     Ok(())
 }

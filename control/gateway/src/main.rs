@@ -9,6 +9,7 @@ mod bus;
 mod metrics;
 mod password;
 mod proof;
+mod stun;
 mod throttle;
 mod totp;
 mod ws;
@@ -35,7 +36,8 @@ WAVRY_WS_BIND_RATE_LIMIT (10/60 s), WAVRY_GLOBAL_RATE_LIMIT (600/60 s) with _WIN
 WAVRY_WS_BIND_TIMEOUT_SECS (10), WAVRY_HTTP_HEADER_TIMEOUT_SECS (10), WAVRY_IPV6_RATE_PREFIX (64: IPv6 clients are \
 limited per /64), WAVRY_ARGON2_THREADS (CPUs) and WAVRY_ARGON2_QUEUE (1024; a full queue answers 503), \
 WAVRY_LOGIN_IP_FREE_ATTEMPTS (20 login attempts per address before the backoff; 5 per account), \
-WAVRY_ALLOW_PUBLIC_BIND and WAVRY_GATEWAY_ALLOW_HOST_PROD_BIND (non-loopback listen)."
+WAVRY_STUN_RATE_LIMIT (20 STUN answers/1 s per address) and WAVRY_STUN_TOTAL_RATE_LIMIT (2000/1 s) with _WINDOW_SECS \
+variants, WAVRY_ALLOW_PUBLIC_BIND and WAVRY_GATEWAY_ALLOW_HOST_PROD_BIND (non-loopback listen and STUN listen)."
 )]
 pub(crate) struct Cli {
     /// Address to listen on (non-loopback needs WAVRY_ALLOW_PUBLIC_BIND=1).
@@ -45,6 +47,15 @@ pub(crate) struct Cli {
         default_value = "127.0.0.1:3000"
     )]
     pub(crate) listen: SocketAddr,
+    /// UDP address of the STUN responder (Binding requests only), or `off`. Default: the IP and
+    /// port of --listen. Non-loopback needs the same gates as --listen.
+    #[arg(
+        long,
+        env = "WAVRY_GATEWAY_STUN_LISTEN",
+        value_name = "ADDR|off",
+        value_parser = stun::parse_listen
+    )]
+    pub(crate) stun_listen: Option<stun::StunListen>,
     /// Log filter (RUST_LOG wins when set).
     #[arg(long, env = "WAVRY_GATEWAY_LOG_LEVEL", default_value = "info")]
     pub(crate) log_level: String,

@@ -1,6 +1,7 @@
 //! Gateway metrics, kept in a `prometheus-client` registry: monotonic counters (auth events,
-//! relay sessions brokered) and a gauge of open WebSockets set at scrape time. Served as
-//! OpenMetrics text at `/metrics/prometheus` and as JSON at `/metrics/auth`.
+//! relay sessions brokered, STUN datagrams) and a gauge of open WebSockets set at scrape time.
+//! Served as OpenMetrics text at `/metrics/prometheus`; the auth counters also as JSON at
+//! `/metrics/auth`.
 
 use prometheus_client::{
     encoding::text::encode,
@@ -27,6 +28,12 @@ pub(crate) struct AuthMetrics {
     pub(crate) hasher_busy: Counter,
     /// Relay sessions brokered since start (only grows: a counter).
     pub(crate) relay_sessions: Counter,
+    /// STUN Binding requests answered.
+    pub(crate) stun_answered: Counter,
+    /// STUN datagrams ignored (not a well-formed Binding request).
+    pub(crate) stun_ignored: Counter,
+    /// STUN Binding requests left unanswered by the per-address or total rate limit.
+    pub(crate) stun_rate_limited: Counter,
     ws_connections: Gauge,
     registry: Registry,
 }
@@ -51,6 +58,9 @@ impl AuthMetrics {
             db_errors: Counter::default(),
             hasher_busy: Counter::default(),
             relay_sessions: Counter::default(),
+            stun_answered: Counter::default(),
+            stun_ignored: Counter::default(),
+            stun_rate_limited: Counter::default(),
             ws_connections: Gauge::default(),
             registry: Registry::default(),
         };
@@ -65,6 +75,25 @@ impl AuthMetrics {
             "Relay sessions brokered since start",
             m.relay_sessions.clone(),
         );
+        for (name, help, c) in [
+            (
+                "answered",
+                "STUN Binding requests answered",
+                &m.stun_answered,
+            ),
+            (
+                "ignored",
+                "STUN datagrams ignored (not a well-formed Binding request)",
+                &m.stun_ignored,
+            ),
+            (
+                "rate_limited",
+                "STUN Binding requests not answered because of a rate limit",
+                &m.stun_rate_limited,
+            ),
+        ] {
+            registry.register(format!("wavry_gateway_stun_{name}"), help, c.clone());
+        }
         for (name, c) in m.pairs() {
             registry.register(
                 format!("wavry_gateway_auth_{name}"),
@@ -118,6 +147,7 @@ mod tests {
         let m = AuthMetrics::new();
         m.relay_sessions.inc();
         m.login_attempts.inc();
+        m.stun_rate_limited.inc();
         let text = m.render(3);
         assert!(
             text.contains("# TYPE wavry_gateway_relay_sessions counter"),
@@ -129,6 +159,14 @@ mod tests {
         );
         assert!(
             text.contains("wavry_gateway_auth_login_attempts_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE wavry_gateway_stun_answered counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wavry_gateway_stun_rate_limited_total 1"),
             "{text}"
         );
         assert!(
