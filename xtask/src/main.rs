@@ -20,6 +20,9 @@ use clap::{Parser, Subcommand};
 /// and run X11 capture, XTEST and a window under Xvfb).
 const APT_TEST: &[&str] = &[
     "build-essential",
+    // Network namespaces, veth pairs and NAT for the hole-punching test.
+    "iproute2",
+    "nftables",
     // The plot's text (wavry-bench stack).
     "fonts-dejavu-core",
     "pkg-config",
