@@ -91,13 +91,7 @@ pub fn reflexive(
                     }
                 }
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if crate::signal::retry_read(&e) => {}
                 Err(e) => return Err(e.into()),
             }
         }

@@ -310,17 +310,22 @@ impl Signal {
                     ));
                 }
                 Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                    ) => {}
+                Err(tungstenite::Error::Io(e)) if retry_read(&e) => {}
                 Err(e) => return Err(e.into()),
             }
         }
     }
+}
+
+/// A blocking read that ended without data for a reason worth reading again: its timeout
+/// (`WouldBlock` or `TimedOut` by platform) or a signal.
+pub(crate) fn retry_read(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::Interrupted
+    )
 }
 
 /// What a host learns from a client's offer.
