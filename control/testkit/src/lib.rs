@@ -1,6 +1,9 @@
 //! Test and bench support for the control plane: run `wavry-master` / `wavry-gateway` as real
 //! processes on free loopback ports and wait for them by polling `/health` with a deadline;
-//! start throwaway Postgres clusters from the Debian `postgresql` binaries.
+//! start throwaway Postgres clusters from the Debian `postgresql` binaries; read `/metrics`
+//! strictly ([`openmetrics`]).
+
+pub mod openmetrics;
 
 use std::{
     net::TcpListener,
@@ -131,6 +134,29 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// Runs `bin` with `args` and `envs` (environment otherwise inherited) to completion, for
+/// one-shot modes such as `--probe`; killed after `deadline`. Returns its status and output.
+pub async fn run_once(
+    bin: &Path,
+    args: &[String],
+    envs: &[(String, String)],
+    deadline: Duration,
+) -> anyhow::Result<std::process::Output> {
+    let child = Command::new(bin)
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("spawning {}", bin.display()))?;
+    tokio::time::timeout(deadline, child.wait_with_output())
+        .await
+        .with_context(|| format!("{} still running after {deadline:?}", bin.display()))?
+        .with_context(|| format!("waiting for {}", bin.display()))
 }
 
 /// Locates a sibling binary of the running executable's target directory (e.g. the master
