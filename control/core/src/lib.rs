@@ -1,6 +1,10 @@
 //! Shared server plumbing for `wavry-master` and `wavry-gateway`: storage (sqlx `Any` over
 //! SQLite or Postgres, embedded migrations), opaque tokens hashed at rest, fixed-window rate
-//! limits, client-IP resolution behind named proxies, bind gates, WebSocket origin policy.
+//! limits, client-IP resolution behind named proxies, bind gates, WebSocket origin policy,
+//! [`metrics`] (serving a `prometheus-client` registry) and the container health [`probe`].
+
+pub mod metrics;
+pub mod probe;
 
 use std::{
     collections::{HashMap, HashSet},
