@@ -333,6 +333,7 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
         .route("/health", get(health))
         .route("/metrics/runtime", get(health))
         .route("/metrics/auth", get(metrics_auth))
+        .route("/metrics", get(metrics_prometheus))
         .route("/metrics/prometheus", get(metrics_prometheus))
         .route("/auth/register", post(auth::register))
         .route("/auth/register/challenge", post(auth::register_challenge))
@@ -378,9 +379,9 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Global per-IP, per-route limit (not for `/`, `/health`, `/metrics/*`), keyed by the
-/// matched route pattern, so requests to many distinct paths cannot fill its table. Runs as
-/// a route layer: unknown paths are answered 404 without a key.
+/// Global per-IP, per-route limit (not for `/`, `/health`, `/metrics`, `/metrics/*`), keyed by
+/// the matched route pattern, so requests to many distinct paths cannot fill its table. Runs
+/// as a route layer: unknown paths are answered 404 without a key.
 async fn global_limit(
     State(st): State<St>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -389,7 +390,7 @@ async fn global_limit(
     next: Next,
 ) -> Response {
     let path = route.as_str();
-    if !(path == "/" || path == "/health" || path.starts_with("/metrics/")) {
+    if !(path == "/" || path == "/health" || path == "/metrics" || path.starts_with("/metrics/")) {
         let ip = st.ip.rate_key(st.ip.resolve(peer, req.headers()));
         if !st
             .global_limiter
@@ -456,15 +457,9 @@ async fn metrics_auth(State(st): State<St>) -> Json<Value> {
     ))
 }
 
+/// `/metrics` and `/metrics/prometheus`: OpenMetrics text.
 async fn metrics_prometheus(State(st): State<St>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        st.metrics.render(st.hub.connections()),
-    )
-        .into_response()
+    st.metrics.respond(st.hub.connections())
 }
 
 // ---------------------------------------------------------------------------------------------

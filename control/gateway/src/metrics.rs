@@ -1,10 +1,11 @@
-//! Gateway metrics, kept in a `prometheus-client` registry: monotonic counters (auth events,
-//! relay sessions brokered, STUN datagrams) and a gauge of open WebSockets set at scrape time.
-//! Served as OpenMetrics text at `/metrics/prometheus`; the auth counters also as JSON at
-//! `/metrics/auth`.
+//! Gateway metrics, kept in a `prometheus-client` registry prefixed `wavry_gateway_` (the
+//! conventions are in control/README.md, "Metrics"): monotonic counters (auth events, relay
+//! sessions brokered, STUN datagrams) and a gauge of open WebSockets set at scrape time. Served
+//! as OpenMetrics text at `/metrics` and `/metrics/prometheus`; the auth counters also as JSON
+//! at `/metrics/auth`.
 
+use axum::response::Response;
 use prometheus_client::{
-    encoding::text::encode,
     metrics::{counter::Counter, gauge::Gauge},
     registry::Registry,
 };
@@ -64,14 +65,14 @@ impl AuthMetrics {
             ws_connections: Gauge::default(),
             registry: Registry::default(),
         };
-        let mut registry = Registry::default();
+        let mut registry = Registry::with_prefix("wavry_gateway");
         registry.register(
-            "wavry_gateway_websocket_connections",
+            "websocket_connections",
             "Open signalling WebSocket connections",
             m.ws_connections.clone(),
         );
         registry.register(
-            "wavry_gateway_relay_sessions",
+            "relay_sessions",
             "Relay sessions brokered since start",
             m.relay_sessions.clone(),
         );
@@ -92,11 +93,11 @@ impl AuthMetrics {
                 &m.stun_rate_limited,
             ),
         ] {
-            registry.register(format!("wavry_gateway_stun_{name}"), help, c.clone());
+            registry.register(format!("stun_{name}"), help, c.clone());
         }
         for (name, c) in m.pairs() {
             registry.register(
-                format!("wavry_gateway_auth_{name}"),
+                format!("auth_{name}"),
                 format!("Auth events: {}", name.replace('_', " ")),
                 c.clone(),
             );
@@ -126,15 +127,11 @@ impl AuthMetrics {
         ]
     }
 
-    /// OpenMetrics text with the current number of open WebSockets.
-    pub(crate) fn render(&self, ws_connections: usize) -> String {
+    /// The OpenMetrics response, with the current number of open WebSockets.
+    pub(crate) fn respond(&self, ws_connections: usize) -> Response {
         self.ws_connections
             .set(i64::try_from(ws_connections).unwrap_or(i64::MAX));
-        let mut out = String::new();
-        if encode(&mut out, &self.registry).is_err() {
-            tracing::error!("metrics encoding failed");
-        }
-        out
+        wavry_control_core::metrics::openmetrics_response(&self.registry)
     }
 }
 
@@ -148,7 +145,9 @@ mod tests {
         m.relay_sessions.inc();
         m.login_attempts.inc();
         m.stun_rate_limited.inc();
-        let text = m.render(3);
+        m.ws_connections.set(3);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &m.registry).unwrap();
         assert!(
             text.contains("# TYPE wavry_gateway_relay_sessions counter"),
             "{text}"
