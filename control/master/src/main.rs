@@ -5,6 +5,7 @@
 mod api;
 mod challenges;
 mod keys;
+mod metrics;
 mod relays;
 mod ws;
 
@@ -52,10 +53,23 @@ pub(crate) struct Cli {
     /// Reverse proxy address whose X-Forwarded-For is trusted (repeatable). Nothing else is.
     #[arg(long = "trust-proxy", value_name = "IP")]
     pub(crate) trust_proxy: Vec<IpAddr>,
+    /// Health check for containers without a shell: GET /health on the --listen address
+    /// (loopback when it is 0.0.0.0 or [::]) within 3 s, exit 0 on 200, else 1 with one line
+    /// on stderr. Starts nothing else.
+    #[arg(long)]
+    pub(crate) probe: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.probe {
+        use wavry_control_core::probe::{PROBE_TIMEOUT, probe_health};
+        if let Err(e) = probe_health(cli.listen, PROBE_TIMEOUT) {
+            eprintln!("wavry-master --probe: {e}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     wavry_control_core::init_tracing(&cli.log_level);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

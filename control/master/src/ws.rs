@@ -207,6 +207,7 @@ async fn run(st: Arc<AppState>, socket: WebSocket, ip: IpAddr, _slot: IpSlot) {
         .bind_limiter
         .check(&format!("bind:{}", st.ip.rate_key(ip)))
     {
+        st.metrics.rate_limited.inc();
         return close_with(&mut sink, 429, "too many bind attempts").await;
     }
     let id = match st.session_identity(&token).await {

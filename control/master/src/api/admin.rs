@@ -27,6 +27,7 @@ fn admin_guard(st: &AppState, peer: SocketAddr, headers: &HeaderMap) -> ApiResul
         .admin_limiter
         .check(&format!("admin:{}", st.ip.rate_key(ip)))
     {
+        st.metrics.rate_limited.inc();
         return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limited"));
     }
     st.admin

@@ -143,6 +143,7 @@ fn auth_limit(
         .auth_limiter
         .check(&format!("{scope}:{}", st.ip.rate_key(ip)))
     {
+        st.metrics.rate_limited.inc();
         return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limited"));
     }
     Ok(ip)
@@ -216,6 +217,7 @@ pub(super) async fn auth_register_verify(
         ));
     }
     let (token, expires_at) = create_session(&st, &id).await?;
+    st.metrics.register_success.inc();
     tracing::info!(wavry_id = %id, "identity registered");
     Ok((StatusCode::CREATED, Json(json!({ "wavry_id": id, "display_name": display_name, "token": token, "expires_at": expires_at })))
         .into_response())
@@ -239,6 +241,7 @@ pub(super) async fn auth_login(
         // Step 1: a challenge (issued for unknown identities too, so existence is not revealed).
         return new_challenge(&st, "login", &id, String::new()).map(Json);
     };
+    st.metrics.login_attempts.inc();
     take_and_verify(&st, "login", &wid, req.challenge_id.as_deref(), &sig)?;
     if !identity_exists(&st, &id).await? {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "challenge failed"));
@@ -252,6 +255,7 @@ pub(super) async fn auth_login(
         return Err(ApiError::new(StatusCode::FORBIDDEN, "identity revoked"));
     }
     let (token, expires_at) = create_session(&st, &id).await?;
+    st.metrics.login_success.inc();
     Ok(Json(
         json!({ "wavry_id": id, "token": token, "expires_at": expires_at }),
     ))

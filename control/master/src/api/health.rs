@@ -1,4 +1,4 @@
-//! Health, readiness and the master's public key (`/.well-known/wavry-id`).
+//! Health, readiness, metrics and the master's public key (`/.well-known/wavry-id`).
 
 use std::time::Instant;
 
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use wavry_rift::identity::WavryId;
 
 use super::{AppState, St};
-use crate::relays;
+use crate::{metrics::Snapshot, relays};
 
 fn assignable_count(st: &AppState) -> usize {
     let now = Instant::now();
@@ -64,6 +64,21 @@ pub(super) async fn ready(State(st): State<St>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, body).into_response()
+}
+
+/// `/metrics`: OpenMetrics text.
+pub(super) async fn metrics(State(st): State<St>) -> Response {
+    let relays_registered = st
+        .relays
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .len();
+    st.metrics.respond(Snapshot {
+        signalling_peers: st.hub.len(),
+        relays_registered,
+        relays_assignable: assignable_count(&st),
+        uptime_secs: st.started.elapsed().as_secs(),
+    })
 }
 
 pub(super) async fn well_known(State(st): State<St>) -> Json<Value> {

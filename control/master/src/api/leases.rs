@@ -72,6 +72,7 @@ impl AppState {
             ));
         }
         if !self.lease_limiter.check(&req.requester.sub) {
+            self.metrics.rate_limited.inc();
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "lease rate limit exceeded",
@@ -212,7 +213,14 @@ impl AppState {
     /// Issues a lease pair for the master identity `me` towards a Wavry ID bound to `/ws`:
     /// the requester is always `me`, the target's lease goes to the target's socket only,
     /// and the returned grant carries only the caller's lease (HTTP and `/ws` alike).
-    pub(crate) fn issue_for_identity(
+    /// Counted in the lease metrics.
+    pub(crate) fn issue_for_identity(&self, me: &str, req: LeaseRequest) -> ApiResult<LeaseGrant> {
+        let r = self.issue_for_identity_uncounted(me, req);
+        self.metrics.lease(r.is_ok());
+        r
+    }
+
+    fn issue_for_identity_uncounted(
         &self,
         me: &str,
         mut req: LeaseRequest,
@@ -264,8 +272,9 @@ pub(super) async fn leases(
     match who {
         Caller::Identity(id) => st.issue_for_identity(&id, req).map(Json),
         Caller::Service => {
-            check_service_request(&req)?;
-            st.issue(&req).map(Json)
+            let r = check_service_request(&req).and_then(|()| st.issue(&req));
+            st.metrics.lease(r.is_ok());
+            r.map(Json)
         }
     }
 }

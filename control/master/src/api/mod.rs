@@ -39,7 +39,7 @@ use self::{
     admin::{admin_revoke, admin_update_state},
     auth::{auth_login, auth_register, auth_register_verify},
     feedback::feedback,
-    health::{health, ready, well_known},
+    health::{health, metrics, ready, well_known},
     leases::leases,
     registry::{merge_registry, registry_sync},
     relays::{relay_heartbeat, relay_list, relay_register},
@@ -49,6 +49,7 @@ use crate::{
     Cli,
     challenges::Challenges,
     keys,
+    metrics::Metrics,
     relays::{Relay, Reputation},
     ws,
 };
@@ -103,6 +104,7 @@ pub(crate) struct AppState {
     relay_limiter: RateLimiter,
     pub(crate) bind_limiter: RateLimiter,
     pub(crate) hub: ws::Hub,
+    pub(crate) metrics: Metrics,
     started: Instant,
     max_relays_per_ip: usize,
 }
@@ -271,6 +273,7 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
         relay_limiter: RateLimiter::from_env("WAVRY_MASTER_RELAY_RATE_LIMIT", 120, 60, 100_000),
         bind_limiter: RateLimiter::from_env("WAVRY_MASTER_WS_BIND_RATE", 30, 60, 100_000),
         hub: ws::Hub::default(),
+        metrics: Metrics::new(),
         started: Instant::now(),
         max_relays_per_ip: usize::try_from(env_u64("WAVRY_MASTER_MAX_RELAYS_PER_IP", 5))
             .unwrap_or(5),
@@ -298,6 +301,7 @@ pub(crate) async fn serve(cli: Cli) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/.well-known/wavry-id", get(well_known))
         .route("/v1/relays/register", post(relay_register))
         .route("/v1/relays/heartbeat", post(relay_heartbeat))

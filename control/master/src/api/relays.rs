@@ -125,6 +125,7 @@ pub(super) async fn relay_register(
         .relay_limiter
         .check(&format!("register:{}", st.ip.rate_key(ip)))
     {
+        st.metrics.rate_limited.inc();
         return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limited"));
     }
     let req: RegisterReq = parse_json(&body)?;
@@ -225,6 +226,7 @@ pub(super) async fn relay_register(
     if let Some(r) = registered {
         persist_relay(&st.db, &r).await?;
     }
+    st.metrics.relay_registrations.inc();
     tracing::info!(relay_id = %req.relay_id, endpoints = ?req.endpoints, authenticated_by = if bearer_ok { "bearer" } else if identity_ok { "identity" } else { "insecure-dev" }, "relay registered");
     Ok(Json(json!({
         "heartbeat_interval_ms": relays::HEARTBEAT_INTERVAL_MS,
@@ -285,6 +287,7 @@ pub(super) async fn relay_heartbeat(
         r.clone()
     };
     persist_relay(&st.db, &snapshot).await?;
+    st.metrics.relay_heartbeats.inc();
     Ok(Json(json!({ "ok": true, "state": snapshot.state })))
 }
 
