@@ -115,4 +115,9 @@ pub(crate) struct Cli {
     /// Log filter (RUST_LOG wins when set).
     #[arg(long, env = "WAVRY_RELAY_LOG_LEVEL", default_value = "info")]
     pub(crate) log_level: String,
+    /// Health check for containers without a shell: GET /health on --health-listen (loopback
+    /// when it is 0.0.0.0 or [::]) within 3 s, exit 0 on 200, else 1 with one line on stderr.
+    /// Starts nothing else.
+    #[arg(long)]
+    pub(crate) probe: bool,
 }

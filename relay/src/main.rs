@@ -4,6 +4,7 @@
 mod cli;
 mod http;
 mod master;
+mod probe;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -139,6 +140,14 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.probe {
+        // No logging, no gates, nothing bound: the exit status and one stderr line are all.
+        if let Err(e) = probe::probe(cli.health_listen) {
+            eprintln!("wavry-relay --probe: {e:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
     tracing_subscriber::fmt().with_env_filter(filter).init();

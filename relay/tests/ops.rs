@@ -1,0 +1,122 @@
+//! Operating `wavry-relay` as a real process (registered with a real `wavry-master`):
+//! `/metrics` is OpenMetrics text that follows the shared conventions (control/README.md,
+//! "Metrics": prefix `wavry_relay_`, one constant label `relay_id`) and counts a datagram it
+//! was sent; `--probe`, the container health check, exits 0 for a running relay's
+//! --health-listen (also when it comes from the environment as `0.0.0.0`) and 1 with one line
+//! on stderr where nothing listens.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use common::*;
+use wavry_control_testkit::openmetrics::{self, Exposition};
+use wavry_control_testkit::{TempDir, free_port, run_once};
+
+async fn scrape(relay: &Relay) -> Exposition {
+    let text = metrics(relay).await;
+    let e = openmetrics::parse(&text).unwrap_or_else(|err| panic!("{err:#}\n{text}"));
+    e.check_conventions("wavry_relay_", &["relay_id"])
+        .unwrap_or_else(|err| panic!("{err:#}\n{text}"));
+    assert!(
+        e.samples()
+            .all(|s| s.label("relay_id") == Some(relay.id.as_str())),
+        "{text}"
+    );
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_the_conventions_and_count_a_datagram() {
+    let dir = TempDir::new("relay-ops").unwrap();
+    let master = spawn_master(&dir.path().join("master")).await;
+    std::fs::create_dir_all(dir.path().join("relay")).unwrap();
+    let relay = spawn_relay(&master, &dir.path().join("relay"), free_udp_port(), &[]).await;
+    let before = scrape(&relay).await;
+    let invalid = |e: &Exposition| e.count("wavry_relay_invalid_packets_total", &[]).unwrap();
+    assert_eq!(
+        before.family("wavry_relay_packets_forwarded").unwrap().kind,
+        "counter"
+    );
+    assert_eq!(
+        before
+            .family("wavry_relay_forward_latency_seconds")
+            .unwrap()
+            .kind,
+        "histogram"
+    );
+    assert_eq!(before.family("wavry_relay_shards").unwrap().kind, "gauge");
+
+    // One datagram that is not a relay datagram.
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(b"not a relay datagram", relay.udp)
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = scrape(&relay).await;
+        if invalid(&now) == invalid(&before) + 1 {
+            break;
+        }
+        assert!(Instant::now() < end, "the datagram was never counted");
+        // Poll interval of a bounded wait: the shard counts asynchronously.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_answers_for_a_running_relay_and_fails_where_nothing_listens() {
+    let dir = TempDir::new("relay-probe").unwrap();
+    let master = spawn_master(&dir.path().join("master")).await;
+    std::fs::create_dir_all(dir.path().join("relay")).unwrap();
+    let relay = spawn_relay(&master, &dir.path().join("relay"), free_udp_port(), &[]).await;
+    let probe = |args: Vec<String>, envs: Vec<(String, String)>| async move {
+        run_once(relay_bin(), &args, &envs, Duration::from_secs(10))
+            .await
+            .unwrap()
+    };
+
+    let out = probe(
+        vec![
+            "--probe".into(),
+            "--health-listen".into(),
+            format!("127.0.0.1:{}", relay.svc.port),
+        ],
+        vec![],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    // As in the image: the address comes from the environment and is unspecified.
+    let out = probe(
+        vec!["--probe".into()],
+        vec![(
+            "WAVRY_RELAY_HEALTH_LISTEN".into(),
+            format!("0.0.0.0:{}", relay.svc.port),
+        )],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+
+    let free = free_port().unwrap();
+    let out = probe(
+        vec![
+            "--probe".into(),
+            "--health-listen".into(),
+            format!("127.0.0.1:{free}"),
+        ],
+        vec![],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "wavry-relay --probe: GET http://127.0.0.1:{free}/health: "
+        )),
+        "{err}"
+    );
+}
