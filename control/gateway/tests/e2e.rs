@@ -573,6 +573,82 @@ async fn full_flow(db: Db<'_>) {
     );
 }
 
+/// A banned account cannot start a session: the ban closes its live `/ws`, every session
+/// token it held is refused at `BIND` (so neither a host nor a client can register for
+/// signalling) and over HTTP, and it cannot log in; after an unban it can do all three again.
+async fn banned_account_cannot_start_a_session(db: Db<'_>) {
+    let s = start(&db).await;
+    let (user_id, registration_token, _) = s.register("banned").await;
+    let (code, body) = s.login("banned", PASSWORD, None).await;
+    assert_eq!(code, 200, "{body}");
+    let login_token = body["token"].as_str().unwrap().to_string();
+    let (mut live, bound) = bind(&s, &login_token).await;
+    assert!(
+        matches!(bound, Message::Bound { ref username, .. } if username == "banned"),
+        "{bound:?}"
+    );
+
+    let (code, ban) = s
+        .post(
+            &s.gateway.base,
+            "/admin/api/ban",
+            json!({"user_id": user_id, "reason": "abuse"}),
+            &[("x-admin-token", ADMIN)],
+        )
+        .await;
+    assert_eq!(code, 200, "{ban}");
+    assert_eq!(ban["sessions_revoked"], 2, "{ban}");
+    assert_eq!(ban["connections_closed"], 1, "{ban}");
+    match recv(&mut live).await {
+        Some(Message::Error { message, .. }) => assert!(message.contains("suspended"), "{message}"),
+        other => panic!("expected an ERROR before close, got {other:?}"),
+    }
+    assert!(recv(&mut live).await.is_none(), "live socket closed");
+
+    for token in [&registration_token, &login_token] {
+        let (mut ws, m) = bind(&s, token).await;
+        assert!(
+            matches!(
+                m,
+                Message::Error {
+                    code: Some(401),
+                    ..
+                }
+            ),
+            "a banned account's token must not bind: {m:?}"
+        );
+        assert!(recv(&mut ws).await.is_none(), "refused socket closed");
+        let (code, body) = s
+            .post(
+                &s.gateway.base,
+                "/auth/2fa/setup",
+                json!({}),
+                &[("x-session-token", token)],
+            )
+            .await;
+        assert_eq!(code, 401, "{body}");
+    }
+    let (code, body) = s.login("banned", PASSWORD, None).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (403, Some("Account suspended: abuse"))
+    );
+
+    let (code, body) = s
+        .post(
+            &s.gateway.base,
+            "/admin/api/unban",
+            json!({"user_id": user_id}),
+            &[("x-admin-token", ADMIN)],
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = s.login("banned", PASSWORD, None).await;
+    assert_eq!(code, 200, "{body}");
+    let (_ws, bound) = bind(&s, body["token"].as_str().unwrap()).await;
+    assert!(matches!(bound, Message::Bound { .. }), "{bound:?}");
+}
+
 /// Five failed logins lock the account (and IP) out, even for the right password.
 async fn lockout(db: Db<'_>) {
     let s = start(&db).await;
@@ -894,6 +970,11 @@ async fn sqlite_full_flow() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_banned_account_cannot_start_a_session() {
+    banned_account_cannot_start_a_session(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_lockout() {
     lockout(Db::Sqlite).await;
 }
@@ -910,6 +991,7 @@ async fn postgres_suite() {
     let started = Instant::now();
     let pg = PgCluster::start().unwrap_or_else(|e| panic!("{e:#}\nThe Postgres suite needs the Debian `postgresql` package: run `cargo xtask test`."));
     full_flow(Db::Postgres(&pg, "flow")).await;
+    banned_account_cannot_start_a_session(Db::Postgres(&pg, "ban")).await;
     lockout(Db::Postgres(&pg, "lockout")).await;
     refusals(Db::Postgres(&pg, "refusals")).await;
     cross_instance(&pg).await;
