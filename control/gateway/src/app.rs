@@ -146,8 +146,13 @@ impl AppState {
         if !wavry_control_core::token_syntax_ok(token) {
             return Ok(None);
         }
+        self.session_user_by_hash(hash_token(token)).await
+    }
+
+    /// Resolves a stored session id (`h1:` hash), under the same conditions as
+    /// [`Self::session_user`].
+    pub(crate) async fn session_user_by_hash(&self, h: String) -> ApiResult<Option<SessionUser>> {
         let now = unix_now();
-        let h = hash_token(token);
         let row = sqlx::query(
             "SELECT u.id, u.username, u.public_key FROM sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.token_hash = $1 AND s.expires_at > $2 \

@@ -271,6 +271,20 @@ async fn run(st: Arc<AppState>, socket: WebSocket, ip: IpAddr, _slot: Slot) {
             tx,
         },
     );
+    // A ban, logout or revocation committed between the token check in `bind` and the insert
+    // above found no socket to close: check the session again now that it can be reached (a
+    // later one closes it through the hub).
+    match st.session_user_by_hash(user.token_hash.clone()).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            st.hub.remove(&user.username, conn);
+            return close_with(&mut sink, 401, "invalid or expired session token").await;
+        }
+        Err(_) => {
+            st.hub.remove(&user.username, conn);
+            return close_with(&mut sink, 500, "internal error").await;
+        }
+    }
     let bound = Envelope::encode(&Message::Bound {
         username: user.username.clone(),
         wavry_id,
