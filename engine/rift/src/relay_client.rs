@@ -225,6 +225,8 @@ pub struct RelayClient {
     gap: Option<Duration>,
     /// Re-presentations since the last arrival: each doubles the wait (up to 32×).
     backoff: u32,
+    /// The relay's hard limit for this session from its last LEASE_ACK, kbit/s.
+    hard_limit_kbps: Option<u32>,
     events: VecDeque<RelayEvent>,
     stats: RelayClientStats,
 }
@@ -263,6 +265,7 @@ impl RelayClient {
             last_rx: None,
             gap: None,
             backoff: 0,
+            hard_limit_kbps: None,
             events: VecDeque::new(),
             stats: RelayClientStats::default(),
         };
@@ -273,6 +276,13 @@ impl RelayClient {
     /// The relay's address.
     pub fn relay_addr(&self) -> SocketAddr {
         self.lease.relay_addr
+    }
+
+    /// The relay's hard limit for this session (its LEASE_ACK), kbit/s: a sender above it
+    /// loses what the relay's bucket drops, and no queue builds to warn a delay-based
+    /// controller. `None` before the first ack.
+    pub fn hard_limit_kbps(&self) -> Option<u32> {
+        self.hard_limit_kbps
     }
 
     /// The relay session id.
@@ -399,6 +409,7 @@ impl RelayClient {
             req == Request::Renew && !renewed_fresh && ack.expires_unix_ms <= self.expires_unix_ms;
         self.state = State::Admitted;
         self.expires_unix_ms = ack.expires_unix_ms;
+        self.hard_limit_kbps = Some(ack.hard_limit_kbps);
         self.events.push_back(RelayEvent::Admitted(ack));
         let left = ack.expires_unix_ms.saturating_sub(self.unix_ms(now));
         if stuck || left == 0 {

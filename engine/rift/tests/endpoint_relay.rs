@@ -222,6 +222,20 @@ fn one_endpoint_serves_a_direct_and_a_relayed_client() {
             .map(|h| w.ep.session_mut(h).unwrap().remote())
             .collect();
     assert!(remotes.contains(&addr(RELAY)) && remotes.contains(&addr(DIRECT)));
+    // The relay polices at its hard limit (20 Mbit/s in its ack) without queueing: the
+    // relayed sessions keep DELTA at 70 % of it on both ends; the direct one is not capped.
+    let cap = 14_000_000;
+    let handles: Vec<_> = w.ep.handles().collect();
+    for h in handles {
+        let s = w.ep.session_mut(h).unwrap();
+        let (relayed, target) = (s.remote() == addr(RELAY), s.target_bitrate());
+        if relayed {
+            assert!(target <= cap, "relayed host session at {target} bit/s");
+        } else {
+            assert!(target > cap, "direct session capped to {target} bit/s");
+        }
+    }
+    assert!(w.relayed.target_bitrate() <= cap);
     let mut relay_events = Vec::new();
     while let Some(e) = w.ep.poll_relay_event() {
         relay_events.push(e);

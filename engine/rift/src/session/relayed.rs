@@ -13,6 +13,9 @@ use crate::{
     wire::{RelayHeader, RelayType},
 };
 
+/// Share of a relay's hard limit the video target may use.
+pub(super) const RELAY_HEADROOM: f64 = 0.7;
+
 impl Session {
     /// Starts a client session through the relay `lease` names: the lease is presented at
     /// once and msg1 follows inside FORWARD. `now_unix_ms` is the wall clock at `now` (the
@@ -93,16 +96,30 @@ impl Session {
             return;
         };
         let mut end = None;
+        let mut cap = None;
         while let Some(e) = rc.poll_event() {
             match e {
                 RelayEvent::Rejected(r) => end = Some(CloseReason::RelayRejected(r)),
                 RelayEvent::GaveUp => end = Some(CloseReason::RelayUnreachable),
-                RelayEvent::Admitted(_) | RelayEvent::LeaseEnding { .. } => {}
+                RelayEvent::Admitted(ack) => cap = Some(ack.hard_limit_kbps),
+                RelayEvent::LeaseEnding { .. } => {}
             }
+        }
+        if let Some(kbps) = cap {
+            self.cap_to_relay(kbps);
         }
         if let Some(reason) = end {
             self.finish(reason);
         }
+    }
+
+    /// Keeps DELTA under a relay's hard limit (`kbps`, from its LEASE_ACK): the relay drops
+    /// what exceeds it without queueing, so a delay-based controller would never see it
+    /// coming. The video target keeps 70 % of the limit, leaving room for FEC parity,
+    /// retransmissions, audio, control and headers.
+    pub fn cap_to_relay(&mut self, kbps: u32) {
+        let cap = (f64::from(kbps) * 1000.0 * RELAY_HEADROOM) as u64;
+        self.cc.set_max_bps(cap.min(self.cfg.cc.max_bps));
     }
 
     /// The relay client's due PRESENT / RENEW, ahead of the session's own datagrams.

@@ -313,6 +313,13 @@ impl Endpoint {
             return;
         };
         session.local_ip = h.local_ip;
+        if let Some(kbps) = key
+            .0
+            .relay
+            .and_then(|sid| self.relay_limit((key.0.addr, sid)))
+        {
+            session.cap_to_relay(kbps);
+        }
         let i = if let Some(i) = self.free.pop() {
             i
         } else {

@@ -117,13 +117,38 @@ impl Endpoint {
         let Some(slot) = self.relays.get_mut(&key) else {
             return;
         };
+        let mut cap = None;
         while let Some(e) = slot.client.poll_event() {
+            if let RelayEvent::Admitted(ack) = &e {
+                cap = Some(ack.hard_limit_kbps);
+            }
             self.relay_events.push_back((key.1, e));
         }
+        let rearm = slot.client.poll_timeout().is_some_and(|t| t > now);
+        if let Some(kbps) = cap {
+            self.cap_relayed(key.1, kbps);
+        }
         self.relay_ready.push_back(key);
-        if slot.client.poll_timeout().is_some_and(|t| t > now) {
+        if rearm {
             self.arm_relay(key);
         }
+    }
+
+    /// Caps the sessions on relay session `sid` at the relay's hard limit (see
+    /// [`crate::session::Session::cap_to_relay`]).
+    fn cap_relayed(&mut self, sid: [u8; 16], kbps: u32) {
+        for slot in &mut self.slots {
+            if let Some(s) = slot.session.as_mut()
+                && s.cfg.relay.is_some_and(|r| r.session_id == sid)
+            {
+                s.cap_to_relay(kbps);
+            }
+        }
+    }
+
+    /// The hard limit the relay of path `key` gave, once it admitted the host's lease.
+    pub(super) fn relay_limit(&self, key: RelayKey) -> Option<u32> {
+        self.relays.get(&key)?.client.hard_limit_kbps()
     }
 
     fn arm_relay(&mut self, key: RelayKey) {
