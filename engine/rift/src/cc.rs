@@ -6,7 +6,11 @@
 //! - the increase is proportional to time, not to how often samples arrive;
 //! - k-persistence of 3 samples for STABLE ↔ RISING, leaving CONGESTED needs the queue below
 //!   half of `T_limit`; FPS steps down after 1 s CONGESTED and recovers after 5 s STABLE;
-//! - the target bitrate and fps are outputs the session emits to the encoder.
+//! - the target bitrate and fps are outputs the session emits to the encoder;
+//! - loss counts too (the spec's DELTA is delay-only): a shallow buffer or a policer drops the
+//!   excess before any queue builds, so a smoothed loss above 10 % over windows of at least
+//!   one RTT and 100 datagrams cuts the rate under what was delivered, and above 2 % the rate
+//!   does not grow. Random loss below that is left to FEC and NACK.
 
 use std::time::{Duration, Instant};
 
@@ -78,7 +82,20 @@ pub struct CcSample {
     pub rtt: Duration,
     /// Rate at which the receiver got data recently, bit/s (None if unknown).
     pub delivery_bps: Option<u64>,
+    /// Datagrams the receiver reported received / lost since its previous report.
+    pub received: u32,
+    /// See `received`.
+    pub lost: u32,
 }
+
+/// Loss above which a window counts as congestion even without a queue (a policer drops
+/// what exceeds its rate and never delays it): the rate is cut towards what was delivered.
+const LOSS_CUT: f64 = 0.10;
+/// Loss above which the rate may not grow (random loss below it is FEC's and NACK's job).
+const LOSS_HOLD: f64 = 0.02;
+/// Fewest datagrams a loss window needs before it is judged: with 100, a 5 % random loss
+/// reads above 10 % in about one window in a hundred, and the estimate averages two windows.
+const LOSS_MIN_PACKETS: u64 = 100;
 
 const BUCKETS: usize = 10;
 
@@ -101,6 +118,10 @@ pub struct Delta {
     stable_since: Option<Instant>,
     /// Capacity estimate: the highest delivery rate seen recently, reset on every cut.
     capacity: Option<(Instant, f64)>,
+    /// The loss window being counted: its start, received, lost.
+    loss_window: (Option<Instant>, u64, u64),
+    /// Loss fraction of the last judged window.
+    loss: f64,
 }
 
 fn step_down(fps: u32) -> u32 {
@@ -133,6 +154,8 @@ impl Delta {
             congested_since: None,
             stable_since: None,
             capacity: None,
+            loss_window: (None, 0, 0),
+            loss: 0.0,
         }
     }
 
@@ -242,7 +265,32 @@ impl Delta {
                 self.capacity = Some((s.now, d));
             }
         }
+        // Loss, judged over windows of at least one smoothed RTT (and 50 ms).
+        let (start, recv, lost) = &mut self.loss_window;
+        let start = *start.get_or_insert(s.now);
+        *recv += u64::from(s.received);
+        *lost += u64::from(s.lost);
+        let window = smooth.max(0.05);
+        let mut loss_cut = false;
+        if s.now.duration_since(start).as_secs_f64() >= window && *recv + *lost >= LOSS_MIN_PACKETS
+        {
+            // Half this window, half the estimate before it.
+            let w = *lost as f64 / (*recv + *lost) as f64;
+            self.loss = 0.5 * self.loss + 0.5 * w;
+            self.loss_window = (Some(s.now), 0, 0);
+            loss_cut = self.loss > LOSS_CUT;
+        }
+        if loss_cut {
+            // Congestion no queue shows: aim just under what got through, once per window.
+            let base = s
+                .delivery_bps
+                .map_or(self.rate * (1.0 - self.loss), |d| (d as f64).min(self.rate));
+            self.rate = base * self.cfg.beta;
+            self.last_cut = Some(s.now);
+            self.capacity = s.delivery_bps.map(|d| (s.now, d as f64));
+        }
         match self.state {
+            DeltaState::Stable if self.loss > LOSS_HOLD => {}
             DeltaState::Stable => {
                 let headroom = (1.0 - dq / t_limit).max(0.0);
                 match self.capacity {
@@ -308,6 +356,8 @@ mod tests {
     fn sample(now: Instant, rtt_ms: f64, delivery: Option<u64>) -> CcSample {
         CcSample {
             now,
+            received: 10,
+            lost: 0,
             rtt: Duration::from_secs_f64(rtt_ms / 1000.0),
             delivery_bps: delivery,
         }

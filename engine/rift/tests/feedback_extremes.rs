@@ -110,10 +110,14 @@ fn the_controller_and_fec_policy_take_extreme_samples() {
     let mut now = t0;
     for (i, &rtt) in rtts.iter().cycle().take(200).enumerate() {
         now += Duration::from_millis(if i % 7 == 0 { 0 } else { 5 });
+        let counts = [(u32::MAX, u32::MAX), (0, u32::MAX), (u32::MAX, 0), (0, 0)];
+        let (received, lost) = counts[i % counts.len()];
         d.on_sample(CcSample {
             now,
             rtt,
             delivery_bps: deliveries[i % deliveries.len()],
+            received,
+            lost,
         });
         assert!((cfg.min_bps..=cfg.max_bps).contains(&d.target_bps()));
         assert!((1..=cfg.fps).contains(&d.target_fps()));

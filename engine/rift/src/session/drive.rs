@@ -243,6 +243,8 @@ impl Session {
                 now,
                 rtt,
                 delivery_bps: delivery,
+                received: fb.received_packets,
+                lost: fb.lost_packets,
             });
             if changed {
                 self.send.set_target(self.cc.target_bps());
