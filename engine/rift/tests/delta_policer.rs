@@ -9,12 +9,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Pair, link};
+use support::{Pair, encoder::FollowingEncoder, link};
 use wavry_netsim::Rate;
 use wavry_rift::{
     cc::DeltaConfig,
     crypto::PeerPolicy,
-    session::{Event, FrameMeta, Role, SessionConfig},
+    session::{Role, SessionConfig},
 };
 
 const FPS: u32 = 60;
@@ -39,38 +39,9 @@ fn loss_without_delay_brings_the_rate_under_a_policer() {
     let mut p = Pair::with_configs(11, up, down, client_cfg, host_cfg, client_key, host_key);
     assert!(p.connect(Duration::from_secs(5)));
 
-    let interval = Duration::from_secs(1) / FPS;
-    let frame = vec![0x5Au8; 1 << 20];
     let t0 = p.now;
-    let mut next = t0;
-    let (mut bitrate, mut fps) = (20_000_000u64, FPS);
-    let mut seen_events = 0;
-    let mut i = 0u64;
-    let mut drive = |p: &mut Pair, until: Instant| {
-        p.run_until(until, |p| {
-            for (_, e) in &p.host_events[seen_events..] {
-                if let Event::TargetBitrate { bps, fps: f } = e {
-                    bitrate = *bps;
-                    fps = *f;
-                }
-            }
-            seen_events = p.host_events.len();
-            while p.now >= next {
-                let len = (bitrate / 8 / u64::from(fps)) as usize;
-                let meta = FrameMeta {
-                    timestamp_us: i * 16_667,
-                    ..FrameMeta::default()
-                };
-                p.host
-                    .as_mut()
-                    .unwrap()
-                    .send_frame(p.now, &frame[..len], meta, interval)
-                    .unwrap();
-                i += 1;
-                next += Duration::from_secs(1) / fps;
-            }
-        });
-    };
+    let mut encoder = FollowingEncoder::new(t0, 20_000_000, FPS);
+    let mut drive = |p: &mut Pair, until: Instant| encoder.drive(p, until);
     let s = Duration::from_secs(1);
     drive(&mut p, t0 + 5 * s);
     let counts = |p: &Pair| {

@@ -5,6 +5,7 @@
 
 pub mod alloc;
 pub mod duo;
+pub mod encoder;
 pub mod endpoint;
 pub mod spoof;
 pub mod stream;
