@@ -105,6 +105,11 @@ impl Upload {
     /// `FileWritable`). The read buffer itself travels to the driver thread and back with the
     /// answer: no copy, no allocation per chunk.
     pub fn feed(&mut self, peer: &impl SessionCaller) -> Result<(), TransferError> {
+        if self.outcome.is_some() {
+            // Ended here (a cancel) or by the peer: a `FileWritable` or `FileAccepted` that
+            // was already on its way is stale, and writing would only be refused.
+            return Ok(());
+        }
         if self.block.is_empty() {
             // Lost with a driver call that failed.
             self.block = vec![0; UPLOAD_BLOCK];
@@ -266,7 +271,38 @@ pub fn stdin_lines() -> crossbeam_channel::Receiver<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{FileControl, parse_control};
+    use super::*;
+
+    /// A session caller that must not be called.
+    struct NoCalls;
+
+    impl SessionCaller for NoCalls {
+        fn call_session<R: Send + 'static>(
+            &self,
+            _: impl FnOnce(&mut Session, std::time::Instant) -> R + Send + 'static,
+        ) -> Result<R, DriverError> {
+            panic!("an ended upload called its session");
+        }
+    }
+
+    #[test]
+    fn an_ended_upload_ignores_stale_writable_events() {
+        let dir = std::env::temp_dir().join(format!("wavry-upload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.bin");
+        std::fs::write(&path, [7u8; 100]).unwrap();
+        let mut u = Upload {
+            source: OutgoingFile::open(&path).unwrap(),
+            path: path.clone(),
+            id: 1,
+            pos: 0,
+            block: vec![0; UPLOAD_BLOCK],
+            outcome: None,
+        };
+        u.ended(false);
+        assert!(u.feed(&NoCalls).is_ok());
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn control_lines_parse_and_bad_ones_say_why() {
