@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use wavry_control_testkit::openmetrics::{self, Exposition};
-use wavry_control_testkit::{TempDir, free_port, run_once};
+use wavry_control_testkit::{TempDir, assert_probe};
 
 async fn scrape(relay: &Relay) -> Exposition {
     let text = metrics(relay).await;
@@ -72,51 +72,12 @@ async fn probe_answers_for_a_running_relay_and_fails_where_nothing_listens() {
     let master = spawn_master(&dir.path().join("master")).await;
     std::fs::create_dir_all(dir.path().join("relay")).unwrap();
     let relay = spawn_relay(&master, &dir.path().join("relay"), free_udp_port(), &[]).await;
-    let probe = |args: Vec<String>, envs: Vec<(String, String)>| async move {
-        run_once(relay_bin(), &args, &envs, Duration::from_secs(10))
-            .await
-            .unwrap()
-    };
-
-    let out = probe(
-        vec![
-            "--probe".into(),
-            "--health-listen".into(),
-            format!("127.0.0.1:{}", relay.svc.port),
-        ],
-        vec![],
+    assert_probe(
+        relay_bin(),
+        "wavry-relay",
+        "--health-listen",
+        "WAVRY_RELAY_HEALTH_LISTEN",
+        relay.svc.port,
     )
     .await;
-    assert!(out.status.success(), "{out:?}");
-    assert!(out.stderr.is_empty(), "{out:?}");
-    // As in the image: the address comes from the environment and is unspecified.
-    let out = probe(
-        vec!["--probe".into()],
-        vec![(
-            "WAVRY_RELAY_HEALTH_LISTEN".into(),
-            format!("0.0.0.0:{}", relay.svc.port),
-        )],
-    )
-    .await;
-    assert!(out.status.success(), "{out:?}");
-
-    let free = free_port().unwrap();
-    let out = probe(
-        vec![
-            "--probe".into(),
-            "--health-listen".into(),
-            format!("127.0.0.1:{free}"),
-        ],
-        vec![],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.starts_with(&format!(
-            "wavry-relay --probe: GET http://127.0.0.1:{free}/health: "
-        )),
-        "{err}"
-    );
 }

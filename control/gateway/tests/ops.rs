@@ -10,9 +10,8 @@ use std::{path::Path, time::Duration};
 
 use serde_json::{Value, json};
 use wavry_control_testkit::{
-    Service, TempDir, free_port,
+    Service, TempDir, assert_probe, free_port,
     openmetrics::{self, Exposition},
-    run_once,
 };
 use wavry_rift::identity::IdentityKey;
 
@@ -146,51 +145,12 @@ async fn metrics_keep_every_family_and_count_a_login() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_answers_for_a_running_gateway_and_fails_where_nothing_listens() {
     let (svc, _dir) = gateway().await;
-    let probe = |args: Vec<String>, envs: Vec<(String, String)>| async move {
-        run_once(gateway_bin(), &args, &envs, Duration::from_secs(10))
-            .await
-            .unwrap()
-    };
-
-    let out = probe(
-        vec![
-            "--probe".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{}", svc.port),
-        ],
-        vec![],
+    assert_probe(
+        gateway_bin(),
+        "wavry-gateway",
+        "--listen",
+        "WAVRY_GATEWAY_BIND_ADDR",
+        svc.port,
     )
     .await;
-    assert!(out.status.success(), "{out:?}");
-    assert!(out.stderr.is_empty(), "{out:?}");
-    // As in the image: the address comes from the environment and is unspecified.
-    let out = probe(
-        vec!["--probe".into()],
-        vec![(
-            "WAVRY_GATEWAY_BIND_ADDR".into(),
-            format!("0.0.0.0:{}", svc.port),
-        )],
-    )
-    .await;
-    assert!(out.status.success(), "{out:?}");
-
-    let free = free_port().unwrap();
-    let out = probe(
-        vec![
-            "--probe".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{free}"),
-        ],
-        vec![],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.starts_with(&format!(
-            "wavry-gateway --probe: GET http://127.0.0.1:{free}/health: "
-        )),
-        "{err}"
-    );
 }

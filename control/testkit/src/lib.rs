@@ -159,6 +159,41 @@ pub async fn run_once(
         .with_context(|| format!("waiting for {}", bin.display()))
 }
 
+/// Checks a service binary's `--probe` health-check mode, as the container images use it:
+/// against the service listening on `port` it exits 0 quietly, both with the address given
+/// as `addr_flag` and with it coming from `addr_env` as the unspecified address; against a
+/// free port it exits 1 with one line naming the URL it tried. Panics (test helper) otherwise.
+#[allow(clippy::missing_panics_doc)]
+pub async fn assert_probe(bin: &Path, name: &str, addr_flag: &str, addr_env: &str, port: u16) {
+    let probe = |args: Vec<String>, envs: Vec<(String, String)>| async move {
+        run_once(bin, &args, &envs, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("{name} --probe: {e:#}"))
+    };
+    let flag = |port: u16| {
+        vec![
+            "--probe".to_owned(),
+            addr_flag.to_owned(),
+            format!("127.0.0.1:{port}"),
+        ]
+    };
+    let out = probe(flag(port), vec![]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    // As in the image: the address comes from the environment and is unspecified.
+    let env = vec![(addr_env.to_owned(), format!("0.0.0.0:{port}"))];
+    let out = probe(vec!["--probe".into()], env).await;
+    assert!(out.status.success(), "{out:?}");
+
+    let free = free_port().unwrap_or_else(|e| panic!("free port: {e}"));
+    let out = probe(flag(free), vec![]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let want = format!("{name} --probe: GET http://127.0.0.1:{free}/health: ");
+    assert!(err.starts_with(&want), "{err}");
+}
+
 /// Locates a sibling binary of the running executable's target directory (e.g. the master
 /// binary next to the gateway's, or both next to `wavry-bench`).
 pub fn sibling_binary(anchor: &Path, name: &str) -> anyhow::Result<PathBuf> {
