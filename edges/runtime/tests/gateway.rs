@@ -202,29 +202,12 @@ fn a_client_reaches_a_host_by_username_and_by_wavry_id_through_the_gateway() {
     let token_file = dir.0.join("host.token");
     std::fs::write(&token_file, format!("{host_token}\n")).unwrap();
 
-    let client_id = client.id().to_string();
-    let mut server = Proc::spawn(
-        env!("CARGO_BIN_EXE_wavry-server"),
-        &[
-            "--key",
-            &host_key,
-            "--allow",
-            &client_id,
-            "--listen",
-            "127.0.0.1:0",
-            "--width",
-            "320",
-            "--height",
-            "240",
-            "--fps",
-            "30",
-            "--bitrate-kbps",
-            "1000",
-            "--gateway-url",
-            &stack.ws_url(),
-            "--session-token-file",
-            token_file.to_str().unwrap(),
-        ],
+    let mut server = host_via_gateway(
+        &stack,
+        &host_key,
+        &client,
+        None,
+        &["--session-token-file", token_file.to_str().unwrap()],
     );
     let line = server.line_with("reachable through the gateway");
     assert!(
@@ -377,7 +360,13 @@ fn a_client_that_cannot_reach_the_host_directly_streams_through_a_brokered_relay
     // reads): the client's direct attempt gets no reply.
     let black_hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let dead = black_hole.local_addr().unwrap().to_string();
-    let mut server = host_via_gateway(&stack, &host_key, &client, &host_token, &dead);
+    let mut server = host_via_gateway(
+        &stack,
+        &host_key,
+        &client,
+        Some(&host_token),
+        &["--advertise", &dead],
+    );
     let line = server.line_with("reachable through the gateway");
     assert!(line.contains(&dead), "advertises only --advertise: {line}");
     let host_id = host.id().to_string();
@@ -459,13 +448,15 @@ fn a_client_that_cannot_reach_the_host_directly_streams_through_a_brokered_relay
     assert!(ok, "host exit: {lines:?}");
 }
 
-/// A host bound to the gateway that lets `client` in and offers only `advertise`.
+/// A small host bound to the gateway that lets `client` in; `extra` says how it gets its
+/// session token (`--session-token-file`) and what it offers (`--advertise`), `token` goes in
+/// `WAVRY_SESSION_TOKEN` when given.
 fn host_via_gateway(
     stack: &Stack,
     key: &str,
     client: &IdentityKey,
-    token: &str,
-    advertise: &str,
+    token: Option<&str>,
+    extra: &[&str],
 ) -> Proc {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wavry-server"));
     c.args([
@@ -485,10 +476,11 @@ fn host_via_gateway(
         "1000",
         "--gateway-url",
         &stack.ws_url(),
-        "--advertise",
-        advertise,
     ])
-    .env("WAVRY_SESSION_TOKEN", token);
+    .args(extra);
+    if let Some(t) = token {
+        c.env("WAVRY_SESSION_TOKEN", t);
+    }
     Proc::spawn_cmd(c)
 }
 
@@ -502,7 +494,13 @@ fn killing_the_relay_mid_session_moves_the_stream_to_the_next_relay() {
     let client_token = stack.register("alice", &client);
     let black_hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let dead = black_hole.local_addr().unwrap().to_string();
-    let mut server = host_via_gateway(&stack, &host_key, &client, &host_token, &dead);
+    let mut server = host_via_gateway(
+        &stack,
+        &host_key,
+        &client,
+        Some(&host_token),
+        &["--advertise", &dead],
+    );
     server.line_with("reachable through the gateway");
 
     let mut c = client_via_gateway(
