@@ -154,19 +154,9 @@ impl Stack {
     /// Registers `name` with `key` (the gateway checks the key by signature); returns the
     /// session token.
     fn register(&self, name: &str, key: &IdentityKey) -> String {
-        let pk = hex::encode(key.id().as_bytes());
-        let (code, ch) = self.post("/auth/register/challenge", &json!({"public_key": pk}), None);
-        assert_eq!(code, 200, "{ch}");
-        let sig = hex::encode(key.sign(ch["message"].as_str().unwrap().as_bytes()));
-        let (code, body) = self.post(
-            "/auth/register",
-            &json!({"email": format!("{name}@example.com"), "password": PASSWORD,
-                   "display_name": name, "username": name, "public_key": pk,
-                   "challenge": ch["challenge"], "signature": sig}),
-            None,
-        );
-        assert_eq!(code, 201, "{body}");
-        body["token"].as_str().unwrap().to_owned()
+        register_account(name, key, PASSWORD, |path, body| {
+            self.post(path, body, None)
+        })
     }
 }
 

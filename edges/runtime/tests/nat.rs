@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::*;
 use wavry_control_testkit::free_port;
 use wavry_rift::identity::IdentityKey;
@@ -250,21 +250,9 @@ impl Http {
 
     /// Registers `name` with `key`; the session token.
     fn register(&self, gw: &str, name: &str, key: &IdentityKey) -> String {
-        let pk = hex::encode(key.id().as_bytes());
-        let (code, ch) = self.post(
-            &format!("{gw}/auth/register/challenge"),
-            &json!({"public_key": pk}),
-        );
-        assert_eq!(code, 200, "{ch}");
-        let sig = hex::encode(key.sign(ch["message"].as_str().unwrap().as_bytes()));
-        let (code, body) = self.post(
-            &format!("{gw}/auth/register"),
-            &json!({"email": format!("{name}@example.com"), "password": PASSWORD,
-                    "display_name": name, "username": name, "public_key": pk,
-                    "challenge": ch["challenge"], "signature": sig}),
-        );
-        assert_eq!(code, 201, "{body}");
-        body["token"].as_str().unwrap().to_owned()
+        register_account(name, key, PASSWORD, |path, body| {
+            self.post(&format!("{gw}{path}"), body)
+        })
     }
 }
 

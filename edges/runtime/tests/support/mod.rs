@@ -137,6 +137,32 @@ pub fn stop_both(client: Proc, host: Proc) -> (Vec<String>, Vec<String>) {
     (client_lines, host_lines)
 }
 
+/// Registers account `name` bound to `key` through a gateway: a challenge, signed with the
+/// key, then the registration; returns the session token. `post(path, body)` sends to the
+/// gateway and answers its status and JSON body.
+pub fn register_account(
+    name: &str,
+    key: &IdentityKey,
+    password: &str,
+    mut post: impl FnMut(&str, &serde_json::Value) -> (u16, serde_json::Value),
+) -> String {
+    let pk = hex::encode(key.id().as_bytes());
+    let (code, ch) = post(
+        "/auth/register/challenge",
+        &serde_json::json!({"public_key": pk}),
+    );
+    assert_eq!(code, 200, "{ch}");
+    let sig = hex::encode(key.sign(ch["message"].as_str().unwrap().as_bytes()));
+    let (code, body) = post(
+        "/auth/register",
+        &serde_json::json!({"email": format!("{name}@example.com"), "password": password,
+                            "display_name": name, "username": name, "public_key": pk,
+                            "challenge": ch["challenge"], "signature": sig}),
+    );
+    assert_eq!(code, 201, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
 pub fn keys(dir: &Path, name: &str) -> (String, String) {
     let k = IdentityKey::generate().unwrap();
     let (path, _) = k.write_files(&dir.join(name), false).unwrap();
