@@ -12,12 +12,7 @@
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
-use tungstenite::client::IntoClientRequest;
 use wavry_rift::wire::stun;
-
-/// How the runtimes name a STUN server on the command line.
-pub const STUN_HELP: &str = "host:port of a STUN server for learning this side's public \
-    address (default: the gateway's host and port; `off`: none)";
 
 /// Why no reflexive address was learned.
 #[derive(Debug, thiserror::Error)]
@@ -44,22 +39,9 @@ pub fn stun_server(flag: Option<&str>, gateway_url: &str) -> Result<Option<Socke
             .next()
             .map(Some)
             .ok_or_else(|| NatError::Server(s.to_owned(), "no address".into())),
-        None => {
-            let req = gateway_url
-                .into_client_request()
-                .map_err(|e| NatError::Server(gateway_url.to_owned(), e.to_string()))?;
-            let uri = req.uri();
-            let host = uri
-                .host()
-                .ok_or_else(|| NatError::Server(gateway_url.to_owned(), "no host".into()))?
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            let port = uri.port_u16().unwrap_or(80);
-            Ok((host, port)
-                .to_socket_addrs()
-                .map_err(|e| NatError::Server(gateway_url.to_owned(), e.to_string()))?
-                .next())
-        }
+        None => crate::signal::gateway_addr(gateway_url)
+            .map(Some)
+            .ok_or_else(|| NatError::Server(gateway_url.to_owned(), "no address".into())),
     }
 }
 
