@@ -252,21 +252,7 @@ fn test(fuzz_seconds: u64) -> anyhow::Result<()> {
     step("tests");
     let (passed, failed) = cargo_test(&["test", "--workspace", "--locked"])?;
     step("the demo's whole stack runs (short, small picture, debug build)");
-    cargo(&[
-        "build",
-        "--locked",
-        "-p",
-        "wavry-master",
-        "-p",
-        "wavry-gateway",
-        "-p",
-        "wavry-relay",
-        "-p",
-        "wavry-runtime",
-        "-p",
-        "wavry-bench",
-        "--bins",
-    ])?;
+    build_stack(&["--locked"])?;
     run(Command::new("target/debug/wavry-bench").args([
         "stack",
         "--seconds",
@@ -478,29 +464,33 @@ fn fuzz(seconds: u64, only: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The packages whose binaries `wavry-bench stack` starts, and the runner itself.
+const STACK_PACKAGES: [&str; 5] = [
+    "wavry-master",
+    "wavry-gateway",
+    "wavry-relay",
+    "wavry-runtime",
+    "wavry-bench",
+];
+
+/// `cargo build <extra> -p <each of STACK_PACKAGES> --bins`.
+fn build_stack(extra: &[&str]) -> anyhow::Result<()> {
+    let mut args = vec!["build"];
+    args.extend_from_slice(extra);
+    for p in STACK_PACKAGES {
+        args.extend(["-p", p]);
+    }
+    args.push("--bins");
+    cargo(&args)
+}
+
 fn demo(root: &Path, seconds: u64, io: &str, source: &str, encoder: &str) -> anyhow::Result<()> {
     ensure_apt(APT_DEMO)?;
     step(
         "building the stack (release): wavry, wavry-master, wavry-gateway, wavry-relay, \
          wavry-server, wavry-client and the wavry-bench runner",
     );
-    cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "wavry-cli",
-        "-p",
-        "wavry-master",
-        "-p",
-        "wavry-gateway",
-        "-p",
-        "wavry-relay",
-        "-p",
-        "wavry-runtime",
-        "-p",
-        "wavry-bench",
-        "--bins",
-    ])?;
+    build_stack(&["--release", "-p", "wavry-cli"])?;
     run(Command::new(root.join("target/release/wavry-bench"))
         .args(["stack", "--seconds", &seconds.to_string()])
         .args(["--io", io, "--source", source, "--encoder", encoder])
