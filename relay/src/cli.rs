@@ -3,8 +3,33 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use wavry_net::IoMode;
+use wavry_net::xdp::XdpMode;
+
+/// Packet I/O of the forwarding path (`--io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RelayIo {
+    /// AF_XDP on --xdp-iface when given (and running as root), else io_uring, else portable.
+    Auto,
+    /// AF_XDP on --xdp-iface, or exit with the reason.
+    Xdp,
+    /// io_uring (GRO in, GSO out), or exit with the reason.
+    Uring,
+    /// The portable quinn-udp backend.
+    Portable,
+}
+
+impl RelayIo {
+    /// The `wavry-net` socket mode of the non-XDP path.
+    pub(crate) fn socket_mode(self) -> IoMode {
+        match self {
+            Self::Auto | Self::Xdp => IoMode::Auto,
+            Self::Uring => IoMode::Uring,
+            Self::Portable => IoMode::Portable,
+        }
+    }
+}
 
 /// `wavry-relay`: lease-gated blind UDP forwarder.
 #[derive(Parser, Debug)]
@@ -102,9 +127,18 @@ pub(crate) struct Cli {
         default_value = "127.0.0.1:9091"
     )]
     pub(crate) health_listen: SocketAddr,
-    /// Packet I/O backend: auto (io_uring when available), uring, portable.
-    #[arg(long, env = "WAVRY_IO", default_value = "auto")]
-    pub(crate) io: IoMode,
+    /// Packet I/O backend. auto: AF_XDP when --xdp-iface is given and it can start (else one
+    /// line says why), then io_uring when available, then portable.
+    #[arg(long, env = "WAVRY_IO", value_enum, default_value_t = RelayIo::Auto, ignore_case = true)]
+    pub(crate) io: RelayIo,
+    /// Interfaces for AF_XDP (comma-separated or repeated): the XDP program on each sends UDP
+    /// to --listen's port on the relay's addresses to AF_XDP sockets and passes everything
+    /// else (ARP, ICMP, other ports) to the kernel. Needs root.
+    #[arg(long, env = "WAVRY_RELAY_XDP_IFACE", value_delimiter = ',')]
+    pub(crate) xdp_iface: Vec<String>,
+    /// AF_XDP socket mode: auto (zero-copy where the driver allows, else copy), copy, zero-copy.
+    #[arg(long, env = "WAVRY_RELAY_XDP_MODE", default_value = "auto")]
+    pub(crate) xdp_mode: XdpMode,
     /// Forwarding threads (one SO_REUSEPORT socket each); default: available cores.
     #[arg(long, env = "WAVRY_RELAY_THREADS")]
     pub(crate) threads: Option<usize>,

@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) has_master_key: AtomicBool,
     pub(crate) max_sessions: usize,
     pub(crate) shed_pct: u8,
+    /// The forwarding backend: xdp-copy, xdp-zero-copy, uring or portable.
+    pub(crate) backend: String,
 }
 
 impl Shared {
@@ -69,6 +71,9 @@ impl Shared {
     }
 }
 
+/// Picks one of a shard's AF_XDP counters.
+type PickGauge = fn(&Stats) -> &std::sync::atomic::AtomicU64;
+
 #[derive(Debug)]
 struct RelayCollector(Arc<Shared>);
 
@@ -91,6 +96,46 @@ impl Collector for RelayCollector {
             None,
             stalls.metric_type(),
         )?)?;
+        let xdp: [(&str, &str, PickGauge); 4] = [
+            (
+                "xdp_redirected_packets",
+                "Frames the XDP program sent to the AF_XDP sockets (xdp backend).",
+                |s| &s.xdp.redirected,
+            ),
+            (
+                "xdp_passed_packets",
+                "Frames the XDP program passed to the kernel: ARP, ICMP, other ports (xdp backend).",
+                |s| &s.xdp.passed,
+            ),
+            (
+                "xdp_kernel_rx_dropped_packets",
+                "Frames the kernel dropped for want of RX or fill ring room (xdp backend).",
+                |s| &s.xdp.kernel_rx_dropped,
+            ),
+            (
+                "xdp_tx_ring_full_packets",
+                "Frames to send that found the TX ring full (xdp backend).",
+                |s| &s.xdp.tx_ring_full,
+            ),
+        ];
+        for (name, help, pick) in xdp {
+            let c = ConstCounter::new(
+                self.0
+                    .shards
+                    .iter()
+                    .map(|s| pick(s).load(Ordering::Relaxed))
+                    .sum::<u64>(),
+            );
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        let info = ConstGauge::new(1i64);
+        let mut family = encoder.encode_descriptor(
+            "io_backend",
+            "The forwarding backend in use (label backend: xdp-copy, xdp-zero-copy, uring, portable).",
+            None,
+            info.metric_type(),
+        )?;
+        info.encode(family.encode_family(&[("backend", self.0.backend.as_str())])?)?;
         let batch = SummedHistogram::of(&self.0.shards, |s| &s.histograms.batch_datagrams, 1.0);
         batch.encode(encoder.encode_descriptor(
             "batch_datagrams",
@@ -291,6 +336,7 @@ mod tests {
             started: Instant::now(),
             shards,
             registered: AtomicBool::new(false),
+            backend: "uring".into(),
             has_master_key: AtomicBool::new(false),
             max_sessions: 10,
             shed_pct: 95,

@@ -2,10 +2,11 @@
 //!
 //! [`core`] is the sans-IO state machine (no sockets, no clock); [`peer`] builds what peers
 //! send it. The binary `wavry-relay` (src/main.rs) adds the I/O shell on `wavry-net`
-//! backends, the HTTP surface and master registration.
+//! backends ([`shell`], and [`xdp`] on AF_XDP), the HTTP surface and master registration.
 
 pub mod core;
 pub mod peer;
 pub mod shell;
+pub mod xdp;
 
 pub use crate::core::{CoreConfig, LeaseAuth, Now, REPLY_MAX, RelayCore, Verdict};

@@ -14,14 +14,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use wavry_net::xdp::{XdpOptions, XdpPorts};
 use wavry_net::{Backend, NetSocket};
 use wavry_relay::core::stats::Stats;
 use wavry_relay::shell::{Clock, ShardOptions, run_shard};
+use wavry_relay::xdp::run_xdp_shard;
 use wavry_relay::{CoreConfig, LeaseAuth, RelayCore};
 use wavry_rift::identity::IdentityKey;
 use wavry_rift::lease::LeaseVerifier;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, RelayIo};
 use crate::http::Shared;
 
 fn env_flag(name: &str) -> bool {
@@ -103,10 +105,11 @@ fn bind_shards(cli: &Cli, threads: usize) -> anyhow::Result<Vec<NetSocket>> {
     let net = wavry_net::Config::default();
     if threads <= 1 {
         return Ok(vec![
-            wavry_net::bind(cli.listen, cli.io, &net).context("binding the relay socket")?,
+            wavry_net::bind(cli.listen, cli.io.socket_mode(), &net)
+                .context("binding the relay socket")?,
         ]);
     }
-    let mut sockets = wavry_net::bind_sharded(cli.listen, threads, cli.io, &net)
+    let mut sockets = wavry_net::bind_sharded(cli.listen, threads, cli.io.socket_mode(), &net)
         .context("binding the relay sockets")?;
     #[cfg(target_os = "linux")]
     let steered =
@@ -118,6 +121,58 @@ fn bind_shards(cli: &Cli, threads: usize) -> anyhow::Result<Vec<NetSocket>> {
         sockets.truncate(1);
     }
     Ok(sockets)
+}
+
+/// What the forwarding threads run on.
+enum Paths {
+    /// One `wavry-net` socket per shard.
+    Sockets(Vec<NetSocket>),
+    /// AF_XDP ports on one thread, and the kernel socket of the same port for the rest.
+    Xdp(Box<XdpPorts>, std::net::UdpSocket),
+}
+
+/// Opens AF_XDP on --xdp-iface: the kernel socket first (it fixes the port), then the ports
+/// with the program matching that port on the relay's addresses.
+fn open_xdp(cli: &Cli) -> anyhow::Result<(XdpPorts, std::net::UdpSocket)> {
+    let kernel =
+        std::net::UdpSocket::bind(cli.listen).with_context(|| format!("binding {}", cli.listen))?;
+    let local = kernel.local_addr().context("local_addr")?;
+    let addrs = if local.ip().is_unspecified() {
+        let mut all = Vec::new();
+        for iface in &cli.xdp_iface {
+            all.extend(wavry_net::xdp::interface_addrs(iface)?);
+        }
+        all
+    } else {
+        vec![local.ip()]
+    };
+    let opts = XdpOptions {
+        mode: cli.xdp_mode,
+        ..XdpOptions::default()
+    };
+    let ports = XdpPorts::open(&cli.xdp_iface, local.port(), &addrs, &opts)?;
+    Ok((ports, kernel))
+}
+
+/// Picks the forwarding path from --io: AF_XDP first where asked for or possible.
+fn open_paths(cli: &Cli, threads: usize) -> anyhow::Result<Paths> {
+    let want_xdp = match cli.io {
+        RelayIo::Xdp => true,
+        RelayIo::Auto => !cli.xdp_iface.is_empty(),
+        RelayIo::Uring | RelayIo::Portable => false,
+    };
+    if want_xdp {
+        match open_xdp(cli) {
+            Ok((ports, kernel)) => return Ok(Paths::Xdp(Box::new(ports), kernel)),
+            Err(e) if cli.io == RelayIo::Xdp => {
+                return Err(e.context("--io xdp: AF_XDP could not start"));
+            }
+            Err(e) => {
+                tracing::warn!("AF_XDP unavailable, forwarding on io_uring instead: {e:#}");
+            }
+        }
+    }
+    Ok(Paths::Sockets(bind_shards(cli, threads)?))
 }
 
 /// Waits for SIGINT or (on Unix) SIGTERM, which `docker stop` sends.
@@ -179,15 +234,25 @@ async fn run(
     threads: usize,
     insecure: bool,
 ) -> anyhow::Result<()> {
-    let mut sockets = bind_shards(&cli, threads)?;
-    let bound = sockets[0].local_addr().context("local_addr")?;
+    let paths = open_paths(&cli, threads)?;
+    let (bound, shards, backend) = match &paths {
+        Paths::Sockets(s) => (
+            s[0].local_addr().context("local_addr")?,
+            s.len(),
+            s[0].kind().to_string(),
+        ),
+        Paths::Xdp(ports, kernel) => (
+            kernel.local_addr().context("local_addr")?,
+            1,
+            format!("xdp-{}", ports.mode()),
+        ),
+    };
     let advertised = cli.public_addr.unwrap_or(bound);
     if advertised.ip().is_unspecified() || advertised.port() == 0 {
         bail!(
             "the advertised address {advertised} is not reachable: pass --public-addr when --listen is an unspecified address"
         );
     }
-    let shards = sockets.len();
     let stats: Vec<Arc<Stats>> = (0..shards).map(|_| Arc::new(Stats::default())).collect();
     let shed_pct = cli.load_shed_threshold_pct.clamp(50, 100);
     let shared = Arc::new(Shared {
@@ -198,6 +263,7 @@ async fn run(
         has_master_key: AtomicBool::new(false),
         max_sessions: cli.max_sessions,
         shed_pct,
+        backend: backend.clone(),
     });
     let listener = tokio::net::TcpListener::bind(cli.health_listen)
         .await
@@ -208,7 +274,8 @@ async fn run(
         advertised = %advertised,
         http = %listener.local_addr()?,
         shards,
-        backend = %sockets[0].kind(),
+        backend,
+        xdp_ifaces = %cli.xdp_iface.join(","),
         "wavry-relay starting"
     );
     let http_task = tokio::spawn(http::serve(listener, Arc::clone(&shared)));
@@ -238,8 +305,7 @@ async fn run(
         poll: Duration::from_millis(100),
     };
     let per_shard = cli.max_sessions.div_ceil(shards).max(1);
-    let mut handles = Vec::new();
-    for (i, (mut socket, st)) in sockets.drain(..).zip(stats).enumerate() {
+    let make_core = |st: Arc<Stats>| {
         let mut cfg = CoreConfig::new(relay_id.clone());
         cfg.max_sessions = per_shard;
         cfg.load_shed_pct = shed_pct;
@@ -250,23 +316,51 @@ async fn run(
         cfg.verify_global_per_s = f64::from(cli.verify_rate.max(1)) / shards as f64;
         cfg.verify_per_ip_per_s = f64::from(cli.verify_rate_per_ip.max(1));
         cfg.reject_per_ip_per_s = f64::from(cli.reject_rate_per_ip.max(1));
-        let mut core = RelayCore::new(cfg, auth.clone(), st, clock.now().mono_ns);
-        let stop = Arc::clone(&stop);
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("relay-shard-{i}"))
-                .spawn(move || {
-                    let r = run_shard(&mut socket, &mut core, clock, opts, &stop);
-                    if let Err(e) = &r {
-                        // A shard that stops receiving would leave its sessions dead while the
-                        // relay looks healthy: exit so the supervisor restarts the whole relay.
-                        tracing::error!(shard = i, error = %e, "shard failed; exiting");
-                        std::process::exit(70);
-                    }
-                    r
-                })
-                .context("spawning a shard thread")?,
-        );
+        RelayCore::new(cfg, auth.clone(), st, clock.now().mono_ns)
+    };
+    // A shard that stops receiving would leave its sessions dead while the relay looks
+    // healthy: exit so the supervisor restarts the whole relay.
+    let fail = |i: usize, e: &std::io::Error| {
+        tracing::error!(shard = i, error = %e, "shard failed; exiting");
+        std::process::exit(70);
+    };
+    let mut handles = Vec::new();
+    match paths {
+        Paths::Sockets(mut sockets) => {
+            for (i, (mut socket, st)) in sockets.drain(..).zip(stats).enumerate() {
+                let mut core = make_core(st);
+                let stop = Arc::clone(&stop);
+                handles.push(
+                    std::thread::Builder::new()
+                        .name(format!("relay-shard-{i}"))
+                        .spawn(move || {
+                            let r = run_shard(&mut socket, &mut core, clock, opts, &stop);
+                            if let Err(e) = &r {
+                                fail(i, e);
+                            }
+                            r
+                        })
+                        .context("spawning a shard thread")?,
+                );
+            }
+        }
+        Paths::Xdp(mut ports, kernel) => {
+            let st = stats.into_iter().next().context("one shard")?;
+            let mut core = make_core(st);
+            let stop = Arc::clone(&stop);
+            handles.push(
+                std::thread::Builder::new()
+                    .name("relay-xdp".into())
+                    .spawn(move || {
+                        let r = run_xdp_shard(&mut ports, &kernel, &mut core, clock, opts, &stop);
+                        if let Err(e) = &r {
+                            fail(0, e);
+                        }
+                        r
+                    })
+                    .context("spawning the XDP thread")?,
+            );
+        }
     }
 
     let advert = master::Advert {

@@ -20,9 +20,13 @@ use clap::{Parser, Subcommand};
 /// and run X11 capture, XTEST and a window under Xvfb).
 const APT_TEST: &[&str] = &[
     "build-essential",
-    // Network namespaces, veth pairs and NAT for the hole-punching test.
+    // Network namespaces, veth pairs and NAT for the hole-punching and AF_XDP relay tests
+    // (ping checks that ICMP still reaches a namespace with the XDP program attached).
     "iproute2",
     "nftables",
+    "iputils-ping",
+    // The relay's XDP program is built from source: clang (below) and libbpf's headers.
+    "libbpf-dev",
     // The plot's text (wavry-bench stack).
     "fonts-dejavu-core",
     "pkg-config",
@@ -55,6 +59,7 @@ const APT_DEMO: &[&str] = &[
     "build-essential",
     "pkg-config",
     "clang",
+    "libbpf-dev",
     "libavcodec-dev",
     "libavformat-dev",
     "libavutil-dev",

@@ -48,6 +48,8 @@ pub mod steer;
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 mod uring;
+#[allow(unsafe_code)]
+pub mod xdp;
 
 pub use driver::{
     ClientDriver, Command, DriverConfig, DriverError, DriverStats, HostDriver, SessionSnapshot,

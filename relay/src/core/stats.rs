@@ -42,6 +42,8 @@ macro_rules! counters {
             pub recv_buffer_stalls: AtomicU64,
             /// Batch-size and forwarding-latency histograms.
             pub histograms: Histograms,
+            /// AF_XDP counters (monotonic; copied from the ports by the xdp shell).
+            pub xdp: XdpGauges,
         }
 
         impl Stats {
@@ -114,6 +116,24 @@ counters! {
     rejects_suppressed,
     /// Sessions created.
     sessions_created,
+    /// Forwards sent through the kernel's socket by the xdp backend (the peer's Ethernet
+    /// address was unknown, or the datagram came in on the kernel path).
+    kernel_path_forwards,
+    /// Frames on the AF_XDP path that were not well-formed Ethernet/IP/UDP.
+    bad_frames,
+}
+
+/// AF_XDP counters the xdp shell copies from its ports (zero on other backends).
+#[derive(Debug, Default)]
+pub struct XdpGauges {
+    /// Frames the XDP program redirected to the AF_XDP sockets.
+    pub redirected: AtomicU64,
+    /// Frames the XDP program passed to the kernel (ARP, ICMP, other ports and addresses).
+    pub passed: AtomicU64,
+    /// Frames the kernel dropped for want of room in the RX or fill ring.
+    pub kernel_rx_dropped: AtomicU64,
+    /// Frames to send that found a full TX ring.
+    pub tx_ring_full: AtomicU64,
 }
 
 /// A histogram with fixed bucket bounds, one writer (the shard's thread) and any readers:
