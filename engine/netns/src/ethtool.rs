@@ -18,6 +18,11 @@ const ETHTOOL_GTXCSUM: u32 = 0x16;
 /// `ETHTOOL_STXCSUM`: set the TX checksum offload flag.
 const ETHTOOL_STXCSUM: u32 = 0x17;
 
+/// `ETHTOOL_GTSO`: read the TCP segmentation offload flags.
+const ETHTOOL_GTSO: u32 = 0x1e;
+/// `ETHTOOL_STSO`: set the TCP segmentation offload flags.
+const ETHTOOL_STSO: u32 = 0x1f;
+
 /// `struct ethtool_value` from `<linux/ethtool.h>`.
 #[repr(C)]
 struct EthtoolValue {
@@ -43,6 +48,22 @@ pub(crate) fn set_tx_checksum(ifname: &str, on: bool) -> io::Result<()> {
         ETHTOOL_STXCSUM,
         on,
         "TX checksum offload",
+    )
+}
+
+/// Sets TCP segmentation offload on `ifname` (calling thread's namespace).
+///
+/// A veth with TSO on hands its peer only socket-built skbs through the peer's NAPI (GRO)
+/// path; everything else (forwarded frames, AF_XDP copy-mode transmits) goes to the backlog of
+/// the sending CPU, which would charge the receiver's stack to the sender. Off, every frame
+/// takes the peer's NAPI, whose threads can be pinned.
+pub(crate) fn set_tso(ifname: &str, on: bool) -> io::Result<()> {
+    set_flag(
+        ifname,
+        ETHTOOL_GTSO,
+        ETHTOOL_STSO,
+        on,
+        "TCP segmentation offload",
     )
 }
 
@@ -90,7 +111,7 @@ fn ethtool_ioctl(socket: &UdpSocket, ifname: &str, value: &mut EthtoolValue) -> 
     };
     // SAFETY: `request` is a valid, NUL-terminated `struct ifreq` whose `ifr_data` points to a
     // live `struct ethtool_value` (`EthtoolValue` is `repr(C)` with the same layout); both
-    // outlive the call, and SIOCETHTOOL with ETHTOOL_[GS]GRO / [GS]TXCSUM reads and writes only those 8
+    // outlive the call, and SIOCETHTOOL with ETHTOOL_[GS]GRO / [GS]TXCSUM / [GS]TSO reads and writes only those 8
     // bytes. The fd is an open socket borrowed for the duration of the call.
     let rc = unsafe {
         libc::ioctl(

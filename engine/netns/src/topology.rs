@@ -44,10 +44,11 @@ pub struct Options {
     pub queues: u16,
     /// MTU of every veth.
     pub mtu: u32,
-    /// GRO on the relay's two interfaces; on veth this also gives them NAPI receive queues.
+    /// GRO on every interface; on veth this also gives them NAPI receive queues.
     pub gro: bool,
-    /// Threaded NAPI on the relay's two interfaces (`/sys/class/net/<if>/threaded` = 1), so
-    /// that their receive work runs in `napi/<if>-<id>` kernel threads one can pin. Implies
+    /// Threaded NAPI on every interface (`/sys/class/net/<if>/threaded` = 1), so that receive
+    /// work runs in `napi/<if>-<id>` kernel threads one can pin: the relay's on its cores, the
+    /// end hosts' elsewhere, so that a measurement charges each side its own work. Implies
     /// `gro`: without GRO (or an XDP program) a veth has no NAPI instance to thread.
     pub threaded_napi: bool,
 }
@@ -205,8 +206,8 @@ impl Topology {
 
     /// PIDs of the threaded-NAPI kernel threads (`napi/<if>-<id>`) of `role`'s interfaces.
     ///
-    /// Empty unless the topology was built with [`Options::threaded_napi`] (which is applied to
-    /// the relay's interfaces only); then one thread per receive queue of each interface.
+    /// Empty unless the topology was built with [`Options::threaded_napi`]; then one thread per
+    /// receive queue of each interface.
     pub fn napi_threads(&self, role: Role) -> Vec<u32> {
         let mut pids: Vec<u32> = self
             .interfaces(role)
@@ -333,22 +334,38 @@ impl Topology {
                     })?;
             }
         }
+        // No TSO on the relay's side either, so that whatever it sends (forwarded datagrams,
+        // AF_XDP transmits) enters the receiver through the receiver's NAPI, not the relay
+        // CPU's backlog (see ethtool::set_tso).
+        for ifname in self.interfaces(Role::Relay) {
+            self.enter(Role::Relay, || ethtool::set_tso(ifname, false))?
+                .map_err(|source| Error::Ethtool {
+                    namespace: self.relay_ns.clone(),
+                    interface: ifname.to_owned(),
+                    what: "TCP segmentation offload off",
+                    source,
+                })?;
+        }
         if self.options.gro || self.options.threaded_napi {
-            for ifname in self.interfaces(Role::Relay) {
-                self.enter(Role::Relay, || ethtool::set_gro(ifname, true))?
-                    .map_err(|source| Error::Gro {
-                        namespace: self.relay_ns.clone(),
-                        interface: ifname.to_owned(),
-                        source,
-                    })?;
+            for role in Role::ALL {
+                for ifname in self.interfaces(role) {
+                    self.enter(role, || ethtool::set_gro(ifname, true))?
+                        .map_err(|source| Error::Gro {
+                            namespace: self.namespace(role).to_owned(),
+                            interface: ifname.to_owned(),
+                            source,
+                        })?;
+                }
             }
         }
         if self.options.threaded_napi {
-            for ifname in self.interfaces(Role::Relay) {
-                sh(
-                    &self.relay_ns,
-                    &format!("echo 1 > /sys/class/net/{ifname}/threaded"),
-                )?;
+            for role in Role::ALL {
+                for ifname in self.interfaces(role) {
+                    sh(
+                        self.namespace(role),
+                        &format!("echo 1 > /sys/class/net/{ifname}/threaded"),
+                    )?;
+                }
             }
         }
         for ns in &namespaces {

@@ -282,15 +282,22 @@ fn threaded_napi_gives_the_relay_pinnable_napi_threads() {
     })
     .expect("topology");
 
-    // One NAPI instance per receive queue of each relay interface, none at the ends.
+    // One NAPI instance per receive queue of each relay interface.
     let relay = topology.napi_threads(Role::Relay);
     assert_eq!(
         relay.len(),
         2 * usize::from(queues),
         "napi threads {relay:?}"
     );
-    assert!(topology.napi_threads(Role::Sender).is_empty());
-    assert!(topology.napi_threads(Role::Receiver).is_empty());
+    // The end hosts get theirs too (one interface, two queues each).
+    assert_eq!(
+        topology.napi_threads(Role::Sender).len(),
+        usize::from(queues)
+    );
+    assert_eq!(
+        topology.napi_threads(Role::Receiver).len(),
+        usize::from(queues)
+    );
     for ifname in topology.interfaces(Role::Relay) {
         assert_eq!(
             wavry_netns::napi_threads_of(ifname).len(),

@@ -127,7 +127,7 @@ impl Default for XdpOptions {
             mode: XdpMode::Auto,
             ring_size: 2048,
             frames_per_queue: 4096,
-            batch: 64,
+            batch: 256,
         }
     }
 }

@@ -155,38 +155,94 @@ impl std::fmt::Debug for XdpPorts {
 // only through `&mut self`; moving the whole set to another thread is sound.
 unsafe impl Send for XdpPorts {}
 
-fn sys_read(iface: &str, file: &str) -> Result<String, XdpError> {
-    std::fs::read_to_string(format!("/sys/class/net/{iface}/{file}"))
-        .map(|s| s.trim().to_owned())
-        .map_err(|e| XdpError::Interface {
-            iface: iface.to_owned(),
-            why: format!("reading /sys/class/net/{iface}/{file}: {e}"),
-        })
+/// `ETHTOOL_GCHANNELS` from `<linux/ethtool.h>`.
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+
+/// `struct ethtool_channels` from `<linux/ethtool.h>`.
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
 }
 
-fn parse_mac(iface: &str, text: &str) -> Result<[u8; 6], XdpError> {
+fn if_err(iface: &str, why: String) -> XdpError {
+    XdpError::Interface {
+        iface: iface.to_owned(),
+        why,
+    }
+}
+
+/// A `struct ifreq` naming `iface`.
+fn ifreq(iface: &str) -> Result<libc::ifreq, XdpError> {
+    if iface.is_empty() || iface.len() >= libc::IFNAMSIZ || iface.contains('\0') {
+        return Err(if_err(iface, "not an interface name".into()));
+    }
+    // SAFETY: `ifreq` is plain old data for which all-zero bytes are a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, &src) in req.ifr_name.iter_mut().zip(iface.as_bytes()) {
+        *dst = libc::c_char::from_ne_bytes([src]);
+    }
+    Ok(req)
+}
+
+/// One ioctl on a throwaway UDP socket of the calling thread's network namespace (which is
+/// where the interface is looked up; /sys shows the namespace that mounted it instead).
+fn ioctl(iface: &str, request: libc::Ioctl, req: &mut libc::ifreq) -> Result<(), XdpError> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")
+        .map_err(|e| if_err(iface, format!("a socket for ioctl: {e}")))?;
+    // SAFETY: `req` is a valid, NUL-terminated ifreq that outlives the call; the kernel reads
+    // and writes only within it (and, for SIOCETHTOOL, within the struct its data points to,
+    // which the caller keeps alive); the fd is open for the duration of the call.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            request,
+            std::ptr::from_mut(req),
+        )
+    };
+    if rc < 0 {
+        return Err(if_err(
+            iface,
+            format!("ioctl: {}", io::Error::last_os_error()),
+        ));
+    }
+    Ok(())
+}
+
+/// The interface's Ethernet address (SIOCGIFHWADDR).
+fn hw_addr(iface: &str) -> Result<[u8; 6], XdpError> {
+    let mut req = ifreq(iface)?;
+    ioctl(iface, libc::SIOCGIFHWADDR as libc::Ioctl, &mut req)?;
+    // SAFETY: SIOCGIFHWADDR filled the `ifru_hwaddr` member of the union.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
     let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for b in &mut mac {
-        *b = parts
-            .next()
-            .and_then(|p| u8::from_str_radix(p, 16).ok())
-            .ok_or_else(|| XdpError::Interface {
-                iface: iface.to_owned(),
-                why: format!("not an Ethernet address: {text}"),
-            })?;
+    for (m, d) in mac.iter_mut().zip(data) {
+        *m = d.to_ne_bytes()[0];
     }
     Ok(mac)
 }
 
+/// Receive queues: the driver's RX plus combined channels (ETHTOOL_GCHANNELS), or 1 when it
+/// does not say.
 fn rx_queues(iface: &str) -> u32 {
-    std::fs::read_dir(format!("/sys/class/net/{iface}/queues"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count()
-        })
-        .map_or(1, |n| u32::try_from(n.max(1)).unwrap_or(1))
+    let Ok(mut req) = ifreq(iface) else { return 1 };
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..EthtoolChannels::default()
+    };
+    req.ifr_ifru.ifru_data = std::ptr::from_mut(&mut ch).cast();
+    if ioctl(iface, libc::SIOCETHTOOL as libc::Ioctl, &mut req).is_err() {
+        return 1;
+    }
+    (ch.rx_count + ch.combined_count).clamp(1, 256)
 }
 
 fn sock_err(iface: &str, what: &str, e: &xdpilone::Errno) -> XdpError {
@@ -229,7 +285,7 @@ impl XdpPorts {
         }
         let mut interfaces = Vec::with_capacity(ifaces.len());
         for name in ifaces {
-            let mac = parse_mac(name, &sys_read(name, "address")?)?;
+            let mac = hw_addr(name)?;
             interfaces.push(Interface {
                 name: name.clone(),
                 mac,
@@ -321,8 +377,9 @@ impl XdpPorts {
     }
 
     /// Waits until a frame is ready on any socket, `extra` (another descriptor the caller
-    /// serves, such as the kernel socket of the same port) is readable, or `timeout` passes.
-    pub fn wait(&mut self, timeout: Duration, extra: Option<RawFd>) -> io::Result<()> {
+    /// serves, such as the kernel socket of the same port) is readable, or `timeout` passes;
+    /// returns whether `extra` is readable.
+    pub fn wait(&mut self, timeout: Duration, extra: Option<RawFd>) -> io::Result<bool> {
         let mut fds = [libc::pollfd {
             fd: -1,
             events: 0,
@@ -353,8 +410,9 @@ impl XdpPorts {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }
+            return Ok(false);
         }
-        Ok(())
+        Ok(extra.is_some() && fds[n - 1].revents & libc::POLLIN != 0)
     }
 
     /// Reads up to one batch per queue, lends each frame to `f` (interface index, frame bytes)

@@ -85,7 +85,7 @@ impl XdpPorts {
     }
 
     /// Waits for frames.
-    pub fn wait(&mut self, _timeout: Duration, _extra: Option<i32>) -> io::Result<()> {
+    pub fn wait(&mut self, _timeout: Duration, _extra: Option<i32>) -> io::Result<bool> {
         match self.never {}
     }
 
