@@ -13,6 +13,8 @@
 
 mod forwarders;
 mod load;
+#[cfg(target_os = "linux")]
+mod netns;
 mod setup;
 
 use std::net::SocketAddr;
@@ -69,6 +71,15 @@ pub(crate) struct Args {
     /// Smoke test: 1 round of 0.3 s, 8 sessions, 2000 in the session-count run.
     #[arg(long)]
     quick: bool,
+    /// Where the forwarders run: loopback (this namespace; relay vs naive vs GSO ceiling) or
+    /// netns (namespaces and veth pairs this run creates and removes, as root: the relay on
+    /// AF_XDP vs the relay on io_uring vs naive, each pinned with its NAPI threads to
+    /// --relay-cpus and charged all time on them).
+    #[arg(long, default_value = "loopback", value_parser = ["loopback", "netns"])]
+    topology: String,
+    /// netns topology: CPUs of the forwarder under test (default: the last CPU).
+    #[arg(long)]
+    relay_cpus: Option<String>,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -80,7 +91,10 @@ pub(crate) struct Args {
 enum Fwd {
     Ceiling,
     Naive,
+    /// The relay (on io_uring in the netns topology).
     Relay,
+    /// The relay on AF_XDP (netns topology only).
+    Xdp,
     Direct,
 }
 
@@ -190,11 +204,18 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         )
         .context("wavry-relay not found beside wavry-bench: `cargo build -p wavry-relay` (same profile) or pass --relay-bin")?,
     };
+    if args.topology == "netns" {
+        #[cfg(target_os = "linux")]
+        return netns::run(args, &bin);
+        #[cfg(not(target_os = "linux"))]
+        bail!("--topology netns needs Linux");
+    }
     let opts = RelayOptions {
         bin,
         threads: args.relay_threads.max(1),
         io: args.relay_io.clone(),
         max_sessions: sessions * 2 + 16,
+        place: None,
     };
     let sessions = sessions.max(1);
     let keys = [IdentityKey::generate()?, IdentityKey::generate()?];
@@ -378,7 +399,7 @@ fn admit_flows(
             role: PeerRole::Server,
         });
     }
-    setup::admit(relay, &socks, keys, &peers, |_| {})
+    setup::admit(relay, &socks, &[], keys, &peers, |_| {})
 }
 
 /// Teaches the naive forwarder both peers of every session (it learns the first two source
@@ -432,7 +453,7 @@ fn session_count(
     let t = std::time::Instant::now();
     let step = (count * 2 / 10).max(1);
     let mut next = step;
-    setup::admit(&relay, &socks, keys, &peers, |done| {
+    setup::admit(&relay, &socks, &[], keys, &peers, |done| {
         if done >= next {
             eprintln!(
                 "session count: {} / {} peers admitted",

@@ -273,6 +273,13 @@ fn test(fuzz_seconds: u64) -> anyhow::Result<()> {
         "--out-dir",
         "target/demo-ci",
     ]))?;
+    step("the relay bench in network namespaces: AF_XDP vs io_uring vs naive (short, debug build)");
+    run(Command::new("target/debug/wavry-bench").args([
+        "relay",
+        "--topology",
+        "netns",
+        "--quick",
+    ]))?;
     if fuzz_seconds > 0 {
         fuzz(fuzz_seconds, None)?;
     }

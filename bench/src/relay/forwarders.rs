@@ -61,7 +61,14 @@ pub(crate) fn big_buffers(sock: &UdpSocket) {
 
 /// Starts the naive forwarder.
 pub(crate) fn naive() -> anyhow::Result<Forwarder> {
-    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    naive_on(UdpSocket::bind("127.0.0.1:0")?, None)
+}
+
+/// Starts the naive forwarder on `sock`, its thread pinned to `cpus` when given.
+pub(crate) fn naive_on(
+    sock: UdpSocket,
+    cpus: Option<&'static [usize]>,
+) -> anyhow::Result<Forwarder> {
     big_buffers(&sock);
     sock.set_nonblocking(true)?;
     let addr = sock.local_addr()?;
@@ -70,6 +77,14 @@ pub(crate) fn naive() -> anyhow::Result<Forwarder> {
     let handle = std::thread::Builder::new()
         .name(NAIVE_THREAD.into())
         .spawn(move || {
+            #[cfg(target_os = "linux")]
+            if let Some(cpus) = cpus {
+                if let Err(e) = wavry_netns::pin(0, cpus) {
+                    eprintln!("naive forwarder: cannot pin to {cpus:?}: {e}");
+                }
+            }
+            #[cfg(not(target_os = "linux"))]
+            let _ = cpus;
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -57,6 +57,30 @@ pub(crate) struct Flows {
 }
 
 impl Flows {
+    /// Binds `n` client sockets in namespace `sender_ns` and the receiver in `receiver_ns`
+    /// (each on every address of its namespace).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn in_namespaces(
+        n: usize,
+        sender_ns: &str,
+        receiver_ns: &str,
+    ) -> anyhow::Result<Self> {
+        let bind = || -> io::Result<UdpSocket> {
+            let s = UdpSocket::bind("0.0.0.0:0")?;
+            big_buffers(&s);
+            Ok(s)
+        };
+        let receiver = wavry_netns::enter_namespace(receiver_ns, bind)??;
+        let socks = wavry_netns::enter_namespace(sender_ns, || {
+            (0..n).map(|_| bind()).collect::<io::Result<Vec<_>>>()
+        })??;
+        Ok(Self {
+            socks,
+            sids: (0..n).map(|_| super::setup::random_sid()).collect(),
+            receiver,
+        })
+    }
+
     /// Binds `n` client sockets and the receiver.
     pub(crate) fn new(n: usize) -> anyhow::Result<Self> {
         let receiver = UdpSocket::bind("127.0.0.1:0")?;
@@ -116,6 +140,10 @@ pub(crate) enum CpuProbe {
     Process(u32),
     /// Threads of this process by name prefix.
     Thread(&'static str),
+    /// Everything that ran on these CPUs (user, system, irq and softirq, from /proc/stat):
+    /// a forwarder pinned to them with its NAPI threads, XDP work included.
+    #[cfg(target_os = "linux")]
+    Cpus(&'static [usize]),
     /// No forwarder (the direct path).
     None,
 }
@@ -125,6 +153,10 @@ impl CpuProbe {
         match self {
             CpuProbe::Process(pid) => raw::pid_cpu_time(pid),
             CpuProbe::Thread(name) => Ok(raw::threads_cpu_time(&[name])),
+            #[cfg(target_os = "linux")]
+            CpuProbe::Cpus(cpus) => Ok(Duration::from_secs_f64(
+                wavry_netns::CpuTime::read(cpus)?.seconds(),
+            )),
             CpuProbe::None => Ok(Duration::ZERO),
         }
     }
@@ -177,8 +209,23 @@ pub(crate) fn measure(
     })
 }
 
+/// Reads and discards until nothing has arrived for `quiet` (at most `max`): a saturated
+/// forwarder goes on delivering its backlog after its measurement ends.
+pub(crate) fn settle(sock: &UdpSocket, quiet: Duration, max: Duration) -> io::Result<()> {
+    sock.set_read_timeout(Some(quiet / 4))?;
+    let mut buf = vec![0u8; 65_536];
+    let start = Instant::now();
+    let mut last = Instant::now();
+    while start.elapsed() < max && last.elapsed() < quiet {
+        if sock.recv(&mut buf).is_ok() {
+            last = Instant::now();
+        }
+    }
+    sock.set_read_timeout(None)
+}
+
 /// Empties the receiver's queue (leftovers of an earlier measurement).
-fn drain(sock: &UdpSocket) -> io::Result<()> {
+pub(crate) fn drain(sock: &UdpSocket) -> io::Result<()> {
     sock.set_nonblocking(true)?;
     let mut buf = vec![0u8; 65_536];
     while sock.recv(&mut buf).is_ok() {}

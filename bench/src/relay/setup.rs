@@ -36,6 +36,25 @@ pub(crate) struct RelayOptions {
     pub(crate) io: String,
     /// `--max-sessions`.
     pub(crate) max_sessions: usize,
+    /// Where it runs when not on loopback in this namespace.
+    pub(crate) place: Option<NsPlace>,
+}
+
+/// A relay started in a network namespace, pinned to some CPUs.
+#[derive(Debug, Clone)]
+pub(crate) struct NsPlace {
+    /// The namespace.
+    pub(crate) ns: String,
+    /// CPUs for `taskset -c` (for example "1").
+    pub(crate) cpus: String,
+    /// `--listen` (an unspecified address with the port).
+    pub(crate) listen: SocketAddr,
+    /// `--public-addr`: where senders send.
+    pub(crate) public: SocketAddr,
+    /// `--xdp-iface` (used with `--io xdp`).
+    pub(crate) xdp_iface: Vec<String>,
+    /// Its HTTP port inside the namespace.
+    pub(crate) http_port: u16,
 }
 
 /// A running `wavry-relay`; killed and reaped on drop.
@@ -93,12 +112,20 @@ impl RelayProcess {
         let id = format!("wr-{}", hex::encode(&relay_key.id().as_bytes()[..12]));
         let master = IdentityKey::generate().context("master key")?;
         let signer = LeaseSigner::new(&master, None).context("lease signer")?;
-        let (udp_port, http_port) = (free_udp_port()?, free_port()?);
-        let udp = SocketAddr::from(([127, 0, 0, 1], udp_port));
-        let http = SocketAddr::from(([127, 0, 0, 1], http_port));
-        let args: Vec<String> = vec![
+        let (listen, udp, http) = match &opts.place {
+            Some(p) => (
+                p.listen,
+                p.public,
+                SocketAddr::from(([127, 0, 0, 1], p.http_port)),
+            ),
+            None => {
+                let udp = SocketAddr::from(([127, 0, 0, 1], free_udp_port()?));
+                (udp, udp, SocketAddr::from(([127, 0, 0, 1], free_port()?)))
+            }
+        };
+        let mut args: Vec<String> = vec![
             "--listen".into(),
-            udp.to_string(),
+            listen.to_string(),
             "--health-listen".into(),
             http.to_string(),
             // Nothing listens on the discard port: registration fails and retries in the
@@ -131,7 +158,34 @@ impl RelayProcess {
             "--log-level".into(),
             "warn".into(),
         ];
-        let mut child = Command::new(&opts.bin)
+        let mut cmd = match &opts.place {
+            Some(p) => {
+                args.extend(["--public-addr".into(), p.public.to_string()]);
+                if !p.xdp_iface.is_empty() {
+                    args.extend(["--xdp-iface".into(), p.xdp_iface.join(",")]);
+                }
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &p.ns, "taskset", "-c", &p.cpus])
+                    .arg(&opts.bin)
+                    .env("WAVRY_RELAY_ALLOW_PUBLIC_BIND", "1")
+                    .env("WAVRY_RELAY_ALLOW_HOST_PROD_BIND", "1");
+                c
+            }
+            None => Command::new(&opts.bin),
+        };
+        let ns = opts.place.as_ref().map(|p| p.ns.clone());
+        let serving = move || -> bool {
+            let connect =
+                move || TcpStream::connect_timeout(&http, Duration::from_millis(100)).is_ok();
+            match &ns {
+                #[cfg(target_os = "linux")]
+                Some(ns) => wavry_netns::enter_namespace(ns, connect).unwrap_or(false),
+                #[cfg(not(target_os = "linux"))]
+                Some(_) => false,
+                None => connect(),
+            }
+        };
+        let mut child = cmd
             .args(&args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -141,7 +195,7 @@ impl RelayProcess {
             .with_context(|| format!("starting {}", opts.bin.display()))?;
         let end = Instant::now() + Duration::from_secs(20);
         loop {
-            if TcpStream::connect_timeout(&http, Duration::from_millis(100)).is_ok() {
+            if serving() {
                 break;
             }
             if let Some(status) = child.try_wait()? {
@@ -223,11 +277,13 @@ pub(crate) struct Presentation {
     pub(crate) role: PeerRole,
 }
 
-/// Presents every peer (windowed, retried) and returns one accepted PRESENT datagram (the
+/// Presents every peer (windowed, retried; socket `i` presents to `dests[i]`, or to the
+/// relay's address where `dests` is shorter) and returns one accepted PRESENT datagram (the
 /// junk flood replays it). Fails on any reject or on a peer that never gets an answer.
 pub(crate) fn admit(
     relay: &RelayProcess,
     socks: &[UdpSocket],
+    dests: &[SocketAddr],
     keys: &[IdentityKey; 2],
     peers: &[Presentation],
     mut progress: impl FnMut(usize),
@@ -268,7 +324,8 @@ pub(crate) fn admit(
                 if captured.is_empty() {
                     captured = buf[..n].to_vec();
                 }
-                socks[p.sock].send_to(&buf[..n], relay.udp)?;
+                socks[p.sock]
+                    .send_to(&buf[..n], dests.get(p.sock).copied().unwrap_or(relay.udp))?;
             }
             let end = Instant::now() + Duration::from_millis(300);
             while !pending.is_empty() && Instant::now() < end {
