@@ -128,14 +128,6 @@ impl Collector for RelayCollector {
             );
             c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
-        let info = ConstGauge::new(1i64);
-        let mut family = encoder.encode_descriptor(
-            "io_backend",
-            "The forwarding backend in use (label backend: xdp-copy, xdp-zero-copy, uring, portable).",
-            None,
-            info.metric_type(),
-        )?;
-        info.encode(family.encode_family(&[("backend", self.0.backend.as_str())])?)?;
         let batch = SummedHistogram::of(&self.0.shards, |s| &s.histograms.batch_datagrams, 1.0);
         batch.encode(encoder.encode_descriptor(
             "batch_datagrams",
@@ -151,7 +143,17 @@ impl Collector for RelayCollector {
             None,
             latency.metric_type(),
         )?)?;
-        let gauges: [(&str, &str, i64); 3] = [
+        let gauges: [(&str, &str, i64); 5] = [
+            (
+                "xdp",
+                "1 when forwarding on AF_XDP (the backend's name is in /health), else 0.",
+                i64::from(self.0.backend.starts_with("xdp")),
+            ),
+            (
+                "xdp_zero_copy",
+                "1 when the AF_XDP sockets run in zero-copy mode, 0 in copy mode or off AF_XDP.",
+                i64::from(self.0.backend == "xdp-zero-copy"),
+            ),
             (
                 "active_sessions",
                 "Sessions in the table.",
@@ -267,6 +269,7 @@ fn route(req: &Request<Incoming>, shared: &Shared, registry: &Registry) -> Respo
                 "ready": shared.ready(),
                 "has_master_key": shared.has_master_key.load(Ordering::Relaxed),
                 "registered_with_master": shared.registered.load(Ordering::Relaxed),
+                "backend": shared.backend,
                 "active_sessions": shared.sessions(),
                 "max_sessions": shared.max_sessions,
                 "uptime_secs": shared.started.elapsed().as_secs(),

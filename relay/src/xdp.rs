@@ -108,6 +108,8 @@ pub fn run_xdp_shard(
         if now.mono_ns >= next_cleanup {
             core.cleanup(now);
             next_cleanup = now.mono_ns.saturating_add(cleanup_ns);
+            // With the cleanup, not per batch: reading the program's per-CPU counters
+            // allocates (aya), and nothing on the per-frame path may.
             publish(ports, &stats);
         }
         let kernel_ready = if busy {
