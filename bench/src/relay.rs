@@ -321,19 +321,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     }
     drop((naive, ceiling, relay));
     for shape in [Shape::Single, Shape::Gso] {
-        let per = |fwd: Fwd, r: &Round| {
-            r.saturation
-                .iter()
-                .find(|f| f.forwarder == fwd && f.shape == shape)
-                .map_or(0.0, |f| f.packets_per_cpu_s)
-        };
-        let ratio = |other: Fwd| {
-            Spread::of(report.rounds.iter().map(|r| {
-                let o = per(other, r);
-                if o > 0.0 { per(Fwd::Relay, r) / o } else { 0.0 }
-            }))
-        };
-        if let (Some(c), Some(n)) = (ratio(Fwd::Ceiling), ratio(Fwd::Naive)) {
+        if let (Some(c), Some(n)) = (
+            ratio_spread(&report.rounds, shape, Fwd::Relay, Fwd::Ceiling),
+            ratio_spread(&report.rounds, shape, Fwd::Relay, Fwd::Naive),
+        ) {
             report.ratios.push(RatioRow {
                 shape,
                 relay_vs_ceiling: c,
@@ -351,6 +342,21 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Per round, `num`'s packets per forwarder CPU-second over `den`'s in `shape` saturation
+/// runs; min/median/max over the rounds.
+fn ratio_spread(rounds: &[Round], shape: Shape, num: Fwd, den: Fwd) -> Option<Spread> {
+    let per = |fwd: Fwd, r: &Round| {
+        r.saturation
+            .iter()
+            .find(|f| f.forwarder == fwd && f.shape == shape)
+            .map_or(0.0, |f| f.packets_per_cpu_s)
+    };
+    Spread::of(rounds.iter().map(|r| {
+        let d = per(den, r);
+        if d > 0.0 { per(num, r) / d } else { 0.0 }
+    }))
 }
 
 fn progress(r: u32, rounds: u32, what: &str, f: &Figures) {

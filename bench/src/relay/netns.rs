@@ -28,21 +28,13 @@ use wavry_rift::wire::PeerRole;
 
 use super::load::{self, CpuProbe, Flows, Load, Shape};
 use super::setup::{self, NsPlace, Presentation, RelayOptions, RelayProcess};
-use super::{Args, Figures, Fwd, forwarders, progress};
+use super::{Args, Figures, Fwd, Round, forwarders, progress, ratio_spread};
 use crate::spread::Spread;
 
 /// The relay's HTTP port inside the namespace.
 const HTTP_PORT: u16 = 9191;
 /// The naive forwarder's port.
 const NAIVE_PORT: u16 = 3999;
-
-/// One round's figures.
-#[derive(Debug, Serialize)]
-struct NsRound {
-    index: u32,
-    saturation: Vec<Figures>,
-    latency: Vec<Figures>,
-}
 
 /// Medians over rounds of one shape.
 #[derive(Debug, Serialize)]
@@ -60,7 +52,7 @@ struct NsReport {
     gso_segments: usize,
     relay_cpus: Vec<usize>,
     xdp_mode: String,
-    rounds: Vec<NsRound>,
+    rounds: Vec<Round>,
     ratios: Vec<NsRatios>,
 }
 
@@ -161,10 +153,11 @@ pub(crate) fn run(args: &Args, bin: &Path) -> anyhow::Result<()> {
     };
     let mut port = 4000u16;
     for r in 1..=rounds {
-        let mut round = NsRound {
+        let mut round = Round {
             index: r,
             saturation: Vec::new(),
             latency: Vec::new(),
+            junk: None,
         };
         let mut half = None;
         for (fwd, io) in [(Fwd::Relay, "uring"), (Fwd::Xdp, "xdp")] {
@@ -250,19 +243,10 @@ pub(crate) fn run(args: &Args, bin: &Path) -> anyhow::Result<()> {
     }
     drop(naive);
     for shape in [Shape::Single, Shape::Gso] {
-        let per = |fwd: Fwd, r: &NsRound| {
-            r.saturation
-                .iter()
-                .find(|f| f.forwarder == fwd && f.shape == shape)
-                .map_or(0.0, |f| f.packets_per_cpu_s)
-        };
-        let ratio = |other: Fwd| {
-            Spread::of(report.rounds.iter().map(|r| {
-                let o = per(other, r);
-                if o > 0.0 { per(Fwd::Xdp, r) / o } else { 0.0 }
-            }))
-        };
-        if let (Some(n), Some(u)) = (ratio(Fwd::Naive), ratio(Fwd::Relay)) {
+        if let (Some(n), Some(u)) = (
+            ratio_spread(&report.rounds, shape, Fwd::Xdp, Fwd::Naive),
+            ratio_spread(&report.rounds, shape, Fwd::Xdp, Fwd::Relay),
+        ) {
             report.ratios.push(NsRatios {
                 shape,
                 xdp_vs_naive: n,

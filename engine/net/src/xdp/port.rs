@@ -20,55 +20,10 @@ use xdpilone::xdp::XdpDesc;
 use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig};
 
 use super::program::Program;
-use super::{XdpError, XdpMode, XdpOptions};
+use super::{Action, Interface, XdpCounters, XdpError, XdpMode, XdpOptions};
 
 /// Bytes per UMEM frame: one page-aligned half page, enough for a 1500-byte MTU frame.
 const FRAME_SIZE: u32 = 2048;
-
-/// What to do with a received frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Return the frame to the free list; nothing is sent.
-    Drop,
-    /// Send the (rewritten) frame's first `len` bytes on interface `iface` (an index into
-    /// [`XdpPorts::interfaces`]).
-    Transmit {
-        /// Interface index.
-        iface: usize,
-        /// Frame length to send.
-        len: usize,
-    },
-}
-
-/// One interface the ports run on.
-#[derive(Debug, Clone)]
-pub struct Interface {
-    /// Its name.
-    pub name: String,
-    /// Its hardware address (the source MAC of what it sends).
-    pub mac: [u8; 6],
-    /// Its receive queues (one AF_XDP socket each).
-    pub queues: u32,
-    /// Whether its sockets run in zero-copy mode (else copy mode).
-    pub zero_copy: bool,
-}
-
-/// Counters of the ports since they opened.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct XdpCounters {
-    /// Frames read from RX rings.
-    pub rx_frames: u64,
-    /// Frames put on TX rings.
-    pub tx_frames: u64,
-    /// Frames to send that found a full TX ring (dropped).
-    pub tx_ring_full: u64,
-    /// Frames the kernel dropped for want of room (RX ring full or fill ring empty).
-    pub kernel_rx_dropped: u64,
-    /// Frames the program redirected to a socket.
-    pub program_redirected: u64,
-    /// Frames the program passed to the kernel (ARP, ICMP, other ports and addresses).
-    pub program_passed: u64,
-}
 
 /// Anonymous, page-aligned memory for the UMEM; unmapped on drop (after the sockets).
 struct Area {

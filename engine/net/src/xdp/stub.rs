@@ -6,51 +6,7 @@ use std::io;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::{XdpError, XdpOptions};
-
-/// What to do with a received frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Return the frame to the free list.
-    Drop,
-    /// Send the frame's first `len` bytes on interface `iface`.
-    Transmit {
-        /// Interface index.
-        iface: usize,
-        /// Frame length to send.
-        len: usize,
-    },
-}
-
-/// One interface the ports run on.
-#[derive(Debug, Clone)]
-pub struct Interface {
-    /// Its name.
-    pub name: String,
-    /// Its hardware address.
-    pub mac: [u8; 6],
-    /// Its receive queues.
-    pub queues: u32,
-    /// Whether its sockets run in zero-copy mode.
-    pub zero_copy: bool,
-}
-
-/// Counters of the ports since they opened.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct XdpCounters {
-    /// Frames read from RX rings.
-    pub rx_frames: u64,
-    /// Frames put on TX rings.
-    pub tx_frames: u64,
-    /// Frames to send that found a full TX ring.
-    pub tx_ring_full: u64,
-    /// Frames the kernel dropped for want of room.
-    pub kernel_rx_dropped: u64,
-    /// Frames the program redirected to a socket.
-    pub program_redirected: u64,
-    /// Frames the program passed to the kernel.
-    pub program_passed: u64,
-}
+use super::{Action, Interface, XdpCounters, XdpError, XdpOptions};
 
 /// AF_XDP ports: never constructed in this build.
 #[derive(Debug)]
