@@ -225,9 +225,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     );
     let relay = RelayProcess::start(&opts)?;
     let flows = Flows::new(sessions)?;
-    let captured = admit_flows(&relay, &flows, &keys)?;
+    let captured = admit_flows(&relay, &flows, &keys, None)?;
     let naive = forwarders::naive()?;
-    register_naive(&flows, naive.addr)?;
+    register_naive(&flows, naive.addr, naive.addr)?;
     let ceiling = forwarders::ceiling(flows.receiver.local_addr()?)?;
     let junk = Junk::new(&flows, &captured, args.size, args.gso_segments)?;
     let base = Load {
@@ -379,11 +379,14 @@ fn progress(r: u32, rounds: u32, what: &str, f: &Figures) {
     );
 }
 
-/// Admits every flow's session: the flow's socket as client, the receiver as server.
+/// Admits every flow's session: the flow's socket as client, the receiver as server. With
+/// `to`, clients present to its first address and the receiver to its second (a relay seen
+/// at one address from each side); else all present to the relay's address.
 fn admit_flows(
     relay: &RelayProcess,
     flows: &Flows,
     keys: &[IdentityKey; 2],
+    to: Option<(SocketAddr, SocketAddr)>,
 ) -> anyhow::Result<Vec<u8>> {
     let mut socks: Vec<std::net::UdpSocket> = flows
         .socks
@@ -391,7 +394,18 @@ fn admit_flows(
         .map(std::net::UdpSocket::try_clone)
         .collect::<Result<_, _>>()?;
     socks.push(flows.receiver.try_clone()?);
+    // The last measurement may have left a full receive queue (a saturated forwarder keeps
+    // delivering for a while): answers must not queue behind it.
+    for s in &socks {
+        load::drain(s)?;
+    }
     let server = socks.len() - 1;
+    let dests: Vec<SocketAddr> = match to {
+        Some((client_to, server_to)) => (0..socks.len())
+            .map(|i| if i == server { server_to } else { client_to })
+            .collect(),
+        None => Vec::new(),
+    };
     let mut peers = Vec::with_capacity(flows.sids.len() * 2);
     for (i, sid) in flows.sids.iter().enumerate() {
         peers.push(Presentation {
@@ -405,20 +419,25 @@ fn admit_flows(
             role: PeerRole::Server,
         });
     }
-    setup::admit(relay, &socks, &[], keys, &peers, |_| {})
+    setup::admit(relay, &socks, &dests, keys, &peers, |_| {})
 }
 
 /// Teaches the naive forwarder both peers of every session (it learns the first two source
-/// addresses of a session, in either order).
-fn register_naive(flows: &Flows, naive: SocketAddr) -> anyhow::Result<()> {
+/// addresses of a session, in either order): clients send to `client_to`, the receiver to
+/// `server_to`.
+fn register_naive(
+    flows: &Flows,
+    client_to: SocketAddr,
+    server_to: SocketAddr,
+) -> anyhow::Result<()> {
     let mut b = [0u8; 64];
     for (s, sid) in flows.socks.iter().zip(&flows.sids) {
         let n = encode_forward(&mut b, *sid, b"hello")?;
-        s.send_to(&b[..n], naive)?;
+        s.send_to(&b[..n], client_to)?;
     }
     for sid in &flows.sids {
         let n = encode_forward(&mut b, *sid, b"hello")?;
-        flows.receiver.send_to(&b[..n], naive)?;
+        flows.receiver.send_to(&b[..n], server_to)?;
     }
     Ok(())
 }

@@ -22,13 +22,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Serialize;
 use wavry_netns::{Options, Role, Topology};
-use wavry_relay::peer::encode_forward;
 use wavry_rift::identity::IdentityKey;
-use wavry_rift::wire::PeerRole;
 
 use super::load::{self, CpuProbe, Flows, Load, Shape};
-use super::setup::{self, NsPlace, Presentation, RelayOptions, RelayProcess};
-use super::{Args, Figures, Fwd, Round, forwarders, progress, ratio_spread};
+use super::setup::{NsPlace, RelayOptions, RelayProcess};
+use super::{
+    Args, Figures, Fwd, Round, admit_flows, forwarders, progress, ratio_spread, register_naive,
+};
 use crate::spread::Spread;
 
 /// The relay's HTTP port inside the namespace.
@@ -190,12 +190,14 @@ pub(crate) fn run(args: &Args, bin: &Path) -> anyhow::Result<()> {
                 place: Some(place),
             })
             .with_context(|| format!("starting the relay with --io {io}"))?;
-            admit(
+            admit_flows(
                 &relay,
                 &flows,
                 &keys,
-                SocketAddr::new(sender_side, port),
-                SocketAddr::new(receiver_side, port),
+                Some((
+                    SocketAddr::new(sender_side, port),
+                    SocketAddr::new(receiver_side, port),
+                )),
             )?;
             let target = SocketAddr::new(sender_side, port);
             let mut single = 0.0;
@@ -259,64 +261,6 @@ pub(crate) fn run(args: &Args, bin: &Path) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
-    }
-    Ok(())
-}
-
-/// Admits every flow: its socket as the client (presenting to the sender-side address), the
-/// receiver as the server of every session (presenting to the receiver-side address).
-fn admit(
-    relay: &RelayProcess,
-    flows: &Flows,
-    keys: &[IdentityKey; 2],
-    client_to: SocketAddr,
-    server_to: SocketAddr,
-) -> anyhow::Result<()> {
-    let mut socks: Vec<UdpSocket> = flows
-        .socks
-        .iter()
-        .map(UdpSocket::try_clone)
-        .collect::<Result<_, _>>()?;
-    socks.push(flows.receiver.try_clone()?);
-    // The last measurement may have left a full receive queue (a saturated forwarder keeps
-    // delivering for a while): answers must not queue behind it.
-    for s in &socks {
-        load::drain(s)?;
-    }
-    let server = socks.len() - 1;
-    let mut dests = vec![client_to; socks.len()];
-    dests[server] = server_to;
-    let mut peers = Vec::with_capacity(flows.sids.len() * 2);
-    for (i, sid) in flows.sids.iter().enumerate() {
-        peers.push(Presentation {
-            sock: i,
-            sid: *sid,
-            role: PeerRole::Client,
-        });
-        peers.push(Presentation {
-            sock: server,
-            sid: *sid,
-            role: PeerRole::Server,
-        });
-    }
-    setup::admit(relay, &socks, &dests, keys, &peers, |_| {})?;
-    Ok(())
-}
-
-/// Teaches the naive forwarder both peers of every session.
-fn register_naive(
-    flows: &Flows,
-    client_to: SocketAddr,
-    server_to: SocketAddr,
-) -> anyhow::Result<()> {
-    let mut b = [0u8; 64];
-    for (s, sid) in flows.socks.iter().zip(&flows.sids) {
-        let n = encode_forward(&mut b, *sid, b"hello")?;
-        s.send_to(&b[..n], client_to)?;
-    }
-    for sid in &flows.sids {
-        let n = encode_forward(&mut b, *sid, b"hello")?;
-        flows.receiver.send_to(&b[..n], server_to)?;
     }
     Ok(())
 }
