@@ -136,16 +136,33 @@ fn copy_into_frame(src: &RawFrame, dst: &mut frame::Video) {
     }
 }
 
-/// Copies an FFmpeg YUV 4:2:0 picture into packed planes.
-fn copy_from_frame(src: &frame::Video, dst: &mut RawFrame) {
-    dst.reshape(src.width(), src.height());
+/// Copies an FFmpeg YUV 4:2:0 picture into packed planes. The packed layout needs even,
+/// non-zero dimensions; a stream that decodes to anything else (legal H.264 with cropping,
+/// or corrupt input) is refused rather than copied out of bounds.
+fn copy_from_frame(src: &frame::Video, dst: &mut RawFrame) -> Result<(), MediaError> {
+    let (w, h) = (src.width(), src.height());
+    if w == 0 || h == 0 || w % 2 != 0 || h % 2 != 0 {
+        return Err(MediaError::invalid(
+            "decoded picture",
+            format!("size {w}x{h}: the packed 4:2:0 layout needs even, non-zero dimensions"),
+        ));
+    }
+    dst.reshape(w, h);
     for (i, (plane, stride)) in dst.planes_mut().into_iter().enumerate() {
         let src_stride = src.stride(i);
         let data = src.data(i);
         for (row, line) in plane.chunks_exact_mut(stride).enumerate() {
-            line.copy_from_slice(&data[row * src_stride..row * src_stride + stride]);
+            let from = row * src_stride;
+            let Some(bytes) = data.get(from..from + stride) else {
+                return Err(MediaError::invalid(
+                    "decoded picture",
+                    format!("plane {i} is shorter than {w}x{h} needs"),
+                ));
+            };
+            line.copy_from_slice(bytes);
         }
     }
+    Ok(())
 }
 
 pub(crate) fn is_again(e: ff::Error) -> bool {
@@ -305,7 +322,7 @@ impl VideoDecoder for FfmpegDecoder {
                             ),
                         ));
                     }
-                    copy_from_frame(&self.picture, out);
+                    copy_from_frame(&self.picture, out)?;
                     out.capture_us = capture_us;
                     got = true;
                 }

@@ -260,3 +260,20 @@ fn recorder_refuses_containers_it_cannot_write_with_a_reason() {
         assert!(!p.exists(), "{name}: nothing created");
     }
 }
+
+/// A fuzz finding: this access unit decodes to a picture of odd size, which the packed 4:2:0
+/// layout cannot hold. It must come back as an error (or no picture), never a panic.
+#[test]
+fn a_picture_of_odd_size_is_refused_not_a_panic() {
+    let input = include_bytes!("../../../fuzz/corpus/media_decode/seed-regression-odd-size-picture");
+    let (_, body) = input.split_first().unwrap();
+    let mut dec = FfmpegDecoder::h264().unwrap();
+    let mut out = RawFrame::new(2, 2);
+    for _ in 0..2 {
+        // An error or no picture is fine; a picture must have the promised shape.
+        if let Ok(true) = dec.decode(body, 1, &mut out) {
+            assert_eq!(out.data.len(), RawFrame::len_for(out.width, out.height));
+            assert!(out.width % 2 == 0 && out.height % 2 == 0 && out.width > 0);
+        }
+    }
+}
