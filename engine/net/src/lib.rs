@@ -19,6 +19,10 @@
 //! [`bind`] picks one from an [`IoMode`] (`--io auto|uring|portable`, `WAVRY_IO`); `auto` probes
 //! io_uring and downgrades to portable with one `warn` line saying why.
 //!
+//! [`xdp`] is the kernel bypass for forwarders (the relay's `--io xdp`): an XDP program that
+//! steers one UDP port to AF_XDP sockets, frames parsed and rewritten in place, and sent from
+//! the memory they arrived in.
+//!
 //! The [`driver`] module runs `wavry-rift`'s sans-IO sessions on a backend: a [`HostDriver`]
 //! (an `Endpoint` of many sessions) or a [`ClientDriver`] (one `Session`) on its own I/O
 //! thread, commanded and observed over channels. `examples/stream.rs` is the end-to-end demo.
