@@ -265,7 +265,8 @@ fn recorder_refuses_containers_it_cannot_write_with_a_reason() {
 /// layout cannot hold. It must come back as an error (or no picture), never a panic.
 #[test]
 fn a_picture_of_odd_size_is_refused_not_a_panic() {
-    let input = include_bytes!("../../../fuzz/corpus/media_decode/seed-regression-odd-size-picture");
+    let input =
+        include_bytes!("../../../fuzz/corpus/media_decode/seed-regression-odd-size-picture");
     let (_, body) = input.split_first().unwrap();
     let mut dec = FfmpegDecoder::h264().unwrap();
     let mut out = RawFrame::new(2, 2);
