@@ -379,6 +379,7 @@ fn sessions_rejections_rebinding_and_junk_on_af_xdp_in_namespaces() {
         if m(&text, "wavry_relay_xdp_redirected_packets_total") >= 44 || Instant::now() > end {
             break text;
         }
+        // Poll interval of a bounded wait on another process's counters.
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(m(&text, "wavry_relay_xdp"), 1, "{text}");
