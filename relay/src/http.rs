@@ -96,6 +96,19 @@ impl Collector for RelayCollector {
             None,
             stalls.metric_type(),
         )?)?;
+        let drops = ConstCounter::new(
+            self.0
+                .shards
+                .iter()
+                .map(|s| s.socket_drops.load(Ordering::Relaxed))
+                .sum::<u64>(),
+        );
+        drops.encode(encoder.encode_descriptor(
+            "socket_dropped_packets",
+            "Datagrams the kernel dropped at the relay's sockets: not a relay header (the socket filter) or a full receive queue (all shards).",
+            None,
+            drops.metric_type(),
+        )?)?;
         let xdp: [(&str, &str, PickGauge); 4] = [
             (
                 "xdp_redirected_packets",

@@ -22,6 +22,7 @@ use wavry_relay::xdp::run_xdp_shard;
 use wavry_relay::{CoreConfig, LeaseAuth, RelayCore};
 use wavry_rift::identity::IdentityKey;
 use wavry_rift::lease::LeaseVerifier;
+use wavry_rift::wire::{RELAY_MAGIC, RELAY_VERSION, RelayHeader};
 
 use crate::cli::{Cli, RelayIo};
 use crate::http::Shared;
@@ -175,6 +176,32 @@ fn open_paths(cli: &Cli, threads: usize) -> anyhow::Result<Paths> {
     Ok(Paths::Sockets(bind_shards(cli, threads)?))
 }
 
+/// Has the kernel drop what cannot be a relay datagram (another magic or version, shorter than
+/// the header) before it takes receive-queue room or a copy: random-byte floods then cost the
+/// forwarding threads nothing. The core still checks every datagram. Without the filter
+/// (refused, or not Linux) forwarding goes on and says so.
+fn filter_junk(paths: &Paths) {
+    #[cfg(target_os = "linux")]
+    {
+        let attach = |fd: &dyn std::os::fd::AsFd| {
+            wavry_net::filter::require_payload_prefix(
+                &fd.as_fd(),
+                &[RELAY_MAGIC, RELAY_VERSION],
+                RelayHeader::LEN as u32,
+            )
+        };
+        let r = match paths {
+            Paths::Sockets(s) => s.iter().try_for_each(|s| attach(s)),
+            Paths::Xdp(_, kernel) => attach(kernel),
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cannot attach the junk socket filter; junk is dropped in user space only");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = paths;
+}
+
 /// Waits for SIGINT or (on Unix) SIGTERM, which `docker stop` sends.
 async fn shutdown_signal() -> anyhow::Result<()> {
     #[cfg(unix)]
@@ -235,6 +262,7 @@ async fn run(
     insecure: bool,
 ) -> anyhow::Result<()> {
     let paths = open_paths(&cli, threads)?;
+    filter_junk(&paths);
     let (bound, shards, backend) = match &paths {
         Paths::Sockets(s) => (
             s[0].local_addr().context("local_addr")?,

@@ -30,6 +30,17 @@ pub const STEER_OFFSET: u32 = 16;
 const ARENA: usize = 1 << 20;
 /// Most reply sends queued per receive call.
 const MAX_RUNS: usize = 4096;
+/// How often a shard copies its socket's kernel drop count into its stats.
+pub const SOCKET_DROPS_EVERY_NS: u64 = 1_000_000_000;
+
+/// Copies the kernel's drop count of a shard's socket (its junk filter, a full receive queue)
+/// into `stats`; a failed read leaves the last value.
+#[cfg(target_os = "linux")]
+pub fn publish_socket_drops(socket: &impl std::os::fd::AsFd, stats: &crate::core::stats::Stats) {
+    if let Ok(d) = wavry_net::filter::socket_drops(socket) {
+        stats.socket_drops.store(d, Ordering::Relaxed);
+    }
+}
 
 /// Reads the two clocks the core needs.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +95,7 @@ pub fn run_shard(
     let mut reply = [0u8; REPLY_MAX];
     let cleanup_ns = u64::try_from(opts.cleanup_interval.as_nanos()).unwrap_or(u64::MAX);
     let mut next_cleanup = clock.now().mono_ns.saturating_add(cleanup_ns);
+    let mut next_drops = 0;
     let stats = Arc::clone(core.stats());
     let hist = &stats.histograms;
     while !stop.load(Ordering::Relaxed) {
@@ -91,6 +103,11 @@ pub fn run_shard(
         if now.mono_ns >= next_cleanup {
             core.cleanup(now);
             next_cleanup = now.mono_ns.saturating_add(cleanup_ns);
+        }
+        if now.mono_ns >= next_drops {
+            #[cfg(target_os = "linux")]
+            publish_socket_drops(socket, &stats);
+            next_drops = now.mono_ns.saturating_add(SOCKET_DROPS_EVERY_NS);
         }
         // Receipt of the batch's first datagram (one clock read per batch, not per datagram).
         let mut first: Option<Instant> = None;

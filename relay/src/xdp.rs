@@ -98,6 +98,7 @@ pub fn run_xdp_shard(
     let mut kbuf = vec![0u8; KERNEL_BUF];
     let cleanup_ns = u64::try_from(opts.cleanup_interval.as_nanos()).unwrap_or(u64::MAX);
     let mut next_cleanup = clock.now().mono_ns.saturating_add(cleanup_ns);
+    let mut next_drops = 0;
     let stats = Arc::clone(core.stats());
     let kernel_fd = kernel.as_raw_fd();
     // While frames keep coming the loop does not poll (one syscall less per batch) and looks
@@ -111,6 +112,13 @@ pub fn run_xdp_shard(
             // With the cleanup, not per batch: reading the program's per-CPU counters
             // allocates (aya), and nothing on the per-frame path may.
             publish(ports, &stats);
+        }
+        if now.mono_ns >= next_drops {
+            #[cfg(target_os = "linux")]
+            crate::shell::publish_socket_drops(kernel, &stats);
+            next_drops = now
+                .mono_ns
+                .saturating_add(crate::shell::SOCKET_DROPS_EVERY_NS);
         }
         let kernel_ready = if busy {
             rounds = rounds.wrapping_add(1);

@@ -40,6 +40,9 @@ use std::time::Duration;
 pub mod cmsg;
 mod deliver;
 pub mod driver;
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub mod filter;
 mod forward;
 mod portable;
 mod queue;

@@ -40,6 +40,10 @@ macro_rules! counters {
             /// The backend's receive-buffer stalls (monotonic; the shell copies the backend's
             /// count after every batch).
             pub recv_buffer_stalls: AtomicU64,
+            /// Datagrams the kernel dropped at this shard's socket: refused by the junk filter
+            /// (not a relay header) or a full receive queue (monotonic; the shell copies the
+            /// socket's count about once a second).
+            pub socket_drops: AtomicU64,
             /// Batch-size and forwarding-latency histograms.
             pub histograms: Histograms,
             /// AF_XDP counters (monotonic; copied from the ports by the xdp shell).
