@@ -1,7 +1,8 @@
 //! `wavry-bench relay`: a real `wavry-relay` process against a naive forwarder and a raw
 //! forward ceiling, in the same run, under the same load.
 //!
-//! Per round and per load shape (single datagrams from many flows; GSO batches): saturation
+//! Per round and per load shape (single datagrams from many flows, eight per `sendmmsg` so that
+//! the bench's sender is not the bottleneck; GSO batches): saturation
 //! through the ceiling, the naive forwarder and the relay (forwarded pps, Gbit/s, forwarder
 //! CPU-seconds from /proc, packets per forwarder CPU-second, loss); then, at half the relay's
 //! saturation rate of that round, one-way latency through the relay and on the direct path

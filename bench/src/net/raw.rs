@@ -132,20 +132,33 @@ pub(crate) fn send_mmsg(
     payload: &[u8],
     n: usize,
 ) -> io::Result<usize> {
-    let n = n.min(MMSG_BATCH);
-    let mut iov = libc::iovec {
-        iov_base: payload.as_ptr().cast_mut().cast(),
-        iov_len: payload.len(),
-    };
-    // SAFETY: all-zero mmsghdrs are valid (null pointers, zero lengths).
+    send_mmsg_each(sock, dst, std::iter::repeat_n(payload, n.min(MMSG_BATCH)))
+}
+
+/// Sends each of `payloads` (the first [`MMSG_BATCH`]) to `dst` as its own datagram with one
+/// `sendmmsg`; returns how many the kernel took.
+pub(crate) fn send_mmsg_each<'a>(
+    sock: &UdpSocket,
+    dst: &SockAddr,
+    payloads: impl IntoIterator<Item = &'a [u8]>,
+) -> io::Result<usize> {
+    // SAFETY: all-zero iovecs / mmsghdrs are valid (null pointers, zero lengths).
+    let mut iovs: [libc::iovec; MMSG_BATCH] = unsafe { zeroed() };
+    // SAFETY: as above.
     let mut hdrs: [libc::mmsghdr; MMSG_BATCH] = unsafe { zeroed() };
-    for h in &mut hdrs[..n] {
+    let mut n = 0;
+    for (iov, p) in iovs.iter_mut().zip(payloads) {
+        iov.iov_base = p.as_ptr().cast_mut().cast();
+        iov.iov_len = p.len();
+        n += 1;
+    }
+    for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()).take(n) {
         h.msg_hdr.msg_name = dst.as_ptr().cast_mut().cast();
         h.msg_hdr.msg_namelen = dst.len();
-        h.msg_hdr.msg_iov = &raw mut iov;
+        h.msg_hdr.msg_iov = iov;
         h.msg_hdr.msg_iovlen = 1;
     }
-    // SAFETY: `hdrs[..n]` point at `dst`, `iov` and `payload`, all alive for the call; the
+    // SAFETY: `hdrs[..n]` point at `dst`, `iovs` and the payloads, all alive for the call; the
     // kernel only reads them (sendmmsg writes msg_len into `hdrs`, which we own).
     let rc = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), n as u32, 0) };
     if rc < 0 {
