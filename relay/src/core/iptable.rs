@@ -42,7 +42,10 @@ pub struct IpBursts {
 pub struct IpTable {
     slots: Vec<Slot>,
     mask: usize,
-    hasher: std::collections::hash_map::RandomState,
+    /// Randomly seeded per table, so sources cannot be chosen to collide.
+    hasher: foldhash::fast::RandomState,
+    /// The slot of the last lookup: a GRO batch is many datagrams from one source.
+    last: usize,
     evictions: u64,
 }
 
@@ -62,7 +65,8 @@ impl IpTable {
         Self {
             slots: vec![empty; n],
             mask: n / 2 - 1,
-            hasher: std::collections::hash_map::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
+            last: 0,
             evictions: 0,
         }
     }
@@ -81,6 +85,11 @@ impl IpTable {
     /// absent.
     #[inline]
     pub fn entry(&mut self, ip: IpAddr, now_ns: u64, bursts: IpBursts) -> &mut IpEntry {
+        if self.slots[self.last].ip == Some(ip) {
+            let slot = &mut self.slots[self.last];
+            slot.last_ns = now_ns;
+            return &mut slot.entry;
+        }
         let set = (self.hasher.hash_one(ip) as usize & self.mask) * 2;
         let pick = if self.slots[set].ip == Some(ip) {
             set
@@ -110,6 +119,7 @@ impl IpTable {
             };
             victim
         };
+        self.last = pick;
         let slot = &mut self.slots[pick];
         slot.last_ns = now_ns;
         &mut slot.entry
