@@ -71,7 +71,7 @@ impl Shared {
     }
 }
 
-/// Picks one of a shard's AF_XDP counters.
+/// Picks one of a shard's counters kept in an atomic.
 type PickGauge = fn(&Stats) -> &std::sync::atomic::AtomicU64;
 
 #[derive(Debug)]
@@ -83,33 +83,18 @@ impl Collector for RelayCollector {
             let c = ConstCounter::new(v);
             c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
-        let stalls = ConstCounter::new(
-            self.0
-                .shards
-                .iter()
-                .map(|s| s.recv_buffer_stalls.load(Ordering::Relaxed))
-                .sum::<u64>(),
-        );
-        stalls.encode(encoder.encode_descriptor(
-            "recv_buffer_stalls",
-            "Receives that found the io_uring buffer ring dry (all shards).",
-            None,
-            stalls.metric_type(),
-        )?)?;
-        let drops = ConstCounter::new(
-            self.0
-                .shards
-                .iter()
-                .map(|s| s.socket_drops.load(Ordering::Relaxed))
-                .sum::<u64>(),
-        );
-        drops.encode(encoder.encode_descriptor(
-            "socket_dropped_packets",
-            "Datagrams the kernel dropped at the relay's sockets: not a relay header (the socket filter) or a full receive queue (all shards).",
-            None,
-            drops.metric_type(),
-        )?)?;
-        let xdp: [(&str, &str, PickGauge); 4] = [
+        // Monotonic counts the shells copy into atomics, summed over the shards.
+        let copied: [(&str, &str, PickGauge); 6] = [
+            (
+                "recv_buffer_stalls",
+                "Receives that found the io_uring buffer ring dry (all shards).",
+                |s| &s.recv_buffer_stalls,
+            ),
+            (
+                "socket_dropped_packets",
+                "Datagrams the kernel dropped at the relay's sockets: not a relay header (the socket filter) or a full receive queue (all shards).",
+                |s| &s.socket_drops,
+            ),
             (
                 "xdp_redirected_packets",
                 "Frames the XDP program sent to the AF_XDP sockets (xdp backend).",
@@ -131,7 +116,7 @@ impl Collector for RelayCollector {
                 |s| &s.xdp.tx_ring_full,
             ),
         ];
-        for (name, help, pick) in xdp {
+        for (name, help, pick) in copied {
             let c = ConstCounter::new(
                 self.0
                     .shards
