@@ -21,7 +21,9 @@
 //!
 //! [`xdp`] is the kernel bypass for forwarders (the relay's `--io xdp`): an XDP program that
 //! steers one UDP port to AF_XDP sockets, frames parsed and rewritten in place, and sent from
-//! the memory they arrived in.
+//! the memory they arrived in. On Linux, classic BPF serves forwarders too: [`steer`] picks a
+//! `SO_REUSEPORT` shard by payload bytes, and [`filter`] has the kernel drop datagrams that lack
+//! the protocol's leading bytes before they are queued or copied out.
 //!
 //! The [`driver`] module runs `wavry-rift`'s sans-IO sessions on a backend: a [`HostDriver`]
 //! (an `Endpoint` of many sessions) or a [`ClientDriver`] (one `Session`) on its own I/O
