@@ -10,12 +10,17 @@
 //! Send: a batch becomes one `SendMsg` per transmit, submitted with a single `io_uring_enter`
 //! that also waits for their completions, so the caller's buffers are free again on return.
 //!
+//! Forward ([`forward`]): what a forwarder's callback chose goes out from the receive buffers
+//! themselves, without waiting; [`slot`] holds the prepared `sendmsg` both paths use.
+//!
 //! Threading: one thread drives a backend at a time (`&mut self`); it may move between threads.
 //! The ring uses COOP_TASKRUN, so completions appear when the driving thread enters the kernel.
 //! Dropping the backend cancels the multishot receive and waits for its last completion before
 //! the buffer memory is unmapped.
 
 mod bufring;
+mod forward;
+mod slot;
 
 use std::collections::VecDeque;
 use std::io::{self, IoSliceMut};
@@ -27,16 +32,17 @@ use std::time::{Duration, Instant};
 
 use io_uring::types::{RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
-use socket2::{SockAddr, Socket};
+use socket2::Socket;
 
 use self::bufring::BufRing;
-use crate::cmsg::{self, CONTROL_LEN, ControlBuf, Encoder};
+use self::forward::Forwarding;
+use self::slot::SendSlot;
+use crate::cmsg::{self, CONTROL_LEN};
 
 use crate::deliver::Staged;
-use crate::socket::{drain_errors, log_err, map_dst};
+use crate::socket::{drain_errors, log_err};
 use crate::{
-    Backend, BackendKind, Config, Forwards, MAX_UDP_PAYLOAD, RecvMeta, SendQueue, Transmit,
-    is_icmp_error,
+    Backend, BackendKind, Config, Forwards, MAX_UDP_PAYLOAD, RecvMeta, Transmit, is_icmp_error,
 };
 
 const TAG_MASK: u64 = 7 << 61;
@@ -72,156 +78,6 @@ const PAYLOAD_OFFSET: usize = RECVMSG_OUT_LEN + NAME_LEN + RECV_CONTROL_LEN;
 const MAX_GSO_SEGMENTS: usize = 64;
 /// Most segments the kernel coalesces into one GRO receive.
 const GRO_SEGMENTS: usize = 64;
-
-/// One prepared `sendmsg`: header and everything it points at, at a stable address.
-#[repr(C)]
-struct SendSlot {
-    /// Whether this send carries a UDP_SEGMENT (GSO) control message.
-    gso: bool,
-    hdr: libc::msghdr,
-    iov: libc::iovec,
-    name: SockAddr,
-    ctrl: ControlBuf,
-}
-
-impl SendSlot {
-    fn new(local: SocketAddr) -> Self {
-        Self {
-            gso: false,
-            // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
-            hdr: unsafe { std::mem::zeroed() },
-            // SAFETY: all-zero is a valid iovec.
-            iov: unsafe { std::mem::zeroed() },
-            name: SockAddr::from(local),
-            ctrl: ControlBuf::default(),
-        }
-    }
-
-    /// Points this slot at one datagram (or GSO batch) of `contents` to `dst`, with a TOS
-    /// control message when `tos` is given. `contents` must stay valid and unchanged until the
-    /// send using this slot has completed.
-    fn fill(
-        &mut self,
-        dst: SocketAddr,
-        v6: bool,
-        contents: &[u8],
-        seg: Option<usize>,
-        tos: Option<u8>,
-    ) {
-        self.name = SockAddr::from(map_dst(dst, v6));
-        self.iov = libc::iovec {
-            iov_base: contents.as_ptr().cast_mut().cast(),
-            iov_len: contents.len(),
-        };
-        self.gso = seg.is_some();
-        let mut enc = Encoder::new(&mut self.ctrl);
-        if let Some(s) = seg {
-            cmsg::push_gso(&mut enc, s as u16);
-        }
-        if let Some(tos) = tos {
-            cmsg::push_tos(&mut enc, !dst.is_ipv4(), tos);
-        }
-        let ctrl_len = enc.len();
-        self.hdr.msg_name = self.name.as_ptr().cast_mut().cast();
-        self.hdr.msg_namelen = self.name.len();
-        self.hdr.msg_iov = &raw mut self.iov;
-        self.hdr.msg_iovlen = 1;
-        self.hdr.msg_control = if ctrl_len == 0 {
-            std::ptr::null_mut()
-        } else {
-            self.ctrl.0.as_mut_ptr().cast()
-        };
-        self.hdr.msg_controllen = ctrl_len as _;
-        self.hdr.msg_flags = 0;
-    }
-}
-
-/// Forward sends in flight: their slots, and which receive buffer each holds.
-struct Forwarding {
-    slots: Box<[SendSlot]>,
-    /// Free slot indices.
-    free: Vec<u16>,
-    /// Per slot: the receive buffer it sends from, and its datagrams.
-    owner: Box<[(u16, u32)]>,
-    /// Per receive buffer: forward sends in flight from it; it goes back to the ring at 0.
-    refs: Box<[u16]>,
-    /// Receive buffers held by forward sends in flight.
-    held: u16,
-    inflight: usize,
-    /// Datagrams whose forward send failed.
-    failed: u64,
-    /// What the callback chose for the batch being handled.
-    choice: Box<Forwards>,
-    /// Forward SQEs pushed and not yet submitted.
-    unsubmitted: bool,
-    /// Single datagrams to forward, copied (see [`UringBackend::queue_forwards`]); `None`
-    /// only while it is being flushed.
-    copies: Option<Box<SendQueue>>,
-}
-
-impl Forwarding {
-    fn new(local: SocketAddr, buffers: usize) -> Self {
-        Self {
-            slots: (0..FWD_SLOTS).map(|_| SendSlot::new(local)).collect(),
-            free: (0..FWD_SLOTS as u16).rev().collect(),
-            owner: vec![(0, 0); FWD_SLOTS].into_boxed_slice(),
-            refs: vec![0; buffers].into_boxed_slice(),
-            held: 0,
-            inflight: 0,
-            failed: 0,
-            choice: Box::default(),
-            unsubmitted: false,
-            copies: Some(Box::new(SendQueue::new(
-                MAX_GSO_SEGMENTS,
-                COPY_ARENA,
-                COPY_RUNS,
-            ))),
-        }
-    }
-
-    /// Takes a reference on receive buffer `bid` (a send from it, or the batch being queued).
-    fn retain(&mut self, bid: u16) {
-        let r = &mut self.refs[usize::from(bid)];
-        if *r == 0 {
-            self.held += 1;
-        }
-        *r += 1;
-    }
-
-    /// Drops a reference on `bid`; the last one gives the buffer back to the ring.
-    fn release(&mut self, bid: u16, bufs: &mut BufRing) {
-        let r = &mut self.refs[usize::from(bid)];
-        *r -= 1;
-        if *r == 0 {
-            self.held -= 1;
-            bufs.push(bid);
-        }
-    }
-
-    /// Handles a forward send's completion: frees its slot and, with its last send, gives
-    /// its receive buffer back. Clears `gso` when the device refused a GSO send (EIO).
-    fn complete(&mut self, c: Cqe, bufs: &mut BufRing, socket: &Socket, gso: &mut bool) {
-        let i = (c.user_data & 0xffff) as usize;
-        let (bid, count) = self.owner[i];
-        self.free.push(i as u16);
-        self.inflight -= 1;
-        self.release(bid, bufs);
-        if c.result >= 0 {
-            return;
-        }
-        self.failed += u64::from(count);
-        let err = io::Error::from_raw_os_error(-c.result);
-        if is_icmp_error(&err) {
-            drain_errors(socket);
-        } else {
-            tracing::debug!(error = %err, "forward send failed");
-        }
-        if -c.result == libc::EIO && self.slots[i].gso && *gso {
-            tracing::info!(error = %err, "UDP GSO refused; disabled");
-            *gso = false;
-        }
-    }
-}
 
 /// A completion kept for later (a receive seen while waiting for sends).
 #[derive(Debug, Clone, Copy)]
@@ -685,102 +541,6 @@ impl UringBackend {
                 _ => {}
             }
         }
-    }
-
-    /// Submits the forward sends queued and not yet submitted (no wait).
-    fn submit_forwards(&mut self) -> io::Result<()> {
-        if !self.fwd.unsubmitted {
-            return Ok(());
-        }
-        self.fwd.unsubmitted = false;
-        match self.ring.submit() {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// A free forward slot; when all are in flight, submits and waits until one completes.
-    fn fwd_slot(&mut self) -> io::Result<usize> {
-        loop {
-            if let Some(i) = self.fwd.free.pop() {
-                return Ok(usize::from(i));
-            }
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ENOMEM)
-                    ) => {}
-                Err(e) => return Err(e),
-            }
-            self.fwd.unsubmitted = false;
-            self.reap();
-        }
-    }
-
-    /// Queues the sends the forwarding callback chose for the batch at `off..end` of receive
-    /// buffer `bid`. A GSO run goes straight from that buffer, which goes back to the ring when
-    /// the last of its sends completes. A lone datagram (single datagrams from many flows) is
-    /// copied into [`Forwarding::copies`] instead: the copy is cheap, frees the buffer at once,
-    /// and joins datagrams of other batches to the same peer into GSO runs. Copies go out
-    /// before the next zero-copy send and at the end of the pass, so order is kept.
-    fn queue_forwards(&mut self, bid: u16, off: usize, end: usize) -> io::Result<()> {
-        let batch_len = end - off;
-        self.fwd.failed += self.fwd.choice.out_of_bounds(batch_len) as u64;
-        // Held while its sends are queued: completions reaped meanwhile (a full slot pool,
-        // copies flushed) must not give it back before the last send from it is queued.
-        self.fwd.retain(bid);
-        let queued = self.queue_runs(bid, off, end);
-        self.fwd.release(bid, &mut self.bufs);
-        queued
-    }
-
-    /// The body of [`Self::queue_forwards`], while it holds the buffer.
-    fn queue_runs(&mut self, bid: u16, off: usize, end: usize) -> io::Result<()> {
-        let batch_len = end - off;
-        let max = self.max_gso_segments();
-        let fd = types::Fd(self.socket.as_raw_fd());
-        let mut at = 0;
-        while let Some(r) = self.fwd.choice.next_run(&mut at, batch_len, max) {
-            let from = off + r.start;
-            if r.count == 1 {
-                let bytes = &self.bufs.buf(bid, end)[from..from + r.len];
-                if let Some(q) = self.fwd.copies.as_mut()
-                    && q.push(r.dst, bytes)
-                {
-                    continue;
-                }
-            }
-            self.flush_copies();
-            let i = self.fwd_slot()?;
-            let contents = &self.bufs.buf(bid, end)[from..from + r.len];
-            let seg = (r.count > 1).then_some(r.seg);
-            self.fwd.slots[i].fill(r.dst, self.v6, contents, seg, None);
-            self.fwd.owner[i] = (bid, r.count as u32);
-            self.fwd.retain(bid);
-            self.fwd.inflight += 1;
-            let e = opcode::SendMsg::new(fd, &raw const self.fwd.slots[i].hdr)
-                .build()
-                .user_data(FWD_TAG | i as u64);
-            self.push_sqe(&e)?;
-            self.fwd.unsubmitted = true;
-        }
-        Ok(())
-    }
-
-    /// Sends the copied forwards (and submits every queued SQE), waiting for the copies only.
-    fn flush_copies(&mut self) {
-        let Some(mut q) = self.fwd.copies.take() else {
-            return;
-        };
-        if !q.is_empty() {
-            q.set_max_segments(self.max_gso_segments());
-            self.fwd.failed += q.flush(self);
-            self.fwd.unsubmitted = false;
-        }
-        self.fwd.copies = Some(q);
     }
 
     /// The borrowed receive loop of [`Backend::recv_with`] and [`Backend::forward_with`]:
