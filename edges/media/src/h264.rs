@@ -73,43 +73,7 @@ impl X264Encoder {
     /// threads), no B-frames, IDR keyframes, SPS/PPS repeated in every keyframe so a receiver
     /// can join at any of them.
     pub fn new(cfg: EncoderConfig) -> Result<Self, MediaError> {
-        crate::init()?;
-        cfg.format.validate()?;
-        let codec = ff::encoder::find_by_name("libx264").ok_or_else(|| {
-            MediaError::Unavailable("libx264", "FFmpeg was built without it".into())
-        })?;
-        let mut enc = codec::Context::new_with_codec(codec)
-            .encoder()
-            .video()
-            .map_err(MediaError::ff("creating the libx264 context"))?;
-        let fps = i32::try_from(cfg.format.fps).unwrap_or(60);
-        enc.set_width(cfg.format.width);
-        enc.set_height(cfg.format.height);
-        enc.set_format(Pixel::YUV420P);
-        enc.set_time_base(ff::Rational(1, fps));
-        enc.set_frame_rate(Some(ff::Rational(fps, 1)));
-        enc.set_max_b_frames(0);
-        let gop = if cfg.keyframe_interval_ms == 0 {
-            u32::MAX / 2
-        } else {
-            (u64::from(cfg.keyframe_interval_ms) * u64::from(cfg.format.fps) / 1000).max(1) as u32
-        };
-        enc.set_gop(gop);
-        // ABR alone spends budget saved earlier long after the target drops; VBV with the
-        // maxrate following the target makes a change bite once the buffer drained. The buffer
-        // is 200 ms of the starting rate and stays (FFmpeg reconfigures x264's maxrate and
-        // bitrate between frames, the buffer size only at open).
-        let bps = clamp_bps(cfg.bitrate_bps);
-        enc.set_bit_rate(bps);
-        enc.set_max_bit_rate(bps);
-        let mut opts = ff::Dictionary::new();
-        opts.set("bufsize", &(bps / 5).to_string());
-        opts.set("preset", "ultrafast");
-        opts.set("tune", "zerolatency");
-        opts.set("forced-idr", "1");
-        let enc = enc
-            .open_with(opts)
-            .map_err(MediaError::ff("opening libx264"))?;
+        let enc = open_x264(cfg, false)?;
         Ok(Self {
             enc,
             picture: frame::Video::new(Pixel::YUV420P, cfg.format.width, cfg.format.height),
@@ -119,6 +83,64 @@ impl X264Encoder {
             bitrate: cfg.bitrate_bps,
         })
     }
+}
+
+/// Opens libx264 for `cfg` (see [`X264Encoder::new`]). With `global_header` the SPS/PPS go
+/// into the context's extradata instead of every keyframe: what a container that stores them
+/// once (Matroska's CodecPrivate) needs from a reference encoder.
+fn open_x264(cfg: EncoderConfig, global_header: bool) -> Result<ff::encoder::Video, MediaError> {
+    crate::init()?;
+    cfg.format.validate()?;
+    let codec = ff::encoder::find_by_name("libx264")
+        .ok_or_else(|| MediaError::Unavailable("libx264", "FFmpeg was built without it".into()))?;
+    let mut enc = codec::Context::new_with_codec(codec)
+        .encoder()
+        .video()
+        .map_err(MediaError::ff("creating the libx264 context"))?;
+    let fps = i32::try_from(cfg.format.fps).unwrap_or(60);
+    enc.set_width(cfg.format.width);
+    enc.set_height(cfg.format.height);
+    enc.set_format(Pixel::YUV420P);
+    enc.set_time_base(ff::Rational(1, fps));
+    enc.set_frame_rate(Some(ff::Rational(fps, 1)));
+    enc.set_max_b_frames(0);
+    if global_header {
+        enc.set_flags(codec::Flags::GLOBAL_HEADER);
+    }
+    let gop = if cfg.keyframe_interval_ms == 0 {
+        u32::MAX / 2
+    } else {
+        (u64::from(cfg.keyframe_interval_ms) * u64::from(cfg.format.fps) / 1000).max(1) as u32
+    };
+    enc.set_gop(gop);
+    // ABR alone spends budget saved earlier long after the target drops; VBV with the
+    // maxrate following the target makes a change bite once the buffer drained. The buffer
+    // is 200 ms of the starting rate and stays (FFmpeg reconfigures x264's maxrate and
+    // bitrate between frames, the buffer size only at open).
+    let bps = clamp_bps(cfg.bitrate_bps);
+    enc.set_bit_rate(bps);
+    enc.set_max_bit_rate(bps);
+    let mut opts = ff::Dictionary::new();
+    opts.set("bufsize", &(bps / 5).to_string());
+    opts.set("preset", "ultrafast");
+    opts.set("tune", "zerolatency");
+    opts.set("forced-idr", "1");
+    enc.open_with(opts)
+        .map_err(MediaError::ff("opening libx264"))
+}
+
+/// Stream parameters of an H.264 stream of `format` as this build's libx264 writes it,
+/// SPS/PPS in the extradata: an encoder opened for its parameters only, like the Opus track's
+/// (`ffmpeg-next` has no safe way to set a stream's extradata from received parameter sets).
+pub(crate) fn reference_parameters(format: VideoFormat) -> Result<ff::encoder::Video, MediaError> {
+    open_x264(
+        EncoderConfig {
+            format,
+            bitrate_bps: 10_000_000,
+            keyframe_interval_ms: 1000,
+        },
+        true,
+    )
 }
 
 fn clamp_bps(bps: u64) -> usize {

@@ -1,11 +1,14 @@
-//! Recording: the encoded H.264 stream into MP4 through FFmpeg's muxer, passed through without
-//! re-encoding, timestamped from each frame's capture time (not its arrival).
+//! Recording: the encoded H.264 stream into MP4 or MKV through FFmpeg's muxers, passed through
+//! without re-encoding, timestamped from each frame's capture time (not its arrival).
 //!
 //! The file starts at the first keyframe (earlier frames cannot be decoded on their own). The
 //! MP4 muxer takes the SPS/PPS from that keyframe (libx264 repeats them in every keyframe).
-//! MKV is refused for now: FFmpeg 5.1's Matroska muxer wants the SPS/PPS as extradata before
-//! the header, and `ffmpeg-next` has no safe way to set a stream's extradata. Each
-//! frame is held until the next one arrives so its duration is the real capture interval; the
+//! FFmpeg 5.1's Matroska muxer wants them as extradata before the header, and `ffmpeg-next`
+//! has no safe way to set a stream's extradata, so an MKV's video track is described by a local
+//! libx264 opened for the same picture size and settings (global header), as the Opus track is
+//! by a local libopus: its CodecPrivate matches what this build's host sends, and the stream's
+//! own SPS/PPS, repeated in every keyframe the file holds from its first frame on, win for any
+//! decoder when another encoder made the stream. Each frame is held until the next one arrives so its duration is the real capture interval; the
 //! last one gets the nominal interval. Writing copies each access unit into an FFmpeg packet
 //! (one allocation per frame, off the transport's path).
 //!
@@ -50,28 +53,31 @@ impl std::fmt::Debug for FileRecorder {
 }
 
 impl FileRecorder {
-    /// Creates `path` (`.mp4`) for an H.264 stream of `format`.
+    /// Creates `path` (`.mp4` or `.mkv`) for an H.264 stream of `format`.
     pub fn create(path: &Path, format: VideoFormat) -> Result<Self, MediaError> {
         crate::init()?;
         format.validate()?;
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("mp4") => {}
-            Some("mkv") => {
-                return Err(MediaError::Unavailable(
-                    "MKV recording",
-                    "the Matroska muxer needs SPS/PPS extradata this build cannot set; use .mp4"
-                        .into(),
-                ));
-            }
+        let matroska = match path.extension().and_then(|e| e.to_str()) {
+            Some("mp4") => false,
+            Some("mkv") => true,
             _ => {
                 return Err(MediaError::invalid(
                     "recording path",
-                    format!("{}: the name must end in .mp4", path.display()),
+                    format!("{}: the name must end in .mp4 or .mkv", path.display()),
                 ));
             }
-        }
+        };
         let mut octx =
             ff::format::output(path).map_err(MediaError::ff("creating the recording"))?;
+        if matroska {
+            let reference = crate::h264::reference_parameters(format)?;
+            let mut stream = octx
+                .add_stream_with(&reference)
+                .map_err(MediaError::ff("adding the video stream"))?;
+            stream.set_time_base(US);
+            stream.set_avg_frame_rate(ff::Rational(i32::try_from(format.fps).unwrap_or(60), 1));
+            return Ok(Self::new(path, octx, format));
+        }
         let codec = ff::decoder::find(codec::Id::H264).ok_or_else(|| {
             MediaError::Unavailable("H.264", "FFmpeg was built without an H.264 decoder".into())
         })?;
@@ -89,7 +95,12 @@ impl FileRecorder {
             .map_err(MediaError::ff("adding the video stream"))?;
         stream.set_time_base(US);
         stream.set_avg_frame_rate(ff::Rational(i32::try_from(format.fps).unwrap_or(60), 1));
-        Ok(Self {
+        Ok(Self::new(path, octx, format))
+    }
+
+    /// A recorder for `octx`, whose stream 0 is the video track, before its header.
+    fn new(path: &Path, octx: ff::format::context::Output, format: VideoFormat) -> Self {
+        Self {
             path: path.to_owned(),
             octx,
             format,
@@ -103,7 +114,7 @@ impl FileRecorder {
             audio: None,
             audio_packets: 0,
             last_audio_pts: None,
-        })
+        }
     }
 
     /// Like [`Self::create`], plus an Opus track for packets of `audio` (the format the peer's

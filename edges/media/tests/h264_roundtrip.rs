@@ -1,6 +1,6 @@
 //! Real libx264 and FFmpeg decoding: synthetic frames survive encoding with their pixel codes,
-//! keyframes come on request, bitrate changes take effect, MP4 recordings with an Opus track
-//! pass ffprobe.
+//! keyframes come on request, bitrate changes take effect, MP4 and MKV recordings with an
+//! Opus track pass ffprobe and decode whole.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -163,7 +163,6 @@ fn field<'a>(probe: &'a str, key: &str) -> &'a str {
 /// Records 3 s of 30 fps frames to `take.<ext>` stamped 1/30 s apart (a fake clock, so the test does not wait),
 /// starting with two non-keyframes the recorder must skip.
 fn record(ext: &str, tick: fn() -> u64) {
-    assert_eq!(ext, "mp4");
     let dir = std::env::temp_dir().join(format!("wavry-media-rec-{ext}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -232,6 +231,24 @@ fn record(ext: &str, tick: fn() -> u64) {
         (duration - 3.0).abs() <= 0.15,
         "duration {duration} s, expected 3 s ± 5 %"
     );
+    // Every recorded frame decodes.
+    let decoded = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "default=noprint_wrappers=1",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let decoded = String::from_utf8(decoded.stdout).unwrap();
+    assert_eq!(field(&decoded, "nb_read_frames"), "90", "{decoded}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -252,8 +269,13 @@ fn mp4_recording_passes_ffprobe() {
 }
 
 #[test]
+fn mkv_recording_passes_ffprobe() {
+    record("mkv", clock!());
+}
+
+#[test]
 fn recorder_refuses_containers_it_cannot_write_with_a_reason() {
-    for (name, why) in [("take.avi", ".mp4"), ("take.mkv", "extradata")] {
+    for (name, why) in [("take.avi", ".mp4 or .mkv"), ("take", ".mp4 or .mkv")] {
         let p = std::env::temp_dir().join(format!("wavry-media-{name}"));
         let err = FileRecorder::create(&p, FMT).unwrap_err().to_string();
         assert!(err.contains(why), "{name}: {err}");

@@ -256,6 +256,31 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
+/// Container of a runtime's recording (`--record-format`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// MP4 (ISO BMFF).
+    #[default]
+    Mp4,
+    /// Matroska.
+    Mkv,
+}
+
+impl RecordFormat {
+    /// The recording's path in `dir` for `role` (`wavry-host`, `wavry-client`), named by the
+    /// Unix second it starts.
+    pub fn path(self, dir: &Path, role: &str) -> PathBuf {
+        let ext = match self {
+            RecordFormat::Mp4 => "mp4",
+            RecordFormat::Mkv => "mkv",
+        };
+        dir.join(format!(
+            "{role}-{}.{ext}",
+            wavry_media::wall_clock_us() / 1_000_000
+        ))
+    }
+}
+
 /// Formats an optional millisecond figure for a stats line.
 pub fn fmt_ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.2}"))

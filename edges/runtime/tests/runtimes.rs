@@ -186,6 +186,7 @@ fn ping_gets_echoes_from_a_running_server_and_an_unknown_identity_is_refused() {
 
 #[test]
 fn ctrl_c_ends_the_client_cleanly_with_its_summary_and_recording() {
+    // In Matroska: the format whose index and duration only the finish writes.
     let dir = TempDir::new("sigint");
     let (_host, addr, host_id) = server(&dir.0, &[]);
     let client_rec = dir.0.join("client-rec");
@@ -198,6 +199,8 @@ fn ctrl_c_ends_the_client_cleanly_with_its_summary_and_recording() {
             "--record",
             "--record-dir",
             client_rec.to_str().unwrap(),
+            "--record-format",
+            "mkv",
         ],
     );
     // A stats line comes after a second of streaming: frames have been recorded by then.
@@ -211,6 +214,8 @@ fn ctrl_c_ends_the_client_cleanly_with_its_summary_and_recording() {
         "{summary}"
     );
     assert_eq!(kv(summary, "unreadable"), "0", "{summary}");
+    let (_, path) = recorded(&lines);
+    assert_eq!(path.extension().and_then(|e| e.to_str()), Some("mkv"));
     check_recording(&lines);
 }
 

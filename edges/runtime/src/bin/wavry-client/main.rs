@@ -105,6 +105,9 @@ struct Args {
     /// Where recordings go.
     #[arg(long, env = "WAVRY_RECORD_DIR", default_value = "recordings")]
     record_dir: PathBuf,
+    /// Container of the recording.
+    #[arg(long, value_enum, env = "WAVRY_RECORD_FORMAT", default_value_t = wavry_runtime::RecordFormat::Mp4)]
+    record_format: wavry_runtime::RecordFormat,
     /// Send this file to the host (repeatable).
     #[arg(long, value_name = "PATH")]
     send_file: Vec<PathBuf>,
@@ -263,10 +266,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let mut recorder = if args.record {
         std::fs::create_dir_all(&args.record_dir)
             .with_context(|| format!("creating {}", args.record_dir.display()))?;
-        let path = args.record_dir.join(format!(
-            "wavry-client-{}.mp4",
-            wavry_media::wall_clock_us() / 1_000_000
-        ));
+        let path = args.record_format.path(&args.record_dir, "wavry-client");
         eprintln!("wavry-client: recording to {}", path.display());
         Some(FileRecorder::with_opus(
             &path,

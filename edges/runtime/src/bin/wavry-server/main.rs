@@ -140,6 +140,9 @@ struct Args {
     /// Where recordings go.
     #[arg(long, env = "WAVRY_RECORD_DIR", default_value = "recordings")]
     record_dir: PathBuf,
+    /// Container of the recording.
+    #[arg(long, value_enum, env = "WAVRY_RECORD_FORMAT", default_value_t = wavry_runtime::RecordFormat::Mp4)]
+    record_format: wavry_runtime::RecordFormat,
     /// Recording quality: `standard` passes the stream through; `high` and `low` re-encode
     /// every captured frame at 2× or ¼ of --bitrate-kbps.
     #[arg(long, value_enum, env = "WAVRY_RECORD_QUALITY", default_value_t = RecordQuality::Standard)]
@@ -386,10 +389,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let recorder = if args.record {
         std::fs::create_dir_all(&args.record_dir)
             .with_context(|| format!("creating {}", args.record_dir.display()))?;
-        let path = args.record_dir.join(format!(
-            "wavry-host-{}.mp4",
-            wavry_media::wall_clock_us() / 1_000_000
-        ));
+        let path = args.record_format.path(&args.record_dir, "wavry-host");
         match args.record_quality.reencode_bps(args.bitrate_kbps) {
             None => eprintln!(
                 "wavry-server: recording the stream as sent (no re-encode) to {}",
