@@ -139,6 +139,11 @@ pub(crate) struct Cli {
     /// AF_XDP socket mode: auto (zero-copy where the driver allows, else copy), copy, zero-copy.
     #[arg(long, env = "WAVRY_RELAY_XDP_MODE", default_value = "auto")]
     pub(crate) xdp_mode: XdpMode,
+    /// CPUs to pin the forwarding threads to (comma-separated or repeated): thread i runs on
+    /// the i-th, wrapping around; the AF_XDP thread on the first. Pick the cores that take the
+    /// NIC's interrupts (or their siblings). Default: not pinned.
+    #[arg(long, env = "WAVRY_RELAY_CPUS", value_delimiter = ',')]
+    pub(crate) cpus: Vec<usize>,
     /// Forwarding threads (one SO_REUSEPORT socket each); default: available cores.
     #[arg(long, env = "WAVRY_RELAY_THREADS")]
     pub(crate) threads: Option<usize>,

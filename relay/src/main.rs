@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::unistd::Pid;
 use wavry_net::xdp::{XdpOptions, XdpPorts};
 use wavry_net::{Backend, NetSocket};
 use wavry_relay::core::stats::Stats;
@@ -202,6 +204,36 @@ fn filter_junk(paths: &Paths) {
     let _ = paths;
 }
 
+/// Checks --cpus against the CPUs this process may run on, so a wrong list fails at start
+/// with the allowed ones named rather than in a forwarding thread.
+fn check_cpus(cpus: &[usize]) -> anyhow::Result<()> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    let allowed = sched_getaffinity(Pid::from_raw(0)).context("reading this process's CPUs")?;
+    let list: Vec<String> = (0..CpuSet::count())
+        .filter(|&c| allowed.is_set(c).unwrap_or(false))
+        .map(|c| c.to_string())
+        .collect();
+    for &c in cpus {
+        if !allowed.is_set(c).unwrap_or(false) {
+            bail!(
+                "--cpus: CPU {c} is not one this process may run on (allowed: {})",
+                list.join(",")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Pins the calling thread to `cpu` when --cpus gave one.
+fn pin_to(cpu: Option<usize>) -> std::io::Result<()> {
+    let Some(cpu) = cpu else { return Ok(()) };
+    let mut set = CpuSet::new();
+    set.set(cpu).map_err(std::io::Error::from)?;
+    sched_setaffinity(Pid::from_raw(0), &set).map_err(std::io::Error::from)
+}
+
 /// Waits for SIGINT or (on Unix) SIGTERM, which `docker stop` sends.
 async fn shutdown_signal() -> anyhow::Result<()> {
     #[cfg(unix)]
@@ -261,6 +293,7 @@ async fn run(
     threads: usize,
     insecure: bool,
 ) -> anyhow::Result<()> {
+    check_cpus(&cli.cpus)?;
     let paths = open_paths(&cli, threads)?;
     filter_junk(&paths);
     let (bound, shards, backend) = match &paths {
@@ -358,11 +391,14 @@ async fn run(
             for (i, (mut socket, st)) in sockets.drain(..).zip(stats).enumerate() {
                 let mut core = make_core(st);
                 let stop = Arc::clone(&stop);
+                let cpu = (!cli.cpus.is_empty()).then(|| cli.cpus[i % cli.cpus.len()]);
                 handles.push(
                     std::thread::Builder::new()
                         .name(format!("relay-shard-{i}"))
                         .spawn(move || {
-                            let r = run_shard(&mut socket, &mut core, clock, opts, &stop);
+                            let r = pin_to(cpu).and_then(|()| {
+                                run_shard(&mut socket, &mut core, clock, opts, &stop)
+                            });
                             if let Err(e) = &r {
                                 fail(i, e);
                             }
@@ -376,11 +412,14 @@ async fn run(
             let st = stats.into_iter().next().context("one shard")?;
             let mut core = make_core(st);
             let stop = Arc::clone(&stop);
+            let cpu = cli.cpus.first().copied();
             handles.push(
                 std::thread::Builder::new()
                     .name("relay-xdp".into())
                     .spawn(move || {
-                        let r = run_xdp_shard(&mut ports, &kernel, &mut core, clock, opts, &stop);
+                        let r = pin_to(cpu).and_then(|()| {
+                            run_xdp_shard(&mut ports, &kernel, &mut core, clock, opts, &stop)
+                        });
                         if let Err(e) = &r {
                             fail(0, e);
                         }

@@ -3,7 +3,8 @@
 //! "Metrics": prefix `wavry_relay_`, one constant label `relay_id`) and counts junk it was sent
 //! (random bytes in the kernel's socket-filter drops, a bad relay header in `invalid_packets`); `--probe`, the container health check, exits 0 for a running relay's
 //! --health-listen (also when it comes from the environment as `0.0.0.0`) and 1 with one line
-//! on stderr where nothing listens.
+//! on stderr where nothing listens; `--cpus` pins the forwarding threads, and a CPU the process
+//! may not use fails at start with the allowed ones named.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -94,4 +95,64 @@ async fn probe_answers_for_a_running_relay_and_fails_where_nothing_listens() {
         relay.svc.port,
     )
     .await;
+}
+
+/// The `Cpus_allowed_list` of the relay thread named `name` in process `pid`.
+fn thread_cpus(pid: u32, name: &str) -> Option<String> {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let status = std::fs::read_to_string(t.path().join("status")).ok()?;
+            return status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|v| v.trim().to_owned());
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpus_pins_the_forwarding_threads_and_a_wrong_cpu_fails_at_start() {
+    let dir = TempDir::new("relay-cpus").unwrap();
+    let master = spawn_master(&dir.path().join("master")).await;
+    std::fs::create_dir_all(dir.path().join("relay")).unwrap();
+    let relay = spawn_relay(
+        &master,
+        &dir.path().join("relay"),
+        free_udp_port(),
+        &["--threads", "2", "--cpus", "0"],
+    )
+    .await;
+    let pid = relay.svc.pid().unwrap();
+    // Each thread pins itself first thing; wait (bounded) until both have run that far.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let cpus = ["relay-shard-0", "relay-shard-1"].map(|t| thread_cpus(pid, t));
+        if cpus.iter().all(|c| c.as_deref() == Some("0")) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "threads not pinned to CPU 0: {cpus:?}"
+        );
+        // Poll interval of a bounded wait.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let out = std::process::Command::new(relay_bin())
+        .args(["--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"])
+        .args(["--master-public-key", &"ab".repeat(32)])
+        .args(["--cpus", "1023"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--cpus: CPU 1023 is not one this process may run on"),
+        "{stderr}"
+    );
 }
