@@ -1,9 +1,10 @@
 //! Operating `wavry-relay` as a real process (registered with a real `wavry-master`):
 //! `/metrics` is OpenMetrics text that follows the shared conventions (control/README.md,
 //! "Metrics": prefix `wavry_relay_`, one constant label `relay_id`) and counts junk it was sent
-//! (random bytes in the kernel's socket-filter drops, a bad relay header in `invalid_packets`); `--probe`, the container health check, exits 0 for a running relay's
-//! --health-listen (also when it comes from the environment as `0.0.0.0`) and 1 with one line
-//! on stderr where nothing listens; `--cpus` pins the forwarding threads, and a CPU the process
+//! (random bytes in the kernel's socket-filter drops, a bad relay header in `invalid_packets`);
+//! `--probe`, the container health check, exits 0 for a running relay's --health-listen (also
+//! when it comes from the environment as `0.0.0.0`) and 1 with one line on stderr where nothing
+//! listens; `--cpus` pins the forwarding threads, and a CPU the process
 //! may not use fails at start with the allowed ones named.
 #![allow(clippy::unwrap_used)]
 
