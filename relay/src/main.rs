@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
-use nix::unistd::Pid;
 use wavry_net::xdp::{XdpOptions, XdpPorts};
 use wavry_net::{Backend, NetSocket};
 use wavry_relay::core::stats::Stats;
@@ -206,11 +204,14 @@ fn filter_junk(paths: &Paths) {
 
 /// Checks --cpus against the CPUs this process may run on, so a wrong list fails at start
 /// with the allowed ones named rather than in a forwarding thread.
+#[cfg(target_os = "linux")]
 fn check_cpus(cpus: &[usize]) -> anyhow::Result<()> {
+    use nix::sched::{CpuSet, sched_getaffinity};
     if cpus.is_empty() {
         return Ok(());
     }
-    let allowed = sched_getaffinity(Pid::from_raw(0)).context("reading this process's CPUs")?;
+    let allowed =
+        sched_getaffinity(nix::unistd::Pid::from_raw(0)).context("reading this process's CPUs")?;
     let list: Vec<String> = (0..CpuSet::count())
         .filter(|&c| allowed.is_set(c).unwrap_or(false))
         .map(|c| c.to_string())
@@ -226,12 +227,21 @@ fn check_cpus(cpus: &[usize]) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(not(target_os = "linux"))]
+fn check_cpus(cpus: &[usize]) -> anyhow::Result<()> {
+    if !cpus.is_empty() {
+        bail!("--cpus: pinning threads needs Linux");
+    }
+    Ok(())
+}
+
 /// Pins the calling thread to `cpu` when --cpus gave one.
 fn pin_to(cpu: Option<usize>) -> std::io::Result<()> {
-    let Some(cpu) = cpu else { return Ok(()) };
-    let mut set = CpuSet::new();
-    set.set(cpu).map_err(std::io::Error::from)?;
-    sched_setaffinity(Pid::from_raw(0), &set).map_err(std::io::Error::from)
+    match cpu {
+        #[cfg(target_os = "linux")]
+        Some(cpu) => wavry_netns::pin(0, &[cpu]),
+        _ => Ok(()),
+    }
 }
 
 /// Waits for SIGINT or (on Unix) SIGTERM, which `docker stop` sends.
