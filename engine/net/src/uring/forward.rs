@@ -122,15 +122,7 @@ impl UringBackend {
             if let Some(i) = self.fwd.free.pop() {
                 return Ok(usize::from(i));
             }
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ENOMEM)
-                    ) => {}
-                Err(e) => return Err(e),
-            }
+            self.submit_and_wait_through(1)?;
             self.fwd.unsubmitted = false;
             self.reap();
         }

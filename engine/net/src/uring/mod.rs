@@ -416,6 +416,23 @@ impl UringBackend {
         }
     }
 
+    /// Submits and waits for `want` completions. Transient errors (interrupted, CQ overflow
+    /// backlog, momentary kernel memory pressure) return `Ok` so the caller reaps what is there
+    /// and loops; EBADF/EFAULT/EINVAL are a bug in this module and come back as errors.
+    pub(super) fn submit_and_wait_through(&mut self, want: usize) -> io::Result<()> {
+        match self.ring.submit_and_wait(want) {
+            Err(e)
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ENOMEM)
+                ) =>
+            {
+                Err(e)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Fills slot `i` for one datagram (or GSO batch) to `dst`.
     fn prepare(&mut self, i: usize, t: &Transmit<'_>, contents: &[u8], seg: Option<usize>) {
         let tos = t.ecn.map(|ecn| (self.tos & !0b11) | ecn as u8);
@@ -443,19 +460,9 @@ impl UringBackend {
         let mut notifs = 0usize;
         let mut retried = 0u64;
         while inflight + notifs > 0 {
-            match self.ring.submit_and_wait(inflight + notifs) {
-                Ok(_) => {}
-                // Transient: interrupted, CQ overflow backlog, or momentary kernel memory
-                // pressure. Keep waiting: the caller's payloads must stay borrowed until every
-                // send has completed.
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ENOMEM)
-                    ) => {}
-                // EBADF/EFAULT/EINVAL: a bug in this module, not a runtime condition.
-                Err(e) => return Err(e),
-            }
+            // Keep waiting through transient errors: the caller's payloads must stay borrowed
+            // until every send has completed.
+            self.submit_and_wait_through(inflight + notifs)?;
             let mut resend = 0u64;
             for e in self.ring.completion() {
                 let c = Cqe::from(e);
