@@ -11,7 +11,8 @@
 //! that also waits for their completions, so the caller's buffers are free again on return.
 //!
 //! Forward ([`forward`]): what a forwarder's callback chose goes out from the receive buffers
-//! themselves, without waiting; [`slot`] holds the prepared `sendmsg` both paths use.
+//! themselves, without waiting; [`slot`] holds the prepared `sendmsg` both paths use, and
+//! [`probe`] decides whether this machine can run the backend at all.
 //!
 //! Threading: one thread drives a backend at a time (`&mut self`); it may move between threads.
 //! The ring uses COOP_TASKRUN, so completions appear when the driving thread enters the kernel.
@@ -20,6 +21,7 @@
 
 mod bufring;
 mod forward;
+mod probe;
 mod slot;
 
 use std::collections::VecDeque;
@@ -27,7 +29,6 @@ use std::io::{self, IoSliceMut};
 use std::mem::size_of;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use io_uring::types::{RecvMsgOut, SubmitArgs, Timespec};
@@ -36,6 +37,7 @@ use socket2::Socket;
 
 use self::bufring::BufRing;
 use self::forward::Forwarding;
+pub(crate) use self::probe::probe;
 use self::slot::SendSlot;
 use crate::cmsg::{self, CONTROL_LEN};
 
@@ -159,73 +161,6 @@ fn build_ring(cq_entries: u32) -> io::Result<IoUring> {
             tracing::debug!(error = %e, "COOP_TASKRUN ring setup failed; using a plain ring");
             IoUring::builder().setup_cqsize(cq).build(SQ_ENTRIES)
         }
-    }
-}
-
-/// Checks that io_uring can run this backend here: ring setup, RecvMsg/SendMsg opcodes,
-/// provided-buffer rings, UDP GSO and GRO. Cached for the process.
-pub(crate) fn probe() -> Result<(), String> {
-    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
-    PROBE.get_or_init(probe_uncached).clone()
-}
-
-fn probe_uncached() -> Result<(), String> {
-    let ring: IoUring = IoUring::builder()
-        .setup_cqsize(8)
-        .build(4)
-        .map_err(|e| format!("io_uring_setup failed: {e}"))?;
-    let mut p = io_uring::Probe::new();
-    ring.submitter()
-        .register_probe(&mut p)
-        .map_err(|e| format!("opcode probe failed: {e}"))?;
-    for (code, name) in [
-        (opcode::RecvMsg::CODE, "RecvMsg"),
-        (opcode::SendMsg::CODE, "SendMsg"),
-        (opcode::AsyncCancel::CODE, "AsyncCancel"),
-    ] {
-        if !p.is_supported(code) {
-            return Err(format!("opcode {name} not supported"));
-        }
-    }
-    let bufs = BufRing::new(&ring, 1, 7, 64)
-        .map_err(|e| format!("provided buffer ring unsupported: {e}"))?;
-    let _ = ring.submitter().unregister_buf_ring(7);
-    drop(bufs);
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("probe socket: {e}"))?;
-    if !cmsg::gso_supported(s.as_fd()) {
-        return Err("UDP_SEGMENT (GSO) not supported".into());
-    }
-    cmsg::set_int(s.as_fd(), libc::SOL_UDP, libc::UDP_GRO, 1)
-        .map_err(|e| format!("UDP_GRO not supported: {e}"))?;
-    self_test(&s).map_err(|e| format!("multishot RecvMsg self-test failed: {e}"))
-}
-
-/// End to end on loopback: a tiny backend arms its multishot receive (kernel ≥ 6.0, which the
-/// opcode probe cannot tell) and must get one datagram sent from `s`.
-fn self_test(s: &std::net::UdpSocket) -> io::Result<()> {
-    let cfg = Config {
-        uring_buffers: 2,
-        uring_cq_entries: 4096,
-        recv_buffer: 1 << 16,
-        send_buffer: 1 << 16,
-        ..Config::default()
-    };
-    let mut b = UringBackend::bind(SocketAddr::from(([127, 0, 0, 1], 0)), &cfg, false)?;
-    s.send_to(b"wavry-probe", b.local)?;
-    let mut buf = [0u8; 64];
-    let mut meta = [RecvMeta::default()];
-    let n = b.recv(
-        &mut [IoSliceMut::new(&mut buf)],
-        &mut meta,
-        Some(Duration::from_secs(1)),
-    )?;
-    if n == 1 && &buf[..meta[0].len] == b"wavry-probe" {
-        Ok(())
-    } else {
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "probe datagram not received",
-        ))
     }
 }
 
