@@ -12,7 +12,7 @@
 //!
 //! Forward ([`forward`]): what a forwarder's callback chose goes out from the receive buffers
 //! themselves, without waiting; [`slot`] holds the prepared `sendmsg` both paths use, and
-//! [`probe`] decides whether this machine can run the backend at all.
+//! [`probe`](mod@probe) decides whether this machine can run the backend at all.
 //!
 //! Threading: one thread drives a backend at a time (`&mut self`); it may move between threads.
 //! The ring uses COOP_TASKRUN, so completions appear when the driving thread enters the kernel.
