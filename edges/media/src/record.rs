@@ -69,38 +69,33 @@ impl FileRecorder {
         };
         let mut octx =
             ff::format::output(path).map_err(MediaError::ff("creating the recording"))?;
-        if matroska {
-            let reference = crate::h264::reference_parameters(format)?;
-            let mut stream = octx
-                .add_stream_with(&reference)
-                .map_err(MediaError::ff("adding the video stream"))?;
-            stream.set_time_base(US);
-            stream.set_avg_frame_rate(ff::Rational(i32::try_from(format.fps).unwrap_or(60), 1));
-            return Ok(Self::new(path, octx, format));
-        }
-        let codec = ff::decoder::find(codec::Id::H264).ok_or_else(|| {
-            MediaError::Unavailable("H.264", "FFmpeg was built without an H.264 decoder".into())
-        })?;
-        let mut params = codec::Context::new_with_codec(codec)
-            .encoder()
-            .video()
-            .map_err(MediaError::ff("describing the recorded stream"))?;
-        params.set_width(format.width);
-        params.set_height(format.height);
-        params.set_format(Pixel::YUV420P);
-        params.set_time_base(US);
-        let ctx: &codec::Context = &params;
+        // The video track's parameters: for MKV from a reference libx264 (SPS/PPS as
+        // extradata), for MP4 a bare description (the muxer takes the SPS/PPS in-band).
+        let (reference, params);
+        let ctx: &codec::Context = if matroska {
+            reference = crate::h264::reference_parameters(format)?;
+            &reference
+        } else {
+            let codec = ff::decoder::find(codec::Id::H264).ok_or_else(|| {
+                MediaError::Unavailable("H.264", "FFmpeg was built without an H.264 decoder".into())
+            })?;
+            let mut p = codec::Context::new_with_codec(codec)
+                .encoder()
+                .video()
+                .map_err(MediaError::ff("describing the recorded stream"))?;
+            p.set_width(format.width);
+            p.set_height(format.height);
+            p.set_format(Pixel::YUV420P);
+            p.set_time_base(US);
+            params = p;
+            &params
+        };
         let mut stream = octx
             .add_stream_with(ctx)
             .map_err(MediaError::ff("adding the video stream"))?;
         stream.set_time_base(US);
         stream.set_avg_frame_rate(ff::Rational(i32::try_from(format.fps).unwrap_or(60), 1));
-        Ok(Self::new(path, octx, format))
-    }
-
-    /// A recorder for `octx`, whose stream 0 is the video track, before its header.
-    fn new(path: &Path, octx: ff::format::context::Output, format: VideoFormat) -> Self {
-        Self {
+        Ok(Self {
             path: path.to_owned(),
             octx,
             format,
@@ -114,7 +109,7 @@ impl FileRecorder {
             audio: None,
             audio_packets: 0,
             last_audio_pts: None,
-        }
+        })
     }
 
     /// Like [`Self::create`], plus an Opus track for packets of `audio` (the format the peer's
