@@ -9,7 +9,8 @@ use std::{
 use prost::Message as _;
 
 use super::{
-    CloseReason, Event, FrameMeta, Phase, Role, Session, SessionError, Transmit, send::Class,
+    CloseReason, Event, FrameMeta, Phase, Role, Session, SessionError, Transmit,
+    send::{Class, PathView},
 };
 use crate::{
     crypto::CryptoError,
@@ -250,8 +251,13 @@ impl Session {
                 self.send.set_target(self.cc.target_bps());
                 self.emit_target();
             }
-            let calm = self.cc.state() == crate::cc::DeltaState::Stable && fb.lost_packets == 0;
-            self.send.on_queue_delay(self.cc.queue_delay(), calm);
+            let path = match self.cc.state() {
+                _ if fb.lost_packets > 0 => PathView::Overrun,
+                crate::cc::DeltaState::Congested => PathView::Overrun,
+                crate::cc::DeltaState::Rising => PathView::Rising,
+                crate::cc::DeltaState::Stable => PathView::Calm,
+            };
+            self.send.on_queue_delay(self.cc.queue_delay(), path);
         }
     }
 

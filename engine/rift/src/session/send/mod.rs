@@ -14,6 +14,7 @@ mod feedback;
 mod frames;
 mod history;
 mod pacing;
+pub(crate) use self::pacing::PathView;
 mod reliable;
 mod transmit;
 

@@ -7,9 +7,12 @@
 //! path shows no queue: the burst cap opens by ×1.25 per feedback report while DELTA is
 //! stable, the report lost nothing and the queueing delay is under [`QUIET_QUEUE`], and halves
 //! (never below the spread rule) once it passes [`BUSY_QUEUE`], a report shows loss (a
-//! shallow buffer drops a burst before it delays it) or DELTA leaves Stable. Each feedback's RTT comes from
-//! the newest datagram, the end of a burst, so a burst that overruns a bottleneck shows as
-//! queueing within one report. On a free path frames leave in ~1 ms; on a bottleneck pacing
+//! shallow buffer drops a burst before it delays it), DELTA is Congested, or DELTA sees the
+//! queue rise past [`QUIET_QUEUE`]. A rise below that is held, not punished: on a
+//! sub-millisecond path the scheduler's noise alone makes DELTA see one, and closing the cap
+//! on it once made frames leave at the spread rule's rate, 2-4 ms instead of 0.3 ms.
+//! Each feedback's RTT comes from the newest datagram, the end of a burst, so a burst that
+//! overruns a bottleneck shows as queueing within one report. On a free path frames leave in ~1 ms; on a bottleneck pacing
 //! falls back to the spread rule.
 
 use std::time::Duration;
@@ -34,6 +37,18 @@ const QUIET_QUEUE: Duration = Duration::from_millis(1);
 
 /// Queueing delay over which the burst cap halves.
 const BUSY_QUEUE: Duration = Duration::from_millis(3);
+
+/// What one feedback report says about the path, for the burst cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PathView {
+    /// DELTA is Stable and the report lost nothing.
+    Calm,
+    /// DELTA sees the queueing delay grow. On a sub-millisecond path scheduling noise alone
+    /// does that, so it only closes the cap past [`QUIET_QUEUE`].
+    Rising,
+    /// The report lost packets or DELTA is Congested: a burst overran a buffer.
+    Overrun,
+}
 
 impl Sender {
     /// Sizes the pacer's bucket like TCP's TSO autosizing: about 1 ms of the pacing rate, at
@@ -82,15 +97,20 @@ impl Sender {
     }
 
     /// Opens or closes the burst cap from DELTA's view of the path after a feedback report
-    /// (see the module docs): `queue` is the estimated queueing delay, `calm` whether DELTA is
-    /// in its Stable state and the report lost nothing.
-    pub(crate) fn on_queue_delay(&mut self, queue: Duration, calm: bool) {
+    /// (see the module docs): `queue` is the estimated queueing delay.
+    pub(crate) fn on_queue_delay(&mut self, queue: Duration, path: PathView) {
         let target = self.target_bps as f64;
         let (low, high) = (target * MAX_BURST_GAIN, target * MAX_FAST_GAIN);
         let cap = self.burst_cap.clamp(low, high);
-        self.burst_cap = if !calm || queue > BUSY_QUEUE {
+        let overrun = match path {
+            PathView::Overrun => true,
+            // A rising queue closes the cap once it is more than noise.
+            PathView::Rising => queue >= QUIET_QUEUE,
+            PathView::Calm => false,
+        };
+        self.burst_cap = if overrun || queue > BUSY_QUEUE {
             (cap / 2.0).max(low)
-        } else if queue < QUIET_QUEUE {
+        } else if path == PathView::Calm && queue < QUIET_QUEUE {
             (cap * 1.25).min(high)
         } else {
             cap
