@@ -419,6 +419,11 @@ pub trait Presenter {
     fn name(&self) -> &'static str;
     /// Shows `frame`. Returns `false` once the user closed the window.
     fn present(&mut self, frame: &RawFrame) -> Result<bool, MediaError>;
+    /// Reads the window's pending events without drawing, so that input between pictures
+    /// is not held until the next one. Returns `false` once the user closed the window.
+    fn poll(&mut self) -> bool {
+        true
+    }
     /// Appends the input the user gave the window since the last call (keys as Linux evdev
     /// codes, the pointer normalised to the picture, buttons, wheel). Headless: nothing.
     fn input(&mut self, _out: &mut Vec<InputEvent>) {}

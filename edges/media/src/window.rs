@@ -60,6 +60,10 @@ impl WindowPresenter {
         )
         .map_err(|e| MediaError::Unavailable("a window", e.to_string()))?;
         window.set_position(0, 0);
+        // minifb sleeps in every update to hold 250 updates per second by default: a picture
+        // shown 2 ms after an input poll would wait 2 ms more. Pictures come at the stream's
+        // rate and polls at the caller's.
+        window.set_target_fps(0);
         let keys = Rc::new(RefCell::new(Vec::new()));
         window.set_input_callback(Box::new(KeyLog(keys.clone())));
         Ok(Self {
@@ -106,8 +110,13 @@ impl Presenter for WindowPresenter {
         Ok(self.window.is_open())
     }
 
-    // minifb reads the window's events during `update_with_buffer`: input is as fresh as the
-    // last picture shown.
+    fn poll(&mut self) -> bool {
+        // Reads the window's events and keeps the last picture.
+        self.window.update();
+        self.window.is_open()
+    }
+
+    // minifb reads the window's events in `update_with_buffer` and `update` (`poll`).
     fn input(&mut self, out: &mut Vec<InputEvent>) {
         out.extend(self.keys.borrow_mut().drain(..).filter_map(|(k, pressed)| {
             Some(InputEvent::Key {

@@ -281,6 +281,11 @@ impl RecordFormat {
     }
 }
 
+/// Locks `m`, taking the data of a poisoned lock (a panicked thread ends the runtime anyway).
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Formats an optional millisecond figure for a stats line.
 pub fn fmt_ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.2}"))

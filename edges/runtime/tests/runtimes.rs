@@ -132,6 +132,106 @@ fn unsupported_and_unsafe_flags_are_refused_with_a_reason() {
     }
 }
 
+/// Every thread of `pid`: (thread id, name, scheduling policy: 0 normal, 1 SCHED_FIFO).
+fn thread_policies(pid: u32) -> Vec<(u32, String, u32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let tid = task.file_name().to_string_lossy().parse().unwrap();
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // Field 41 (policy); the fields after the parenthesised name start at field 3.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        out.push((tid, comm.trim().to_owned(), fields[41 - 3].parse().unwrap()));
+    }
+    out
+}
+
+/// Whether this process may ask for real-time scheduling (CAP_SYS_NICE, bit 23).
+fn may_raise_priority() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap();
+    eff & (1 << 23) != 0
+}
+
+/// The host's I/O thread and input thread ask for SCHED_FIFO so that they preempt the encoder:
+/// granted with CAP_SYS_NICE (CI runs as root); without it (`setpriv` drops it) `auto` carries
+/// on at normal priority and says why, and `on` refuses to start.
+#[test]
+fn realtime_threads_are_granted_or_refused_with_a_reason() {
+    let dir = TempDir::new("realtime");
+    let (mut host, _, _) = server(&dir.0, &["--realtime", "on"]);
+    host.line_with("input thread at");
+    let raised = u32::from(may_raise_priority());
+    let threads = thread_policies(host.pid());
+    for (tid, name, policy) in &threads {
+        // The input thread is the main thread; the encoder's, the capture loop's and the
+        // audio loop's threads stay at normal priority.
+        let want = if name == "wavry-host-io" || *tid == host.pid() {
+            raised
+        } else {
+            0
+        };
+        assert_eq!(*policy, want, "{name} ({tid}) in {threads:?}");
+    }
+    assert!(
+        threads.iter().any(|t| t.1 == "wavry-host-io"),
+        "{threads:?}"
+    );
+    assert!(threads.len() >= 4, "{threads:?}");
+    drop(host);
+
+    let (key, _) = keys(&dir.0, "host2");
+    let server = env!("CARGO_BIN_EXE_wavry-server");
+    let base = [
+        "--bounding-set=-sys_nice",
+        server,
+        "--key",
+        &key,
+        "--allow-any",
+        "--listen",
+        "127.0.0.1:0",
+        "--audio-source",
+        "disabled",
+        "--seconds",
+        "1",
+        "--realtime",
+    ];
+    let mut on = base.to_vec();
+    on.push("on");
+    let out = run("setpriv", &on, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "--realtime on without the capability must fail"
+    );
+    assert!(err.contains("real-time scheduling refused"), "{err}");
+    assert!(err.contains("CAP_SYS_NICE"), "{err}");
+    let mut auto = base.to_vec();
+    auto.push("auto");
+    let out = run("setpriv", &auto, &[]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "--realtime auto must run: {out:?}");
+    assert!(
+        said.contains("I/O thread at normal priority (real-time refused"),
+        "{said}"
+    );
+    assert!(said.contains("input thread at normal priority"), "{said}");
+}
+
 #[test]
 fn no_encrypt_with_the_opt_in_says_it_changes_nothing() {
     let out = run(
@@ -462,7 +562,7 @@ fn the_window_under_xvfb_shows_decoded_frames() {
             .inject(&InputEvent::Key { code: 30, pressed })
             .unwrap();
     }
-    // Frames keep coming; the window's events are read as each is shown.
+    // The video thread reads the window's events every 2 ms and as each picture is shown.
     client.line_with("stats: ");
     client.line_with("stats: ");
     client.signal("-INT");

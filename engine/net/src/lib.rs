@@ -47,6 +47,7 @@ pub mod driver;
 pub mod filter;
 mod forward;
 mod portable;
+pub mod priority;
 mod queue;
 mod select;
 pub mod sharded;
@@ -65,6 +66,7 @@ pub use driver::{
 };
 pub use forward::{Forwards, MAX_FORWARDS};
 pub use portable::PortableBackend;
+pub use priority::{Realtime, Scheduling};
 pub use queue::{SEND_CHUNK, SendQueue};
 pub use select::{DISABLE_URING_ENV, bind, bind_sharded, probe_uring};
 pub use sharded::{ShardedHandle, ShardedHost};

@@ -14,7 +14,7 @@ use wavry_rift::session::{
 };
 
 use super::{CLIENT, Command, DriverConfig, DriverError, DriverStats, Handle, SessionSnapshot};
-use crate::{BackendKind, NetSocket};
+use crate::{BackendKind, NetSocket, Scheduling};
 
 /// A host: an [`Endpoint`] (sessions created by incoming handshakes) on its own I/O thread.
 #[derive(Debug)]
@@ -105,6 +105,11 @@ impl HostDriver {
     /// Which backend the socket uses.
     pub fn backend(&self) -> BackendKind {
         self.inner.kind
+    }
+
+    /// How the I/O thread is scheduled ([`DriverConfig::realtime`]).
+    pub fn scheduling(&self) -> &Scheduling {
+        &self.inner.scheduling
     }
 
     /// Session events, tagged with the session they came from. Unbounded: keep draining it.
@@ -278,6 +283,11 @@ impl ClientDriver {
     /// Which backend the socket uses.
     pub fn backend(&self) -> BackendKind {
         self.inner.kind
+    }
+
+    /// How the I/O thread is scheduled ([`DriverConfig::realtime`]).
+    pub fn scheduling(&self) -> &Scheduling {
+        &self.inner.scheduling
     }
 
     /// Session events. Unbounded: keep draining it.

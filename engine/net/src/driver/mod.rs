@@ -44,7 +44,9 @@ use wavry_rift::session::{
 
 use wavry_rift::session::Ecn as RiftEcn;
 
-use crate::{Backend, BackendKind, Ecn, MAX_UDP_PAYLOAD, NetError, NetSocket, Transmit};
+use crate::{
+    Backend, BackendKind, Ecn, MAX_UDP_PAYLOAD, NetError, NetSocket, Realtime, Scheduling, Transmit,
+};
 
 mod driven;
 mod handles;
@@ -87,6 +89,9 @@ pub struct DriverConfig {
     pub media_high_water: Option<usize>,
     /// Name of the I/O thread. Default `wavry-driver`.
     pub thread_name: String,
+    /// Whether the I/O thread asks for real-time scheduling ([`crate::priority`]). Default
+    /// [`Realtime::Off`]; the runtimes default to `Auto`.
+    pub realtime: Realtime,
 }
 
 impl Default for DriverConfig {
@@ -96,6 +101,7 @@ impl Default for DriverConfig {
             command_capacity: 1024,
             media_high_water: None,
             thread_name: "wavry-driver".into(),
+            realtime: Realtime::Off,
         }
     }
 }
@@ -276,6 +282,9 @@ pub enum DriverError {
     /// The driver thread panicked.
     #[error("driver thread panicked")]
     Panicked,
+    /// [`Realtime::On`] and the OS refused.
+    #[error(transparent)]
+    Realtime(#[from] crate::priority::RealtimeRefused),
     /// No answer from the driver thread in time.
     #[error("timed out waiting for the driver thread")]
     Timeout,

@@ -15,6 +15,7 @@ pub(super) struct Handle<Out> {
     thread: Option<JoinHandle<Result<DriverStats, DriverError>>>,
     pub(super) local: SocketAddr,
     pub(super) kind: BackendKind,
+    pub(super) scheduling: Scheduling,
     sleeping: Arc<AtomicBool>,
     wake: Option<Wake>,
 }
@@ -87,13 +88,32 @@ impl<Out: Send + 'static> Handle<Out> {
             sleeping: sleeping.clone(),
             wake_from,
         };
+        let realtime = worker.cfg.realtime;
+        let (sched_tx, sched_rx) = bounded(1);
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || worker.run())
+            .spawn(move || {
+                let raised = crate::priority::raise_current_thread(realtime);
+                let refused = raised.is_err();
+                let _ = sched_tx.send(raised);
+                if refused {
+                    return Err(DriverError::Stopped);
+                }
+                worker.run()
+            })
             .map_err(|source| DriverError::Io {
                 context: "spawning the driver thread",
                 source,
             })?;
+        // The thread answers before it does anything else.
+        let scheduling = match sched_rx.recv() {
+            Ok(Ok(s)) => s,
+            Ok(Err(refused)) => {
+                let _ = thread.join();
+                return Err(refused.into());
+            }
+            Err(_) => return Err(DriverError::Panicked),
+        };
         Ok(Self {
             commands: cmd_tx,
             events: ev_rx,
@@ -102,6 +122,7 @@ impl<Out: Send + 'static> Handle<Out> {
             thread: Some(thread),
             local,
             kind,
+            scheduling,
             sleeping,
             wake,
         })

@@ -150,6 +150,7 @@ fn start(
     let socket = wavry_net::bind(bind, args.io, &wavry_net::Config::default())?;
     let driver_cfg = DriverConfig {
         thread_name: "wavry-client-io".into(),
+        realtime: args.realtime,
         ..DriverConfig::default()
     };
     Ok(match route {
@@ -244,6 +245,7 @@ fn try_route(
     match await_connected(&client, stop_rx, within)? {
         Waited::Connected(peer, params) => {
             println!("wavry-client: connected to {peer} via {route}");
+            eprintln!("wavry-client: I/O thread at {}", client.scheduling());
             Ok(Attempt::Up(client, params))
         }
         Waited::Failed(why) => {

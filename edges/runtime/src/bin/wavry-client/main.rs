@@ -5,19 +5,16 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use crossbeam_channel::select;
 use wavry_media::{
-    AudioDecoder, InputEvent, Presenter, RawFrame, Recorder, VideoDecoder, VideoFormat,
+    AudioDecoder, Recorder, VideoFormat,
     audio::{OPUS_48K_STEREO_10MS, OpusDecoder},
-    h264::FfmpegDecoder,
-    present::HeadlessPresenter,
     record::FileRecorder,
-    stamp,
-    window::WindowPresenter,
 };
 use wavry_net::{ClientDriver, IoMode};
 use wavry_rift::identity::WavryId;
@@ -37,6 +34,9 @@ enum PathChoice {
 }
 
 mod connect;
+mod video;
+
+use video::{ToVideo, VideoEnd, VideoTally};
 
 /// Wavry client: watch (and record) a Wavry host's stream.
 #[derive(Parser, Debug)]
@@ -123,6 +123,11 @@ struct Args {
     /// Packet I/O backend: auto, uring or portable.
     #[arg(long, env = "WAVRY_IO", default_value = "auto")]
     io: IoMode,
+    /// Real-time scheduling (SCHED_FIFO) for the I/O thread, so they
+    /// do not wait behind the encoder: auto (ask; stay at normal priority if refused), on (a
+    /// refusal is an error) or off. Needs CAP_SYS_NICE or an rtprio limit.
+    #[arg(long, env = "WAVRY_REALTIME", default_value = "auto")]
+    realtime: wavry_net::Realtime,
     /// Print a stats line per second.
     #[arg(long)]
     stats: bool,
@@ -195,39 +200,22 @@ fn check_flags(args: &Args) -> anyhow::Result<Option<SocketAddr>> {
 #[derive(Debug, Default)]
 struct Tally {
     received: u64,
-    /// Pictures the decoder produced.
-    pictures: u64,
-    /// Pictures whose pixel code was read (synthetic source).
-    decoded: u64,
-    unreadable: u64,
-    /// Pixel timestamp differs from the frame's metadata: a picture from the wrong frame.
-    mismatched: u64,
-    /// Pixel frame number not above the previous one.
-    out_of_order: u64,
-    decode_errors: u64,
+    /// What the video thread saw.
+    video: VideoTally,
     dropped: u64,
-    skipped_until_keyframe: u64,
-    first: Option<u32>,
-    last: Option<u32>,
-    g2g: Latencies,
-    /// Glass to glass since the last stats line.
-    sec_g2g: Latencies,
     /// Host encode time per frame (from the frame's metadata).
     encode: Latencies,
     /// Capture timestamp + encode time → frame complete here: the host's queue, pacing and
     /// the transport.
     transport: Latencies,
-    decode: Latencies,
-    /// Handing a picture to the window (or the headless presenter).
-    present: Latencies,
+    /// An audio packet's capture timestamp → here: the host-to-client path for small
+    /// messages (the way back of an input round trip).
+    audio: Latencies,
     bytes: u64,
     audio_packets: u64,
     audio_errors: u64,
     /// Input probes sent (`--input-probe-hz`).
     input_probes: u64,
-    /// Input events the window gave and the client sent, and how many were keys.
-    window_input: u64,
-    window_keys: u64,
     /// Decoded audio, samples per channel.
     audio_samples: u64,
     /// Sessions replaced after their path was lost.
@@ -383,36 +371,87 @@ enum Ended {
     PathLost(String),
 }
 
-/// Receives, decodes and presents the session's stream until it ends. With `silence`, a
-/// session that delivers no frame or audio for that long (or dies of silence) ends as
-/// [`Ended::PathLost`].
+/// Receives the session's stream until it ends, its pictures decoded and presented by the
+/// video thread ([`video`]). With `silence`, a session that delivers no frame or audio for
+/// that long (or dies of silence) ends as [`Ended::PathLost`].
 #[allow(clippy::too_many_arguments)]
 fn stream(
     args: &Args,
     client: &ClientDriver,
     stop_rx: &crossbeam_channel::Receiver<()>,
     tally: &mut Tally,
-    mut recorder: Option<&mut FileRecorder>,
+    recorder: Option<&mut FileRecorder>,
     picture_size: (u32, u32),
     deadline: Option<Instant>,
     silence: Option<Duration>,
 ) -> anyhow::Result<Ended> {
-    let mut decoder = FfmpegDecoder::h264()?;
+    let recorder = Mutex::new(recorder);
+    let sec_g2g = Mutex::new(Latencies::default());
+    let shared = video::Shared {
+        client,
+        recorder: &recorder,
+        sec_g2g: &sec_g2g,
+    };
+    // A few frames of slack: the video thread keeps up at the stream's rate, and a longer
+    // queue would only add latency.
+    let (to_video, frames) = crossbeam_channel::bounded(4);
+    let (done_tx, video_done) = crossbeam_channel::bounded(1);
+    let window = args.window.then_some(picture_size);
+    let mut video_tally = std::mem::take(&mut tally.video);
+    let ended = std::thread::scope(|s| {
+        let video = std::thread::Builder::new()
+            .name("wavry-video".into())
+            .spawn_scoped(s, || {
+                let end = video::run(window, &shared, &frames, &mut video_tally);
+                let _ = done_tx.send(());
+                end
+            })
+            .context("starting the video thread")?;
+        let ended = events(
+            args,
+            &shared,
+            stop_rx,
+            tally,
+            &to_video,
+            &video_done,
+            deadline,
+            silence,
+        );
+        // Hangs the video thread up.
+        drop(to_video);
+        let end = video
+            .join()
+            .map_err(|_| anyhow::anyhow!("the video thread panicked"))?;
+        match (ended, end) {
+            (Err(e), _) | (_, Err(e)) => Err(e),
+            (Ok(_), Ok(VideoEnd::WindowClosed)) => {
+                println!("wavry-client: window closed");
+                Ok(Ended::Finished)
+            }
+            (Ok(ended), Ok(VideoEnd::Stopped)) => Ok(ended),
+        }
+    });
+    tally.video = video_tally;
+    ended
+}
+
+/// The event loop of [`stream`]: frames to the video thread; audio, stats, files, input
+/// probes and the session's end here.
+#[allow(clippy::too_many_arguments)]
+fn events(
+    args: &Args,
+    shared: &video::Shared<'_>,
+    stop_rx: &crossbeam_channel::Receiver<()>,
+    tally: &mut Tally,
+    to_video: &crossbeam_channel::Sender<ToVideo>,
+    video_done: &crossbeam_channel::Receiver<()>,
+    deadline: Option<Instant>,
+    silence: Option<Duration>,
+) -> anyhow::Result<Ended> {
+    let client = shared.client;
     let mut audio = OpusDecoder::new(OPUS_48K_STEREO_10MS)?;
     // Room for the longest Opus packet (120 ms) of 48 kHz stereo.
     let mut pcm = vec![0i16; 5760 * 2];
-    let mut presenter: Box<dyn Presenter> = if args.window {
-        Box::new(WindowPresenter::open(
-            "Wavry",
-            picture_size.0,
-            picture_size.1,
-        )?)
-    } else {
-        Box::new(HeadlessPresenter::default())
-    };
-    let mut picture = RawFrame::new(2, 2);
-    let mut window_input = Vec::new();
-    let mut need_keyframe = true;
     let mut last_media = Instant::now();
     let watch = if silence.is_some() {
         crossbeam_channel::tick(Duration::from_millis(50))
@@ -455,6 +494,8 @@ fn stream(
                 eprintln!("wavry-client: stopping (Goodbye to the host)");
                 return Ok(Ended::Finished);
             }
+            // The window closed or the video thread failed: `stream` says which.
+            recv(video_done) -> _ => return Ok(Ended::Finished),
             recv(watch) -> _ => {
                 if let Some(s) = silence
                     && last_media.elapsed() >= s
@@ -489,52 +530,16 @@ fn stream(
                     sec_frames += 1;
                     sec_bytes += f.data.len() as u64;
                     tally.bytes += f.data.len() as u64;
-                    if need_keyframe && !f.meta.keyframe {
-                        tally.skipped_until_keyframe += 1;
-                    } else {
-                        need_keyframe = false;
-                        if let Some(r) = recorder.as_deref_mut() {
-                            r.write_video(&f.data, f.meta.keyframe, f.meta.timestamp_us)?;
-                        }
-                        let t0 = Instant::now();
-                        match decoder.decode(&f.data, f.meta.timestamp_us, &mut picture) {
-                            Ok(true) => {
-                                tally.decode.record_us(t0.elapsed().as_micros() as u64);
-                                tally.pictures += 1;
-                                check_picture(tally, &picture, f.meta.timestamp_us);
-                                let t1 = Instant::now();
-                                let shown = presenter.present(&picture)?;
-                                tally.present.record_us(t1.elapsed().as_micros() as u64);
-                                presenter.input(&mut window_input);
-                                for e in window_input.drain(..) {
-                                    tally.window_input += 1;
-                                    if matches!(e, InputEvent::Key { .. }) {
-                                        tally.window_keys += 1;
-                                    }
-                                    client.send_input(wavry_runtime::input_message(
-                                        &e,
-                                        wavry_media::wall_clock_us(),
-                                    ))?;
-                                }
-                                if !shown {
-                                    println!("wavry-client: window closed");
-                                    return Ok(Ended::Finished);
-                                }
-                            }
-                            Ok(false) => {}
-                            Err(e) => {
-                                tracing::debug!("decode: {e}");
-                                tally.decode_errors += 1;
-                                need_keyframe = true;
-                            }
-                        }
-                    }
-                    client.recycle(f)?;
+                    // Fails only once the video thread has ended: `video_done` says why.
+                    let _ = to_video.send(ToVideo::Frame(f));
                 }
                 Event::Audio { timestamp_us, data } => {
                     last_media = Instant::now();
                     tally.audio_packets += 1;
-                    if let Some(r) = recorder.as_deref_mut() {
+                    tally
+                        .audio
+                        .record_us(wavry_media::wall_clock_us().saturating_sub(timestamp_us));
+                    if let Some(r) = wavry_runtime::lock(shared.recorder).as_deref_mut() {
                         r.write_audio(&data, timestamp_us)?;
                     }
                     match audio.decode(&data, &mut pcm) {
@@ -549,9 +554,10 @@ fn stream(
                     // The session asked the host for a keyframe; frames until then would
                     // reference the lost one.
                     tally.dropped += 1;
-                    need_keyframe = true;
+                    let _ = to_video.send(ToVideo::Dropped);
                 }
                 Event::Stats(p) if args.stats => {
+                    let mut sec_g2g = wavry_runtime::lock(shared.sec_g2g);
                     println!(
                         "stats: {sec_frames} fps, {:.2} Mbit/s, rtt {} ms, loss {:.2} %, \
                          fec repairs {}, drops {}, glass-to-glass p50 {} ms p99 {} ms",
@@ -560,10 +566,10 @@ fn stream(
                         p.loss * 100.0,
                         p.fec_recovered,
                         p.frames_dropped,
-                        fmt_ms(tally.sec_g2g.ms(0.5)),
-                        fmt_ms(tally.sec_g2g.ms(0.99)),
+                        fmt_ms(sec_g2g.ms(0.5)),
+                        fmt_ms(sec_g2g.ms(0.99)),
                     );
-                    tally.sec_g2g.reset();
+                    sec_g2g.reset();
                     (sec_frames, sec_bytes) = (0, 0);
                 }
                 Event::FileOffered(offer) => {
@@ -709,27 +715,6 @@ fn file_control(
     Ok(())
 }
 
-/// Reads the pixel code of a decoded picture and checks it against the frame's metadata.
-fn check_picture(tally: &mut Tally, picture: &RawFrame, meta_capture_us: u64) {
-    let Some(s) = stamp::read(picture) else {
-        tally.unreadable += 1;
-        return;
-    };
-    tally.decoded += 1;
-    if s.capture_us != meta_capture_us {
-        tally.mismatched += 1;
-    }
-    if tally.last.is_some_and(|l| s.frame <= l) {
-        tally.out_of_order += 1;
-    }
-    tally.first.get_or_insert(s.frame);
-    tally.last = Some(s.frame);
-    // Same clock on the same machine; across machines this needs synchronised clocks.
-    let g2g = wavry_media::wall_clock_us().saturating_sub(s.capture_us);
-    tally.g2g.record_us(g2g);
-    tally.sec_g2g.record_us(g2g);
-}
-
 fn print_summary(t: &Tally) {
     // One key=value line for scripts and tests.
     println!(
@@ -738,37 +723,40 @@ fn print_summary(t: &Tally) {
          g2g_p50_ms={} g2g_p99_ms={} g2g_p999_ms={} encode_p50_ms={} encode_p99_ms={} \
          transport_p50_ms={} transport_p99_ms={} transport_p999_ms={} decode_p50_ms={} \
          decode_p99_ms={} present_p99_ms={} mbytes={:.2} audio_packets={} audio_errors={} \
-         audio_ms={} input_probes={} window_input={} window_keys={} failovers={} \
-         longest_frame_gap_ms={} cpu_s={}",
+         audio_ms={} audio_p50_ms={} audio_p99_ms={} audio_p995_ms={} input_probes={} \
+         window_input={} window_keys={} failovers={} longest_frame_gap_ms={} cpu_s={}",
         t.received,
-        t.pictures,
-        t.decoded,
-        t.unreadable,
-        t.mismatched,
-        t.out_of_order,
-        t.decode_errors,
+        t.video.pictures,
+        t.video.decoded,
+        t.video.unreadable,
+        t.video.mismatched,
+        t.video.out_of_order,
+        t.video.decode_errors,
         t.dropped,
-        t.skipped_until_keyframe,
-        t.first.map_or_else(|| "-".into(), |f| f.to_string()),
-        t.last.map_or_else(|| "-".into(), |f| f.to_string()),
-        fmt_ms(t.g2g.ms(0.5)),
-        fmt_ms(t.g2g.ms(0.99)),
-        fmt_ms(t.g2g.ms(0.999)),
+        t.video.skipped_until_keyframe,
+        t.video.first.map_or_else(|| "-".into(), |f| f.to_string()),
+        t.video.last.map_or_else(|| "-".into(), |f| f.to_string()),
+        fmt_ms(t.video.g2g.ms(0.5)),
+        fmt_ms(t.video.g2g.ms(0.99)),
+        fmt_ms(t.video.g2g.ms(0.999)),
         fmt_ms(t.encode.ms(0.5)),
         fmt_ms(t.encode.ms(0.99)),
         fmt_ms(t.transport.ms(0.5)),
         fmt_ms(t.transport.ms(0.99)),
         fmt_ms(t.transport.ms(0.999)),
-        fmt_ms(t.decode.ms(0.5)),
-        fmt_ms(t.decode.ms(0.99)),
-        fmt_ms(t.present.ms(0.99)),
+        fmt_ms(t.video.decode.ms(0.5)),
+        fmt_ms(t.video.decode.ms(0.99)),
+        fmt_ms(t.video.present.ms(0.99)),
         t.bytes as f64 / 1e6,
         t.audio_packets,
         t.audio_errors,
         t.audio_samples / 48,
+        fmt_ms(t.audio.ms(0.5)),
+        fmt_ms(t.audio.ms(0.99)),
+        fmt_ms(t.audio.ms(0.995)),
         t.input_probes,
-        t.window_input,
-        t.window_keys,
+        t.video.window_input,
+        t.video.window_keys,
         t.failovers,
         t.longest_gap.as_millis(),
         wavry_runtime::cpu_seconds("self").map_or_else(|| "-".into(), |c| format!("{c:.2}")),

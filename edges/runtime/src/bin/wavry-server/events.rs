@@ -15,7 +15,8 @@ use wavry_rift::session::Event;
 use wavry_runtime::files::{HostSession, Upload};
 use wavry_runtime::probe;
 
-use super::{Args, InputChoice, Shared, Source, lock};
+use super::{Args, InputChoice, Shared, Source};
+use wavry_runtime::lock;
 
 pub(super) fn event_loop(
     args: &Args,
@@ -23,6 +24,9 @@ pub(super) fn event_loop(
     shared: &Shared,
     stop_rx: &crossbeam_channel::Receiver<()>,
 ) -> anyhow::Result<()> {
+    // Input is injected on this thread: it preempts the encoder like the I/O thread does.
+    let scheduling = wavry_net::priority::raise_current_thread(args.realtime)?;
+    println!("wavry-server: input thread at {scheduling}");
     let mut sink: Box<dyn InputSink> = match (args.input, args.source) {
         (InputChoice::Xtest, _) | (InputChoice::Auto, Source::X11) => {
             let display = args.display_id.map(|n| format!(":{n}"));
@@ -200,10 +204,11 @@ pub(super) fn event_loop(
     }
     println!(
         "wavry-server: injected {injected} input events through {}; one-way latency \
-         p50 {} ms p99 {} ms p999 {} ms; cpu_s={}",
+         p50 {} ms p99 {} ms p99.5 {} ms p999 {} ms; cpu_s={}",
         sink.name(),
         wavry_runtime::fmt_ms(input_latency.ms(0.5)),
         wavry_runtime::fmt_ms(input_latency.ms(0.99)),
+        wavry_runtime::fmt_ms(input_latency.ms(0.995)),
         wavry_runtime::fmt_ms(input_latency.ms(0.999)),
         wavry_runtime::cpu_seconds("self").map_or_else(|| "-".into(), |c| format!("{c:.2}")),
     );

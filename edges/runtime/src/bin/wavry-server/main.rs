@@ -131,6 +131,11 @@ struct Args {
     /// Packet I/O backend: auto, uring or portable.
     #[arg(long, env = "WAVRY_IO", default_value = "auto")]
     io: IoMode,
+    /// Real-time scheduling (SCHED_FIFO) for the I/O thread and the thread that injects input, so they
+    /// do not wait behind the encoder: auto (ask; stay at normal priority if refused), on (a
+    /// refusal is an error) or off. Needs CAP_SYS_NICE or an rtprio limit.
+    #[arg(long, env = "WAVRY_REALTIME", default_value = "auto")]
+    realtime: wavry_net::Realtime,
     /// Audio to send: tone (a 440 Hz test tone), system, microphone, app:<name> or disabled.
     #[arg(long, env = "WAVRY_AUDIO_SOURCE", default_value = "tone")]
     audio_source: String,
@@ -310,11 +315,6 @@ struct Shared {
     frames_skipped: AtomicU64,
 }
 
-/// Locks `m`, taking the data of a poisoned lock (a panicked thread ends the runtime anyway).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn run(args: &Args) -> anyhow::Result<()> {
     check_flags(args)?;
     wavry_runtime::check_bind(args.listen, "WAVRY_SERVER_ALLOW_PUBLIC_BIND")?;
@@ -472,9 +472,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
         Endpoint::new(cfg, key.clone(), MAX_CLIENTS),
         DriverConfig {
             thread_name: "wavry-host-io".into(),
+            realtime: args.realtime,
             ..DriverConfig::default()
         },
     )?;
+    println!("wavry-server: I/O thread at {}", host.scheduling());
     let stop_rx = wavry_runtime::stop_signal()?;
     // Tests and scripts read this line for the port and the identity to pin.
     println!(

@@ -13,7 +13,8 @@ use wavry_media::{
 use wavry_net::HostDriver;
 use wavry_rift::session::FrameMeta;
 
-use super::{MAX_CLIENTS, Shared, lock};
+use super::{MAX_CLIENTS, Shared};
+use wavry_runtime::lock;
 
 /// Frames per second to capture: the source's rate, or DELTA's lower step for the slowest
 /// session (`target` 0: no target yet).
