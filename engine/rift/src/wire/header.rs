@@ -67,9 +67,15 @@ impl HandshakeHeader {
     pub const MAX_SESSION_ID: u128 = (1u128 << 96) - 1;
 
     /// Parses a handshake header from the start of `buf`, verifying magic, version and CRC.
+    /// A session id over [`Self::MAX_SESSION_ID`] is refused like [`Self::encode`] refuses
+    /// it: header detection would read such a datagram as transport, so a handshake decoder
+    /// reached directly must not accept what no sender can produce.
     pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
         check_prefix(buf, Self::LEN)?;
         check_crc(buf, 28)?;
+        if buf[4..8] != [0; 4] {
+            return Err(WireError::SessionIdTooLarge);
+        }
         let mut sid = [0u8; 16];
         sid.copy_from_slice(&buf[4..20]);
         let mut pid = [0u8; 8];
@@ -303,5 +309,21 @@ mod tests {
             packet_id: 0,
         };
         assert_eq!(h.encode(&mut out), Err(WireError::SessionIdTooLarge));
+        // Nor does one decode (found by the handshake_cookie fuzz target: a first message
+        // decoded that could not be encoded again).
+        let mut raw = [0u8; HandshakeHeader::LEN];
+        HandshakeHeader {
+            session_id: 1,
+            packet_id: 1,
+        }
+        .encode(&mut raw)
+        .unwrap();
+        raw[5] = 4;
+        let crc = crc16_kermit(&raw[..28]);
+        raw[28..30].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(
+            HandshakeHeader::decode(&raw),
+            Err(WireError::SessionIdTooLarge)
+        );
     }
 }
