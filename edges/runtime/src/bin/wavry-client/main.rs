@@ -123,8 +123,8 @@ struct Args {
     /// Packet I/O backend: auto, uring or portable.
     #[arg(long, env = "WAVRY_IO", default_value = "auto")]
     io: IoMode,
-    /// Real-time scheduling (SCHED_FIFO) for the I/O thread, so they
-    /// do not wait behind the encoder: auto (ask; stay at normal priority if refused), on (a
+    /// Real-time scheduling (SCHED_FIFO) for the packet I/O thread, so it does not wait
+    /// behind the decoder: auto (ask; stay at normal priority if refused), on (a
     /// refusal is an error) or off. Needs CAP_SYS_NICE or an rtprio limit.
     #[arg(long, env = "WAVRY_REALTIME", default_value = "auto")]
     realtime: wavry_net::Realtime,
