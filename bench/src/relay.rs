@@ -114,6 +114,11 @@ struct Figures {
     p50_us: f64,
     p99_us: f64,
     p999_us: f64,
+    /// Latency to the receiving socket (kernel receive timestamp): without the bench
+    /// receiver's own wake-up.
+    socket_p50_us: f64,
+    socket_p99_us: f64,
+    socket_p999_us: f64,
     junk_sent: u64,
     junk_pps: f64,
 }
@@ -122,6 +127,7 @@ impl Figures {
     fn of(forwarder: Fwd, shape: Shape, size: usize, o: &Outcome) -> Self {
         let pps = o.received as f64 / o.secs;
         let q = |p: f64| o.latency.value_at_quantile(p) as f64 / 1e3;
+        let qs = |p: f64| o.socket_latency.value_at_quantile(p) as f64 / 1e3;
         Self {
             forwarder,
             shape,
@@ -143,6 +149,9 @@ impl Figures {
             p50_us: q(0.5),
             p99_us: q(0.99),
             p999_us: q(0.999),
+            socket_p50_us: qs(0.5),
+            socket_p99_us: qs(0.99),
+            socket_p999_us: qs(0.999),
             junk_sent: o.junk_sent,
             junk_pps: o.junk_sent as f64 / o.secs,
         }
@@ -177,7 +186,18 @@ struct Report {
     relay_io: String,
     rounds: Vec<Round>,
     ratios: Vec<RatioRow>,
+    added_latency: Vec<AddedLatency>,
     session_count: Option<SessionCount>,
+}
+
+/// Latency the relay adds at half its saturation rate: relay minus direct path, same round.
+#[derive(Debug, Serialize)]
+struct AddedLatency {
+    shape: Shape,
+    /// p99 to the receiving thread.
+    p99_us: Spread,
+    /// p99 to the receiving socket (without the bench receiver's wake-up).
+    socket_p99_us: Spread,
 }
 
 /// Headline ratios of one shape over the rounds.
@@ -261,6 +281,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         relay_io: opts.io.clone(),
         rounds: Vec::new(),
         ratios: Vec::new(),
+        added_latency: Vec::new(),
         session_count: None,
     };
     for r in 1..=rounds {
@@ -333,6 +354,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             });
         }
     }
+    report.added_latency = added_latency(&report.rounds);
     if count > 0 {
         report.session_count = Some(session_count(&opts, count, &keys)?);
     }
@@ -358,6 +380,33 @@ fn ratio_spread(rounds: &[Round], shape: Shape, num: Fwd, den: Fwd) -> Option<Sp
         let d = per(den, r);
         if d > 0.0 { per(num, r) / d } else { 0.0 }
     }))
+}
+
+/// Per shape, relay minus direct p99 of each round at half saturation; min/median/max.
+fn added_latency(rounds: &[Round]) -> Vec<AddedLatency> {
+    let mut out = Vec::new();
+    for shape in [Shape::Single, Shape::Gso] {
+        let per = |r: &Round, g: fn(&Figures) -> f64| {
+            let at = |fwd: Fwd| {
+                r.latency
+                    .iter()
+                    .find(|f| f.forwarder == fwd && f.shape == shape)
+                    .map(g)
+            };
+            Some(at(Fwd::Relay)? - at(Fwd::Direct)?)
+        };
+        if let (Some(p99_us), Some(socket_p99_us)) = (
+            Spread::of(rounds.iter().filter_map(|r| per(r, |f| f.p99_us))),
+            Spread::of(rounds.iter().filter_map(|r| per(r, |f| f.socket_p99_us))),
+        ) {
+            out.push(AddedLatency {
+                shape,
+                p99_us,
+                socket_p99_us,
+            });
+        }
+    }
+    out
 }
 
 fn progress(r: u32, rounds: u32, what: &str, f: &Figures) {
@@ -598,7 +647,31 @@ fn print_report(rep: &Report) {
                     l.show(2)
                 );
             }
+            if let (Some(a), Some(b), Some(c)) = (
+                s(|f| f.socket_p50_us),
+                s(|f| f.socket_p99_us),
+                s(|f| f.socket_p999_us),
+            ) {
+                println!(
+                    "  {:<15} to socket   p50 {:<16} p99 {:<18} p999 {}",
+                    "",
+                    a.show(0),
+                    b.show(0),
+                    c.show(0)
+                );
+            }
         }
+    }
+    println!(
+        "\nadded by the relay at half saturation (relay - direct p99, same round, us, min/median/max):"
+    );
+    for a in &rep.added_latency {
+        println!(
+            "  {:<7} to the receiving thread {:<20} to the receiving socket {}",
+            a.shape.name(),
+            a.p99_us.show(0),
+            a.socket_p99_us.show(0)
+        );
     }
     let junk: Vec<&Figures> = rep.rounds.iter().filter_map(|r| r.junk.as_ref()).collect();
     if let (Some(l), Some(j)) = (

@@ -1,11 +1,11 @@
 //! Raw Linux calls the packet benchmark needs and `wavry-net` does not expose: thread pinning,
-//! process CPU time, `sendmmsg`/`recvmmsg`, and a blocking GSO `sendmsg` / GRO `recvmsg` pair
+//! timer slack, process CPU time, `sendmmsg`/`recvmmsg`, and a blocking GSO `sendmsg` / GRO `recvmsg` pair
 //! (the ceiling probe). Each wrapper is safe; the `unsafe` stays in this module.
 
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
 use socket2::SockAddr;
@@ -53,6 +53,20 @@ fn pin_thread(tid: libc::pid_t, cpu: usize) -> io::Result<()> {
     // SAFETY: `tid` is 0 or a thread of this process; `set` is a valid cpu_set_t of the size
     // passed.
     let rc = unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &raw const set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets the calling thread's timer slack (`PR_SET_TIMERSLACK`) so that its sleeps end within
+/// `ns` of their deadline instead of the default 50 us: a paced load generator then sleeps
+/// between sends instead of spinning on a core the forwarder under test needs.
+pub(crate) fn set_timer_slack(ns: u64) -> io::Result<()> {
+    let ns = libc::c_ulong::try_from(ns.max(1)).unwrap_or(libc::c_ulong::MAX);
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and touches no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns, 0, 0, 0) };
     if rc == 0 {
         Ok(())
     } else {
@@ -244,6 +258,16 @@ pub(crate) fn recv_gro(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, u
 /// One blocking `recvmsg` into `buf` on a UDP_GRO socket; returns (bytes, segment size): the
 /// datagrams are `buf[..bytes]` cut every `segment size` bytes (the last may be shorter).
 pub(crate) fn recv_gro_stride(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, usize)> {
+    recv_gro_stamped(sock, buf).map(|(len, stride, _)| (len, stride))
+}
+
+/// [`recv_gro_stride`] plus the kernel's receive time of the datagram (batch) in nanoseconds
+/// since the Unix epoch, when `SO_TIMESTAMPNS` is on (`enable_rx_timestamps`): when it reached
+/// the socket, before this thread woke up to read it.
+pub(crate) fn recv_gro_stamped(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, usize, Option<u64>)> {
     let mut ctrl = ControlBuf::default();
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -262,6 +286,22 @@ pub(crate) fn recv_gro_stride(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(u
     }
     let len = rc as usize;
     let used = (hdr.msg_controllen as usize).min(CONTROL_LEN);
-    let stride = cmsg::decode(&ctrl.0[..used]).gro_size.unwrap_or(len).max(1);
-    Ok((len, stride))
+    let control = &ctrl.0[..used];
+    let stride = cmsg::decode(control).gro_size.unwrap_or(len).max(1);
+    let stamp = cmsg::iter(control).find_map(|(level, ty, data)| {
+        (level == libc::SOL_SOCKET && ty == libc::SCM_TIMESTAMPNS && data.len() >= 16).then(|| {
+            let sec = i64::from_ne_bytes(data[..8].try_into().unwrap_or_default());
+            let nsec = i64::from_ne_bytes(data[8..16].try_into().unwrap_or_default());
+            u64::try_from(sec)
+                .unwrap_or(0)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(u64::try_from(nsec).unwrap_or(0))
+        })
+    });
+    Ok((len, stride, stamp))
+}
+
+/// Turns on the kernel's software receive timestamps (`SO_TIMESTAMPNS`) for `sock`.
+pub(crate) fn enable_rx_timestamps(sock: &UdpSocket) -> io::Result<()> {
+    cmsg::set_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
 }

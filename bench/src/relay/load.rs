@@ -131,8 +131,11 @@ pub(crate) struct Outcome {
     pub(crate) secs: f64,
     /// Forwarder CPU-seconds over the window.
     pub(crate) cpu_secs: f64,
-    /// One-way latency, nanoseconds.
+    /// One-way latency to the receiving thread, nanoseconds.
     pub(crate) latency: Histogram<u64>,
+    /// One-way latency to the receiving socket (the kernel's receive timestamp), nanoseconds:
+    /// without the bench receiver's own wake-up, which is not the forwarder's.
+    pub(crate) socket_latency: Histogram<u64>,
     /// Junk datagrams sent.
     pub(crate) junk_sent: u64,
 }
@@ -166,8 +169,30 @@ impl CpuProbe {
     }
 }
 
+/// Wall-clock nanoseconds since the Unix epoch: the clock of the kernel's receive timestamps,
+/// so send stamps use it too.
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 fn ns_since(origin: Instant) -> u64 {
     u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Timer slack of the paced senders' threads: their sleeps end within 1 us of the deadline.
+const PACING_SLACK_NS: u64 = 1_000;
+
+/// Sleeps until `at_ns` after `origin`. A paced sender sleeps between sends rather than spin
+/// or yield: on a small machine a runnable load generator takes CPU time the forwarder under
+/// test needs, and its wake-ups then set the forwarder's latency tail. A late wake-up only
+/// shifts the next send; every datagram carries its own send time.
+fn wait_until(origin: Instant, at_ns: u64) {
+    let now = ns_since(origin);
+    if at_ns > now {
+        std::thread::sleep(Duration::from_nanos(at_ns - now));
+    }
 }
 
 /// Sends valid traffic to `target` and measures what the receiver gets back.
@@ -202,13 +227,14 @@ pub(crate) fn measure(
     })?;
     let junk_sent = junk_count.load(Ordering::Relaxed);
     let cpu1 = cpu.read().context("reading forwarder CPU time")?;
-    let (received, last_ns, latency) = recv;
+    let (received, last_ns, latency, socket_latency) = recv;
     Ok(Outcome {
         sent,
         received,
         secs: (last_ns as f64 / 1e9).max(1e-9),
         cpu_secs: (cpu1.saturating_sub(cpu0)).as_secs_f64(),
         latency,
+        socket_latency,
         junk_sent,
     })
 }
@@ -256,21 +282,19 @@ fn send(flows: &Flows, target: SocketAddr, origin: Instant, load: Load) -> anyho
     let end_ns = (load.seconds * 1e9) as u64;
     let (mut seq, mut sent, mut sends) = (0u64, 0u64, 0u64);
     let n = flows.socks.len();
+    if interval_ns.is_some() {
+        raw::set_timer_slack(PACING_SLACK_NS).context("timer slack")?;
+    }
     loop {
-        let now = ns_since(origin);
-        if now >= end_ns {
-            break;
+        if let Some(iv) = interval_ns {
+            wait_until(origin, (sends as f64 * iv) as u64);
         }
-        if let Some(iv) = interval_ns
-            && now < (sends as f64 * iv) as u64
-        {
-            // Pacing: give the core to the forwarder rather than spin on it.
-            std::thread::yield_now();
-            continue;
+        if ns_since(origin) >= end_ns {
+            break;
         }
         let i = (sends as usize) % n;
         let buf = &mut bufs[i];
-        let ts = ns_since(origin);
+        let ts = unix_ns();
         for d in buf.chunks_mut(load.size) {
             d[HEADER..HEADER + 8].copy_from_slice(&seq.to_le_bytes());
             d[HEADER + 8..HEADER + 16].copy_from_slice(&ts.to_le_bytes());
@@ -290,7 +314,8 @@ fn send(flows: &Flows, target: SocketAddr, origin: Instant, load: Load) -> anyho
     Ok(sent)
 }
 
-type Received = (u64, u64, Histogram<u64>);
+/// Datagrams, ns from the origin to the last arrival, latency to the thread and to the socket.
+type Received = (u64, u64, Histogram<u64>, Histogram<u64>);
 
 fn receive(
     sock: &UdpSocket,
@@ -299,25 +324,30 @@ fn receive(
     done: &AtomicBool,
 ) -> anyhow::Result<Received> {
     wavry_net::cmsg::set_int(sock.as_fd(), libc::SOL_UDP, libc::UDP_GRO, 1)?;
+    raw::enable_rx_timestamps(sock)?;
     sock.set_read_timeout(Some(Duration::from_millis(20)))?;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let mut at_socket = hist.clone();
     let mut buf = vec![0u8; 65_536];
     let (mut count, mut last_ns) = (0u64, 0u64);
     let mut idle_since: Option<Instant> = None;
     loop {
-        match raw::recv_gro_stride(sock, &mut buf) {
-            Ok((len, stride)) => {
+        match raw::recv_gro_stamped(sock, &mut buf) {
+            Ok((len, stride, stamp)) => {
                 idle_since = None;
-                let now = ns_since(origin);
-                last_ns = now;
+                last_ns = ns_since(origin);
+                let now = unix_ns();
+                // Without a kernel stamp the thread's time stands in (never earlier).
+                let queued = stamp.unwrap_or(now).min(now);
                 for d in buf[..len].chunks(stride.max(1)) {
                     if d.len() != size {
                         continue;
                     }
                     let mut ts = [0u8; 8];
                     ts.copy_from_slice(&d[HEADER + 8..HEADER + 16]);
-                    let lat = now.saturating_sub(u64::from_le_bytes(ts)).max(1);
-                    hist.saturating_record(lat);
+                    let sent = u64::from_le_bytes(ts);
+                    hist.saturating_record(now.saturating_sub(sent).max(1));
+                    at_socket.saturating_record(queued.saturating_sub(sent).max(1));
                     count += 1;
                 }
             }
@@ -337,7 +367,7 @@ fn receive(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok((count, last_ns, hist))
+    Ok((count, last_ns, hist, at_socket))
 }
 
 /// The junk flood: random bytes and FORWARDs with valid session ids from addresses that are
@@ -423,12 +453,10 @@ impl Junk {
         let seg = u16::try_from(self.size)?;
         let per_batch = (self.random.len() / self.size) as u64;
         let per_round_ns = (2 * per_batch + 2) as f64 * 1e9 / rate.max(1.0);
+        raw::set_timer_slack(PACING_SLACK_NS).context("timer slack")?;
         let mut i = 0usize;
         while !done.load(Ordering::Relaxed) {
-            if ns_since(origin) < (i as f64 * per_round_ns) as u64 {
-                std::thread::yield_now();
-                continue;
-            }
+            wait_until(origin, (i as f64 * per_round_ns) as u64);
             let s = &self.socks[i % self.socks.len()];
             let mut n = 0;
             if raw::send_gso(s, &to, &self.random, seg).is_ok() {
