@@ -105,6 +105,28 @@ pub fn require_payload_prefix(socket: &impl AsFd, prefix: &[u8], min_len: u32) -
     attach(socket, libc::SO_ATTACH_FILTER, &mut prog)
 }
 
+/// Removes `socket`'s filter, classic or eBPF (`SO_DETACH_FILTER`); a socket without one
+/// answers `ENOENT`.
+pub fn detach(socket: &impl AsFd) -> io::Result<()> {
+    let unused: libc::c_int = 0;
+    // SAFETY: SO_DETACH_FILTER reads an int-sized option value it ignores; `unused` lives
+    // until setsockopt returns; the fd is a live socket borrowed from the caller.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_DETACH_FILTER,
+            (&raw const unused).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Datagrams the kernel dropped at `socket` since it was created: refused by its filter, or
 /// the receive queue full (`SO_MEMINFO`'s drop count).
 pub fn socket_drops(socket: &impl AsFd) -> io::Result<u64> {

@@ -23,7 +23,8 @@
 //! steers one UDP port to AF_XDP sockets, frames parsed and rewritten in place, and sent from
 //! the memory they arrived in. On Linux, classic BPF serves forwarders too: [`steer`] picks a
 //! `SO_REUSEPORT` shard by payload bytes, and [`filter`] has the kernel drop datagrams that lack
-//! the protocol's leading bytes before they are queued or copied out.
+//! the protocol's leading bytes before they are queued or copied out; [`bound_peers`] (eBPF)
+//! also drops data datagrams whose (session id, source) pair the forwarder has not bound.
 //!
 //! The [`driver`] module runs `wavry-rift`'s sans-IO sessions on a backend: a [`HostDriver`]
 //! (an `Endpoint` of many sessions) or a [`ClientDriver`] (one `Session`) on its own I/O
@@ -37,6 +38,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub mod bound_peers;
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 pub mod cmsg;
