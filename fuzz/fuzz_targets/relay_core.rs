@@ -1,7 +1,10 @@
 //! The relay core driven by arbitrary datagrams from arbitrary addresses, mixed with genuine
 //! signed presentations of real leases. Invariant: nothing is ever sent to an address that
 //! has not presented a valid lease, except LEASE_REJECTs to the source that are no larger
-//! than its request and within the per-source reject budget.
+//! than its request and within the per-source reject budget. And the binding events that keep
+//! the kernel's bound-peers filter in step name only admitted addresses, never unbind what
+//! was not bound, and cover every (session, source) pair the core forwards for: the kernel
+//! never drops what the core would forward.
 #![no_main]
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -12,7 +15,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use wavry_relay::core::stats::Stats;
 use wavry_relay::peer::{Answer, decode_answer, encode_forward, encode_present};
-use wavry_relay::{CoreConfig, LeaseAuth, Now, REPLY_MAX, RelayCore, Verdict};
+use wavry_relay::{BindingEvent, CoreConfig, LeaseAuth, Now, REPLY_MAX, RelayCore, Verdict};
 use wavry_rift::identity::IdentityKey;
 use wavry_rift::lease::{LeaseClaims, LeaseRole, LeaseSigner, LeaseVerifier};
 use wavry_rift::wire::PeerRole;
@@ -94,6 +97,9 @@ fuzz_target!(|data: &[u8]| {
         Arc::new(Stats::default()),
         0,
     );
+    core.track_bindings();
+    // The kernel filter's table, built from the binding events.
+    let mut bound: HashSet<([u8; 16], SocketAddr)> = HashSet::new();
     let mut now = Now {
         mono_ns: 0,
         unix_ms: T0_MS,
@@ -108,6 +114,7 @@ fuzz_target!(|data: &[u8]| {
     while let [op, a, b, c, d, tail @ ..] = rest {
         rest = tail;
         let src = address(&[*a, *b, *c, *d]);
+        let mut forward_sid = None;
         let (len, genuine) = match op % 6 {
             0 => {
                 let dt = u64::from(u16::from_be_bytes([*b, *c]));
@@ -128,10 +135,12 @@ fuzz_target!(|data: &[u8]| {
                 let take = usize::from(*c).min(tail.len());
                 let n = encode_forward(&mut buf, *sid, &tail[..take]).unwrap();
                 rest = &tail[take..];
+                forward_sid = Some(*sid);
                 (n, false)
             }
             4 => {
                 core.cleanup(now);
+                apply(&mut core, &mut bound, &admitted);
                 continue;
             }
             _ => {
@@ -141,11 +150,22 @@ fuzz_target!(|data: &[u8]| {
                 (take, false)
             }
         };
-        match core.on_datagram(now, src, &buf[..len], &mut reply) {
+        let verdict = core.on_datagram(now, src, &buf[..len], &mut reply);
+        let was_admitted = admitted.contains(&src);
+        if let Verdict::Reply(dst, n) = verdict
+            && matches!(decode_answer(&reply[..n]), Ok((_, Answer::Ack(_))))
+        {
+            admitted.insert(dst);
+        }
+        apply(&mut core, &mut bound, &admitted);
+        match verdict {
             Verdict::Drop => {}
             Verdict::Forward(dst) => {
                 assert!(admitted.contains(&dst), "forwarded to unadmitted {dst}");
                 assert!(admitted.contains(&src), "forwarded for unadmitted {src}");
+                let sid = forward_sid.expect("only FORWARDs are forwarded");
+                assert!(bound.contains(&(sid, src)), "the kernel would drop {src}'s FORWARD");
+                assert!(bound.contains(&(sid, dst)), "forwarded to an unbound {dst}");
             }
             Verdict::Reply(dst, n) => {
                 assert_eq!(dst, src, "replies go only to the source");
@@ -156,10 +176,9 @@ fuzz_target!(|data: &[u8]| {
                 {
                     Answer::Ack(_) => {
                         assert!(
-                            genuine || admitted.contains(&src),
+                            genuine || was_admitted,
                             "ACK for a presentation that was not genuine, to {src}"
                         );
-                        admitted.insert(src);
                     }
                     Answer::Reject(_) => {
                         let count = rejects.entry(src.ip()).or_insert(0);
@@ -175,3 +194,22 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// Applies the core's binding events to `bound` and checks them.
+fn apply(
+    core: &mut RelayCore,
+    bound: &mut HashSet<([u8; 16], SocketAddr)>,
+    admitted: &HashSet<SocketAddr>,
+) {
+    for ev in core.drain_bindings() {
+        match ev {
+            BindingEvent::Bound(sid, a) => {
+                assert!(admitted.contains(&a), "bound an unadmitted {a}");
+                bound.insert((sid, a));
+            }
+            BindingEvent::Unbound(sid, a) => {
+                assert!(bound.remove(&(sid, a)), "unbound {a}, never bound");
+            }
+        }
+    }
+}

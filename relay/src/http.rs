@@ -20,6 +20,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use wavry_relay::core::stats::{FixedHistogram, Stats};
+use wavry_relay::kernel_filter::FilterState;
 
 /// State the HTTP surface and the master loop share with the shards.
 #[derive(Debug)]
@@ -33,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) shed_pct: u8,
     /// The forwarding backend: xdp-copy, xdp-zero-copy, uring or portable.
     pub(crate) backend: String,
+    /// The kernel filter in force (`--kernel-filter`).
+    pub(crate) filter: Arc<FilterState>,
 }
 
 impl Shared {
@@ -141,7 +144,17 @@ impl Collector for RelayCollector {
             None,
             latency.metric_type(),
         )?)?;
-        let gauges: [(&str, &str, i64); 5] = [
+        let gauges: [(&str, &str, i64); 7] = [
+            (
+                "kernel_filter_bound_peers",
+                "1 while the kernel drops FORWARDs from unbound (session, address) pairs (the filter in force is in /health), else 0.",
+                i64::from(self.0.filter.current() == "bound-peers"),
+            ),
+            (
+                "kernel_filter_pairs",
+                "(session, address) pairs in the kernel's bound-peers table.",
+                i64::try_from(self.0.filter.pairs.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+            ),
             (
                 "xdp",
                 "1 when forwarding on AF_XDP (the backend's name is in /health), else 0.",
@@ -268,6 +281,7 @@ fn route(req: &Request<Incoming>, shared: &Shared, registry: &Registry) -> Respo
                 "has_master_key": shared.has_master_key.load(Ordering::Relaxed),
                 "registered_with_master": shared.registered.load(Ordering::Relaxed),
                 "backend": shared.backend,
+                "kernel_filter": shared.filter.current(),
                 "active_sessions": shared.sessions(),
                 "max_sessions": shared.max_sessions,
                 "uptime_secs": shared.started.elapsed().as_secs(),
@@ -338,6 +352,7 @@ mod tests {
             shards,
             registered: AtomicBool::new(false),
             backend: "uring".into(),
+            filter: Arc::new(FilterState::new("prefix")),
             has_master_key: AtomicBool::new(false),
             max_sessions: 10,
             shed_pct: 95,

@@ -17,14 +17,16 @@ use clap::Parser;
 use wavry_net::xdp::{XdpOptions, XdpPorts};
 use wavry_net::{Backend, NetSocket};
 use wavry_relay::core::stats::Stats;
+use wavry_relay::kernel_filter::{BindingSink, FilterState};
+#[cfg(target_os = "linux")]
+use wavry_relay::kernel_filter::{BoundPeersFilter, attach_prefix};
 use wavry_relay::shell::{Clock, ShardOptions, run_shard};
 use wavry_relay::xdp::run_xdp_shard;
 use wavry_relay::{CoreConfig, LeaseAuth, RelayCore};
 use wavry_rift::identity::IdentityKey;
 use wavry_rift::lease::LeaseVerifier;
-use wavry_rift::wire::{RELAY_MAGIC, RELAY_VERSION, RelayHeader};
 
-use crate::cli::{Cli, RelayIo};
+use crate::cli::{Cli, KernelFilter, RelayIo};
 use crate::http::Shared;
 
 fn env_flag(name: &str) -> bool {
@@ -176,30 +178,72 @@ fn open_paths(cli: &Cli, threads: usize) -> anyhow::Result<Paths> {
     Ok(Paths::Sockets(bind_shards(cli, threads)?))
 }
 
-/// Has the kernel drop what cannot be a relay datagram (another magic or version, shorter than
-/// the header) before it takes receive-queue room or a copy: random-byte floods then cost the
-/// forwarding threads nothing. The core still checks every datagram. Without the filter
-/// (refused, or not Linux) forwarding goes on and says so.
-fn filter_junk(paths: &Paths) {
-    #[cfg(target_os = "linux")]
-    {
-        let attach = |fd: &dyn std::os::fd::AsFd| {
-            wavry_net::filter::require_payload_prefix(
-                &fd.as_fd(),
-                &[RELAY_MAGIC, RELAY_VERSION],
-                RelayHeader::LEN as u32,
-            )
-        };
-        let r = match paths {
-            Paths::Sockets(s) => s.iter().try_for_each(|s| attach(s)),
-            Paths::Xdp(_, kernel) => attach(kernel),
-        };
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "cannot attach the junk socket filter; junk is dropped in user space only");
+/// Puts `--kernel-filter` on the forwarding sockets (the AF_XDP path's kernel socket gets
+/// `prefix` at most: its shard keeps no kernel table). Returns the state for /health and
+/// /metrics and, for `bound-peers`, the table the shards keep in step with their bindings.
+/// What cannot be attached is said in one line and the next weaker filter is used: forwarding
+/// never depends on it, the core checks every datagram.
+#[cfg(target_os = "linux")]
+fn kernel_filter(
+    cli: &Cli,
+    paths: &Paths,
+    shards: usize,
+) -> (Arc<FilterState>, Option<Arc<BoundPeersFilter>>) {
+    use std::os::fd::AsFd;
+    let fds: Vec<&dyn AsFd> = match paths {
+        Paths::Sockets(s) => s.iter().map(|s| s as &dyn AsFd).collect(),
+        Paths::Xdp(_, kernel) => vec![kernel as &dyn AsFd],
+    };
+    if cli.kernel_filter == KernelFilter::Off {
+        return (Arc::new(FilterState::new("off")), None);
+    }
+    if cli.kernel_filter == KernelFilter::BoundPeers && matches!(paths, Paths::Sockets(_)) {
+        let state = Arc::new(FilterState::new("bound-peers"));
+        let pairs = cli.max_sessions.saturating_add(shards).saturating_mul(2) + 64;
+        match BoundPeersFilter::attach(
+            &fds,
+            u32::try_from(pairs).unwrap_or(u32::MAX),
+            Arc::clone(&state),
+        ) {
+            Ok(f) => return (state, Some(Arc::new(f))),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "the bound-peers kernel filter is unavailable; using the prefix filter"
+            ),
         }
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = paths;
+    match fds.iter().try_for_each(attach_prefix) {
+        Ok(()) => (Arc::new(FilterState::new("prefix")), None),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot attach the junk socket filter; junk is dropped in user space only");
+            (Arc::new(FilterState::new("off")), None)
+        }
+    }
+}
+
+/// Off Linux the forwarding threads check every datagram.
+#[cfg(not(target_os = "linux"))]
+fn kernel_filter(
+    cli: &Cli,
+    _paths: &Paths,
+    _shards: usize,
+) -> (Arc<FilterState>, Option<Arc<NoFilter>>) {
+    if cli.kernel_filter != KernelFilter::Off {
+        tracing::warn!(
+            "kernel socket filters need Linux; the forwarding threads check every datagram"
+        );
+    }
+    (Arc::new(FilterState::new("off")), None)
+}
+
+/// Stands in for the bound-peers filter where there is none.
+#[cfg(not(target_os = "linux"))]
+#[derive(Debug)]
+struct NoFilter;
+
+#[cfg(not(target_os = "linux"))]
+impl BindingSink for NoFilter {
+    fn apply(&self, _events: &mut dyn Iterator<Item = wavry_relay::BindingEvent>) {}
 }
 
 /// Checks --cpus against the CPUs this process may run on, so a wrong list fails at start
@@ -305,7 +349,6 @@ async fn run(
 ) -> anyhow::Result<()> {
     check_cpus(&cli.cpus)?;
     let paths = open_paths(&cli, threads)?;
-    filter_junk(&paths);
     let (bound, shards, backend) = match &paths {
         Paths::Sockets(s) => (
             s[0].local_addr().context("local_addr")?,
@@ -324,6 +367,7 @@ async fn run(
             "the advertised address {advertised} is not reachable: pass --public-addr when --listen is an unspecified address"
         );
     }
+    let (filter, bound_peers) = kernel_filter(&cli, &paths, shards);
     let stats: Vec<Arc<Stats>> = (0..shards).map(|_| Arc::new(Stats::default())).collect();
     let shed_pct = cli.load_shed_threshold_pct.clamp(50, 100);
     let shared = Arc::new(Shared {
@@ -335,6 +379,7 @@ async fn run(
         max_sessions: cli.max_sessions,
         shed_pct,
         backend: backend.clone(),
+        filter: Arc::clone(&filter),
     });
     let listener = tokio::net::TcpListener::bind(cli.health_listen)
         .await
@@ -346,6 +391,7 @@ async fn run(
         http = %listener.local_addr()?,
         shards,
         backend,
+        kernel_filter = filter.current(),
         xdp_ifaces = %cli.xdp_iface.join(","),
         "wavry-relay starting"
     );
@@ -402,12 +448,14 @@ async fn run(
                 let mut core = make_core(st);
                 let stop = Arc::clone(&stop);
                 let cpu = (!cli.cpus.is_empty()).then(|| cli.cpus[i % cli.cpus.len()]);
+                let sink = bound_peers.clone();
                 handles.push(
                     std::thread::Builder::new()
                         .name(format!("relay-shard-{i}"))
                         .spawn(move || {
                             let r = pin_to(cpu).and_then(|()| {
-                                run_shard(&mut socket, &mut core, clock, opts, &stop)
+                                let sink = sink.as_deref().map(|s| s as &dyn BindingSink);
+                                run_shard(&mut socket, &mut core, clock, opts, &stop, sink)
                             });
                             if let Err(e) = &r {
                                 fail(i, e);

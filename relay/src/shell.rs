@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wavry_net::{Backend, NetSocket, SendQueue};
 
 use crate::core::{Now, REPLY_MAX, RelayCore, Verdict};
+use crate::kernel_filter::BindingSink;
 
 /// Byte offset, in the UDP payload, of the u32 the reuseport program steers by.
 pub const STEER_OFFSET: u32 = 16;
@@ -83,14 +84,20 @@ pub struct ShardOptions {
     pub poll: Duration,
 }
 
-/// Runs one shard until `stop` is set: receive a batch, decide, send the runs.
+/// Runs one shard until `stop` is set: receive a batch, decide, send the runs. With `bindings`
+/// (the kernel's bound-peers filter) the core's binding changes go there after every batch
+/// and cleanup, before the batch's replies: a peer's LEASE_ACK never overtakes its entry.
 pub fn run_shard(
     socket: &mut NetSocket,
     core: &mut RelayCore,
     clock: Clock,
     opts: ShardOptions,
     stop: &AtomicBool,
+    bindings: Option<&dyn BindingSink>,
 ) -> std::io::Result<()> {
+    if bindings.is_some() {
+        core.track_bindings();
+    }
     let mut replies = SendQueue::new(socket.max_gso_segments(), ARENA, MAX_RUNS);
     let mut reply = [0u8; REPLY_MAX];
     let cleanup_ns = u64::try_from(opts.cleanup_interval.as_nanos()).unwrap_or(u64::MAX);
@@ -102,6 +109,11 @@ pub fn run_shard(
         let now = clock.now();
         if now.mono_ns >= next_cleanup {
             core.cleanup(now);
+            if let Some(sink) = bindings
+                && core.bindings_pending()
+            {
+                sink.apply(&mut core.drain_bindings());
+            }
             next_cleanup = now.mono_ns.saturating_add(cleanup_ns);
         }
         if now.mono_ns >= next_drops {
@@ -137,6 +149,11 @@ pub fn run_shard(
                 }
             }
         })?;
+        if let Some(sink) = bindings
+            && core.bindings_pending()
+        {
+            sink.apply(&mut core.drain_bindings());
+        }
         let failed = socket.forward_failures() - failures_before + replies.flush(socket);
         if failed > 0 {
             stats.backpressure_dropped_packets.add(failed);

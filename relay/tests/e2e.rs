@@ -175,6 +175,15 @@ async fn master_relay_and_two_peers_end_to_end() {
         "recovered within 1 s"
     );
 
+    // The kernel's bound-peers table follows the bindings (each change lands before its
+    // ACK goes out): FORWARDs that carry the live session id from the thief and from the
+    // client's old port are dropped before a shard sees them. The server's datagram after
+    // them is queued behind them on the same shard, so once it arrives they were handled.
+    thief.forward(r, sid, b"spoofed source");
+    client.forward(r, sid, b"from the old port");
+    let sent = server.forward(r, sid, b"after the spoofs");
+    assert_eq!(moved.recv().as_deref(), Some(&sent[..]));
+
     // /metrics parses as Prometheus text and counted what happened.
     let text = metrics(&relay).await;
     for line in text
@@ -194,6 +203,17 @@ async fn master_relay_and_two_peers_end_to_end() {
     assert_eq!(metric(&text, "wavry_relay_wrong_relay_rejects_total"), 1);
     assert_eq!(metric(&text, "wavry_relay_expired_lease_rejects_total"), 1);
     assert_eq!(metric(&text, "wavry_relay_shards"), 2);
+    assert_eq!(metric(&text, "wavry_relay_kernel_filter_bound_peers"), 1);
+    assert_eq!(
+        metric(&text, "wavry_relay_kernel_filter_pairs"),
+        2,
+        "the server and the client's new port"
+    );
+    assert_eq!(
+        metric(&text, "wavry_relay_unknown_peer_packets_total"),
+        0,
+        "spoofed FORWARDs never reached a shard"
+    );
     // Every forwarded datagram went through a receive batch the histograms saw.
     assert!(metric(&text, "wavry_relay_batch_datagrams_count") >= 1);
     assert!(metric(&text, "wavry_relay_forward_latency_seconds_count") >= 1);

@@ -13,8 +13,8 @@ use wavry_rift::wire::{
 };
 
 use super::{
-    BINDING_SKEW_MS, DEFAULT_HARD_KBPS, DEFAULT_SOFT_KBPS, LeaseAuth, Now, Peer, REPLY_MAX,
-    RelayCore, Session, Verdict, bucket::TokenBucket, slot,
+    BINDING_SKEW_MS, BindingEvent, DEFAULT_HARD_KBPS, DEFAULT_SOFT_KBPS, LeaseAuth, Now, Peer,
+    REPLY_MAX, RelayCore, Session, Verdict, bucket::TokenBucket, slot,
 };
 
 /// What an admitted lease grants.
@@ -343,6 +343,16 @@ impl RelayCore {
         });
         if prev_addr.is_some_and(|a| a != src) {
             self.stats.nat_rebind_events.inc();
+        }
+        if let Some(ev) = self.bindings.as_mut()
+            && prev_addr != Some(src)
+        {
+            if let Some(old) = prev_addr
+                && !session.peers.iter().flatten().any(|p| p.addr == old)
+            {
+                ev.push(BindingEvent::Unbound(sid, old));
+            }
+            ev.push(BindingEvent::Bound(sid, src));
         }
         let (soft, hard) = (session.soft_kbps, session.hard_kbps);
         self.publish_gauges();

@@ -45,6 +45,16 @@ pub const DEFAULT_SOFT_KBPS: u32 = 50_000;
 /// Default session hard limit when the lease has none (kbit/s).
 pub const DEFAULT_HARD_KBPS: u32 = 100_000;
 
+/// A change to the pairs (session id, address) that may send FORWARD datagrams, for a kernel
+/// filter that drops the rest before they reach the shard ([`RelayCore::track_bindings`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingEvent {
+    /// `addr` was bound to a role of session `id`.
+    Bound([u8; 16], SocketAddr),
+    /// No role of session `id` is bound to `addr` any more.
+    Unbound([u8; 16], SocketAddr),
+}
+
 /// The time of a call: a monotonic reading for deadlines and buckets, and the wall clock for
 /// lease and binding timestamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +207,8 @@ pub struct RelayCore {
     verify_global: TokenBucket,
     reject_global: TokenBucket,
     stats: Arc<Stats>,
+    /// Binding changes not yet taken by the shell (`None`: not tracked).
+    bindings: Option<Vec<BindingEvent>>,
 }
 
 impl RelayCore {
@@ -217,7 +229,26 @@ impl RelayCore {
             verify_global,
             reject_global,
             stats,
+            bindings: None,
         }
+    }
+
+    /// Records every change to the bound (session id, address) pairs from now on, for
+    /// [`Self::drain_bindings`]. The shell must drain after every call that may change them
+    /// ([`Self::on_datagram`], [`Self::cleanup`]): the buffer grows until it does.
+    pub fn track_bindings(&mut self) {
+        self.bindings.get_or_insert_with(Vec::new);
+    }
+
+    /// Binding changes wait to be drained (cheap: the shell asks after every batch).
+    #[inline]
+    pub fn bindings_pending(&self) -> bool {
+        self.bindings.as_ref().is_some_and(|v| !v.is_empty())
+    }
+
+    /// Takes the binding changes recorded since the last call, oldest first.
+    pub fn drain_bindings(&mut self) -> impl Iterator<Item = BindingEvent> + '_ {
+        self.bindings.iter_mut().flat_map(|v| v.drain(..))
     }
 
     /// The configuration.
@@ -326,14 +357,24 @@ impl RelayCore {
     }
 
     /// Removes expired peers, sessions whose every lease expired, and idle sessions.
-    /// Call every `--cleanup-interval-secs`; does not allocate.
+    /// Call every `--cleanup-interval-secs`; allocates only to grow the binding-event buffer
+    /// (when tracked).
     pub fn cleanup(&mut self, now: Now) {
         let idle_ns = u64::try_from(self.cfg.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
         let stats = &self.stats;
-        self.sessions.retain(|_, s| {
-            for p in &mut s.peers {
-                if p.as_ref().is_some_and(|p| p.expires_mono_ns <= now.mono_ns) {
-                    *p = None;
+        let bindings = &mut self.bindings;
+        self.sessions.retain(|sid, s| {
+            for i in 0..2 {
+                if s.peers[i]
+                    .as_ref()
+                    .is_some_and(|p| p.expires_mono_ns <= now.mono_ns)
+                {
+                    let gone = s.peers[i].take().map(|p| p.addr);
+                    if let (Some(ev), Some(a)) = (bindings.as_mut(), gone)
+                        && !s.peers.iter().flatten().any(|p| p.addr == a)
+                    {
+                        ev.push(BindingEvent::Unbound(*sid, a));
+                    }
                 }
             }
             if s.peers.iter().all(Option::is_none) {
@@ -342,6 +383,15 @@ impl RelayCore {
             }
             if now.mono_ns.saturating_sub(s.last_activity_ns) > idle_ns {
                 stats.cleanup_idle_sessions.inc();
+                if let Some(ev) = bindings.as_mut() {
+                    let addrs = s.peers.each_ref().map(|p| p.as_ref().map(|p| p.addr));
+                    if let Some(a) = addrs[0] {
+                        ev.push(BindingEvent::Unbound(*sid, a));
+                    }
+                    if let Some(b) = addrs[1].filter(|b| addrs[0] != Some(*b)) {
+                        ev.push(BindingEvent::Unbound(*sid, b));
+                    }
+                }
                 return false;
             }
             true

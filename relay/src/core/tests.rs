@@ -12,7 +12,7 @@ use wavry_rift::lease::{LeaseClaims, LeaseRole, LeaseSigner, LeaseVerifier};
 use wavry_rift::wire::{PeerRole, RejectReason};
 
 use super::stats::Stats;
-use super::{CoreConfig, LeaseAuth, Now, REJECT_LEN, REPLY_MAX, RelayCore, Verdict};
+use super::{BindingEvent, CoreConfig, LeaseAuth, Now, REJECT_LEN, REPLY_MAX, RelayCore, Verdict};
 use crate::peer::{Answer, decode_answer, encode_forward, encode_present};
 
 const RELAY_ID: &str = "relay-test";
@@ -673,4 +673,125 @@ fn insecure_dev_accepts_unverified_tokens() {
         decode_answer(&reply[..len]).unwrap().1,
         Answer::Ack(_)
     ));
+}
+
+/// Applies binding events to a set, as the kernel filter's table does.
+fn apply(core: &mut RelayCore, pairs: &mut std::collections::HashSet<([u8; 16], SocketAddr)>) {
+    for ev in core.drain_bindings() {
+        match ev {
+            BindingEvent::Bound(sid, a) => {
+                pairs.insert((sid, a));
+            }
+            BindingEvent::Unbound(sid, a) => {
+                assert!(pairs.remove(&(sid, a)), "unbinding a pair never bound");
+            }
+        }
+    }
+}
+
+#[test]
+fn binding_events_follow_admission_rebinding_expiry_and_idle_removal() {
+    let mut w = world_with(|c| c.idle_timeout = Duration::from_secs(600));
+    assert_eq!(w.core.drain_bindings().count(), 0, "untracked: nothing");
+    w.core.track_bindings();
+    let mut pairs = std::collections::HashSet::new();
+    let (c, s) = (addr(C), addr(S));
+    let mut l = w.lease(&w.client, LeaseRole::Client);
+    l.ttl_s = 120;
+    let ct = w.issue(&l);
+    let st = w.issue(&w.lease(&w.server, LeaseRole::Server));
+    assert!(matches!(
+        w.present(c, Who::Client, &ct),
+        Some(Answer::Ack(_))
+    ));
+    assert!(matches!(
+        w.present(s, Who::Server, &st),
+        Some(Answer::Ack(_))
+    ));
+    apply(&mut w.core, &mut pairs);
+    assert_eq!(pairs, [(SID, c), (SID, s)].into());
+    // A lost ACK re-presented from the bound address changes nothing; junk changes nothing.
+    w.advance(Duration::from_millis(10));
+    assert!(matches!(
+        w.present(c, Who::Client, &ct),
+        Some(Answer::Ack(_))
+    ));
+    assert_eq!(w.forward(addr("192.0.2.7:1"), b"spoofed"), Verdict::Drop);
+    assert_eq!(w.core.drain_bindings().count(), 0);
+    // NAT rebinding moves the client's pair.
+    w.advance(Duration::from_millis(500));
+    let moved = addr("198.51.100.1:40777");
+    assert!(matches!(
+        w.present(moved, Who::Client, &ct),
+        Some(Answer::Ack(_))
+    ));
+    apply(&mut w.core, &mut pairs);
+    assert_eq!(pairs, [(SID, moved), (SID, s)].into());
+    // The client's lease (120 s) expires: cleanup unbinds it, the server stays.
+    w.advance(Duration::from_secs(121));
+    w.core.cleanup(w.now);
+    apply(&mut w.core, &mut pairs);
+    assert_eq!(pairs, [(SID, s)].into());
+    // The session goes idle: its remaining pair goes with it.
+    w.advance(Duration::from_secs(600));
+    w.core.cleanup(w.now);
+    assert_eq!(w.core.session_count(), 0);
+    apply(&mut w.core, &mut pairs);
+    assert!(pairs.is_empty());
+}
+
+#[test]
+fn both_roles_on_one_address_stay_bound_until_neither_is() {
+    let mut w = world_with(|c| c.idle_timeout = Duration::from_secs(3600));
+    w.core.track_bindings();
+    let mut pairs = std::collections::HashSet::new();
+    let one = addr(C);
+    let mut l = w.lease(&w.client, LeaseRole::Client);
+    l.ttl_s = 60;
+    let ct = w.issue(&l);
+    let st = w.issue(&w.lease(&w.server, LeaseRole::Server));
+    assert!(matches!(
+        w.present(one, Who::Client, &ct),
+        Some(Answer::Ack(_))
+    ));
+    assert!(matches!(
+        w.present(one, Who::Server, &st),
+        Some(Answer::Ack(_))
+    ));
+    apply(&mut w.core, &mut pairs);
+    assert_eq!(pairs, [(SID, one)].into());
+    w.advance(Duration::from_secs(61));
+    w.core.cleanup(w.now);
+    apply(&mut w.core, &mut pairs);
+    assert_eq!(
+        pairs,
+        [(SID, one)].into(),
+        "the server still holds the address"
+    );
+}
+
+#[test]
+fn an_idle_session_with_both_roles_on_one_address_unbinds_it_once() {
+    let mut w = world_with(|c| c.idle_timeout = Duration::from_secs(60));
+    w.core.track_bindings();
+    let mut pairs = std::collections::HashSet::new();
+    let one = addr(C);
+    let ct = w.issue(&w.lease(&w.client, LeaseRole::Client));
+    let st = w.issue(&w.lease(&w.server, LeaseRole::Server));
+    assert!(matches!(
+        w.present(one, Who::Client, &ct),
+        Some(Answer::Ack(_))
+    ));
+    assert!(matches!(
+        w.present(one, Who::Server, &st),
+        Some(Answer::Ack(_))
+    ));
+    apply(&mut w.core, &mut pairs);
+    w.advance(Duration::from_secs(61));
+    w.core.cleanup(w.now);
+    assert_eq!(w.core.session_count(), 0);
+    assert_eq!(
+        w.core.drain_bindings().collect::<Vec<_>>(),
+        [BindingEvent::Unbound(SID, one)]
+    );
 }
