@@ -119,6 +119,10 @@ struct Figures {
     socket_p50_us: f64,
     socket_p99_us: f64,
     socket_p999_us: f64,
+    /// The relay's own p99 (receipt of a batch to its send submission, from the upper bounds
+    /// of its /metrics histogram): the part of the added latency spent working, not waiting
+    /// to run. Relay half-rate runs only.
+    inside_p99_us: Option<f64>,
     junk_sent: u64,
     junk_pps: f64,
 }
@@ -152,6 +156,7 @@ impl Figures {
             socket_p50_us: qs(0.5),
             socket_p99_us: qs(0.99),
             socket_p999_us: qs(0.999),
+            inside_p99_us: None,
             junk_sent: o.junk_sent,
             junk_pps: o.junk_sent as f64 / o.secs,
         }
@@ -165,6 +170,8 @@ struct Round {
     saturation: Vec<Figures>,
     latency: Vec<Figures>,
     junk: Option<Figures>,
+    /// The same junk run against a second relay with `--kernel-filter prefix`.
+    junk_prefix: Option<Figures>,
 }
 
 /// The session-count run.
@@ -184,6 +191,8 @@ struct Report {
     gso_segments: usize,
     relay_threads: usize,
     relay_io: String,
+    /// The relay's kernel filter in force (its /health).
+    kernel_filter: String,
     rounds: Vec<Round>,
     ratios: Vec<RatioRow>,
     added_latency: Vec<AddedLatency>,
@@ -236,6 +245,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         threads: args.relay_threads.max(1),
         io: args.relay_io.clone(),
         max_sessions: sessions * 2 + 16,
+        kernel_filter: "bound-peers",
         place: None,
     };
     let sessions = sessions.max(1);
@@ -245,8 +255,22 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         args.size, opts.threads, opts.io
     );
     let relay = RelayProcess::start(&opts)?;
+    let kernel_filter = relay.kernel_filter()?;
+    eprintln!("relay kernel filter in force: {kernel_filter}");
     let flows = Flows::new(sessions)?;
     let captured = admit_flows(&relay, &flows, &keys, None)?;
+    // The junk run's baseline: the same relay with only the classic prefix filter.
+    let prefix_relay = if args.no_junk {
+        None
+    } else {
+        let r = RelayProcess::start(&RelayOptions {
+            kernel_filter: "prefix",
+            ..opts.clone()
+        })?;
+        let captured = admit_flows(&r, &flows, &keys, None)?;
+        let junk = Junk::new(&flows, &captured, args.size, args.gso_segments)?;
+        Some((r, junk))
+    };
     let naive = forwarders::naive()?;
     register_naive(&flows, naive.addr, naive.addr)?;
     let ceiling = forwarders::ceiling(flows.receiver.local_addr()?)?;
@@ -279,6 +303,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         gso_segments: base.segments,
         relay_threads: opts.threads,
         relay_io: opts.io.clone(),
+        kernel_filter,
         rounds: Vec::new(),
         ratios: Vec::new(),
         added_latency: Vec::new(),
@@ -290,6 +315,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             saturation: Vec::new(),
             latency: Vec::new(),
             junk: None,
+            junk_prefix: None,
         };
         let (mut single_sat, mut gso_sat) = (0.0, 0.0);
         for shape in [Shape::Single, Shape::Gso] {
@@ -316,8 +342,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
                 (Fwd::Direct, direct, CpuProbe::None),
                 (Fwd::Relay, relay.udp, CpuProbe::Process(relay.pid())),
             ] {
+                let before = (fwd == Fwd::Relay).then(|| relay.forward_latency_buckets());
                 let o = load::measure(&flows, addr, probe, half, None)?;
-                let f = Figures::of(fwd, shape, args.size, &o);
+                let mut f = Figures::of(fwd, shape, args.size, &o);
+                if let Some(before) = before {
+                    f.inside_p99_us = p99_upper_bound(&before?, &relay.forward_latency_buckets()?);
+                }
                 progress(r, rounds, "half-rate", &f);
                 round.latency.push(f);
             }
@@ -338,10 +368,22 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             let f = Figures::of(Fwd::Relay, Shape::Single, args.size, &o);
             progress(r, rounds, "junk flood", &f);
             round.junk = Some(f);
+            if let Some((pr, pjunk)) = &prefix_relay {
+                let o = load::measure(
+                    &flows,
+                    pr.udp,
+                    CpuProbe::Process(pr.pid()),
+                    load,
+                    Some(pjunk),
+                )?;
+                let f = Figures::of(Fwd::Relay, Shape::Single, args.size, &o);
+                progress(r, rounds, "junk/prefx", &f);
+                round.junk_prefix = Some(f);
+            }
         }
         report.rounds.push(round);
     }
-    drop((naive, ceiling, relay));
+    drop((naive, ceiling, relay, prefix_relay));
     for shape in [Shape::Single, Shape::Gso] {
         if let (Some(c), Some(n)) = (
             ratio_spread(&report.rounds, shape, Fwd::Relay, Fwd::Ceiling),
@@ -380,6 +422,30 @@ fn ratio_spread(rounds: &[Round], shape: Shape, num: Fwd, den: Fwd) -> Option<Sp
         let d = per(den, r);
         if d > 0.0 { per(num, r) / d } else { 0.0 }
     }))
+}
+
+/// The upper bound (µs) of the bucket that holds the 99th percentile of what the cumulative
+/// histogram gained between `before` and `after`; `None` without observations.
+fn p99_upper_bound(before: &[(f64, u64)], after: &[(f64, u64)]) -> Option<f64> {
+    let gained: Vec<(f64, u64)> = after
+        .iter()
+        .map(|&(le, n)| {
+            let was = before
+                .iter()
+                .find(|b| b.0.total_cmp(&le).is_eq())
+                .map_or(0, |b| b.1);
+            (le, n.saturating_sub(was))
+        })
+        .collect();
+    let total = gained.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let need = (total as f64 * 0.99).ceil() as u64;
+    gained
+        .iter()
+        .find(|(_, n)| *n >= need)
+        .map(|(le, _)| le * 1e6)
 }
 
 /// Per shape, relay minus direct p99 of each round at half saturation; min/median/max.
@@ -662,6 +728,20 @@ fn print_report(rep: &Report) {
             }
         }
     }
+    for shape in [Shape::Single, Shape::Gso] {
+        let inside = Spread::of(rep.rounds.iter().flat_map(|r| &r.latency).filter_map(|f| {
+            (f.forwarder == Fwd::Relay && f.shape == shape)
+                .then_some(f.inside_p99_us)
+                .flatten()
+        }));
+        if let Some(i) = inside {
+            println!(
+                "  {:<7} inside the relay (a batch's receipt to its send submitted; /metrics bucket bound) p99 <= {} us",
+                shape.name(),
+                i.show(0)
+            );
+        }
+    }
     println!(
         "\nadded by the relay at half saturation (relay - direct p99, same round, us, min/median/max):"
     );
@@ -679,7 +759,23 @@ fn print_report(rep: &Report) {
         Spread::of(junk.iter().map(|f| f.junk_pps / 1e3)),
     ) {
         println!(
-            "\njunk flood (at the gso saturation rate) beside valid single datagrams at half saturation: valid loss % {}, junk kpps {}",
+            "\njunk flood (at the gso saturation rate) beside valid single datagrams at half saturation: valid loss % {}, junk kpps {} (kernel filter: {})",
+            l.show(2),
+            j.show(0),
+            rep.kernel_filter
+        );
+    }
+    let prefix: Vec<&Figures> = rep
+        .rounds
+        .iter()
+        .filter_map(|r| r.junk_prefix.as_ref())
+        .collect();
+    if let (Some(l), Some(j)) = (
+        Spread::of(prefix.iter().map(|f| f.loss_pct)),
+        Spread::of(prefix.iter().map(|f| f.junk_pps / 1e3)),
+    ) {
+        println!(
+            "  same rounds, a second relay with --kernel-filter prefix: valid loss % {}, junk kpps {}",
             l.show(2),
             j.show(0)
         );
@@ -693,5 +789,21 @@ fn print_report(rep: &Report) {
             c.admit_seconds,
             c.forwarded_after
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::p99_upper_bound;
+
+    #[test]
+    fn p99_comes_from_what_the_histogram_gained_in_the_window() {
+        let before = [(20e-6, 1000), (50e-6, 1000), (f64::INFINITY, 1000)];
+        let after = [(20e-6, 1090), (50e-6, 1099), (f64::INFINITY, 1100)];
+        // 100 new observations: 90 within 20 us, 99 within 50 us.
+        assert_eq!(p99_upper_bound(&before, &after), Some(50.0));
+        let after = [(20e-6, 1099), (50e-6, 1099), (f64::INFINITY, 1100)];
+        assert_eq!(p99_upper_bound(&before, &after), Some(20.0));
+        assert_eq!(p99_upper_bound(&before, &before), None);
     }
 }

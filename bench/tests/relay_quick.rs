@@ -72,6 +72,17 @@ fn quick_relay_bench_forwards_through_every_path_and_admits_every_session() {
     let junk = &round["junk"];
     assert!(junk["junk_sent"].as_u64().unwrap() > 0, "{junk}");
     assert!(junk["received"].as_u64().unwrap() > 0, "{junk}");
+    let prefix = &round["junk_prefix"];
+    assert!(prefix["junk_sent"].as_u64().unwrap() > 0, "{prefix}");
+    assert!(prefix["received"].as_u64().unwrap() > 0, "{prefix}");
+    // Run as root with clang in the build, so eBPF loads (else the relay says why and runs
+    // the prefix filter, and this fails naming it).
+    assert_eq!(report["kernel_filter"], "bound-peers", "{report}");
+    assert_eq!(report["added_latency"].as_array().unwrap().len(), 2);
+    for f in lat.iter().filter(|f| f["forwarder"] == "relay") {
+        assert!(f["inside_p99_us"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(f["socket_p50_us"].as_f64().unwrap() > 0.0, "{f}");
+    }
     assert_eq!(report["ratios"].as_array().unwrap().len(), 2);
     let sc = &report["session_count"];
     assert_eq!(sc["sessions"], 2000, "{sc}");

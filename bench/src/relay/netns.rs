@@ -158,6 +158,7 @@ pub(crate) fn run(args: &Args, bin: &Path) -> anyhow::Result<()> {
             saturation: Vec::new(),
             latency: Vec::new(),
             junk: None,
+            junk_prefix: None,
         };
         let mut half = None;
         for (fwd, io) in [(Fwd::Relay, "uring"), (Fwd::Xdp, "xdp")] {
@@ -187,6 +188,7 @@ pub(crate) fn run(args: &Args, bin: &Path) -> anyhow::Result<()> {
                 threads: 1,
                 io: io.into(),
                 max_sessions: sessions * 2 + 16,
+                kernel_filter: "bound-peers",
                 place: Some(place),
             })
             .with_context(|| format!("starting the relay with --io {io}"))?;

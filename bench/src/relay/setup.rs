@@ -36,6 +36,8 @@ pub(crate) struct RelayOptions {
     pub(crate) io: String,
     /// `--max-sessions`.
     pub(crate) max_sessions: usize,
+    /// `--kernel-filter` (bound-peers, prefix, off).
+    pub(crate) kernel_filter: &'static str,
     /// Where it runs when not on loopback in this namespace.
     pub(crate) place: Option<NsPlace>,
 }
@@ -66,6 +68,10 @@ pub(crate) struct RelayProcess {
     pub(crate) id: String,
     /// The lease signer it trusts.
     pub(crate) signer: LeaseSigner,
+    /// Its HTTP address (inside its namespace when it runs in one).
+    http: SocketAddr,
+    /// Runs in a namespace (its HTTP is not reachable from here).
+    in_namespace: bool,
     _dir: TempDir,
 }
 
@@ -155,6 +161,8 @@ impl RelayProcess {
             opts.threads.to_string(),
             "--io".into(),
             opts.io.clone(),
+            "--kernel-filter".into(),
+            opts.kernel_filter.into(),
             "--log-level".into(),
             "warn".into(),
         ];
@@ -220,8 +228,67 @@ impl RelayProcess {
             udp,
             id,
             signer,
+            http,
+            in_namespace: opts.place.is_some(),
             _dir: dir,
         })
+    }
+
+    /// GET `path` from the relay's HTTP port (loopback topology only); the body.
+    pub(crate) fn get(&self, path: &str) -> anyhow::Result<String> {
+        if self.in_namespace {
+            bail!("the relay's HTTP port is inside its namespace");
+        }
+        let mut s = TcpStream::connect_timeout(&self.http, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        std::io::Write::write_all(
+            &mut s,
+            format!("GET {path} HTTP/1.0\r\nHost: relay\r\n\r\n").as_bytes(),
+        )?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header end")?;
+        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+            bail!("GET {path}: {}", head.lines().next().unwrap_or(""));
+        }
+        Ok(body.to_owned())
+    }
+
+    /// The kernel filter in force, from /health.
+    pub(crate) fn kernel_filter(&self) -> anyhow::Result<String> {
+        let health: serde_json::Value = serde_json::from_str(&self.get("/health")?)?;
+        Ok(health["kernel_filter"]
+            .as_str()
+            .context("/health has no kernel_filter")?
+            .to_owned())
+    }
+
+    /// The cumulative buckets of the relay's forwarding-latency histogram (upper bound in
+    /// seconds, count), summed over shards.
+    pub(crate) fn forward_latency_buckets(&self) -> anyhow::Result<Vec<(f64, u64)>> {
+        let text = self.get("/metrics")?;
+        let mut out: Vec<(f64, u64)> = Vec::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("wavry_relay_forward_latency_seconds_bucket{")
+            else {
+                continue;
+            };
+            let Some(le) = rest.split("le=\"").nth(1).and_then(|r| r.split('"').next()) else {
+                continue;
+            };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse()?
+            };
+            let count: u64 = line.rsplit(' ').next().context("no value")?.parse()?;
+            match out.iter_mut().find(|(b, _)| b.total_cmp(&le).is_eq()) {
+                Some((_, c)) => *c += count,
+                None => out.push((le, count)),
+            }
+        }
+        out.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Ok(out)
     }
 
     /// The process id (for /proc).
