@@ -753,11 +753,15 @@ fn print_report(rep: &Report) {
             a.socket_p99_us.show(0)
         );
     }
-    let junk: Vec<&Figures> = rep.rounds.iter().filter_map(|r| r.junk.as_ref()).collect();
-    if let (Some(l), Some(j)) = (
-        Spread::of(junk.iter().map(|f| f.loss_pct)),
-        Spread::of(junk.iter().map(|f| f.junk_pps / 1e3)),
-    ) {
+    // Valid loss and junk rate of one junk run per round, as spreads.
+    let junk = |pick: fn(&Round) -> Option<&Figures>| {
+        let runs: Vec<&Figures> = rep.rounds.iter().filter_map(pick).collect();
+        Some((
+            Spread::of(runs.iter().map(|f| f.loss_pct))?,
+            Spread::of(runs.iter().map(|f| f.junk_pps / 1e3))?,
+        ))
+    };
+    if let Some((l, j)) = junk(|r| r.junk.as_ref()) {
         println!(
             "\njunk flood (at the gso saturation rate) beside valid single datagrams at half saturation: valid loss % {}, junk kpps {} (kernel filter: {})",
             l.show(2),
@@ -765,15 +769,7 @@ fn print_report(rep: &Report) {
             rep.kernel_filter
         );
     }
-    let prefix: Vec<&Figures> = rep
-        .rounds
-        .iter()
-        .filter_map(|r| r.junk_prefix.as_ref())
-        .collect();
-    if let (Some(l), Some(j)) = (
-        Spread::of(prefix.iter().map(|f| f.loss_pct)),
-        Spread::of(prefix.iter().map(|f| f.junk_pps / 1e3)),
-    ) {
+    if let Some((l, j)) = junk(|r| r.junk_prefix.as_ref()) {
         println!(
             "  same rounds, a second relay with --kernel-filter prefix: valid loss % {}, junk kpps {}",
             l.show(2),

@@ -101,20 +101,8 @@ mod imp {
         }
     }
 
-    /// An error with its sources, one after another ("a: b: c").
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut text = e.to_string();
-        let mut cur = e.source();
-        while let Some(s) = cur {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            cur = s.source();
-        }
-        text
-    }
-
     fn refused(what: &'static str, e: &dyn std::error::Error) -> BoundPeersError {
-        let why = chain(e);
+        let why = crate::error_chain(e);
         if why.contains("Operation not permitted") || why.contains("EPERM") {
             BoundPeersError::NoPrivilege(why)
         } else {

@@ -493,3 +493,17 @@ fn is_icmp_errno(code: Option<i32>) -> bool {
 fn is_icmp_errno(_code: Option<i32>) -> bool {
     false
 }
+
+/// An error with its sources, one after another ("a: b: c"): aya nests the kernel's answer
+/// several sources deep, and the privilege check reads the whole text.
+#[cfg(all(target_os = "linux", not(wavry_no_bpf)))]
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        cur = s.source();
+    }
+    text
+}

@@ -190,8 +190,17 @@ impl World {
         self.send(from, &buf[..n])
     }
 
-    fn admit_pair(&mut self, c: SocketAddr, s: SocketAddr) -> (String, String) {
-        let ct = self.issue(&self.lease(&self.client, LeaseRole::Client));
+    /// Admits the client at `c` with a lease of `client_ttl_s` and the server at `s` (900 s);
+    /// their tokens.
+    fn admit_with_client_ttl(
+        &mut self,
+        c: SocketAddr,
+        s: SocketAddr,
+        client_ttl_s: i64,
+    ) -> (String, String) {
+        let mut l = self.lease(&self.client, LeaseRole::Client);
+        l.ttl_s = client_ttl_s;
+        let ct = self.issue(&l);
         let st = self.issue(&self.lease(&self.server, LeaseRole::Server));
         assert!(matches!(
             self.present(c, Who::Client, &ct),
@@ -202,6 +211,10 @@ impl World {
             Some(Answer::Ack(_))
         ));
         (ct, st)
+    }
+
+    fn admit_pair(&mut self, c: SocketAddr, s: SocketAddr) -> (String, String) {
+        self.admit_with_client_ttl(c, s, 900)
     }
 }
 
@@ -696,18 +709,7 @@ fn binding_events_follow_admission_rebinding_expiry_and_idle_removal() {
     w.core.track_bindings();
     let mut pairs = std::collections::HashSet::new();
     let (c, s) = (addr(C), addr(S));
-    let mut l = w.lease(&w.client, LeaseRole::Client);
-    l.ttl_s = 120;
-    let ct = w.issue(&l);
-    let st = w.issue(&w.lease(&w.server, LeaseRole::Server));
-    assert!(matches!(
-        w.present(c, Who::Client, &ct),
-        Some(Answer::Ack(_))
-    ));
-    assert!(matches!(
-        w.present(s, Who::Server, &st),
-        Some(Answer::Ack(_))
-    ));
+    let (ct, _) = w.admit_with_client_ttl(c, s, 120);
     apply(&mut w.core, &mut pairs);
     assert_eq!(pairs, [(SID, c), (SID, s)].into());
     // A lost ACK re-presented from the bound address changes nothing; junk changes nothing.
@@ -746,18 +748,7 @@ fn both_roles_on_one_address_stay_bound_until_neither_is() {
     w.core.track_bindings();
     let mut pairs = std::collections::HashSet::new();
     let one = addr(C);
-    let mut l = w.lease(&w.client, LeaseRole::Client);
-    l.ttl_s = 60;
-    let ct = w.issue(&l);
-    let st = w.issue(&w.lease(&w.server, LeaseRole::Server));
-    assert!(matches!(
-        w.present(one, Who::Client, &ct),
-        Some(Answer::Ack(_))
-    ));
-    assert!(matches!(
-        w.present(one, Who::Server, &st),
-        Some(Answer::Ack(_))
-    ));
+    w.admit_with_client_ttl(one, one, 60);
     apply(&mut w.core, &mut pairs);
     assert_eq!(pairs, [(SID, one)].into());
     w.advance(Duration::from_secs(61));
@@ -776,16 +767,7 @@ fn an_idle_session_with_both_roles_on_one_address_unbinds_it_once() {
     w.core.track_bindings();
     let mut pairs = std::collections::HashSet::new();
     let one = addr(C);
-    let ct = w.issue(&w.lease(&w.client, LeaseRole::Client));
-    let st = w.issue(&w.lease(&w.server, LeaseRole::Server));
-    assert!(matches!(
-        w.present(one, Who::Client, &ct),
-        Some(Answer::Ack(_))
-    ));
-    assert!(matches!(
-        w.present(one, Who::Server, &st),
-        Some(Answer::Ack(_))
-    ));
+    w.admit_with_client_ttl(one, one, 900);
     apply(&mut w.core, &mut pairs);
     w.advance(Duration::from_secs(61));
     w.core.cleanup(w.now);

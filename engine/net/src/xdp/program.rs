@@ -32,18 +32,6 @@ impl std::fmt::Debug for Program {
     }
 }
 
-/// An error with its sources, one after another ("a: b: c").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        cur = s.source();
-    }
-    text
-}
-
 fn map_err(iface: &str, what: &str, e: impl std::fmt::Display) -> XdpError {
     XdpError::Program {
         iface: iface.to_owned(),
@@ -55,7 +43,7 @@ impl Program {
     /// Loads the program for `iface`: UDP to `port` on `addrs` will be redirected.
     pub(crate) fn load(iface: &str, port: u16, addrs: &[IpAddr]) -> Result<Self, XdpError> {
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| {
-            let text = chain(&e);
+            let text = crate::error_chain(&e);
             if text.contains("Operation not permitted") || text.contains("EPERM") {
                 XdpError::NoPrivilege(text)
             } else {
@@ -105,7 +93,7 @@ impl Program {
             .try_into()
             .map_err(|e| map_err(iface, "program type", e))?;
         prog.load().map_err(|e| {
-            let text = chain(&e);
+            let text = crate::error_chain(&e);
             if text.contains("Operation not permitted") {
                 XdpError::NoPrivilege(text)
             } else {
@@ -142,7 +130,7 @@ impl Program {
             .try_into()
             .map_err(|e| map_err(&iface, "program type", e))?;
         prog.attach(&iface, XdpMode::Driver).map_err(|e| {
-            let text = chain(&e);
+            let text = crate::error_chain(&e);
             if text.contains("not supported") {
                 XdpError::GenericOnly(iface.clone())
             } else if text.contains("Operation not permitted") {
