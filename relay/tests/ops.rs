@@ -5,7 +5,8 @@
 //! `--probe`, the container health check, exits 0 for a running relay's --health-listen (also
 //! when it comes from the environment as `0.0.0.0`) and 1 with one line on stderr where nothing
 //! listens; `--cpus` pins the forwarding threads, and a CPU the process
-//! may not use fails at start with the allowed ones named.
+//! may not use fails at start with the allowed ones named; without CAP_BPF the relay says why
+//! and runs the prefix kernel filter (`/health`).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -155,5 +156,63 @@ async fn cpus_pins_the_forwarding_threads_and_a_wrong_cpu_fails_at_start() {
     assert!(
         stderr.contains("--cpus: CPU 1023 is not one this process may run on"),
         "{stderr}"
+    );
+}
+
+/// GET `path` on `addr`; the body of a 200 answer, None otherwise (not serving yet).
+fn get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: relay\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.contains(" 200 ").then(|| body.to_owned())
+}
+
+#[test]
+fn without_cap_bpf_the_relay_says_why_and_runs_the_prefix_filter() {
+    let health = std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port(),
+    ));
+    let udp = format!("127.0.0.1:{}", free_udp_port());
+    // Root without CAP_BPF and CAP_SYS_ADMIN in its bounding set: eBPF maps are refused.
+    let mut child = std::process::Command::new("setpriv")
+        .args(["--bounding-set=-bpf,-sys_admin,-perfmon"])
+        .arg(relay_bin())
+        .args(["--listen", &udp, "--health-listen", &health.to_string()])
+        .args(["--master-public-key", &"ab".repeat(32)])
+        .args(["--master-url", "http://127.0.0.1:9", "--log-level", "warn"])
+        // The relay logs to stdout; at warn, a few lines.
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let end = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        if let Some(b) = get(health, "/health") {
+            break b;
+        }
+        assert!(Instant::now() < end, "the relay never served /health");
+        assert!(child.try_wait().unwrap().is_none(), "the relay exited");
+        // Poll interval of a bounded wait for another process to serve.
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["kernel_filter"], "prefix", "{health}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut log).unwrap();
+    assert!(
+        log.contains("the bound-peers kernel filter is unavailable; using the prefix filter")
+            && log.contains("needs root or CAP_BPF"),
+        "{log}"
     );
 }
