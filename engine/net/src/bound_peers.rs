@@ -82,6 +82,9 @@ mod imp {
 
     use super::{BoundPeersConfig, BoundPeersError, KEY_LEN, key};
 
+    /// `BPF_NOEXIST` (uapi/linux/bpf.h): insert only a key that is not there yet.
+    const BPF_NOEXIST: u64 = 1;
+
     /// The compiled object, aligned as aya's ELF parser wants it.
     static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bound_peers.o"));
 
@@ -166,15 +169,19 @@ mod imp {
 
         /// Lets `addr` send data datagrams of session `id` (idempotent).
         pub fn insert(&mut self, id: &[u8; 16], addr: SocketAddr) -> Result<(), BoundPeersError> {
-            let k = key(id, addr);
-            let fresh = self.peers.get(&k, 0).is_err();
-            self.peers
-                .insert(k, 1, 0)
-                .map_err(|e| refused("adding a pair", &e))?;
-            if fresh {
-                self.pairs += 1;
+            // One system call: BPF_NOEXIST says whether the pair was new (EEXIST if not).
+            match self.peers.insert(key(id, addr), 1, BPF_NOEXIST) {
+                Ok(()) => {
+                    self.pairs += 1;
+                    Ok(())
+                }
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EEXIST) =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(refused("adding a pair", &e)),
             }
-            Ok(())
         }
 
         /// Stops `addr` sending data datagrams of session `id` (absent pairs are fine).
