@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 use wavry_net::IoMode;
 use wavry_net::xdp::XdpMode;
+use wavry_relay::kernel_filter::FilterMode;
 
 /// Packet I/O of the forwarding path (`--io`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -29,18 +30,6 @@ impl RelayIo {
             Self::Portable => IoMode::Portable,
         }
     }
-}
-
-/// What the kernel drops before the forwarding threads see it (`--kernel-filter`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum KernelFilter {
-    /// eBPF: the prefix checks, and FORWARDs from an address no peer of their session is
-    /// bound to. Needs root or CAP_BPF; else one line says why and `prefix` is used.
-    BoundPeers,
-    /// Classic BPF: datagrams shorter than the relay header or without its magic and version.
-    Prefix,
-    /// Nothing: the forwarding threads check every datagram.
-    Off,
 }
 
 /// `wavry-relay`: lease-gated blind UDP forwarder.
@@ -155,8 +144,8 @@ pub(crate) struct Cli {
     /// paths; the AF_XDP path's kernel socket uses prefix). bound-peers keeps a kernel table of
     /// the bound (session, address) pairs, so floods of FORWARDs that copy a live session id
     /// from other sources cost the forwarding threads nothing.
-    #[arg(long, env = "WAVRY_RELAY_KERNEL_FILTER", value_enum, default_value_t = KernelFilter::BoundPeers, ignore_case = true)]
-    pub(crate) kernel_filter: KernelFilter,
+    #[arg(long, env = "WAVRY_RELAY_KERNEL_FILTER", value_enum, default_value_t = FilterMode::BoundPeers, ignore_case = true)]
+    pub(crate) kernel_filter: FilterMode,
     /// CPUs to pin the forwarding threads to (comma-separated or repeated): thread i runs on
     /// the i-th, wrapping around; the AF_XDP thread on the first. Pick the cores that take the
     /// NIC's interrupts (or their siblings). Default: not pinned.

@@ -20,7 +20,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use wavry_relay::core::stats::{FixedHistogram, Stats};
-use wavry_relay::kernel_filter::FilterState;
+use wavry_relay::kernel_filter::{FilterMode, FilterState};
 
 /// State the HTTP surface and the master loop share with the shards.
 #[derive(Debug)]
@@ -148,7 +148,7 @@ impl Collector for RelayCollector {
             (
                 "kernel_filter_bound_peers",
                 "1 while the kernel drops FORWARDs from unbound (session, address) pairs (the filter in force is in /health), else 0.",
-                i64::from(self.0.filter.current() == "bound-peers"),
+                i64::from(self.0.filter.current() == FilterMode::BoundPeers),
             ),
             (
                 "kernel_filter_pairs",
@@ -281,7 +281,7 @@ fn route(req: &Request<Incoming>, shared: &Shared, registry: &Registry) -> Respo
                 "has_master_key": shared.has_master_key.load(Ordering::Relaxed),
                 "registered_with_master": shared.registered.load(Ordering::Relaxed),
                 "backend": shared.backend,
-                "kernel_filter": shared.filter.current(),
+                "kernel_filter": shared.filter.current().as_str(),
                 "active_sessions": shared.sessions(),
                 "max_sessions": shared.max_sessions,
                 "uptime_secs": shared.started.elapsed().as_secs(),
@@ -352,7 +352,7 @@ mod tests {
             shards,
             registered: AtomicBool::new(false),
             backend: "uring".into(),
-            filter: Arc::new(FilterState::new("prefix")),
+            filter: Arc::new(FilterState::new(FilterMode::Prefix)),
             has_master_key: AtomicBool::new(false),
             max_sessions: 10,
             shed_pct: 95,

@@ -23,11 +23,35 @@ pub trait BindingSink: Sync {
     fn apply(&self, events: &mut dyn Iterator<Item = BindingEvent>);
 }
 
+/// What the kernel drops before the shards see it (`--kernel-filter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "bin", derive(clap::ValueEnum))]
+pub enum FilterMode {
+    /// eBPF: the prefix checks, and FORWARDs from an address no peer of their session is
+    /// bound to. Needs root or CAP_BPF; else one line says why and `prefix` is used.
+    BoundPeers,
+    /// Classic BPF: datagrams shorter than the relay header or without its magic and version.
+    Prefix,
+    /// Nothing: the forwarding threads check every datagram.
+    Off,
+}
+
+impl FilterMode {
+    /// The flag's spelling (/health, logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BoundPeers => "bound-peers",
+            Self::Prefix => "prefix",
+            Self::Off => "off",
+        }
+    }
+}
+
 /// The filter in force, for /health and /metrics.
 #[derive(Debug)]
 pub struct FilterState {
-    /// `bound-peers`, `prefix` or `off` as configured and loaded.
-    pub mode: &'static str,
+    /// The filter loaded at start.
+    pub mode: FilterMode,
     /// The bound-peers table is in force (false after a fall back to `prefix`).
     pub bound_peers_active: AtomicBool,
     /// Pairs in the bound-peers table.
@@ -36,18 +60,18 @@ pub struct FilterState {
 
 impl FilterState {
     /// The state of a relay whose filter is `mode`.
-    pub fn new(mode: &'static str) -> Self {
+    pub fn new(mode: FilterMode) -> Self {
         Self {
             mode,
-            bound_peers_active: AtomicBool::new(mode == "bound-peers"),
+            bound_peers_active: AtomicBool::new(mode == FilterMode::BoundPeers),
             pairs: AtomicU64::new(0),
         }
     }
 
     /// The filter now in force.
-    pub fn current(&self) -> &'static str {
-        if self.mode == "bound-peers" && !self.bound_peers_active.load(Ordering::Relaxed) {
-            "prefix"
+    pub fn current(&self) -> FilterMode {
+        if self.mode == FilterMode::BoundPeers && !self.bound_peers_active.load(Ordering::Relaxed) {
+            FilterMode::Prefix
         } else {
             self.mode
         }

@@ -17,7 +17,7 @@ use clap::Parser;
 use wavry_net::xdp::{XdpOptions, XdpPorts};
 use wavry_net::{Backend, NetSocket};
 use wavry_relay::core::stats::Stats;
-use wavry_relay::kernel_filter::{BindingSink, FilterState};
+use wavry_relay::kernel_filter::{BindingSink, FilterMode, FilterState};
 #[cfg(target_os = "linux")]
 use wavry_relay::kernel_filter::{BoundPeersFilter, attach_prefix};
 use wavry_relay::shell::{Clock, ShardOptions, run_shard};
@@ -26,7 +26,7 @@ use wavry_relay::{CoreConfig, LeaseAuth, RelayCore};
 use wavry_rift::identity::IdentityKey;
 use wavry_rift::lease::LeaseVerifier;
 
-use crate::cli::{Cli, KernelFilter, RelayIo};
+use crate::cli::{Cli, RelayIo};
 use crate::http::Shared;
 
 fn env_flag(name: &str) -> bool {
@@ -194,11 +194,11 @@ fn kernel_filter(
         Paths::Sockets(s) => s.iter().map(|s| s as &dyn AsFd).collect(),
         Paths::Xdp(_, kernel) => vec![kernel as &dyn AsFd],
     };
-    if cli.kernel_filter == KernelFilter::Off {
-        return (Arc::new(FilterState::new("off")), None);
+    if cli.kernel_filter == FilterMode::Off {
+        return (Arc::new(FilterState::new(FilterMode::Off)), None);
     }
-    if cli.kernel_filter == KernelFilter::BoundPeers && matches!(paths, Paths::Sockets(_)) {
-        let state = Arc::new(FilterState::new("bound-peers"));
+    if cli.kernel_filter == FilterMode::BoundPeers && matches!(paths, Paths::Sockets(_)) {
+        let state = Arc::new(FilterState::new(FilterMode::BoundPeers));
         let pairs = cli.max_sessions.saturating_add(shards).saturating_mul(2) + 64;
         match BoundPeersFilter::attach(
             &fds,
@@ -213,10 +213,10 @@ fn kernel_filter(
         }
     }
     match fds.iter().try_for_each(attach_prefix) {
-        Ok(()) => (Arc::new(FilterState::new("prefix")), None),
+        Ok(()) => (Arc::new(FilterState::new(FilterMode::Prefix)), None),
         Err(e) => {
             tracing::warn!(error = %e, "cannot attach the junk socket filter; junk is dropped in user space only");
-            (Arc::new(FilterState::new("off")), None)
+            (Arc::new(FilterState::new(FilterMode::Off)), None)
         }
     }
 }
@@ -228,12 +228,12 @@ fn kernel_filter(
     _paths: &Paths,
     _shards: usize,
 ) -> (Arc<FilterState>, Option<Arc<NoFilter>>) {
-    if cli.kernel_filter != KernelFilter::Off {
+    if cli.kernel_filter != FilterMode::Off {
         tracing::warn!(
             "kernel socket filters need Linux; the forwarding threads check every datagram"
         );
     }
-    (Arc::new(FilterState::new("off")), None)
+    (Arc::new(FilterState::new(FilterMode::Off)), None)
 }
 
 /// Stands in for the bound-peers filter where there is none.
@@ -391,7 +391,7 @@ async fn run(
         http = %listener.local_addr()?,
         shards,
         backend,
-        kernel_filter = filter.current(),
+        kernel_filter = filter.current().as_str(),
         xdp_ifaces = %cli.xdp_iface.join(","),
         "wavry-relay starting"
     );
